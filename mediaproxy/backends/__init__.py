@@ -1,0 +1,1 @@
+"""Backend connectors: one module per AI voice backend."""

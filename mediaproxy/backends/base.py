@@ -1,0 +1,102 @@
+"""The neutral interface between the call bridge and an AI voice backend.
+
+A :class:`Backend` is built once per ``[backend:NAME]`` section; for each call the bridge asks it
+for a :class:`BackendSession` (``open_session``), passing a :class:`BackendListener` (the bridge)
+that receives the backend's events. Network connectors split the same way the platforms do: a
+sans-IO dialect object (events in, messages out) plus thin Autobahn glue; this module is only the
+seam the bridge sees.
+
+Sessions are push producers (``IPushProducer``): the playout pauses a session when more than
+``[playout] max_buffer_ms`` of bot audio is queued and resumes it below half of that. A paused
+session stops delivering audio (a network connector stops reading its socket).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from mediaproxy.audio.format import AudioFormat
+
+
+@dataclass(frozen=True)
+class CallInfo:
+    """What a backend session may know about the call it serves."""
+
+    call_id: str
+    platform: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+class BackendListener(Protocol):
+    """What a backend session reports to its call (implemented by ``CallBridge``)."""
+
+    def backend_ready(self) -> None:
+        """The backend accepted the session; audio sent from now on is heard."""
+
+    def backend_audio(self, response_id: str, data: bytes) -> None:
+        """Bot audio in the session's ``audio_format``, any size, tagged with the response it
+        belongs to (barge-in drops the rest of a response by this id)."""
+
+    def backend_response_done(self, response_id: str) -> None:
+        """The response has delivered all its audio."""
+
+    def backend_speech_started(self) -> None:
+        """The backend heard the caller start speaking: barge-in."""
+
+    def backend_speech_stopped(self) -> None:
+        """The backend heard the caller stop speaking (end of the caller's turn)."""
+
+    def backend_transcript(self, role: str, text: str, final: bool) -> None:
+        """Transcript text; ``role`` is ``caller`` or ``bot``."""
+
+    def backend_hangup(self, reason: str, variables: Mapping[str, str] | None = None) -> None:
+        """The bot ends the call."""
+
+    def backend_failed(self, reason: str) -> None:
+        """The backend failed for good (bad key, quota, reconnects exhausted): end the call."""
+
+
+class BackendSession(Protocol):
+    """One call's leg toward the backend. Also an ``IPushProducer``."""
+
+    audio_format: AudioFormat
+    """The format of audio exchanged with the bridge, both directions."""
+
+    def send_audio(self, data: bytes) -> None:
+        """Caller audio in ``audio_format``, any size. Never blocks; bounded internally."""
+
+    def interrupt(self, response_id: str, played_ms: int, received_ms: int) -> None:
+        """Barge-in: the caller heard ``played_ms`` of the ``received_ms`` milliseconds of
+        ``response_id`` that arrived; forget the rest and stop producing it."""
+
+    def send_dtmf(self, digits: str) -> None:
+        """The caller pressed keys."""
+
+    def close(self) -> None:
+        """End the session; no listener calls follow. Idempotent."""
+
+    def pauseProducing(self) -> None: ...
+
+    def resumeProducing(self) -> None: ...
+
+    def stopProducing(self) -> None: ...
+
+
+class Backend(Protocol):
+    """A configured backend (one ``[backend:NAME]`` section)."""
+
+    name: str
+
+    def choose_format(self, offered: Sequence[AudioFormat]) -> AudioFormat:
+        """Pick the platform format that costs least with this backend from ``offered`` (in the
+        platform's order of preference). Used by platforms that negotiate (AudioCodes)."""
+        ...
+
+    def open_session(
+        self, call: CallInfo, listener: BackendListener, platform_format: AudioFormat
+    ) -> BackendSession:
+        """Start a session for one call whose platform speaks ``platform_format``. Returns at
+        once; readiness and failure arrive through ``listener``."""
+        ...

@@ -1,0 +1,1 @@
+"""Platform adapters: one module per contact-center platform (sans-IO session + type hooks)."""

@@ -1,0 +1,239 @@
+"""The neutral interface between a platform's wire protocol and the rest of the proxy.
+
+Every platform adapter (Twilio, AudioHook, AudioCodes, ...) is a *sans-IO* session object: it is
+fed the text and binary WebSocket messages the platform sends (``receive_text``,
+``receive_binary``) and returns neutral events (the dataclasses below); it is given neutral
+commands (``play``, ``mark``, ``clear``, ...) and queues the wire messages they mean. It never
+touches a transport or a clock. Replies it owes the platform (a ``pong``, an ``opened``) are queued
+the same way. The thin Autobahn glue (:mod:`mediaproxy.platforms.websocket`) drains the queue
+with :meth:`PlatformSession.take_output` after every call and sends each item: ``str`` as a text
+frame, ``bytes`` as a binary frame.
+
+Malformed or hostile input is never an exception: the session returns a :class:`ProtocolViolation`
+event (after queueing whatever error or close message the protocol defines), and the glue counts
+it and closes the connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Union
+
+from mediaproxy.audio.format import AudioFormat
+
+Outbound = Union[str, bytes]
+"""A queued wire message: ``str`` goes out as a text frame, ``bytes`` as a binary frame."""
+
+
+@dataclass(frozen=True)
+class PlatformCapabilities:
+    """What a platform's playback side can do; the playout adapts its pacing to it.
+
+    ``can_flush``: the platform drops audio it has queued when told to (``clear``), so we may send
+    ahead of real time. ``has_marks``: it echoes a mark when playback reaches it, which gives the
+    exact played position. ``max_lead_ms``: how far ahead of real time we may ever send to it
+    (``None``: the ``[playout] lead_ms`` setting applies unchanged; AudioCodes, which cannot flush,
+    allows one frame). ``packet_ms``: the duration of each outbound audio message (a multiple of
+    the playout tick).
+    """
+
+    can_flush: bool
+    has_marks: bool
+    max_lead_ms: int | None
+    packet_ms: int
+
+
+# --- events: platform → proxy -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CallStarted:
+    """The platform has started a call and told us its audio format.
+
+    ``call_id`` is the platform's own identifier (Twilio callSid, AudioHook conversationId,
+    AudioCodes conversationId); ``metadata`` carries string parameters that should reach the
+    backend session (Twilio customParameters, AudioHook inputVariables, AudioCodes start
+    parameters). ``audio_format`` is the format of caller audio in :class:`CallerAudio` events and
+    of the packets passed to :meth:`PlatformSession.play`.
+    """
+
+    call_id: str
+    audio_format: AudioFormat
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CallerAudio:
+    """Caller audio in the call's ``audio_format`` (mono). ``channel`` names the party for
+    platforms that stream several (AudioHook monitor: ``external``/``internal``)."""
+
+    data: bytes
+    channel: str = "external"
+
+
+@dataclass(frozen=True)
+class DtmfReceived:
+    """The caller pressed keys (one or more of ``0-9*#A-D``)."""
+
+    digits: str
+
+
+@dataclass(frozen=True)
+class MarkPlayed:
+    """Playback reached (or a flush discarded) the mark with this name."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class PlaybackFlowChanged:
+    """The platform asks us to slow down (``retry_after_ms`` > 0, e.g. Genesys 429) or lifts it."""
+
+    retry_after_ms: int
+
+
+@dataclass(frozen=True)
+class CallerStreamPaused:
+    """The platform paused (``paused=True``) or resumed caller audio (hold, secure pause)."""
+
+    paused: bool
+
+
+@dataclass(frozen=True)
+class CallEnded:
+    """The platform ended the call normally (``reason`` is the platform's own word for why)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class ProtocolViolation:
+    """The platform sent something the protocol does not allow. ``kind`` is a short, bounded
+    label for the ``protocol_errors_total{kind}`` metric (never a value taken from the input);
+    ``detail`` is for the log. The session has already queued its protocol's error reply."""
+
+    kind: str
+    detail: str
+
+
+PlatformEvent = Union[
+    CallStarted,
+    CallerAudio,
+    DtmfReceived,
+    MarkPlayed,
+    PlaybackFlowChanged,
+    CallerStreamPaused,
+    CallEnded,
+    ProtocolViolation,
+]
+
+
+class PlatformSession:
+    """Base class of the sans-IO platform sessions: output queue plus no-op command defaults.
+
+    Subclasses implement ``receive_text``/``receive_binary`` and override the commands their
+    platform supports. Commands a platform lacks stay harmless no-ops, so the call bridge can issue
+    them unconditionally.
+    """
+
+    capabilities: PlatformCapabilities
+
+    def __init__(self) -> None:
+        self._output: list[Outbound] = []
+
+    # input
+    def receive_text(self, text: str) -> list[PlatformEvent]:
+        """Parse one text frame from the platform."""
+        raise NotImplementedError
+
+    def receive_binary(self, data: bytes) -> list[PlatformEvent]:
+        """Parse one binary frame from the platform."""
+        raise NotImplementedError
+
+    def take_output(self) -> list[Outbound]:
+        """Return and forget every queued wire message, oldest first."""
+        out = self._output
+        if out:
+            self._output = []
+        return out
+
+    # commands (proxy → platform)
+    def play(self, packet: bytes) -> None:
+        """Queue one packet of bot audio in the call's format (``capabilities.packet_ms`` long)."""
+        raise NotImplementedError
+
+    def mark(self, name: str) -> None:
+        """Queue a playback mark (only called when ``capabilities.has_marks``)."""
+
+    def clear(self) -> None:
+        """Barge-in: make the platform drop the bot audio it has queued, at once."""
+
+    def playback_finished(self) -> None:
+        """The current bot utterance has been sent completely (AudioCodes closes its play stream)."""
+
+    def caller_speech(self, started: bool) -> None:
+        """The backend's VAD saw the caller start (``True``) or stop speaking."""
+
+    def transcript(self, role: str, text: str, final: bool) -> None:
+        """A transcript from the backend (``role`` is ``caller`` or ``bot``)."""
+
+    def send_dtmf(self, digits: str) -> None:
+        """Ask the platform to play DTMF digits to the caller."""
+
+    def pause_caller_audio(self, paused: bool) -> bool:
+        """Ask the platform to stop (``True``) or restart sending caller audio. Returns whether
+        the platform supports it; the caller falls back to dropping audio when it does not."""
+        return False
+
+    def hangup(self, reason: str, variables: Mapping[str, str] | None = None) -> None:
+        """End the call from our side (the bot hung up, the backend failed, the proxy drains).
+        ``variables`` are returned to the platform where it supports it (AudioHook
+        outputVariables). After this the glue closes the socket once the output is sent, unless
+        :attr:`awaits_close` says the protocol runs a close transaction first."""
+
+    @property
+    def awaits_close(self) -> bool:
+        """True while the protocol expects the peer to finish a close handshake (AudioHook
+        ``disconnect`` → ``close`` → ``closed``) before the socket may be closed."""
+        return False
+
+
+# --- the upgrade request, and what a platform type module exports ------------------------------
+
+
+@dataclass(frozen=True)
+class UpgradeRequest:
+    """A neutral view of the HTTP request that opens a platform WebSocket.
+
+    ``target`` is the raw request target (path plus query, as sent); ``host`` the Host header;
+    ``headers`` maps lower-cased header names to values (repeated headers joined with ", ").
+    ``public_url`` is ``[proxy] public_url`` (the URL platforms dial, for signature checks).
+    """
+
+    target: str
+    host: str
+    headers: Mapping[str, str]
+    public_url: str = ""
+
+
+class UpgradeRefused(Exception):
+    """Raised by a platform's ``check_upgrade`` to refuse the WebSocket upgrade with an HTTP
+    status (401 bad credentials, 403 bad signature, 503 no capacity) and a reason."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"{code} {reason}")
+        self.code = code
+        self.reason = reason
+
+
+# A platform type module (mediaproxy/platforms/<type>.py) exports:
+#
+#   CONFIG_KEYS: Mapping[str, mediaproxy.config.Key]
+#       the keys its [platform:NAME] sections accept besides type, path and backend.
+#   def check_upgrade(request: UpgradeRequest, settings: PlatformSettings, now: float) -> None
+#       authenticate the upgrade; raise UpgradeRefused to refuse it. ``now`` is the reactor's
+#       seconds() for time-window checks. Must not block.
+#   def new_session(settings: PlatformSettings, backend: Backend) -> PlatformSession
+#       a fresh sans-IO session for one connection (``backend.choose_format`` is there for
+#       platforms that negotiate formats).

@@ -1,0 +1,1 @@
+"""A scripted platform client: plays audio into the proxy, records what comes back."""

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Prepare everything mediaproxy needs on a fresh Debian machine with Python 3.11:
+# system packages (libopus0 for opuslib, python3-venv), the virtual environment in .venv,
+# and the project installed in it (editable, with the test extras).
+# Sourced by run.sh and test.sh; safe to run again (each step is skipped when already done).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+VENV=$ROOT/.venv
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+apt_install() {
+    local sudo=""
+    if [ "$(id -u)" != 0 ]; then
+        command -v sudo >/dev/null 2>&1 || { log "need root (or sudo) to install: $*"; exit 1; }
+        sudo=sudo
+    fi
+    log "installing system packages: $*"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+PYTHON=${PYTHON:-}
+if [ -z "$PYTHON" ]; then
+    for candidate in python3.11 python3; do
+        if command -v "$candidate" >/dev/null 2>&1 && \
+           "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+            PYTHON=$candidate; break
+        fi
+    done
+fi
+[ -n "$PYTHON" ] || { log "Python 3.11 or newer is required"; exit 1; }
+
+missing=()
+# opuslib loads libopus.so.0 at run time; ldconfig is in /sbin on Debian.
+if ! { /sbin/ldconfig -p 2>/dev/null || ldconfig -p 2>/dev/null; } | grep -q 'libopus\.so\.0'; then
+    missing+=(libopus0)
+fi
+if [ ! -x "$VENV/bin/python" ] && ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
+    missing+=(python3-venv)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+    apt_install "${missing[@]}"
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+    log "creating $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+
+# Reinstall only when the packaging metadata changed.
+stamp=$VENV/.mediaproxy-installed
+want=$(cat setup.cfg pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    log "installing mediaproxy and its dependencies into $VENV"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
+    # editable_mode=compat puts the checkout on sys.path, so twistd finds twisted/plugins/ here.
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+        --config-settings editable_mode=compat -e ".[test]"
+    echo "$want" > "$stamp"
+fi

@@ -108,6 +108,16 @@ class CallEnded:
 
 
 @dataclass(frozen=True)
+class ResumeRequested:
+    """A new connection asks to continue a call whose socket dropped (AudioCodes
+    ``session.resume``). The glue looks the call up by ``call_id``: if it is still held it moves
+    the *old* session object onto the new connection and calls its :meth:`PlatformSession.resumed`;
+    otherwise it calls :meth:`PlatformSession.resume_rejected` on the new one."""
+
+    call_id: str
+
+
+@dataclass(frozen=True)
 class ProtocolViolation:
     """The platform sent something the protocol does not allow. ``kind`` is a short, bounded
     label for the ``protocol_errors_total{kind}`` metric (never a value taken from the input);
@@ -125,6 +135,7 @@ PlatformEvent = Union[
     PlaybackFlowChanged,
     CallerStreamPaused,
     CallEnded,
+    ResumeRequested,
     ProtocolViolation,
 ]
 
@@ -192,6 +203,19 @@ class PlatformSession:
         outputVariables). After this the glue closes the socket once the output is sent, unless
         :attr:`awaits_close` says the protocol runs a close transaction first."""
 
+    # resume (platforms whose calls survive a dropped socket)
+    @property
+    def survives_disconnect(self) -> bool:
+        """True while a dropped socket is not a hang-up: the glue then holds the call for a grace
+        period, waiting for a :class:`ResumeRequested` on a new connection."""
+        return False
+
+    def resumed(self) -> None:
+        """This (old) session continues on a new connection: queue the acceptance."""
+
+    def resume_rejected(self) -> None:
+        """No held call matches the resume request: queue the refusal."""
+
     @property
     def awaits_close(self) -> bool:
         """True while the protocol expects the peer to finish a close handshake (AudioHook
@@ -237,3 +261,6 @@ class UpgradeRefused(Exception):
 #   def new_session(settings: PlatformSettings, backend: Backend) -> PlatformSession
 #       a fresh sans-IO session for one connection (``backend.choose_format`` is there for
 #       platforms that negotiate formats).
+#   def plain_get(request: UpgradeRequest, settings: PlatformSettings) -> tuple[int, bytes] | None
+#       optional: the answer (status, JSON body) to a plain HTTP GET on the path with no
+#       WebSocket upgrade (AudioCodes Live Hub validation). Absent or None: the GET is refused.

@@ -1,0 +1,100 @@
+"""AudioCodes VoiceAI Connect / Live Hub, Bot API in streaming mode: the platform type hooks.
+
+Protocol (see ../shared/protocols/platforms.md §2; message shapes follow the official SDK,
+``audiocodes/ac-bot-api``). VAIC dials us, one WebSocket per conversation, JSON text frames only,
+audio as base64 in ``audioChunk``::
+
+    upgrade        Authorization: Bearer <token>  (401 when [platform] token is set and differs)
+    plain GET      200 {"type":"ac-bot-api","success":true}   (Live Hub "validate bot connection")
+    VAIC → bot     connection.validate                   bot → VAIC  connection.validated {success}
+                   session.initiate {conversationId, caller, botName, expectAudioMessages,
+                                     supportedMediaFormats[]}   →  session.accepted {mediaFormat}
+                                                                   | session.error {reason}
+                   session.resume {conversationId}       →  session.accepted | session.error
+                   activities [{type:"event", name:"start", parameters}]   (call starts: greet)
+                   activities [{type:"event", name:"DTMF", value:"12#"}]
+                   userStream.start  →  userStream.started
+                   userStream.chunk {audioChunk}         (only between started and stop)
+                   userStream.stop   →  userStream.stopped
+                   session.end {reasonCode, reason}
+    bot → VAIC     playStream.start {streamId, mediaFormat} / playStream.chunk {streamId,
+                   audioChunk} / playStream.stop {streamId}   (one open at a time, paced at 1x)
+                   userStream.speech.started | .stopped | .committed | .hypothesis | .recognition
+                   activities: hangup {activityParams.hangupReason},
+                               sendDtmf {activityParams.dtmfDigits}, config {sessionParams}
+
+Media formats: ``raw/mulaw`` (µ-law 8 kHz), ``raw/lpcm16_8`` / ``raw/lpcm16`` / ``raw/lpcm16_24``
+(L16 at 8/16/24 kHz). The backend picks the one that costs it least (``Backend.choose_format``);
+play streams use the same format.
+
+There is no flush and no playback acknowledgement: bot audio is paced at real time (one frame of
+lead) and barge-in is ``userStream.speech.started`` plus ``playStream.stop``. **Barge-in must be
+enabled on the VoiceAI Connect side** (bot parameter ``bargeIn: true``, or the Live Hub bot
+connection's "Barge-in" toggle, which defaults to off); otherwise VAIC withholds the caller's
+audio while a play stream is open and ignores the stop. With ``barge_in = true`` in the
+``[platform:...]`` section the proxy also sends ``config {sessionParams: {bargeIn: true}}`` right
+after the ``start`` activity. Enable ``sendDTMF`` on the bot for DTMF to arrive.
+
+A dropped WebSocket is not a hang-up: VAIC reconnects with ``session.resume``. Only the
+``hangup`` activity (ours) or ``session.end`` (theirs) ends the call.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+
+from mediaproxy.backends.base import Backend
+from mediaproxy.config import Key, PlatformSettings, boolean, integer, text
+from mediaproxy.platforms.audiocodes_session import MEDIA_FORMATS, AudioCodesSession
+from mediaproxy.platforms.base import UpgradeRefused, UpgradeRequest
+
+__all__ = [
+    "CONFIG_KEYS",
+    "MEDIA_FORMATS",
+    "VALIDATION_BODY",
+    "AudioCodesSession",
+    "check_upgrade",
+    "new_session",
+    "plain_get",
+]
+
+CONFIG_KEYS: Mapping[str, Key] = {
+    "token": Key(text, "", "when set, the upgrade must carry Authorization: Bearer <token>"),
+    "barge_in": Key(boolean, False, "send the config activity enabling VAIC barge-in at call start"),
+    "resume_seconds": Key(integer(0, 3600), 30,
+                          "seconds a call whose socket dropped is held for session.resume"),
+}
+
+VALIDATION_BODY = b'{"type":"ac-bot-api","success":true}'
+"""The answer Live Hub expects to a plain GET on the bot URL."""
+_UNAUTHORIZED_BODY = b'{"type":"ac-bot-api","success":false,"reason":"unauthorized"}'
+
+
+def _authorized(request: UpgradeRequest, settings: PlatformSettings) -> bool:
+    token: str = settings.options.get("token", "")
+    if not token:
+        return True
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    # compare_digest takes as long for a wrong token as for a right one of the same length.
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        credentials.strip().encode("utf-8"), token.encode("utf-8")
+    )
+
+
+def check_upgrade(request: UpgradeRequest, settings: PlatformSettings, now: float) -> None:
+    """Refuse the WebSocket upgrade with 401 unless the Bearer token matches (when one is set)."""
+    if not _authorized(request, settings):
+        raise UpgradeRefused(401, "missing or wrong bearer token")
+
+
+def plain_get(request: UpgradeRequest, settings: PlatformSettings) -> tuple[int, bytes]:
+    """Answer Live Hub's validation GET (no upgrade): 200 with the validation JSON, or 401."""
+    if not _authorized(request, settings):
+        return 401, _UNAUTHORIZED_BODY
+    return 200, VALIDATION_BODY
+
+
+def new_session(settings: PlatformSettings, backend: Backend) -> AudioCodesSession:
+    """A fresh session for one connection; ``backend`` negotiates the media format."""
+    return AudioCodesSession(backend, barge_in=bool(settings.options.get("barge_in", False)))

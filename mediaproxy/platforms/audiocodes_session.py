@@ -1,0 +1,474 @@
+"""The sans-IO AudioCodes Bot API (streaming mode) session: JSON text in, neutral events out;
+neutral commands in, JSON text out. The wire protocol is summarised in
+:mod:`mediaproxy.platforms.audiocodes`; this module is only the state machine.
+
+States: ``new`` (waiting for ``session.initiate`` or ``session.resume``) → ``open`` (accepted; a
+dropped socket is not a hang-up) → ``hanging_up`` (we sent the ``hangup`` activity; waiting for
+``session.end``) → ``ended`` (``session.end`` received, a protocol error, a refusal). A session that
+asked to resume sits in ``resuming`` until the glue either moves the held call's session onto the
+connection or calls :meth:`AudioCodesSession.resume_rejected`.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import re
+from collections.abc import Mapping
+from typing import Any, Callable
+
+from mediaproxy.audio.format import L16_8K, L16_16K, L16_24K, MULAW_8K, AudioFormat
+from mediaproxy.backends.base import Backend
+from mediaproxy.platforms.base import (
+    CallEnded,
+    CallerAudio,
+    CallStarted,
+    DtmfReceived,
+    PlatformCapabilities,
+    PlatformEvent,
+    PlatformSession,
+    ProtocolViolation,
+    ResumeRequested,
+)
+
+MEDIA_FORMATS: Mapping[str, AudioFormat] = {
+    "raw/mulaw": MULAW_8K,
+    "raw/lpcm16_8": L16_8K,
+    "raw/lpcm16": L16_16K,
+    "raw/lpcm16_24": L16_24K,
+}
+"""The headerless ``mediaFormat`` names we accept. The ``wav/...`` variants carry a WAV header in
+the first chunk of every stream; nothing here needs them, so they are never chosen."""
+
+# What the official SDK answers when VAIC names no formats: it always accepts raw/lpcm16.
+_DEFAULT_OFFER = ("raw/lpcm16",)
+_DTMF_IN = re.compile(r"[0-9A-Da-d*#]+\Z")
+_DTMF_OUT_MAX = 20  # sendDtmf accepts at most 20 digits per activity
+# Bounds on what start parameters may add to CallStarted.metadata (they reach the backend).
+_MAX_PARAMETERS = 64
+_MAX_KEY_CHARS = 128
+_MAX_VALUE_CHARS = 1024
+
+_NEW, _RESUMING, _OPEN, _HANGING_UP, _ENDED = "new", "resuming", "open", "hanging_up", "ended"
+
+
+def _dump(message: Mapping[str, Any]) -> str:
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+
+
+def _as_text(value: Any) -> str | None:
+    """A start parameter as metadata text (``None``: leave it out)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, (int, float)):
+        text = str(value)
+    else:  # nested objects (participants, SIP headers) travel as compact JSON
+        try:
+            text = _dump(value)
+        except (ValueError, RecursionError):
+            return None
+    return text[:_MAX_VALUE_CHARS]
+
+
+class AudioCodesSession(PlatformSession):
+    """One VoiceAI Connect / Live Hub conversation over one WebSocket (or several, after resumes).
+
+    ``backend`` chooses the media format at ``session.initiate``; ``barge_in`` sends the ``config``
+    activity enabling VAIC barge-in after the ``start`` activity. Bot audio goes out in play
+    streams that the session opens on the first packet of an utterance and closes on
+    :meth:`playback_finished`, :meth:`clear`, hang-up and the end of the session.
+    """
+
+    # AudioCodes keeps whatever it is sent and cannot be told to drop it, so nothing may run ahead
+    # of real time by more than the packet in flight.
+    capabilities = PlatformCapabilities(can_flush=False, has_marks=False, max_lead_ms=20, packet_ms=20)
+
+    def __init__(self, backend: Backend, barge_in: bool = False) -> None:
+        super().__init__()
+        self._backend = backend
+        self._barge_in = barge_in
+        self._state = _NEW
+        self._connected = True
+        self._refusal: str | None = None
+        self._conversation_id = ""
+        self._format_name = ""
+        self._format: AudioFormat | None = None
+        self._metadata: dict[str, str] = {}
+        self._call_started = False
+        self._start_seen = False
+        self._user_stream_open = False
+        self._carry = b""  # an odd trailing byte of L16 caller audio, completed by the next chunk
+        self._play_stream_id: str | None = None
+        self._play_streams = 0
+
+    # --- read-only views -----------------------------------------------------------------------
+
+    @property
+    def conversation_id(self) -> str:
+        """VAIC's ``conversationId`` (empty before ``session.initiate``/``session.resume``)."""
+        return self._conversation_id
+
+    @property
+    def audio_format(self) -> AudioFormat | None:
+        """The negotiated format of caller and bot audio (``None`` before acceptance)."""
+        return self._format
+
+    @property
+    def play_stream_id(self) -> str | None:
+        """The ``streamId`` of the open play stream, if one is open."""
+        return self._play_stream_id
+
+    @property
+    def finished(self) -> bool:
+        """True once the session accepts nothing more (ended, refused, rejected, protocol error):
+        the glue may close the socket after sending the output."""
+        return self._state == _ENDED
+
+    @property
+    def survives_disconnect(self) -> bool:
+        return self._state == _OPEN
+
+    @property
+    def awaits_close(self) -> bool:
+        # After our hangup activity VAIC hangs up, sends session.end and closes the socket itself.
+        return self._state == _HANGING_UP
+
+    # --- input ---------------------------------------------------------------------------------
+
+    def receive_text(self, text: str) -> list[PlatformEvent]:
+        """Parse one text frame from VAIC."""
+        if self._state == _ENDED:
+            return []
+        try:
+            message = json.loads(text)
+        except (ValueError, RecursionError):
+            return self._violation("bad_json", "not valid JSON")
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            return self._violation("bad_message", "not a JSON object with a string type")
+        kind = message["type"]
+        handler = self._HANDLERS.get(kind)
+        if handler is None:
+            return self._violation("unknown_type", f"unknown message type {kind[:64]!r}")
+        if self._state == _HANGING_UP and kind not in ("session.end", "connection.validate"):
+            return []  # the call is ending at our request; audio and events no longer matter
+        return handler(self, message)
+
+    def receive_binary(self, data: bytes) -> list[PlatformEvent]:
+        """The Bot API carries audio as base64 inside JSON; a binary frame is an error."""
+        if self._state == _ENDED:
+            return []
+        return self._violation("binary_frame", "binary frames are not part of the Bot API")
+
+    def _on_initiate(self, message: dict[str, Any]) -> list[PlatformEvent]:
+        if self._state != _NEW:
+            return self._violation("out_of_order", "session.initiate on an initiated session")
+        conversation_id = message.get("conversationId")
+        if not isinstance(conversation_id, str) or not conversation_id:
+            return self._violation("bad_message", "session.initiate without conversationId")
+        self._conversation_id = conversation_id
+        if self._refusal is not None:
+            self._state = _ENDED
+            self._send({"type": "session.error", "reason": self._refusal})
+            return []
+        offer = message.get("supportedMediaFormats", _DEFAULT_OFFER)
+        if not isinstance(offer, (list, tuple)):
+            return self._violation("bad_message", "supportedMediaFormats is not a list")
+        names: dict[AudioFormat, str] = {}
+        for name in offer:
+            if isinstance(name, str) and name in MEDIA_FORMATS:
+                names.setdefault(MEDIA_FORMATS[name], name)
+        chosen: AudioFormat | None = None
+        if names:
+            try:
+                chosen = self._backend.choose_format(list(names))
+            except (ValueError, LookupError):
+                chosen = None
+        if chosen not in names:
+            return self._violation(
+                "no_media_format", "no supported media format offered (need one of "
+                + ", ".join(MEDIA_FORMATS) + ")"
+            )
+        assert chosen is not None
+        self._format, self._format_name = chosen, names[chosen]
+        for key in ("botName", "caller"):
+            value = message.get(key)
+            if isinstance(value, str):
+                self._metadata[key] = value[:_MAX_VALUE_CHARS]
+        self._metadata["conversationId"] = conversation_id
+        self._state = _OPEN
+        self._send({"type": "session.accepted", "mediaFormat": self._format_name})
+        # The call starts at the `start` activity, whose parameters (callee, SIP headers, ...)
+        # must reach the backend session; VAIC sends it right after the acceptance.
+        return []
+
+    def _on_resume(self, message: dict[str, Any]) -> list[PlatformEvent]:
+        conversation_id = message.get("conversationId")
+        if not isinstance(conversation_id, str) or not conversation_id:
+            return self._violation("bad_message", "session.resume without conversationId")
+        if self._state == _NEW:
+            self._state = _RESUMING
+            self._conversation_id = conversation_id
+            return [ResumeRequested(conversation_id)]
+        if self._state == _OPEN and conversation_id == self._conversation_id:
+            self._send({"type": "session.accepted"})  # VAIC re-sent it on the same socket
+            return []
+        return self._violation("out_of_order", "session.resume for another conversation")
+
+    def _on_end(self, message: dict[str, Any]) -> list[PlatformEvent]:
+        reason = message.get("reasonCode")
+        if not isinstance(reason, str) or not reason:
+            reason = "unspecified"
+        self._close_play_stream()
+        self._state = _ENDED
+        self._user_stream_open = False
+        return [CallEnded(reason[:64])]
+
+    def _on_validate(self, message: dict[str, Any]) -> list[PlatformEvent]:
+        self._send({"type": "connection.validated", "success": True})
+        return []
+
+    def _on_activities(self, message: dict[str, Any]) -> list[PlatformEvent]:
+        if self._state != _OPEN:
+            return self._violation("out_of_order", "activities before session.accepted")
+        activities = message.get("activities")
+        if not isinstance(activities, list):
+            return self._violation("bad_message", "activities is not a list")
+        events: list[PlatformEvent] = []
+        for activity in activities:
+            if not isinstance(activity, dict):
+                return self._violation("bad_message", "an activity is not an object")
+            if activity.get("type") != "event":
+                continue  # text messages and the like have no meaning for an audio bot
+            name = activity.get("name")
+            if name == "start" and not self._start_seen:
+                parameters = activity.get("parameters", {})
+                if not isinstance(parameters, dict):
+                    return self._violation("bad_message", "start parameters are not an object")
+                self._start_seen = True
+                if not self._call_started:
+                    self._add_parameters(parameters)
+                self._start_call(events)
+                if self._barge_in:
+                    self._send_activity({"type": "event", "name": "config",
+                                         "sessionParams": {"bargeIn": True}})
+            elif name == "DTMF":
+                digits = activity.get("value")
+                if not isinstance(digits, str) or not _DTMF_IN.match(digits):
+                    return self._violation("bad_message", "DTMF value is not a string of digits")
+                self._start_call(events)
+                events.append(DtmfReceived(digits.upper()))
+            # Other events (hangup before session.end, noUserInput, ...) need no action here.
+        return events
+
+    def _on_user_start(self, message: dict[str, Any]) -> list[PlatformEvent]:
+        if self._state != _OPEN:
+            return self._violation("out_of_order", "userStream.start before session.accepted")
+        events: list[PlatformEvent] = []
+        self._start_call(events)
+        # A repeated start (for instance after a resume) is acknowledged again, not refused.
+        self._user_stream_open = True
+        self._send(self._with_participant({"type": "userStream.started"}, message))
+        return events
+
+    def _on_user_chunk(self, message: dict[str, Any]) -> list[PlatformEvent]:
+        if self._state != _OPEN or not self._user_stream_open:
+            return self._violation("out_of_order", "userStream.chunk before userStream.started")
+        chunk = message.get("audioChunk")
+        if not isinstance(chunk, str):
+            return self._violation("bad_message", "userStream.chunk without audioChunk")
+        try:
+            data = binascii.a2b_base64(chunk, strict_mode=True)
+        except ValueError:  # binascii.Error, and non-ASCII text
+            return self._violation("bad_base64", "audioChunk is not valid base64")
+        assert self._format is not None
+        if self._format.sample_bytes == 2 and (self._carry or len(data) % 2):
+            # Keep 16-bit samples whole across chunk boundaries.
+            data = self._carry + data
+            cut = len(data) - len(data) % 2
+            data, self._carry = data[:cut], data[cut:]
+        if not data:
+            return []
+        return [CallerAudio(data)]
+
+    def _on_user_stop(self, message: dict[str, Any]) -> list[PlatformEvent]:
+        if self._state != _OPEN:
+            return self._violation("out_of_order", "userStream.stop before session.accepted")
+        self._user_stream_open = False
+        self._carry = b""
+        self._send(self._with_participant({"type": "userStream.stopped"}, message))
+        return []
+
+    _HANDLERS: Mapping[str, Callable[[AudioCodesSession, dict[str, Any]], list[PlatformEvent]]] = {
+        "session.initiate": _on_initiate,
+        "session.resume": _on_resume,
+        "session.end": _on_end,
+        "connection.validate": _on_validate,
+        "activities": _on_activities,
+        "userStream.start": _on_user_start,
+        "userStream.chunk": _on_user_chunk,
+        "userStream.stop": _on_user_stop,
+    }
+
+    # --- commands (proxy → VAIC) ---------------------------------------------------------------
+
+    def play(self, packet: bytes) -> None:
+        """Send one packet of bot audio (the call's format, 20 ms), opening a play stream first
+        when none is open."""
+        if self._state != _OPEN or not packet or not self._connected:
+            return
+        if self._play_stream_id is None:
+            self._play_streams += 1
+            self._play_stream_id = f"play-{self._play_streams}"
+            self._send({"type": "playStream.start", "streamId": self._play_stream_id,
+                        "mediaFormat": self._format_name})
+        # Hand-built: this runs 50 times a second per call, and both values are JSON-safe.
+        self._output.append(
+            '{"type":"playStream.chunk","streamId":"%s","audioChunk":"%s"}'
+            % (self._play_stream_id, binascii.b2a_base64(packet, newline=False).decode("ascii"))
+        )
+
+    def playback_finished(self) -> None:
+        """The utterance has been sent completely: close its play stream."""
+        self._close_play_stream()
+
+    def clear(self) -> None:
+        """Barge-in: stop the active play stream at once (VAIC honours it only with barge-in on)."""
+        self._close_play_stream()
+
+    def caller_speech(self, started: bool) -> None:
+        """Report the backend's VAD: VAIC uses these for barge-in and its no-input timers."""
+        if self._state != _OPEN:
+            return
+        if started:
+            self._send({"type": "userStream.speech.started"})
+        else:
+            self._send({"type": "userStream.speech.stopped"})
+            self._send({"type": "userStream.speech.committed"})
+
+    def transcript(self, role: str, text: str, final: bool) -> None:
+        """Forward the caller's transcript: partial as a hypothesis, final as a recognition.
+        The backends give no confidence; the recognition carries 1.0 because the SDK's shape has
+        one. Bot transcripts have no Bot API message and are dropped."""
+        if self._state != _OPEN or role != "caller" or not text:
+            return
+        if final:
+            self._send({"type": "userStream.speech.recognition",
+                        "alternatives": [{"text": text, "confidence": 1.0}]})
+        else:
+            self._send({"type": "userStream.speech.hypothesis", "alternatives": [{"text": text}]})
+
+    def send_dtmf(self, digits: str) -> None:
+        """Play DTMF to the caller (``0-9*#``; other characters are dropped; 20 per activity)."""
+        if self._state != _OPEN:
+            return
+        clean = "".join(c for c in digits if c in "0123456789*#")
+        if clean:
+            self._send_activity(*(
+                {"type": "event", "name": "sendDtmf",
+                 "activityParams": {"dtmfDigits": clean[i:i + _DTMF_OUT_MAX]}}
+                for i in range(0, len(clean), _DTMF_OUT_MAX)
+            ))
+
+    def hangup(self, reason: str, variables: Mapping[str, str] | None = None) -> None:
+        """End the call from the bot's side with a ``hangup`` activity (``variables`` have no Bot
+        API counterpart). Before acceptance this refuses the session instead."""
+        if self._state in (_NEW, _RESUMING):
+            self.refuse(reason)
+            return
+        if self._state != _OPEN:
+            return
+        self._close_play_stream()
+        self._send_activity({"type": "event", "name": "hangup",
+                             "activityParams": {"hangupReason": reason}})
+        self._state = _HANGING_UP
+
+    def refuse(self, reason: str) -> None:
+        """Decline the conversation (no capacity, draining) with ``session.error {reason}``. Before
+        ``session.initiate`` arrives the refusal is remembered and becomes its answer."""
+        if self._state == _NEW:
+            self._refusal = reason
+            return
+        if self._state == _ENDED:
+            return
+        self._close_play_stream()
+        self._send({"type": "session.error", "reason": reason})
+        self._state = _ENDED
+
+    # --- resume --------------------------------------------------------------------------------
+
+    def connection_lost(self) -> None:
+        """The socket dropped while the call survives: stop queueing messages nobody will read."""
+        self._connected = False
+        self._output.clear()
+
+    def resumed(self) -> None:
+        """This session continues on a new connection: drop what was queued for the dead socket,
+        re-accept (the SDK's shape: no mediaFormat), and close the play stream the drop cut off,
+        so it cannot hold back the caller's audio."""
+        if self._state != _OPEN:
+            return
+        self._connected = True
+        self._output.clear()
+        self._send({"type": "session.accepted"})
+        self._close_play_stream()
+
+    def resume_rejected(self) -> None:
+        """No held call matches: answer as the SDK does, and end this session."""
+        if self._state != _RESUMING:
+            return
+        self._send({"type": "session.error", "conversationId": self._conversation_id,
+                    "reason": "conversation not found"})
+        self._state = _ENDED
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _send(self, message: Mapping[str, Any]) -> None:
+        if self._connected:
+            self._output.append(_dump(message))
+
+    def _send_activity(self, *activities: Mapping[str, Any]) -> None:
+        self._send({"type": "activities", "activities": list(activities)})
+
+    @staticmethod
+    def _with_participant(reply: dict[str, Any], message: Mapping[str, Any]) -> dict[str, Any]:
+        participant = message.get("participant")
+        if isinstance(participant, str):
+            reply["participant"] = participant  # agent-assist calls name the stream's party
+        return reply
+
+    def _close_play_stream(self) -> None:
+        if self._play_stream_id is not None:
+            self._send({"type": "playStream.stop", "streamId": self._play_stream_id})
+            self._play_stream_id = None
+
+    def _start_call(self, events: list[PlatformEvent]) -> None:
+        # Normally at the start activity; if VAIC sends audio or DTMF first, the call starts then
+        # (without start parameters) so that no caller event precedes CallStarted.
+        if not self._call_started:
+            self._call_started = True
+            assert self._format is not None
+            events.append(CallStarted(self._conversation_id, self._format, dict(self._metadata)))
+
+    def _add_parameters(self, parameters: Mapping[Any, Any]) -> None:
+        added = 0
+        for key, value in parameters.items():
+            if added >= _MAX_PARAMETERS:
+                break
+            text = _as_text(value)
+            if not isinstance(key, str) or text is None or key in self._metadata:
+                continue  # the initiate's own fields (conversationId, caller, ...) stay authoritative
+            self._metadata[key[:_MAX_KEY_CHARS]] = text
+            added += 1
+
+    def _violation(self, kind: str, detail: str) -> list[PlatformEvent]:
+        """Answer bad input with ``session.error`` (VAIC then ends the call and closes the socket)
+        after closing any open play stream, and end the session."""
+        self._close_play_stream()
+        self._send({"type": "session.error", "reason": f"protocol error: {detail}"})
+        self._state = _ENDED
+        self._user_stream_open = False
+        return [ProtocolViolation(kind, detail)]

@@ -1,0 +1,417 @@
+"""The OpenAI Realtime (GA) WebSocket protocol as a sans-IO object: server messages in, neutral
+events out (:mod:`mediaproxy.backends.openai_events`); neutral commands in, client messages
+queued for :meth:`RealtimeDialect.take_output`. No transport, no clock.
+
+One dialect serves one WebSocket connection (a reconnect builds a fresh one: the server keeps
+nothing across connections). The exchange it speaks::
+
+    server: session.created
+    client: session.update            (GA shape, see openai_session_config)
+    server: session.updated           (effective formats checked → SessionReady or fatal error)
+    client: [conversation.item.create + response.create]   greeting, first connection only
+    client: [conversation.item.create]  system note that the conversation continues, on resume
+    client: input_audio_buffer.append*  caller audio, base64
+    server: input_audio_buffer.speech_started / speech_stopped
+    server: response.created, response.output_audio.delta*, response.output_audio.done,
+            response.output_audio_transcript.*, response.done{usage}, rate_limits.updated
+    client: conversation.item.truncate{audio_end_ms}, [response.cancel]   on barge-in
+
+Barge-in rules (from the service's documented errors and peers' bug reports): ``audio_end_ms`` is
+an integer, clamped to the audio received for the item (larger values are rejected), and no
+truncate is sent when nothing was played (the server refuses) or when the caller already heard
+the whole item (a needless truncate makes the model repeat itself). ``response.cancel`` is sent
+only when the server will not cancel by itself (``interrupt_response`` off, or an interrupt that
+did not come from the server's own VAD). Deltas of an interrupted item or cancelled response that
+are still in flight are dropped here.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mediaproxy.audio.format import AudioFormat
+from mediaproxy.backends.openai_events import (
+    AudioFinished,
+    AudioReceived,
+    RateLimitsReported,
+    RealtimeEvent,
+    ResponseEnded,
+    ServerError,
+    SessionExpired,
+    SessionReady,
+    SpeechStarted,
+    SpeechStopped,
+    TranscriptReceived,
+    UsageReported,
+)
+from mediaproxy.backends.openai_session_config import (
+    RealtimeOptions,
+    effective_interrupt_response,
+    format_mismatch,
+    session_config,
+)
+
+FATAL_ERROR_CODES = frozenset(
+    {
+        "invalid_api_key",
+        "insufficient_quota",
+        "account_deactivated",
+        "billing_hard_limit_reached",
+        "model_not_found",
+        "beta_api_shape_disabled",
+    }
+)
+"""Error codes after which retrying cannot help: the call ends at once."""
+
+# Interrupts may arrive long after an item's audio finished (the playout is behind the server),
+# so items are remembered beyond their response; this bounds the memory of one call.
+_REMEMBERED_ITEMS = 64
+
+RESUME_NOTE = (
+    "The connection to the caller was briefly interrupted and has been restored. This is the "
+    "same call: continue the conversation where it left off and do not greet the caller again."
+)
+
+
+@dataclass
+class _ItemAudio:
+    """What arrived for one assistant audio item."""
+
+    response_id: str
+    content_index: int = 0
+    received_bytes: int = 0
+    done: bool = False
+    interrupted: bool = False
+
+
+class RealtimeDialect:
+    """One connection's worth of the GA Realtime protocol.
+
+    ``fmt`` is the audio format exchanged both ways (µ-law, A-law or 24 kHz PCM). ``resumed``
+    marks a reconnect: the greeting is not repeated and a system note (plus ``resume_context``,
+    e.g. the recent transcript) tells the model the conversation continues. ``event_prefix``
+    makes client ``event_id``s unique across connections of a call, so an ``error`` can be tied
+    to the event that caused it.
+    """
+
+    def __init__(
+        self,
+        options: RealtimeOptions,
+        fmt: AudioFormat,
+        *,
+        resumed: bool = False,
+        resume_context: str = "",
+        event_prefix: str = "mp",
+    ) -> None:
+        self._options = options
+        self._format = fmt
+        self._resumed = resumed
+        self._resume_context = resume_context
+        self._event_prefix = event_prefix
+        self._event_seq = 0
+        self._output: list[str] = []
+        self._update_event_id: str | None = None
+        self._ready = False
+        self._interrupt_response = options.interrupt_response
+        self._items: OrderedDict[str, _ItemAudio] = OrderedDict()
+        self._active_response: str | None = None
+        self._server_cancels_active = False
+        self._cancelled_responses: OrderedDict[str, None] = OrderedDict()
+        # 20 ms (the smallest) means "forward each frame as it arrives": no coalescing.
+        self._chunk_bytes = fmt.bytes_for_ms(options.input_chunk_ms) if options.input_chunk_ms > 20 else 0
+        self._pending_input = bytearray()
+        self.late_audio_bytes_dropped = 0
+        """Bot audio that arrived for an interrupted item or cancelled response, in bytes."""
+
+    # --- state ---------------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """``session.updated`` confirmed the configuration; caller audio is heard."""
+        return self._ready
+
+    @property
+    def response_active(self) -> bool:
+        """A response is being generated (between ``response.created`` and ``response.done``)."""
+        return self._active_response is not None
+
+    def unfinished_items(self) -> list[str]:
+        """Assistant items whose audio started but did not finish and were not interrupted:
+        what the bridge is still waiting on when the connection drops."""
+        return [i for i, a in self._items.items() if not a.done and not a.interrupted]
+
+    def take_output(self) -> list[str]:
+        """The client messages queued since the last call, oldest first, as JSON text frames."""
+        out, self._output = self._output, []
+        return out
+
+    # --- commands ------------------------------------------------------------------------------
+
+    def send_audio(self, data: bytes) -> None:
+        """Caller audio in the session format, any size (coalesced per ``input_chunk_ms``)."""
+        if not self._chunk_bytes:
+            if data:
+                self._append(data)
+            return
+        self._pending_input += data
+        while len(self._pending_input) >= self._chunk_bytes:
+            self._append(bytes(self._pending_input[: self._chunk_bytes]))
+            del self._pending_input[: self._chunk_bytes]
+
+    @property
+    def has_pending_audio(self) -> bool:
+        """Caller audio is waiting for its chunk to fill (see :meth:`flush_audio`)."""
+        return bool(self._pending_input)
+
+    def flush_audio(self) -> None:
+        """Send whatever caller audio is waiting for its chunk to fill (the glue calls this a
+        chunk after it was queued, so a caller who falls silent is not held back)."""
+        if self._pending_input:
+            self._append(bytes(self._pending_input))
+            self._pending_input.clear()
+
+    def interrupt(self, item_id: str, played_ms: float) -> None:
+        """Barge-in: the caller heard ``played_ms`` of assistant item ``item_id``. Truncates the
+        item at what was heard, cancels its response if the server will not, and drops any more
+        audio of it."""
+        item = self._items.get(item_id)
+        if item is None or item.interrupted:
+            return  # an item of an earlier connection, or already handled
+        item.interrupted = True
+        received_ms = item.received_bytes // self._format.bytes_per_ms
+        end_ms = min(int(played_ms), received_ms)
+        heard_all = item.done and played_ms >= received_ms
+        if end_ms >= 1 and not heard_all:
+            self._send(
+                {
+                    "type": "conversation.item.truncate",
+                    "item_id": item_id,
+                    "content_index": item.content_index,
+                    "audio_end_ms": end_ms,
+                }
+            )
+        if item.response_id == self._active_response:
+            self._remember_cancelled(item.response_id)
+            if not self._server_cancels_active:
+                self._send({"type": "response.cancel", "response_id": item.response_id})
+
+    def send_dtmf(self, digits: str) -> None:
+        """Tell the model which keys the caller pressed (the WebSocket API has no DTMF event),
+        and ask for a response when none is under way."""
+        self._send(
+            {
+                "type": "conversation.item.create",
+                "item": {
+                    "type": "message",
+                    "role": "user",
+                    "content": [
+                        {"type": "input_text", "text": f"The caller pressed the keys {digits} on the phone keypad."}
+                    ],
+                },
+            }
+        )
+        if self._active_response is None:
+            self._send({"type": "response.create"})
+
+    # --- server messages -----------------------------------------------------------------------
+
+    def receive(self, message: str | bytes) -> list[RealtimeEvent]:
+        """Parse one server message; never raises (garbage becomes a ``ServerError``)."""
+        try:
+            event = json.loads(message)
+        except (ValueError, UnicodeDecodeError):
+            return [ServerError("malformed_event", "server sent a message that is not JSON")]
+        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+            return [ServerError("malformed_event", "server event without a type")]
+        try:
+            return self._dispatch(event)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            # A known event with missing or mistyped fields: data, not a crash.
+            return [ServerError("malformed_event", f"bad {event['type']} event: {e!r}")]
+
+    def _dispatch(self, event: dict[str, Any]) -> list[RealtimeEvent]:
+        kind: str = event["type"]
+        if kind == "response.output_audio.delta":
+            return self._audio_delta(event)
+        if kind == "response.output_audio.done":
+            item = self._items.get(event["item_id"])
+            if item is None or item.done:
+                return []
+            item.done = True
+            return [] if item.interrupted else [AudioFinished(event["item_id"])]
+        if kind == "input_audio_buffer.speech_started":
+            if self._active_response is not None and self._interrupt_response:
+                # The server cancels the active response by itself on this event.
+                self._server_cancels_active = True
+            return [SpeechStarted(int(event.get("audio_start_ms", 0)))]
+        if kind == "input_audio_buffer.speech_stopped":
+            return [SpeechStopped(int(event.get("audio_end_ms", 0)))]
+        if kind == "response.created":
+            self._active_response = str(event["response"]["id"])
+            self._server_cancels_active = False
+            return []
+        if kind == "response.done":
+            return self._response_done(event["response"])
+        if kind == "response.output_audio_transcript.delta":
+            return [] if self._is_dropped(event) else [TranscriptReceived("bot", str(event["delta"]), False)]
+        if kind == "response.output_audio_transcript.done":
+            return [TranscriptReceived("bot", str(event["transcript"]), True)]
+        if kind == "conversation.item.input_audio_transcription.delta":
+            return [TranscriptReceived("caller", str(event["delta"]), False)]
+        if kind == "conversation.item.input_audio_transcription.completed":
+            return [TranscriptReceived("caller", str(event["transcript"]), True)]
+        if kind == "conversation.item.input_audio_transcription.failed":
+            error = event.get("error") or {}
+            return [ServerError(str(error.get("code") or "transcription_failed"), str(error.get("message", "")))]
+        if kind == "rate_limits.updated":
+            remaining = {
+                str(limit["name"]): int(limit["remaining"])
+                for limit in event["rate_limits"]
+                if limit.get("name") and limit.get("remaining") is not None
+            }
+            return [RateLimitsReported(remaining)]
+        if kind == "session.created":
+            if self._update_event_id is None:
+                self._update_event_id = self._send(
+                    {"type": "session.update", "session": session_config(self._options, self._format)}
+                )
+            return []
+        if kind == "session.updated":
+            return self._session_updated(event["session"])
+        if kind == "error":
+            return self._error(event.get("error") or {})
+        return []  # lifecycle events we need nothing from (item.added, content_part.*, ...)
+
+    def _audio_delta(self, event: dict[str, Any]) -> list[RealtimeEvent]:
+        item_id, response_id = str(event["item_id"]), str(event["response_id"])
+        try:
+            data = base64.b64decode(event["delta"], validate=True)
+        except (binascii.Error, ValueError):
+            return [ServerError("malformed_event", "audio delta is not valid base64")]
+        item = self._items.get(item_id)
+        if item is None:
+            if response_id in self._cancelled_responses:
+                self.late_audio_bytes_dropped += len(data)
+                return []
+            item = self._items[item_id] = _ItemAudio(response_id, int(event.get("content_index", 0)))
+            while len(self._items) > _REMEMBERED_ITEMS:
+                self._items.popitem(last=False)
+        item.received_bytes += len(data)
+        if item.interrupted or response_id in self._cancelled_responses:
+            self.late_audio_bytes_dropped += len(data)
+            return []
+        return [AudioReceived(item_id, response_id, data)]
+
+    def _is_dropped(self, event: dict[str, Any]) -> bool:
+        item = self._items.get(str(event.get("item_id")))
+        return (item is not None and item.interrupted) or event.get("response_id") in self._cancelled_responses
+
+    def _response_done(self, response: dict[str, Any]) -> list[RealtimeEvent]:
+        response_id = str(response.get("id"))
+        if response_id == self._active_response:
+            self._active_response = None
+            self._server_cancels_active = False
+        events: list[RealtimeEvent] = []
+        # A failed or cut-short response may never send output_audio.done for its item; the
+        # bridge must still learn that no more audio is coming.
+        for item_id, item in self._items.items():
+            if item.response_id == response_id and not item.done:
+                item.done = True
+                if not item.interrupted:
+                    events.append(AudioFinished(item_id))
+        details = response.get("status_details") or {}
+        events.append(ResponseEnded(response_id, str(response.get("status")), str(details.get("reason") or "")))
+        tokens = usage_tokens(response.get("usage"))
+        if tokens:
+            events.append(UsageReported(tokens))
+        return events
+
+    def _session_updated(self, session: Mapping[str, Any]) -> list[RealtimeEvent]:
+        if self._ready or self._update_event_id is None:
+            return []
+        mismatch = format_mismatch(self._format, session)
+        if mismatch is not None:
+            return [ServerError("format_mismatch", f"server did not apply the audio format: {mismatch}", fatal=True)]
+        self._ready = True
+        self._interrupt_response = effective_interrupt_response(session, self._options.interrupt_response)
+        if self._resumed:
+            note = RESUME_NOTE if not self._resume_context else f"{RESUME_NOTE}\n\n{self._resume_context}"
+            self._send_system_message(note)
+        elif self._options.greeting:
+            self._send_system_message(
+                f"The call has just been answered. Greet the caller now by saying exactly: {self._options.greeting}"
+            )
+            self._send({"type": "response.create"})
+        audio = session.get("audio") or {}
+        detection = (audio.get("input") or {}).get("turn_detection")
+        summary = (
+            f"input={(audio.get('input') or {}).get('format')} output={(audio.get('output') or {}).get('format')} "
+            f"turn_detection={detection}"
+        )
+        return [SessionReady(self._interrupt_response, summary)]
+
+    def _error(self, error: Mapping[str, Any]) -> list[RealtimeEvent]:
+        code = str(error.get("code") or error.get("type") or "unknown")
+        message = str(error.get("message") or "")
+        if code == "session_expired":
+            return [SessionExpired(message)]
+        if code in FATAL_ERROR_CODES:
+            return [ServerError(code, message, fatal=True)]
+        if not self._ready and error.get("event_id") is not None and error.get("event_id") == self._update_event_id:
+            # The configuration was refused: waiting for a session.updated that never comes
+            # would only delay the same failure until the connect timeout.
+            return [ServerError(code, f"session.update rejected: {message}", fatal=True)]
+        return [ServerError(code, message)]
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _append(self, chunk: bytes) -> None:
+        self._send({"type": "input_audio_buffer.append", "audio": base64.b64encode(chunk).decode("ascii")})
+
+    def _send_system_message(self, text: str) -> None:
+        self._send(
+            {
+                "type": "conversation.item.create",
+                "item": {"type": "message", "role": "system", "content": [{"type": "input_text", "text": text}]},
+            }
+        )
+
+    def _send(self, event: dict[str, Any]) -> str:
+        self._event_seq += 1
+        event_id = f"{self._event_prefix}_{self._event_seq}"
+        event["event_id"] = event_id
+        self._output.append(json.dumps(event, separators=(",", ":")))
+        return event_id
+
+    def _remember_cancelled(self, response_id: str) -> None:
+        self._cancelled_responses[response_id] = None
+        while len(self._cancelled_responses) > _REMEMBERED_ITEMS:
+            self._cancelled_responses.popitem(last=False)
+
+
+_TOKEN_KINDS = (
+    ("input_token_details", "audio_tokens", "input_audio"),
+    ("input_token_details", "text_tokens", "input_text"),
+    ("input_token_details", "cached_tokens", "input_cached"),
+    ("output_token_details", "audio_tokens", "output_audio"),
+    ("output_token_details", "text_tokens", "output_text"),
+)
+
+
+def usage_tokens(usage: Any) -> dict[str, int]:
+    """Token counts by kind from a ``response.usage`` object (kinds with no tokens left out)."""
+    if not isinstance(usage, Mapping):
+        return {}
+    tokens: dict[str, int] = {}
+    for details_key, count_key, kind in _TOKEN_KINDS:
+        details = usage.get(details_key)
+        value = details.get(count_key) if isinstance(details, Mapping) else None
+        if isinstance(value, int) and value > 0:
+            tokens[kind] = value
+    return tokens

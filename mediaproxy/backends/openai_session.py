@@ -1,0 +1,425 @@
+"""One call's leg toward OpenAI Realtime: the thin Twisted/Autobahn glue around
+:class:`~mediaproxy.backends.openai_dialect.RealtimeDialect`.
+
+The session dials ``url?model=...`` with ``Authorization: Bearer`` (never the retired
+``OpenAI-Beta`` header) through the shared :class:`~mediaproxy.backends.reconnect.Redialer`: an
+attempt counts as up only once ``session.updated`` confirmed the formats. Caller audio that
+arrives before that (or while reconnecting) is held up to ``hold_audio_ms``, oldest dropped and
+counted. A mid-call drop or the 60-minute session limit redials with backoff and replays the
+configuration with a note that the conversation continues; the bridge is told nothing but the
+audio it would otherwise have waited for. Fatal errors (bad key, no quota, refused config, format
+mismatch) end the call through ``backend_failed`` at once.
+
+The session is an ``IPushProducer``: pausing it pauses the socket's transport, so the kernel
+buffers fill and the server's sends slow down instead of our memory growing.
+"""
+
+from __future__ import annotations
+
+import random as _random
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from mediaproxy.audio.format import AudioFormat
+from mediaproxy.backends.base import BackendListener, CallInfo
+from mediaproxy.backends.openai_dialect import RealtimeDialect
+from mediaproxy.backends.openai_events import (
+    AudioFinished,
+    AudioReceived,
+    RateLimitsReported,
+    RealtimeEvent,
+    ResponseEnded,
+    ServerError,
+    SessionExpired,
+    SessionReady,
+    SpeechStarted,
+    SpeechStopped,
+    TranscriptReceived,
+    UsageReported,
+)
+from mediaproxy.backends.openai_session_config import RealtimeOptions
+from mediaproxy.backends.reconnect import (
+    BackoffPolicy,
+    DialedWebSocketProtocol,
+    HandshakeRejected,
+    Redialer,
+    connection_lost_reason,
+    dial_websocket,
+)
+from mediaproxy.metrics import Metrics
+
+log = Logger()
+
+_HISTORY_LINES = 12
+_HISTORY_CHARS = 2000
+
+
+class FatalBackendError(Exception):
+    """A failure that retrying cannot fix."""
+
+
+class HeldAudio:
+    """Caller audio kept while no backend session is ready, bounded to ``max_bytes``: the oldest
+    audio goes first (the freshest speech matters most once the backend is there)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max_bytes = max_bytes
+        self._data = bytearray()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def append(self, data: bytes) -> int:
+        """Keep ``data``; return how many of the oldest bytes were dropped to stay in bound."""
+        self._data += data
+        overflow = len(self._data) - self._max_bytes
+        if overflow <= 0:
+            return 0
+        del self._data[:overflow]
+        return overflow
+
+    def take(self) -> bytes:
+        """Everything held, oldest first; the buffer is emptied."""
+        data = bytes(self._data)
+        self._data.clear()
+        return data
+
+
+class RealtimeClientProtocol(DialedWebSocketProtocol):
+    """The WebSocket of one connection; forwards everything to its session."""
+
+    session: OpenAIRealtimeSession | None = None
+    dialect: RealtimeDialect | None = None
+    ready: Deferred[RealtimeClientProtocol] | None = None
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self.session is not None and not isBinary:
+            self.session.message_received(self, payload)
+
+    def link_closed(self, clean: bool, code: int | None, reason: str | None) -> None:
+        if self.session is not None:
+            self.session.connection_closed(self, code, reason)
+
+
+@implementer(IPushProducer)
+class OpenAIRealtimeSession:
+    """A :class:`~mediaproxy.backends.base.BackendSession` on OpenAI Realtime for one call.
+
+    ``reactor`` provides IReactorTime and IReactorTCP/IReactorSSL; ``random`` spreads reconnect
+    delays (tests pass a constant).
+    """
+
+    def __init__(
+        self,
+        backend_name: str,
+        options: RealtimeOptions,
+        call: CallInfo,
+        listener: BackendListener,
+        audio_format: AudioFormat,
+        reactor: Any,
+        metrics: Metrics,
+        *,
+        random: Callable[[], float] = _random.random,
+    ) -> None:
+        self.audio_format = audio_format
+        self._name = backend_name
+        self._options = options
+        self._call = call
+        self._listener = listener
+        self._reactor = reactor
+        self._metrics = metrics
+        self._held = HeldAudio(audio_format.bytes_for_ms(options.hold_audio_ms))
+        self._frame_bytes = audio_format.bytes_for_ms(20)
+        self._dropped_bytes = 0
+        self._proto: RealtimeClientProtocol | None = None
+        self._dialect: RealtimeDialect | None = None
+        self._connections = 0
+        self._dial_started = 0.0
+        self._ever_ready = False
+        self._expiring = False
+        self._paused = False
+        self._closed = False
+        self._chunk_timer: IDelayedCall | None = None
+        self._history: deque[str] = deque(maxlen=_HISTORY_LINES)
+        self._url = f"{options.url}?model={quote(options.model, safe='')}"
+        self._redialer: Redialer[RealtimeClientProtocol] = Redialer(
+            reactor,
+            self._dial,
+            BackoffPolicy(
+                initial_s=options.reconnect_backoff_ms / 1000.0,
+                max_s=options.reconnect_max_backoff_ms / 1000.0,
+                max_attempts=options.reconnect_attempts,
+            ),
+            timeout_s=options.connect_timeout_seconds,
+            on_up=self._connection_up,
+            on_give_up=self._fail,
+            is_fatal=_fatal_reason,
+            on_redial=metrics.backend_reconnects_total.labels(backend_name).inc,
+            random=random,
+        )
+
+    def start(self) -> None:
+        """Dial the first connection (``open_session`` calls this; it returns at once)."""
+        self._redialer.start()
+
+    # --- BackendSession ------------------------------------------------------------------------
+
+    def send_audio(self, data: bytes) -> None:
+        """Caller audio in ``audio_format``; held (bounded) until a session is ready."""
+        if self._closed:
+            return
+        dialect = self._dialect
+        if dialect is None:
+            self._hold(data)
+            return
+        dialect.send_audio(data)
+        self._send_output()
+        if dialect.has_pending_audio and self._chunk_timer is None:
+            self._chunk_timer = self._reactor.callLater(self._options.input_chunk_ms / 1000.0, self._flush_chunk)
+
+    def interrupt(self, response_id: str, played_ms: int, received_ms: int) -> None:
+        """Barge-in on assistant item ``response_id``: truncate at ``played_ms`` (clamped to what
+        arrived on the wire for the item, which the dialect counts itself), cancel if needed."""
+        if self._dialect is not None:
+            self._dialect.interrupt(response_id, played_ms)
+            self._send_output()
+
+    def send_dtmf(self, digits: str) -> None:
+        """Tell the model the caller pressed keys (dropped while reconnecting)."""
+        if self._dialect is not None and digits:
+            self._dialect.send_dtmf(digits)
+            self._send_output()
+
+    def close(self) -> None:
+        """End the session; no listener calls follow. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._redialer.stop()
+        self._cancel_chunk_timer()
+        proto, self._proto, self._dialect = self._proto, None, None
+        if proto is not None:
+            proto.session = None
+            if self._paused and proto.transport is not None:
+                proto.transport.resumeProducing()  # so the closing handshake can complete
+            proto.sendClose(1000)
+        self._log("info", "backend session closed")
+
+    # --- IPushProducer -------------------------------------------------------------------------
+
+    def pauseProducing(self) -> None:
+        """Stop reading the backend socket (the playout holds too much audio)."""
+        if self._paused or self._closed:
+            return
+        self._paused = True
+        self._metrics.flow_pauses_total.labels("backend").inc()
+        if self._proto is not None and self._proto.transport is not None:
+            self._proto.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        """Read the backend socket again."""
+        if not self._paused:
+            return
+        self._paused = False
+        if self._proto is not None and self._proto.transport is not None:
+            self._proto.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self.close()
+
+    # --- connections ---------------------------------------------------------------------------
+
+    def _dial(self) -> Deferred[RealtimeClientProtocol]:
+        self._connections += 1
+        self._expiring = False
+        self._dial_started = self._reactor.seconds()
+        dialect = RealtimeDialect(
+            self._options,
+            self.audio_format,
+            resumed=self._ever_ready,
+            resume_context=self._resume_context(),
+            event_prefix=f"c{self._connections}",
+        )
+        opened = dial_websocket(
+            self._reactor,
+            self._url,
+            RealtimeClientProtocol,
+            headers={"Authorization": f"Bearer {self._options.api_key}"},
+            timeout_s=self._options.connect_timeout_seconds,
+            keepalive_s=self._options.keepalive_seconds,
+        )
+
+        def cancel(d: Deferred[RealtimeClientProtocol]) -> None:
+            if not opened.called:
+                opened.cancel()
+            elif self._proto is not None and self._proto.ready is d:
+                self._proto.session = None
+                self._proto.dropConnection(abort=True)
+                self._proto = None
+
+        ready: Deferred[RealtimeClientProtocol] = Deferred(cancel)
+
+        def adopt(proto: RealtimeClientProtocol) -> None:
+            proto.session, proto.dialect, proto.ready = self, dialect, ready
+            self._proto = proto
+            if self._paused and proto.transport is not None:
+                proto.transport.pauseProducing()
+
+        def not_opened(failure: Failure) -> None:
+            if not ready.called:
+                ready.errback(failure)
+
+        opened.addCallbacks(adopt, not_opened)
+        return ready
+
+    def _connection_up(self, proto: RealtimeClientProtocol) -> None:
+        self._metrics.backend_connect_seconds.labels(self._name).observe(self._reactor.seconds() - self._dial_started)
+        if not self._ever_ready:
+            self._ever_ready = True
+            self._listener.backend_ready()
+        else:
+            self._log("info", "backend session resumed on connection {connection}", connection=self._connections)
+
+    def message_received(self, proto: RealtimeClientProtocol, payload: bytes) -> None:
+        """A text frame from the server on ``proto``."""
+        if self._closed or proto is not self._proto or proto.dialect is None:
+            return
+        events = proto.dialect.receive(payload)
+        self._send_output(proto)
+        for event in events:
+            if self._closed or proto is not self._proto:
+                return
+            self._handle(proto, event)
+
+    def connection_closed(self, proto: RealtimeClientProtocol, code: int | None, reason: str | None) -> None:
+        """``proto``'s WebSocket ended."""
+        if proto is not self._proto:
+            return
+        self._proto, self._dialect = None, None
+        self._cancel_chunk_timer()
+        description = connection_lost_reason(code, reason)
+        if proto.ready is not None and not proto.ready.called:
+            proto.ready.errback(Failure(ConnectionLost(description)))
+            return
+        # Nothing more will arrive for responses in flight: let the bridge finish them.
+        if proto.dialect is not None:
+            for item_id in proto.dialect.unfinished_items():
+                self._listener.backend_response_done(item_id)
+        if self._closed:
+            return
+        expected = self._expiring or code == 1001
+        self._log("warn", "backend connection lost ({reason}); reconnecting", reason=description)
+        self._redialer.lost(description, expected=expected)
+
+    def _handle(self, proto: RealtimeClientProtocol, event: RealtimeEvent) -> None:
+        listener = self._listener
+        if isinstance(event, AudioReceived):
+            listener.backend_audio(event.item_id, event.data)
+        elif isinstance(event, AudioFinished):
+            listener.backend_response_done(event.item_id)
+        elif isinstance(event, SpeechStarted):
+            listener.backend_speech_started()
+        elif isinstance(event, SpeechStopped):
+            listener.backend_speech_stopped()
+        elif isinstance(event, TranscriptReceived):
+            listener.backend_transcript(event.role, event.text, event.final)
+            if event.final and event.text:
+                self._history.append(f"{'caller' if event.role == 'caller' else 'assistant'}: {event.text}")
+                self._log("info", "transcript {role}: {text}", role=event.role, text=event.text)
+        elif isinstance(event, SessionReady):
+            self._session_ready(proto, event)
+        elif isinstance(event, UsageReported):
+            for kind, count in event.tokens.items():
+                self._metrics.backend_tokens_total.labels(self._name, kind).inc(count)
+        elif isinstance(event, RateLimitsReported):
+            for name, remaining in event.remaining.items():
+                self._metrics.backend_rate_limit_remaining.labels(self._name, name).set(remaining)
+        elif isinstance(event, ServerError):
+            self._metrics.backend_errors_total.labels(self._name, event.code).inc()
+            if event.fatal:
+                self._fail(f"{event.code}: {event.message}")
+            else:
+                self._log("warn", "backend error {code}: {message}", code=event.code, message=event.message)
+        elif isinstance(event, SessionExpired):
+            self._metrics.backend_errors_total.labels(self._name, "session_expired").inc()
+            self._log("info", "backend session expired ({message}); starting a new one", message=event.message)
+            self._expiring = True
+            proto.sendClose(1000)
+        elif isinstance(event, ResponseEnded) and event.status in ("failed", "incomplete"):
+            self._log("warn", "response {status} ({reason})", status=event.status, reason=event.reason)
+
+    def _session_ready(self, proto: RealtimeClientProtocol, event: SessionReady) -> None:
+        self._log("info", "backend session configured: {summary}", summary=event.summary)
+        self._dialect = proto.dialect
+        held = self._held.take()
+        if held and self._dialect is not None:
+            self._dialect.send_audio(held)
+        self._send_output(proto)
+        if proto.ready is not None and not proto.ready.called:
+            proto.ready.callback(proto)
+
+    def _fail(self, reason: str) -> None:
+        if self._closed:
+            return
+        self._log("error", "backend failed: {reason}", reason=reason)
+        self.close()
+        self._listener.backend_failed(reason)
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _send_output(self, proto: RealtimeClientProtocol | None = None) -> None:
+        proto = proto or self._proto
+        if proto is None or proto.dialect is None:
+            return
+        for message in proto.dialect.take_output():
+            proto.sendMessage(message.encode("utf-8"), isBinary=False)
+
+    def _hold(self, data: bytes) -> None:
+        dropped = self._held.append(data)
+        if dropped:
+            self._dropped_bytes += dropped
+            frames, self._dropped_bytes = divmod(self._dropped_bytes, self._frame_bytes)
+            if frames:
+                self._metrics.frames_dropped_total.labels("in", "backend_not_ready").inc(frames)
+
+    def _flush_chunk(self) -> None:
+        self._chunk_timer = None
+        if self._dialect is not None:
+            self._dialect.flush_audio()
+            self._send_output()
+
+    def _cancel_chunk_timer(self) -> None:
+        if self._chunk_timer is not None and self._chunk_timer.active():
+            self._chunk_timer.cancel()
+        self._chunk_timer = None
+
+    def _resume_context(self) -> str:
+        if not self._history:
+            return ""
+        text = "Recent conversation, oldest first:\n" + "\n".join(self._history)
+        return text[-_HISTORY_CHARS:]
+
+    def _log(self, level: str, fmt: str, **kwargs: Any) -> None:
+        getattr(log, level)(fmt, call_id=self._call.call_id, backend=self._name, **kwargs)
+
+
+def _fatal_reason(failure: Failure) -> str | None:
+    """Failures of a dial attempt that retrying cannot fix."""
+    if failure.check(HandshakeRejected):
+        error: HandshakeRejected = failure.value
+        if error.status in (401, 403):
+            return f"backend refused the credentials (HTTP {error.status})"
+        if error.status == 404:
+            return f"backend URL or model not found (HTTP {error.status})"
+    if failure.check(FatalBackendError):
+        return str(failure.value)
+    return None

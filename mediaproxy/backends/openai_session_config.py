@@ -1,0 +1,165 @@
+"""What an OpenAI Realtime session is asked to be, in the GA wire shape, and the check that the
+server really configured it that way.
+
+The GA ``session.update`` nests everything audio under ``session.audio.{input,output}`` and needs
+``session.type = "realtime"``; the retired beta flat keys (``input_audio_format``, ``voice``,
+``turn_detection`` at the top level, ``modalities``) are never produced here. The server answers
+with ``session.updated`` carrying the whole effective configuration, which is the only proof of
+the codec actually in use: a µ-law call whose session silently stayed on ``audio/pcm`` would feed
+the model noise and make VAD misbehave, so a mismatch is fatal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mediaproxy.audio.format import ALAW_8K, L16_24K, MULAW_8K, AudioFormat
+
+DEFAULT_URL = "wss://api.openai.com/v1/realtime"
+
+
+@dataclass(frozen=True)
+class RealtimeOptions:
+    """One ``[backend:NAME] type = openai-realtime`` section, parsed.
+
+    Durations carry their unit in the name. ``turn_detection`` is ``server_vad`` or
+    ``semantic_vad``; the ``vad_*``/``*_ms`` knobs apply to ``server_vad``, ``eagerness`` to
+    ``semantic_vad``. ``interrupt_response``: the server cancels its response by itself when the
+    caller starts speaking (the connector then never sends ``response.cancel`` for that barge-in).
+    ``input_chunk_ms``: caller audio is sent in chunks of this size (20 = each platform frame as
+    soon as it arrives). ``idle_timeout_ms`` 0 = off; ``transcription_model`` empty = no caller
+    transcripts; ``noise_reduction`` ``off`` = none.
+    """
+
+    api_key: str
+    url: str = DEFAULT_URL
+    model: str = "gpt-realtime"
+    voice: str = "marin"
+    speed: float = 1.0
+    instructions: str = ""
+    greeting: str = ""
+    turn_detection: str = "server_vad"
+    vad_threshold: float = 0.5
+    prefix_padding_ms: int = 300
+    silence_duration_ms: int = 500
+    idle_timeout_ms: int = 0
+    eagerness: str = "auto"
+    interrupt_response: bool = True
+    noise_reduction: str = "near_field"
+    transcription_model: str = "gpt-4o-mini-transcribe"
+    transcription_language: str = ""
+    input_chunk_ms: int = 20
+    hold_audio_ms: int = 1000
+    connect_timeout_seconds: float = 10.0
+    keepalive_seconds: float = 20.0
+    reconnect_attempts: int = 5
+    reconnect_backoff_ms: int = 250
+    reconnect_max_backoff_ms: int = 8000
+
+
+def wire_format(fmt: AudioFormat) -> dict[str, Any]:
+    """The GA ``audio.*.format`` object for one of the three formats the service speaks."""
+    if fmt == MULAW_8K:
+        return {"type": "audio/pcmu"}
+    if fmt == ALAW_8K:
+        return {"type": "audio/pcma"}
+    if fmt == L16_24K:
+        return {"type": "audio/pcm", "rate": 24000}
+    raise ValueError(f"OpenAI Realtime cannot exchange {fmt}")
+
+
+def session_format_for(platform_format: AudioFormat) -> AudioFormat:
+    """The format the session exchanges with the bridge for a platform speaking
+    ``platform_format``: G.711 passes through untouched, anything else is resampled by the bridge
+    to 24 kHz PCM (the only PCM rate the service accepts)."""
+    if platform_format.encoding == "pcmu" and platform_format.rate_hz == 8000:
+        return MULAW_8K
+    if platform_format.encoding == "pcma" and platform_format.rate_hz == 8000:
+        return ALAW_8K
+    return L16_24K
+
+
+def turn_detection(options: RealtimeOptions) -> dict[str, Any]:
+    """The GA ``audio.input.turn_detection`` object."""
+    if options.turn_detection == "semantic_vad":
+        return {
+            "type": "semantic_vad",
+            "eagerness": options.eagerness,
+            "create_response": True,
+            "interrupt_response": options.interrupt_response,
+        }
+    detection: dict[str, Any] = {
+        "type": "server_vad",
+        "threshold": options.vad_threshold,
+        "prefix_padding_ms": options.prefix_padding_ms,
+        "silence_duration_ms": options.silence_duration_ms,
+        "create_response": True,
+        "interrupt_response": options.interrupt_response,
+    }
+    if options.idle_timeout_ms:
+        detection["idle_timeout_ms"] = options.idle_timeout_ms
+    return detection
+
+
+def session_config(options: RealtimeOptions, fmt: AudioFormat) -> dict[str, Any]:
+    """The ``session`` object of the GA ``session.update`` for a call exchanging ``fmt``."""
+    audio_input: dict[str, Any] = {
+        "format": wire_format(fmt),
+        "turn_detection": turn_detection(options),
+    }
+    if options.noise_reduction != "off":
+        audio_input["noise_reduction"] = {"type": options.noise_reduction}
+    if options.transcription_model:
+        transcription: dict[str, Any] = {"model": options.transcription_model}
+        if options.transcription_language:
+            transcription["language"] = options.transcription_language
+        audio_input["transcription"] = transcription
+    audio_output: dict[str, Any] = {"format": wire_format(fmt), "voice": options.voice}
+    if options.speed != 1.0:
+        audio_output["speed"] = options.speed
+    session: dict[str, Any] = {
+        "type": "realtime",
+        "model": options.model,
+        "output_modalities": ["audio"],
+        "audio": {"input": audio_input, "output": audio_output},
+    }
+    if options.instructions:
+        session["instructions"] = options.instructions
+    return session
+
+
+def format_mismatch(asked: AudioFormat, effective: Any) -> str | None:
+    """Compare a ``session.updated`` session with what was asked; return a description of the
+    first difference in audio format, or ``None`` when both directions are as asked."""
+    want = wire_format(asked)
+    audio = effective.get("audio") if isinstance(effective, Mapping) else None
+    for direction in ("input", "output"):
+        leg = audio.get(direction) if isinstance(audio, Mapping) else None
+        got = leg.get("format") if isinstance(leg, Mapping) else None
+        if not isinstance(got, Mapping) or got.get("type") != want["type"]:
+            return f"audio.{direction}.format is {_describe(got)}, asked for {want['type']}"
+        if want["type"] == "audio/pcm" and got.get("rate", 24000) != 24000:
+            return f"audio.{direction}.format rate is {got.get('rate')}, asked for 24000"
+    return None
+
+
+def effective_interrupt_response(effective: Any, default: bool) -> bool:
+    """Whether the server cancels responses by itself on caller speech, per ``session.updated``
+    (``default`` when the event does not say)."""
+    try:
+        detection = effective["audio"]["input"]["turn_detection"]
+    except (KeyError, TypeError):
+        return default
+    if detection is None:
+        # No turn detection: the server never cancels anything by itself.
+        return False
+    value = detection.get("interrupt_response") if isinstance(detection, Mapping) else None
+    return default if value is None else bool(value)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return str(value.get("type"))
+    return "missing" if value is None else repr(value)

@@ -107,6 +107,19 @@ class Metrics:
             ["platform", "code"],
             registry=r,
         )
+        self.clock_tick_late_seconds = Histogram(
+            p + "clock_tick_late_seconds",
+            "How late the shared playout clock's ticks ran (reactor stalls show here).",
+            buckets=_FINE_SECONDS,
+            registry=r,
+        )
+        self.gc_pause_seconds = Histogram(
+            p + "gc_pause_seconds",
+            "Garbage-collection pauses of the proxy process.",
+            ["generation"],
+            buckets=_FINE_SECONDS,
+            registry=r,
+        )
         self.call_resumes_total = Counter(
             p + "call_resumes_total",
             "Platform reconnects of a live call (outcome: resumed, expired).",

@@ -1,0 +1,445 @@
+"""The per-call playout: the pacing jitter buffer between the backend's bursts and the caller.
+
+The backend delivers bot audio in bursts of any size, faster than real time. The playout queues
+it per response, cuts exact packets for the platform (padding only the tail of a finished
+response with silence), and sends them on the shared clock's absolute grid: packet ``n`` of a
+talk spurt anchored at grid time ``t0`` is due at ``t0 + n * packet - lead``. So at most ``lead``
+of audio is ever queued at the platform beyond what it is playing, which bounds what a barge-in
+must flush, and the rate never drifts.
+
+Timeline terms used below (all milliseconds of audio):
+
+* *position*: audio sent to the platform since the call began (monotonic).
+* *spurt*: a run of back-to-back audio the platform plays without a gap. The platform's play
+  position within it is reckoned from the spurt's anchor; if that position passes what was sent,
+  the platform has run dry (an underrun, or a stall longer than the lead) and the next audio
+  starts a new spurt at the current grid time instead of bursting to catch up.
+* *played*: what the caller has heard, from mark echoes when the platform has them (the last
+  echo plus the time since, capped at what was sent) and from the clock otherwise.
+
+``clear()`` (barge-in) drops everything queued, remembers the responses it cut so their late
+audio is dropped, starts a new mark generation so the echoes the platform sends for its flushed
+marks are ignored, and returns what the caller heard of the current response.
+
+Flow control: the playout is the platform transport's ``IPushProducer`` (a full socket pauses
+sending), and it pauses the backend session when more than ``max_buffer_ms`` is queued, resuming
+it below half of that.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from zope.interface import implementer
+
+from twisted.internet.interfaces import IPushProducer
+
+from mediaproxy.audio.format import AudioFormat
+from mediaproxy.platforms.base import PlatformCapabilities
+
+if TYPE_CHECKING:
+    from mediaproxy.config import PlayoutSettings
+    from mediaproxy.metrics import Metrics
+    from mediaproxy.playout.clock import PlayoutClock
+
+_RECENT_RESPONSES = 8
+_CANCELLED_MEMORY = 64
+
+
+class PlayoutSink(Protocol):
+    """Where the playout sends (the platform session, through the call bridge)."""
+
+    def play(self, packet: bytes) -> None: ...
+
+    def mark(self, name: str) -> None: ...
+
+    def playback_finished(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class PlayedAudio:
+    """What the caller heard of one response when it was interrupted (milliseconds)."""
+
+    response_id: str
+    played_ms: int
+    received_ms: int
+    done: bool
+    """The response had delivered all its audio before the interruption."""
+
+
+class _Response:
+    __slots__ = ("id", "received_bytes", "done", "start_pos_ms", "sent_ms")
+
+    def __init__(self, response_id: str) -> None:
+        self.id = response_id
+        self.received_bytes = 0
+        self.done = False
+        self.start_pos_ms: float | None = None
+        self.sent_ms = 0.0
+
+
+@implementer(IPushProducer)
+class Playout:
+    """Paces one call's bot audio to its platform. See the module docstring for the model.
+
+    ``audio_format`` is the platform's format (what ``write`` receives, after transcoding);
+    ``capabilities`` give the packet size and whether the platform may be sent ahead of real time.
+    """
+
+    def __init__(
+        self,
+        clock: PlayoutClock,
+        audio_format: AudioFormat,
+        capabilities: PlatformCapabilities,
+        settings: PlayoutSettings,
+        sink: PlayoutSink,
+        metrics: Metrics,
+        platform: str,
+    ) -> None:
+        frame_ms = clock.frame_ms
+        if capabilities.packet_ms % frame_ms:
+            raise ValueError(f"packet_ms {capabilities.packet_ms} is not a multiple of frame_ms {frame_ms}")
+        self._clock = clock
+        self._sink = sink
+        self._format = audio_format
+        self._bytes_per_ms = audio_format.bytes_per_ms
+        self._frame_bytes = audio_format.bytes_for_ms(frame_ms)
+        self._packet_bytes = audio_format.bytes_for_ms(capabilities.packet_ms)
+        lead_ms = settings.lead_ms
+        if capabilities.max_lead_ms is not None:
+            lead_ms = min(lead_ms, capabilities.max_lead_ms)
+        if not capabilities.can_flush:
+            # What a platform cannot flush, a barge-in cannot take back: one frame at most.
+            lead_ms = min(lead_ms, frame_ms)
+        self.lead_ms = lead_ms
+        self._lead_s = lead_ms / 1000.0
+        self._dry_tolerance_ms = frame_ms / 2
+        self._prefill_bytes = audio_format.bytes_for_ms(settings.prefill_ms)
+        self._max_bytes = audio_format.bytes_for_ms(settings.max_buffer_ms)
+        self._has_marks = capabilities.has_marks
+        self._mark_interval_ms = settings.mark_interval_ms
+
+        self._queue: deque[tuple[_Response, bytearray]] = deque()
+        self._queued_bytes = 0
+        self._responses: OrderedDict[str, _Response] = OrderedDict()
+        self._cancelled: deque[str] = deque(maxlen=_CANCELLED_MEMORY)
+        self._cancelled_set: set[str] = set()
+
+        self._position_ms = 0.0
+        self._anchor: float | None = None
+        self._spurt_sent_ms = 0.0
+        self._spurt_pos_ms = 0.0
+        self._spurt_started_at = 0.0
+        self._generation = 0
+        self._mark_pos_ms: float | None = None
+        self._mark_time = 0.0
+        self._last_mark_pos_ms = 0.0
+        self._stream_open = False
+        self._dry_mid_response = False
+
+        self._producer: IPushProducer | None = None
+        self._producer_paused = False
+        self._transport_paused = False
+        self._stopped = False
+
+        self._late = metrics.playout_late_seconds
+        self._underruns = metrics.playout_underruns_total
+        self._buffer_seconds = metrics.playout_buffer_seconds
+        self._frames_out = metrics.frames_total.labels(platform, "out")
+        self._dropped_bargein = metrics.frames_dropped_total.labels("out", "bargein")
+        self._flow_pauses = metrics.flow_pauses_total.labels("backend")
+        self._frame_ms = frame_ms
+
+    # --- inputs from the backend side ------------------------------------------------------
+
+    def attach_producer(self, producer: IPushProducer) -> None:
+        """The backend session to pause when too much audio is queued."""
+        self._producer = producer
+
+    def write(self, response_id: str, data: bytes) -> None:
+        """Queue bot audio (platform format, any size) belonging to ``response_id``."""
+        if self._stopped or not data:
+            return
+        if response_id in self._cancelled_set:
+            self._dropped_bargein.inc(len(data) / self._frame_bytes)
+            return
+        response = self._responses.get(response_id)
+        if response is None:
+            if self._queue and not self._queue[-1][0].done:
+                # A new response means the backend has moved on from the previous one.
+                self._queue[-1][0].done = True
+            response = self._new_response(response_id)
+        response.received_bytes += len(data)
+        if self._queue and self._queue[-1][0] is response:
+            self._queue[-1][1].extend(data)
+        else:
+            self._queue.append((response, bytearray(data)))
+        self._queued_bytes += len(data)
+        self._buffer_seconds.observe(self._queued_bytes / self._bytes_per_ms / 1000.0)
+        if self._queued_bytes > self._max_bytes and self._producer is not None and not self._producer_paused:
+            self._producer_paused = True
+            self._flow_pauses.inc()
+            self._producer.pauseProducing()
+        now = self._clock.seconds()
+        self._service(now, self._clock.grid_time(now))
+
+    def finish(self, response_id: str) -> None:
+        """``response_id`` has delivered all its audio; its tail may now be padded and sent."""
+        response = self._responses.get(response_id)
+        if self._stopped or response is None or response.done:
+            return
+        response.done = True
+        now = self._clock.seconds()
+        self._service(now, self._clock.grid_time(now))
+
+    # --- inputs from the platform side -----------------------------------------------------
+
+    def mark_echoed(self, name: str) -> bool:
+        """The platform played up to (or flushed) the mark ``name``. Returns False for an echo
+        of another generation (flushed by a barge-in) or a name we did not send."""
+        gen_text, _, pos_text = name.partition(":")
+        try:
+            generation, pos_ms = int(gen_text), float(pos_text)
+        except ValueError:
+            return False
+        if generation != self._generation or self._anchor is None or pos_ms > self._position_ms:
+            return False
+        if pos_ms >= self._spurt_pos_ms and (self._mark_pos_ms is None or pos_ms > self._mark_pos_ms):
+            self._mark_pos_ms = pos_ms
+            self._mark_time = self._clock.seconds()
+        return True
+
+    def clear(self) -> PlayedAudio | None:
+        """Barge-in: drop all queued audio and cut every unfinished response. Returns what the
+        caller heard of the response playing now (None when nothing had started playing)."""
+        now = self._clock.seconds()
+        heard = self._heard_response(now)
+        if self._queued_bytes:
+            self._dropped_bargein.inc(self._queued_bytes / self._frame_bytes)
+        for response in self._responses.values():
+            if not response.done:
+                self._cancel(response.id)
+        self._queue.clear()
+        self._queued_bytes = 0
+        self._responses.clear()
+        self._generation += 1
+        self._anchor = None
+        self._mark_pos_ms = None
+        self._stream_open = False
+        self._dry_mid_response = False
+        self._clock.discard(self)
+        self._resume_producer_if_drained()
+        return heard
+
+    def played_ms(self, response_id: str) -> int | None:
+        """Milliseconds of ``response_id`` the caller has heard so far (None if unknown)."""
+        response = self._responses.get(response_id)
+        if response is None or response.start_pos_ms is None:
+            return None
+        played = self.played_position_ms(self._clock.seconds()) - response.start_pos_ms
+        return round(min(max(played, 0.0), response.sent_ms))
+
+    def played_position_ms(self, now: float) -> float:
+        """The call's played position at ``now``, in milliseconds of sent audio."""
+        if self._anchor is None:
+            return self._position_ms
+        if self._mark_pos_ms is not None:
+            estimate = self._mark_pos_ms + (now - self._mark_time) * 1000.0
+        else:
+            estimate = self._spurt_pos_ms + (now - self._spurt_started_at) * 1000.0
+        return min(self._position_ms, estimate)
+
+    @property
+    def queued_ms(self) -> float:
+        """Bot audio waiting in the playout, in milliseconds."""
+        return self._queued_bytes / self._bytes_per_ms
+
+    @property
+    def generation(self) -> int:
+        """The mark generation; bumped by every :meth:`clear`."""
+        return self._generation
+
+    def stop(self) -> None:
+        """End of call: drop everything and leave the clock. Idempotent."""
+        self._stopped = True
+        self._queue.clear()
+        self._queued_bytes = 0
+        self._responses.clear()
+        self._clock.discard(self)
+        self._producer = None
+
+    # --- IPushProducer (toward the platform transport) ---------------------------------------
+
+    def pauseProducing(self) -> None:
+        """The platform socket is full: hold packets until it drains."""
+        self._transport_paused = True
+
+    def resumeProducing(self) -> None:
+        self._transport_paused = False
+        if not self._stopped:
+            now = self._clock.seconds()
+            self._service(now, self._clock.grid_time(now))
+
+    def stopProducing(self) -> None:
+        self.stop()
+
+    # --- pacing ------------------------------------------------------------------------------
+
+    def tick(self, now: float, grid: float) -> None:
+        """Called by the shared clock at every tick while this playout is active."""
+        self._service(now, grid)
+
+    def _service(self, now: float, grid: float) -> None:
+        if self._stopped or self._transport_paused:
+            return
+        if self._anchor is not None and now < self._spurt_started_at:
+            # The clock stepped backwards: the old anchor would hold audio back until it
+            # caught up. Start a new spurt here instead.
+            self._anchor = None
+        if self._anchor is not None and self._platform_dry(now):
+            # Counted only if more audio of the same response follows: a backend that is merely
+            # slow to say "done" after its last delta caused no gap the caller could hear.
+            self._dry_mid_response = self._stream_open
+            self._anchor = None
+        if self._anchor is None:
+            if not self._queued_bytes or not self._prefilled():
+                self._settle_finished()
+                self._clock.discard(self)
+                return
+            if self._dry_mid_response and self._stream_open:
+                self._underruns.inc()
+            self._dry_mid_response = False
+            # A new spurt, on the grid; the platform starts playing it now.
+            self._anchor = grid
+            self._spurt_sent_ms = 0.0
+            self._spurt_pos_ms = self._position_ms
+            self._spurt_started_at = now
+            self._mark_pos_ms = None
+        anchor = self._anchor
+        lead_s = self._lead_s
+        sent_any = False
+        while self._queued_bytes:
+            due = anchor + self._spurt_sent_ms / 1000.0 - lead_s
+            if due > now + 1e-9:
+                break
+            cut = self._cut_packet()
+            if cut is None:
+                break
+            packet, response, finished = cut
+            if due > self._spurt_started_at + 1e-9:
+                self._late.observe(now - due)
+            self._sink.play(packet)
+            self._frames_out.inc()
+            sent_any = True
+            self._stream_open = True
+            ms = len(packet) / self._bytes_per_ms
+            if response.start_pos_ms is None:
+                response.start_pos_ms = self._position_ms
+            response.sent_ms += ms
+            self._spurt_sent_ms += ms
+            self._position_ms += ms
+            if finished:
+                self._response_sent()
+        if not self._queued_bytes:
+            self._settle_finished()
+        if sent_any and self._has_marks and (
+            self._position_ms - self._last_mark_pos_ms >= self._mark_interval_ms or not self._queued_bytes
+        ):
+            self._sink.mark(f"{self._generation}:{self._position_ms:g}")
+            self._last_mark_pos_ms = self._position_ms
+        self._resume_producer_if_drained()
+        if self._queued_bytes:
+            self._clock.add(self)
+        else:
+            self._clock.discard(self)
+
+    def _platform_dry(self, now: float) -> bool:
+        assert self._anchor is not None
+        played = (now - self._anchor) * 1000.0
+        return played > self._spurt_sent_ms + self._dry_tolerance_ms
+
+    def _prefilled(self) -> bool:
+        if self._queued_bytes >= self._prefill_bytes:
+            return True
+        return any(response.done for response, _ in self._queue)
+
+    def _cut_packet(self) -> tuple[bytes, _Response, bool] | None:
+        """The next packet, the response it belongs to, and whether it ends that response; None
+        while the head response has too little audio for a packet yet."""
+        while self._queue:
+            response, buf = self._queue[0]
+            size = len(buf)
+            if size >= self._packet_bytes:
+                packet = bytes(buf[: self._packet_bytes])
+                del buf[: self._packet_bytes]
+                self._queued_bytes -= self._packet_bytes
+                finished = response.done and not buf
+                if finished:
+                    self._queue.popleft()
+                return packet, response, finished
+            if not response.done:
+                return None
+            self._queue.popleft()
+            if not size:
+                self._response_sent()
+                continue
+            # The tail of a finished response: pad to a whole frame with silence.
+            short = size % self._frame_bytes
+            packet = bytes(buf) + (self._format.silence(self._frame_bytes - short) if short else b"")
+            self._queued_bytes -= size
+            return packet, response, True
+        return None
+
+    def _settle_finished(self) -> None:
+        """Pop finished responses whose audio has all gone out."""
+        while self._queue and not self._queue[0][1] and self._queue[0][0].done:
+            self._queue.popleft()
+            self._response_sent()
+
+    def _response_sent(self) -> None:
+        """Every packet of the current response has gone out: close the platform's stream."""
+        if self._stream_open:
+            self._stream_open = False
+            self._sink.playback_finished()
+
+    def _heard_response(self, now: float) -> PlayedAudio | None:
+        position = self.played_position_ms(now)
+        heard: _Response | None = None
+        for response in self._responses.values():
+            if response.start_pos_ms is not None and response.start_pos_ms <= position:
+                heard = response
+        if heard is None or heard.start_pos_ms is None:
+            return None
+        played = min(max(position - heard.start_pos_ms, 0.0), heard.sent_ms)
+        return PlayedAudio(
+            response_id=heard.id,
+            played_ms=round(played),
+            received_ms=round(heard.received_bytes / self._bytes_per_ms),
+            done=heard.done,
+        )
+
+    def _new_response(self, response_id: str) -> _Response:
+        response = _Response(response_id)
+        self._responses[response_id] = response
+        while len(self._responses) > _RECENT_RESPONSES:
+            oldest_id, oldest = next(iter(self._responses.items()))
+            if any(r is oldest for r, _ in self._queue):
+                break
+            del self._responses[oldest_id]
+        return response
+
+    def _cancel(self, response_id: str) -> None:
+        if response_id in self._cancelled_set:
+            return
+        if len(self._cancelled) == self._cancelled.maxlen:
+            self._cancelled_set.discard(self._cancelled[0])
+        self._cancelled.append(response_id)
+        self._cancelled_set.add(response_id)
+
+    def _resume_producer_if_drained(self) -> None:
+        if self._producer_paused and self._queued_bytes <= self._max_bytes // 2:
+            self._producer_paused = False
+            if self._producer is not None:
+                self._producer.resumeProducing()

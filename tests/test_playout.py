@@ -1,0 +1,375 @@
+"""Clock-driven tests of the shared playout clock and the pacing jitter buffer."""
+
+from __future__ import annotations
+
+from zope.interface.verify import verifyObject
+
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from mediaproxy.audio.format import MULAW_8K
+from mediaproxy.config import PlayoutSettings
+from mediaproxy.metrics import Metrics
+from mediaproxy.platforms.base import PlatformCapabilities
+from mediaproxy.playout import Playout, PlayoutClock
+
+TWILIO = PlatformCapabilities(can_flush=True, has_marks=True, max_lead_ms=None, packet_ms=20)
+NO_FLUSH = PlatformCapabilities(can_flush=False, has_marks=False, max_lead_ms=20, packet_ms=20)
+BIG_PACKETS = PlatformCapabilities(can_flush=True, has_marks=False, max_lead_ms=200, packet_ms=200)
+FRAME = 160  # 20 ms of µ-law
+
+
+class RecordingSink:
+    """Records what the playout sends, with the reactor time of each send."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.packets: list[tuple[float, bytes]] = []
+        self.marks: list[str] = []
+        self.finished = 0
+
+    def play(self, packet: bytes) -> None:
+        self.packets.append((self.clock.seconds(), packet))
+
+    def mark(self, name: str) -> None:
+        self.marks.append(name)
+
+    def playback_finished(self) -> None:
+        self.finished += 1
+
+
+class RecordingProducer:
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def pauseProducing(self) -> None:
+        self.events.append("pause")
+
+    def resumeProducing(self) -> None:
+        self.events.append("resume")
+
+    def stopProducing(self) -> None:
+        self.events.append("stop")
+
+
+def tone(ms: int, value: int = 0x10) -> bytes:
+    return bytes([value]) * (8 * ms)
+
+
+def sample_value(metric_sample) -> float:
+    return metric_sample
+
+
+class PlayoutTestCase(SynchronousTestCase):
+    def make(self, capabilities=TWILIO, **settings) -> Playout:
+        self.clock = Clock()
+        self.clock.advance(1000.0)  # arbitrary, non-zero epoch
+        self.metrics = Metrics()
+        self.pacer = PlayoutClock(self.clock, 20, self.metrics)
+        self.sink = RecordingSink(self.clock)
+        defaults = dict(frame_ms=20, lead_ms=60, prefill_ms=0, max_buffer_ms=30000, mark_interval_ms=100)
+        defaults.update(settings)
+        self.playout = Playout(
+            self.pacer, MULAW_8K, capabilities, PlayoutSettings(**defaults), self.sink, self.metrics, "twilio"
+        )
+        return self.playout
+
+    def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
+        value = self.metrics.registry.get_sample_value(name, labels or {})
+        return 0.0 if value is None else value
+
+    def run_for(self, seconds: float, step: float = 0.02) -> None:
+        for _ in range(round(seconds / step)):
+            self.clock.advance(step)
+
+    def send_times(self) -> list[float]:
+        return [t for t, _ in self.sink.packets]
+
+
+class SteadyStateTests(PlayoutTestCase):
+    def test_ten_minutes_without_drift(self) -> None:
+        """Every packet of a 10-minute response leaves exactly at anchor + n*20 ms - lead."""
+        playout = self.make(max_buffer_ms=600000)
+        start = self.clock.seconds()
+        playout.write("r1", tone(600_000))
+        playout.finish("r1")
+        self.run_for(600.0)
+        times = self.send_times()
+        self.assertEqual(len(times), 30000)
+        lead_frames = 3
+        for n, sent_at in enumerate(times):
+            expected = max(start, start + (n - lead_frames) * 0.020)
+            self.assertAlmostEqual(sent_at, expected, delta=1e-6, msg=f"packet {n}")
+        self.assertEqual(self.metric("mediaproxy_playout_underruns_total"), 0)
+        self.assertEqual(self.pacer.running, False)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_clock_grid_does_not_drift_with_late_reactor(self) -> None:
+        """Ticks that fire late do not push the schedule: the grid stays start + k*frame."""
+        playout = self.make(max_buffer_ms=600000)
+        start = self.clock.seconds()
+        playout.write("r1", tone(10_000))
+        for _ in range(400):
+            self.clock.advance(0.0213)  # always late relative to the 20 ms grid
+        # After 8.52 s with 60 ms lead, the playout has sent exactly what is due: no drift.
+        elapsed_ms = (self.clock.seconds() - start) * 1000
+        sent_ms = len(self.sink.packets) * 20
+        self.assertTrue(elapsed_ms + 60 - 20 < sent_ms <= elapsed_ms + 60 + 20 + 1e-6, (elapsed_ms, sent_ms))
+
+    def test_burst_of_five_seconds_is_paced(self) -> None:
+        """5 s of audio arriving within 10 ms leaves at real time, never more than lead ahead."""
+        playout = self.make()
+        start = self.clock.seconds()
+        for i in range(50):
+            playout.write("r1", tone(100))
+            self.clock.advance(0.0002)
+        playout.finish("r1")
+        self.assertEqual(len(self.sink.packets), 4)  # frames 0..3 are within the 60 ms lead
+        self.run_for(6.0)
+        self.assertEqual(len(self.sink.packets), 250)
+        for n, (sent_at, packet) in enumerate(self.sink.packets):
+            self.assertEqual(len(packet), FRAME)
+            ahead_ms = (n + 1) * 20 - (sent_at - start) * 1000
+            self.assertLessEqual(ahead_ms, 60 + 20 + 1e-6)
+        self.assertEqual(self.sink.finished, 1)
+
+    def test_trailing_partial_frame_padded_with_ulaw_silence(self) -> None:
+        playout = self.make()
+        playout.write("r1", b"\x10" * 200)  # 25 ms
+        playout.finish("r1")
+        self.run_for(0.1)
+        packets = [p for _, p in self.sink.packets]
+        self.assertEqual(packets, [b"\x10" * 160, b"\x10" * 40 + b"\xff" * 120])
+        self.assertEqual(self.sink.finished, 1)
+
+    def test_big_packets_for_platforms_that_want_them(self) -> None:
+        playout = self.make(BIG_PACKETS, lead_ms=200)
+        start = self.clock.seconds()
+        playout.write("r1", tone(1000))
+        playout.finish("r1")
+        self.run_for(1.2)
+        self.assertEqual([len(p) for _, p in self.sink.packets], [1600] * 5)
+        # Never faster than real time beyond one packet of lead.
+        for n, sent_at in enumerate(self.send_times()):
+            self.assertGreaterEqual(sent_at - start + 1e-9, max(0, (n - 1) * 0.2))
+
+    def test_prefill_holds_the_first_frame(self) -> None:
+        playout = self.make(prefill_ms=100)
+        playout.write("r1", tone(60))
+        self.assertEqual(self.sink.packets, [])
+        playout.write("r1", tone(40))
+        self.assertEqual(len(self.sink.packets), 4)
+
+    def test_prefill_released_by_finished_response(self) -> None:
+        playout = self.make(prefill_ms=100)
+        playout.write("r1", tone(40))
+        playout.finish("r1")
+        self.assertEqual(len(self.sink.packets), 2)
+
+
+class UnderrunTests(PlayoutTestCase):
+    def test_underrun_then_more_audio(self) -> None:
+        """A response that stalls mid-way counts one underrun and restarts on a new anchor,
+        without bursting its backlog."""
+        playout = self.make()
+        playout.write("r1", tone(100))
+        self.run_for(0.5)
+        self.assertEqual(len(self.sink.packets), 5)
+        self.assertEqual(self.metric("mediaproxy_playout_underruns_total"), 0)
+        resumed_at = self.clock.seconds()
+        playout.write("r1", tone(1000))
+        self.assertEqual(self.metric("mediaproxy_playout_underruns_total"), 1)
+        # Re-anchored: only the lead goes out at once.
+        self.assertEqual(len(self.sink.packets), 5 + 4)
+        self.run_for(1.2)
+        self.assertEqual(len(self.sink.packets), 55)
+        for n, sent_at in enumerate(self.send_times()[5:]):
+            self.assertLessEqual((n + 1) * 20 - (sent_at - resumed_at) * 1000, 80 + 1e-6)
+        self.assertEqual(self.metric("mediaproxy_playout_underruns_total"), 1)
+
+    def test_slow_done_is_not_an_underrun(self) -> None:
+        playout = self.make()
+        playout.write("r1", tone(100))
+        self.run_for(0.5)
+        playout.finish("r1")
+        self.assertEqual(self.metric("mediaproxy_playout_underruns_total"), 0)
+        self.assertEqual(self.sink.finished, 1)
+
+    def test_late_tick_sends_what_was_due_within_lead(self) -> None:
+        """A 40 ms reactor stall (less than the 60 ms lead): the due frames go out at once and
+        the schedule continues unchanged."""
+        playout = self.make()
+        start = self.clock.seconds()
+        playout.write("r1", tone(2000))
+        self.run_for(0.2)
+        before = len(self.sink.packets)
+        self.clock.advance(0.04)
+        self.assertEqual(len(self.sink.packets), before + 2)
+        self.run_for(0.5)
+        for n, sent_at in enumerate(self.send_times()):
+            self.assertLessEqual(sent_at, max(start, start + (n - 3) * 0.02) + 0.04 + 1e-6)
+        self.assertEqual(self.metric("mediaproxy_playout_underruns_total"), 0)
+
+    def test_stall_longer_than_lead_reanchors_without_burst(self) -> None:
+        playout = self.make()
+        playout.write("r1", tone(5000))
+        self.run_for(0.2)
+        before = len(self.sink.packets)
+        self.clock.advance(0.5)  # the platform ran dry 440 ms ago
+        burst = len(self.sink.packets) - before
+        self.assertLessEqual(burst, 4)  # one lead's worth, not the 25 missed frames
+        self.assertEqual(self.metric("mediaproxy_playout_underruns_total"), 1)
+
+    def test_clock_stepping_backwards_does_not_hold_audio(self) -> None:
+        """After a wall-clock step backwards, new audio starts a fresh spurt at once instead of
+        waiting for the old anchor's time to come round again."""
+        playout = self.make()
+        playout.write("r1", tone(100))
+        playout.finish("r1")
+        self.run_for(0.2)
+        # task.Clock cannot go backwards; emulate a wall-clock step by rewinding its time.
+        self.clock.rightNow -= 5.0
+        before = len(self.sink.packets)
+        playout.write("r2", tone(1000))
+        self.assertEqual(len(self.sink.packets), before + 4)
+        self.run_for(0.4)
+        self.assertEqual(len(self.sink.packets), before + 24)
+
+
+class BargeInTests(PlayoutTestCase):
+    def test_clear_mid_response_ignores_stale_marks_and_late_audio(self) -> None:
+        playout = self.make()
+        playout.write("r1", tone(3000))
+        self.run_for(0.5)
+        marks_before_clear = list(self.sink.marks)
+        self.assertTrue(marks_before_clear)
+        # The platform echoes the first mark: it played up to there.
+        first = marks_before_clear[0]
+        self.assertTrue(playout.mark_echoed(first))
+        heard = playout.clear()
+        assert heard is not None
+        self.assertEqual(heard.response_id, "r1")
+        self.assertEqual(heard.received_ms, 3000)
+        self.assertFalse(heard.done)
+        echo_pos = float(first.split(":")[1])
+        self.assertGreaterEqual(heard.played_ms, echo_pos)
+        self.assertLessEqual(heard.played_ms, len(self.sink.packets) * 20)
+        self.assertGreater(self.metric("mediaproxy_frames_dropped_total", {"direction": "out", "reason": "bargein"}), 0)
+        # Twilio echoes every pending mark after a clear: none of them counts.
+        for name in marks_before_clear:
+            self.assertFalse(playout.mark_echoed(name))
+        # Late deltas of the interrupted response are dropped.
+        sent = len(self.sink.packets)
+        playout.write("r1", tone(500))
+        self.run_for(0.5)
+        self.assertEqual(len(self.sink.packets), sent)
+        # The next response plays at once, marks in the new generation.
+        playout.write("r2", tone(200))
+        playout.finish("r2")
+        self.run_for(0.5)
+        self.assertEqual(len(self.sink.packets), sent + 10)
+        self.assertTrue(self.sink.marks[-1].startswith("1:"))
+        self.assertTrue(playout.mark_echoed(self.sink.marks[-1]))
+
+    def test_played_position_from_clock_without_marks(self) -> None:
+        playout = self.make(NO_FLUSH)
+        playout.write("r1", tone(1000))
+        self.run_for(0.3)
+        self.assertEqual(playout.played_ms("r1"), 300)
+        heard = playout.clear()
+        assert heard is not None
+        self.assertEqual(heard.played_ms, 300)
+
+    def test_no_flush_platform_never_leads_more_than_a_frame(self) -> None:
+        playout = self.make(NO_FLUSH, lead_ms=500)
+        start = self.clock.seconds()
+        playout.write("r1", tone(1000))
+        self.assertEqual(len(self.sink.packets), 2)
+        self.run_for(1.0)
+        for n, sent_at in enumerate(self.send_times()):
+            self.assertLessEqual((n + 1) * 20 - (sent_at - start) * 1000, 40 + 1e-6)
+
+    def test_clear_when_idle_returns_nothing(self) -> None:
+        playout = self.make()
+        self.assertIsNone(playout.clear())
+
+    def test_clear_after_finished_playback_reports_done(self) -> None:
+        playout = self.make()
+        playout.write("r1", tone(100))
+        playout.finish("r1")
+        self.run_for(1.0)
+        heard = playout.clear()
+        assert heard is not None
+        self.assertEqual((heard.played_ms, heard.received_ms, heard.done), (100, 100, True))
+
+
+class FlowControlTests(PlayoutTestCase):
+    def test_is_a_push_producer(self) -> None:
+        self.assertTrue(verifyObject(IPushProducer, self.make()))
+
+    def test_backend_paused_above_max_buffer_and_resumed_below_half(self) -> None:
+        playout = self.make(max_buffer_ms=2000)
+        producer = RecordingProducer()
+        playout.attach_producer(producer)
+        playout.write("r1", tone(1500))
+        self.assertEqual(producer.events, [])
+        playout.write("r1", tone(1000))
+        self.assertEqual(producer.events, ["pause"])
+        self.assertEqual(self.metric("mediaproxy_flow_pauses_total", {"leg": "backend"}), 1)
+        self.run_for(1.0)
+        self.assertEqual(producer.events, ["pause"])  # ~1.5 s still queued
+        self.run_for(0.6)
+        self.assertEqual(producer.events, ["pause", "resume"])
+
+    def test_clear_resumes_a_paused_backend(self) -> None:
+        playout = self.make(max_buffer_ms=1000)
+        producer = RecordingProducer()
+        playout.attach_producer(producer)
+        playout.write("r1", tone(1500))
+        playout.clear()
+        self.assertEqual(producer.events, ["pause", "resume"])
+
+    def test_transport_pause_holds_packets(self) -> None:
+        playout = self.make()
+        playout.write("r1", tone(1000))
+        playout.pauseProducing()
+        sent = len(self.sink.packets)
+        self.run_for(0.3)
+        self.assertEqual(len(self.sink.packets), sent)
+        playout.resumeProducing()
+        self.assertGreater(len(self.sink.packets), sent)
+        self.assertLessEqual(len(self.sink.packets), sent + 4)
+
+
+class LifecycleTests(PlayoutTestCase):
+    def test_stop_leaves_no_delayed_calls(self) -> None:
+        playout = self.make()
+        playout.write("r1", tone(5000))
+        self.run_for(0.2)
+        self.assertNotEqual(self.clock.getDelayedCalls(), [])
+        playout.stop()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        playout.write("r1", tone(100))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_idle_clock_arms_no_timer(self) -> None:
+        playout = self.make()
+        playout.write("r1", tone(100))
+        playout.finish("r1")
+        self.run_for(0.5)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_shared_clock_serves_many_playouts_with_one_timer(self) -> None:
+        self.make()
+        sinks = []
+        playouts = []
+        for _ in range(50):
+            sink = RecordingSink(self.clock)
+            sinks.append(sink)
+            playouts.append(Playout(self.pacer, MULAW_8K, TWILIO, PlayoutSettings(), sink, self.metrics, "twilio"))
+        for playout in playouts:
+            playout.write("r", tone(1000))
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.run_for(1.2)
+        self.assertEqual({len(s.packets) for s in sinks}, {50})

@@ -46,7 +46,8 @@ from collections.abc import Mapping
 
 from mediaproxy.backends.base import Backend
 from mediaproxy.config import Key, PlatformSettings, boolean, integer, text
-from mediaproxy.platforms.audiocodes_session import MEDIA_FORMATS, AudioCodesSession
+from mediaproxy.platforms.audiocodes_messages import MEDIA_FORMATS
+from mediaproxy.platforms.audiocodes_session import AudioCodesSession
 from mediaproxy.platforms.base import UpgradeRefused, UpgradeRequest
 
 __all__ = [

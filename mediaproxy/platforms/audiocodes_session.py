@@ -17,8 +17,10 @@ import re
 from collections.abc import Mapping
 from typing import Any, Callable
 
-from mediaproxy.audio.format import L16_8K, L16_16K, L16_24K, MULAW_8K, AudioFormat
+from mediaproxy.audio.format import AudioFormat
 from mediaproxy.backends.base import Backend
+from mediaproxy.platforms import audiocodes_messages as msg
+from mediaproxy.platforms.audiocodes_messages import MEDIA_FORMATS
 from mediaproxy.platforms.base import (
     CallEnded,
     CallerAudio,
@@ -31,47 +33,10 @@ from mediaproxy.platforms.base import (
     ResumeRequested,
 )
 
-MEDIA_FORMATS: Mapping[str, AudioFormat] = {
-    "raw/mulaw": MULAW_8K,
-    "raw/lpcm16_8": L16_8K,
-    "raw/lpcm16": L16_16K,
-    "raw/lpcm16_24": L16_24K,
-}
-"""The headerless ``mediaFormat`` names we accept. The ``wav/...`` variants carry a WAV header in
-the first chunk of every stream; nothing here needs them, so they are never chosen."""
-
 # What the official SDK answers when VAIC names no formats: it always accepts raw/lpcm16.
 _DEFAULT_OFFER = ("raw/lpcm16",)
 _DTMF_IN = re.compile(r"[0-9A-Da-d*#]+\Z")
-_DTMF_OUT_MAX = 20  # sendDtmf accepts at most 20 digits per activity
-# Bounds on what start parameters may add to CallStarted.metadata (they reach the backend).
-_MAX_PARAMETERS = 64
-_MAX_KEY_CHARS = 128
-_MAX_VALUE_CHARS = 1024
-
 _NEW, _RESUMING, _OPEN, _HANGING_UP, _ENDED = "new", "resuming", "open", "hanging_up", "ended"
-
-
-def _dump(message: Mapping[str, Any]) -> str:
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
-
-
-def _as_text(value: Any) -> str | None:
-    """A start parameter as metadata text (``None``: leave it out)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        text = value
-    elif isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, (int, float)):
-        text = str(value)
-    else:  # nested objects (participants, SIP headers) travel as compact JSON
-        try:
-            text = _dump(value)
-        except (ValueError, RecursionError):
-            return None
-    return text[:_MAX_VALUE_CHARS]
 
 
 class AudioCodesSession(PlatformSession):
@@ -172,7 +137,7 @@ class AudioCodesSession(PlatformSession):
         self._conversation_id = conversation_id
         if self._refusal is not None:
             self._state = _ENDED
-            self._send({"type": "session.error", "reason": self._refusal})
+            self._send(msg.session_error(self._refusal))
             return []
         offer = message.get("supportedMediaFormats", _DEFAULT_OFFER)
         if not isinstance(offer, (list, tuple)):
@@ -197,10 +162,10 @@ class AudioCodesSession(PlatformSession):
         for key in ("botName", "caller"):
             value = message.get(key)
             if isinstance(value, str):
-                self._metadata[key] = value[:_MAX_VALUE_CHARS]
+                self._metadata[key] = value[:msg.MAX_VALUE_CHARS]
         self._metadata["conversationId"] = conversation_id
         self._state = _OPEN
-        self._send({"type": "session.accepted", "mediaFormat": self._format_name})
+        self._send(msg.session_accepted(self._format_name))
         # The call starts at the `start` activity, whose parameters (callee, SIP headers, ...)
         # must reach the backend session; VAIC sends it right after the acceptance.
         return []
@@ -214,7 +179,7 @@ class AudioCodesSession(PlatformSession):
             self._conversation_id = conversation_id
             return [ResumeRequested(conversation_id)]
         if self._state == _OPEN and conversation_id == self._conversation_id:
-            self._send({"type": "session.accepted"})  # VAIC re-sent it on the same socket
+            self._send(msg.session_accepted())  # VAIC re-sent it on the same socket
             return []
         return self._violation("out_of_order", "session.resume for another conversation")
 
@@ -228,7 +193,7 @@ class AudioCodesSession(PlatformSession):
         return [CallEnded(reason[:64])]
 
     def _on_validate(self, message: dict[str, Any]) -> list[PlatformEvent]:
-        self._send({"type": "connection.validated", "success": True})
+        self._send(msg.CONNECTION_VALIDATED)
         return []
 
     def _on_activities(self, message: dict[str, Any]) -> list[PlatformEvent]:
@@ -250,11 +215,11 @@ class AudioCodesSession(PlatformSession):
                     return self._violation("bad_message", "start parameters are not an object")
                 self._start_seen = True
                 if not self._call_started:
-                    self._add_parameters(parameters)
+                    # The initiate's own fields (conversationId, caller, ...) stay authoritative.
+                    self._metadata = {**msg.start_metadata(parameters), **self._metadata}
                 self._start_call(events)
                 if self._barge_in:
-                    self._send_activity({"type": "event", "name": "config",
-                                         "sessionParams": {"bargeIn": True}})
+                    self._send(msg.ENABLE_BARGE_IN)
             elif name == "DTMF":
                 digits = activity.get("value")
                 if not isinstance(digits, str) or not _DTMF_IN.match(digits):
@@ -271,7 +236,7 @@ class AudioCodesSession(PlatformSession):
         self._start_call(events)
         # A repeated start (for instance after a resume) is acknowledged again, not refused.
         self._user_stream_open = True
-        self._send(self._with_participant({"type": "userStream.started"}, message))
+        self._send(msg.user_stream_ack("userStream.started", message.get("participant")))
         return events
 
     def _on_user_chunk(self, message: dict[str, Any]) -> list[PlatformEvent]:
@@ -299,7 +264,7 @@ class AudioCodesSession(PlatformSession):
             return self._violation("out_of_order", "userStream.stop before session.accepted")
         self._user_stream_open = False
         self._carry = b""
-        self._send(self._with_participant({"type": "userStream.stopped"}, message))
+        self._send(msg.user_stream_ack("userStream.stopped", message.get("participant")))
         return []
 
     _HANDLERS: Mapping[str, Callable[[AudioCodesSession, dict[str, Any]], list[PlatformEvent]]] = {
@@ -323,13 +288,8 @@ class AudioCodesSession(PlatformSession):
         if self._play_stream_id is None:
             self._play_streams += 1
             self._play_stream_id = f"play-{self._play_streams}"
-            self._send({"type": "playStream.start", "streamId": self._play_stream_id,
-                        "mediaFormat": self._format_name})
-        # Hand-built: this runs 50 times a second per call, and both values are JSON-safe.
-        self._output.append(
-            '{"type":"playStream.chunk","streamId":"%s","audioChunk":"%s"}'
-            % (self._play_stream_id, binascii.b2a_base64(packet, newline=False).decode("ascii"))
-        )
+            self._send(msg.play_start(self._play_stream_id, self._format_name))
+        self._send(msg.play_chunk(self._play_stream_id, packet))
 
     def playback_finished(self) -> None:
         """The utterance has been sent completely: close its play stream."""
@@ -344,22 +304,17 @@ class AudioCodesSession(PlatformSession):
         if self._state != _OPEN:
             return
         if started:
-            self._send({"type": "userStream.speech.started"})
+            self._send(msg.SPEECH_STARTED)
         else:
-            self._send({"type": "userStream.speech.stopped"})
-            self._send({"type": "userStream.speech.committed"})
+            self._send(msg.SPEECH_STOPPED)
+            self._send(msg.SPEECH_COMMITTED)
 
     def transcript(self, role: str, text: str, final: bool) -> None:
         """Forward the caller's transcript: partial as a hypothesis, final as a recognition.
-        The backends give no confidence; the recognition carries 1.0 because the SDK's shape has
-        one. Bot transcripts have no Bot API message and are dropped."""
+        Bot transcripts have no Bot API message and are dropped."""
         if self._state != _OPEN or role != "caller" or not text:
             return
-        if final:
-            self._send({"type": "userStream.speech.recognition",
-                        "alternatives": [{"text": text, "confidence": 1.0}]})
-        else:
-            self._send({"type": "userStream.speech.hypothesis", "alternatives": [{"text": text}]})
+        self._send(msg.recognition(text) if final else msg.hypothesis(text))
 
     def send_dtmf(self, digits: str) -> None:
         """Play DTMF to the caller (``0-9*#``; other characters are dropped; 20 per activity)."""
@@ -367,11 +322,7 @@ class AudioCodesSession(PlatformSession):
             return
         clean = "".join(c for c in digits if c in "0123456789*#")
         if clean:
-            self._send_activity(*(
-                {"type": "event", "name": "sendDtmf",
-                 "activityParams": {"dtmfDigits": clean[i:i + _DTMF_OUT_MAX]}}
-                for i in range(0, len(clean), _DTMF_OUT_MAX)
-            ))
+            self._send(msg.send_dtmf(clean))
 
     def hangup(self, reason: str, variables: Mapping[str, str] | None = None) -> None:
         """End the call from the bot's side with a ``hangup`` activity (``variables`` have no Bot
@@ -382,8 +333,7 @@ class AudioCodesSession(PlatformSession):
         if self._state != _OPEN:
             return
         self._close_play_stream()
-        self._send_activity({"type": "event", "name": "hangup",
-                             "activityParams": {"hangupReason": reason}})
+        self._send(msg.hangup(reason))
         self._state = _HANGING_UP
 
     def refuse(self, reason: str) -> None:
@@ -395,7 +345,7 @@ class AudioCodesSession(PlatformSession):
         if self._state == _ENDED:
             return
         self._close_play_stream()
-        self._send({"type": "session.error", "reason": reason})
+        self._send(msg.session_error(reason))
         self._state = _ENDED
 
     # --- resume --------------------------------------------------------------------------------
@@ -413,36 +363,25 @@ class AudioCodesSession(PlatformSession):
             return
         self._connected = True
         self._output.clear()
-        self._send({"type": "session.accepted"})
+        self._send(msg.session_accepted())
         self._close_play_stream()
 
     def resume_rejected(self) -> None:
         """No held call matches: answer as the SDK does, and end this session."""
         if self._state != _RESUMING:
             return
-        self._send({"type": "session.error", "conversationId": self._conversation_id,
-                    "reason": "conversation not found"})
+        self._send(msg.session_error("conversation not found", self._conversation_id))
         self._state = _ENDED
 
     # --- helpers -------------------------------------------------------------------------------
 
-    def _send(self, message: Mapping[str, Any]) -> None:
-        if self._connected:
-            self._output.append(_dump(message))
-
-    def _send_activity(self, *activities: Mapping[str, Any]) -> None:
-        self._send({"type": "activities", "activities": list(activities)})
-
-    @staticmethod
-    def _with_participant(reply: dict[str, Any], message: Mapping[str, Any]) -> dict[str, Any]:
-        participant = message.get("participant")
-        if isinstance(participant, str):
-            reply["participant"] = participant  # agent-assist calls name the stream's party
-        return reply
+    def _send(self, frame: str) -> None:
+        if self._connected:  # while the socket is down nobody reads it; resumed() starts afresh
+            self._output.append(frame)
 
     def _close_play_stream(self) -> None:
         if self._play_stream_id is not None:
-            self._send({"type": "playStream.stop", "streamId": self._play_stream_id})
+            self._send(msg.play_stop(self._play_stream_id))
             self._play_stream_id = None
 
     def _start_call(self, events: list[PlatformEvent]) -> None:
@@ -453,22 +392,11 @@ class AudioCodesSession(PlatformSession):
             assert self._format is not None
             events.append(CallStarted(self._conversation_id, self._format, dict(self._metadata)))
 
-    def _add_parameters(self, parameters: Mapping[Any, Any]) -> None:
-        added = 0
-        for key, value in parameters.items():
-            if added >= _MAX_PARAMETERS:
-                break
-            text = _as_text(value)
-            if not isinstance(key, str) or text is None or key in self._metadata:
-                continue  # the initiate's own fields (conversationId, caller, ...) stay authoritative
-            self._metadata[key[:_MAX_KEY_CHARS]] = text
-            added += 1
-
     def _violation(self, kind: str, detail: str) -> list[PlatformEvent]:
         """Answer bad input with ``session.error`` (VAIC then ends the call and closes the socket)
         after closing any open play stream, and end the session."""
         self._close_play_stream()
-        self._send({"type": "session.error", "reason": f"protocol error: {detail}"})
+        self._send(msg.session_error(f"protocol error: {detail}"))
         self._state = _ENDED
         self._user_stream_open = False
         return [ProtocolViolation(kind, detail)]

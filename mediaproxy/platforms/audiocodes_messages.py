@@ -1,0 +1,151 @@
+"""The AudioCodes Bot API vocabulary: media format names, the reading of the ``start``
+activity's parameters, and the exact shapes of the messages the bot sends to VoiceAI Connect (as
+in the official SDK, ``audiocodes/ac-bot-api``); each of those functions returns one JSON text
+frame. When to send which is the session's business (:mod:`mediaproxy.platforms.audiocodes_session`).
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from mediaproxy.audio.format import L16_8K, L16_16K, L16_24K, MULAW_8K, AudioFormat
+
+MEDIA_FORMATS: Mapping[str, AudioFormat] = {
+    "raw/mulaw": MULAW_8K,
+    "raw/lpcm16_8": L16_8K,
+    "raw/lpcm16": L16_16K,
+    "raw/lpcm16_24": L16_24K,
+}
+"""The headerless ``mediaFormat`` names we accept. The ``wav/...`` variants carry a WAV header in
+the first chunk of every stream; nothing here needs them, so they are never chosen."""
+
+DTMF_OUT_MAX = 20
+"""``sendDtmf`` accepts at most this many digits per activity."""
+
+# Bounds on what start parameters may add to CallStarted.metadata (they reach the backend, and
+# come from the network).
+MAX_PARAMETERS = 64
+MAX_KEY_CHARS = 128
+MAX_VALUE_CHARS = 1024
+
+
+def dump(message: Mapping[str, Any]) -> str:
+    """Compact JSON for one message."""
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+
+
+def metadata_text(value: Any) -> str | None:
+    """A ``start`` parameter (or initiate field) as bounded metadata text; ``None``: leave it
+    out."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, (int, float)):
+        text = str(value)
+    else:  # nested objects (participants, SIP headers) travel as compact JSON
+        try:
+            text = dump(value)
+        except (ValueError, RecursionError):
+            return None
+    return text[:MAX_VALUE_CHARS]
+
+
+def start_metadata(parameters: Mapping[Any, Any]) -> dict[str, str]:
+    """The ``start`` activity's ``parameters`` (caller, callee, locale, participants, SIP
+    headers, ...) as string metadata for the backend session: at most :data:`MAX_PARAMETERS`
+    entries, keys and values cut to length."""
+    metadata: dict[str, str] = {}
+    for key, value in parameters.items():
+        if len(metadata) >= MAX_PARAMETERS:
+            break
+        text = metadata_text(value)
+        if isinstance(key, str) and text is not None:
+            metadata[key[:MAX_KEY_CHARS]] = text
+    return metadata
+
+
+def session_accepted(media_format: str | None = None) -> str:
+    """Accept ``session.initiate`` (with the chosen format) or ``session.resume`` (the SDK sends
+    no format then: it was agreed at the initiate)."""
+    if media_format is None:
+        return '{"type":"session.accepted"}'
+    return dump({"type": "session.accepted", "mediaFormat": media_format})
+
+
+def session_error(reason: str, conversation_id: str | None = None) -> str:
+    """Decline or abort the conversation; VAIC then ends the call and closes the socket."""
+    message = {"type": "session.error", "reason": reason}
+    if conversation_id is not None:
+        message["conversationId"] = conversation_id
+    return dump(message)
+
+
+CONNECTION_VALIDATED = '{"type":"connection.validated","success":true}'
+SPEECH_STARTED = '{"type":"userStream.speech.started"}'
+SPEECH_STOPPED = '{"type":"userStream.speech.stopped"}'
+SPEECH_COMMITTED = '{"type":"userStream.speech.committed"}'
+
+
+def user_stream_ack(kind: str, participant: Any) -> str:
+    """``userStream.started``/``userStream.stopped``, naming the party in agent-assist calls."""
+    message = {"type": kind}
+    if isinstance(participant, str):
+        message["participant"] = participant
+    return dump(message)
+
+
+def hypothesis(text: str) -> str:
+    """A partial transcript of the caller (VAIC also uses it for barge-in)."""
+    return dump({"type": "userStream.speech.hypothesis", "alternatives": [{"text": text}]})
+
+
+def recognition(text: str, confidence: float = 1.0) -> str:
+    """A final transcript of the caller. The SDK's shape always has a confidence; the backends
+    give none, so 1.0 stands in."""
+    return dump({"type": "userStream.speech.recognition",
+                 "alternatives": [{"text": text, "confidence": confidence}]})
+
+
+def play_start(stream_id: str, media_format: str) -> str:
+    """Open a play stream (``stream_id`` unique within the conversation)."""
+    return dump({"type": "playStream.start", "streamId": stream_id, "mediaFormat": media_format})
+
+
+def play_chunk(stream_id: str, audio: bytes) -> str:
+    """One chunk of bot audio. Hand-built: it runs 50 times a second per call, and both values
+    are JSON-safe (our own stream id, base64 text)."""
+    return '{"type":"playStream.chunk","streamId":"%s","audioChunk":"%s"}' % (
+        stream_id, binascii.b2a_base64(audio, newline=False).decode("ascii"))
+
+
+def play_stop(stream_id: str) -> str:
+    """Close a play stream (end of utterance, or barge-in)."""
+    return dump({"type": "playStream.stop", "streamId": stream_id})
+
+
+def activities(*events: Mapping[str, Any]) -> str:
+    """An ``activities`` message carrying ``events``."""
+    return dump({"type": "activities", "activities": list(events)})
+
+
+def hangup(reason: str) -> str:
+    """End the call from the bot's side."""
+    return activities({"type": "event", "name": "hangup", "activityParams": {"hangupReason": reason}})
+
+
+def send_dtmf(digits: str) -> str:
+    """Play ``digits`` (``0-9*#``, already checked) to the caller, 20 per activity."""
+    return activities(*(
+        {"type": "event", "name": "sendDtmf", "activityParams": {"dtmfDigits": digits[i:i + DTMF_OUT_MAX]}}
+        for i in range(0, len(digits), DTMF_OUT_MAX)
+    ))
+
+
+ENABLE_BARGE_IN = activities({"type": "event", "name": "config", "sessionParams": {"bargeIn": True}})
+"""The ``config`` activity that turns VAIC barge-in on for the rest of the call."""

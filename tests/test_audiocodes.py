@@ -381,6 +381,15 @@ class DtmfTests(SynchronousTestCase):
             events = self.dtmf(peer, value)
             self.assertEqual([type(e) for e in events], [ProtocolViolation])
 
+    def test_bad_activity_after_good_ones_keeps_their_events(self) -> None:
+        peer = Peer(audiocodes.new_session(settings(), FakeBackend(MULAW_8K)))
+        peer.initiate(["raw/mulaw"])
+        events = peer.send({"type": "activities", "activities": [
+            {"type": "event", "name": "start"}, {"type": "event", "name": "DTMF", "value": "1"},
+            {"type": "event", "name": "DTMF", "value": []}]})
+        self.assertEqual([type(e) for e in events], [CallStarted, DtmfReceived, ProtocolViolation])
+        self.assertEqual(peer.replies()[-1]["type"], "session.error")
+
     def test_send_dtmf(self) -> None:
         peer = open_call()
         peer.session.send_dtmf("12x*#")

@@ -202,17 +202,18 @@ class AudioCodesSession(PlatformSession):
         activities = message.get("activities")
         if not isinstance(activities, list):
             return self._violation("bad_message", "activities is not a list")
+        # Events of the activities before a bad one still count: the call may have started.
         events: list[PlatformEvent] = []
         for activity in activities:
             if not isinstance(activity, dict):
-                return self._violation("bad_message", "an activity is not an object")
+                return events + self._violation("bad_message", "an activity is not an object")
             if activity.get("type") != "event":
                 continue  # text messages and the like have no meaning for an audio bot
             name = activity.get("name")
             if name == "start" and not self._start_seen:
                 parameters = activity.get("parameters", {})
                 if not isinstance(parameters, dict):
-                    return self._violation("bad_message", "start parameters are not an object")
+                    return events + self._violation("bad_message", "start parameters are not an object")
                 self._start_seen = True
                 if not self._call_started:
                     # The initiate's own fields (conversationId, caller, ...) stay authoritative.
@@ -223,7 +224,7 @@ class AudioCodesSession(PlatformSession):
             elif name == "DTMF":
                 digits = activity.get("value")
                 if not isinstance(digits, str) or not _DTMF_IN.match(digits):
-                    return self._violation("bad_message", "DTMF value is not a string of digits")
+                    return events + self._violation("bad_message", "DTMF value is not a string of digits")
                 self._start_call(events)
                 events.append(DtmfReceived(digits.upper()))
             # Other events (hangup before session.end, noUserInput, ...) need no action here.

@@ -412,6 +412,48 @@ class ConnectorSessionTests(SessionTestCase):
         self.assertEqual(genesys.types(), ["opened"])
 
 
+class OpenTimingTests(SessionTestCase):
+    def test_opened_never_waits_for_the_backend(self) -> None:
+        """opened is queued by the very call that delivered open, even when the backend is broken
+        (it raises when asked for a format; it would never connect either)."""
+
+        class BrokenBackend(FakeBackend):
+            def choose_format(self, offered: Sequence[AudioFormat]) -> AudioFormat:
+                raise RuntimeError("backend down")
+
+        session = AudioHookSession("connector", BrokenBackend())
+        message = {"version": "2", "id": SESSION, "type": "open", "seq": 1, "serverseq": 0,
+                   "position": "PT0S", "parameters": open_parameters([EXTERNAL])}
+        events = session.receive_text(json.dumps(message))
+        output = session.take_output()
+        self.assertEqual([json.loads(o)["type"] for o in output], ["opened"])  # type: ignore[arg-type]
+        self.assertEqual(json.loads(output[0])["parameters"]["media"], [EXTERNAL])  # type: ignore[arg-type]
+        self.assertEqual(events, [CallStarted(CONVERSATION, MULAW_8K, {})])
+
+    def test_hangup_before_open(self) -> None:
+        """A drain before open still ends the session properly (the id is known from the header)."""
+        session, genesys, _ = self.make()
+        session.hangup("draining")
+        genesys.drain()
+        self.assertEqual(genesys.types(), ["disconnect"])
+        self.assertEqual(genesys.send("open", open_parameters()), [])
+        self.assertNotIn("opened", genesys.types())
+        self.assertCloseTransaction(session, genesys, expect_call_ended=False)
+
+    def test_hangup_before_open_without_an_id_sends_nothing(self) -> None:
+        session, genesys, _ = self.make(bind=False)
+        session.hangup("draining")
+        genesys.drain()
+        self.assertEqual((genesys.types(), session.awaits_close), ([], False))
+
+    def test_reconnect_request(self) -> None:
+        session, genesys, _ = self.opened()
+        session.request_reconnect("draining")
+        genesys.drain()
+        self.assertEqual((genesys.last()["type"], genesys.last()["parameters"]), ("reconnect", {"info": "draining"}))
+        self.assertFalse(session.awaits_close)
+
+
 class ProbeTests(SessionTestCase):
     def test_probe_never_becomes_a_call(self) -> None:
         """Null conversation and participant: opened, closed, and nothing else."""

@@ -36,6 +36,7 @@ MAX_PACKET_BYTES = 64000
 DEFAULT_RETRY_AFTER_MS = 1000
 """How long to hold back after a 429 that names no ``retryAfter``."""
 
+
 @dataclass(frozen=True)
 class PlatformErrorReported:
     """Genesys reported an error (an AudioHook ``error`` message). ``code`` is a bounded label for
@@ -44,6 +45,7 @@ class PlatformErrorReported:
 
     code: str
     message: str
+
 
 class _State(Enum):
     AWAIT_OPEN = "await_open"
@@ -181,14 +183,14 @@ class AudioHookSession(PlatformSession):
             return self._while_disconnecting(parsed)
         if parsed.seq != self._clientseq + 1:
             events = self._violation(
-                "bad_seq", f"Invalid seq value (expected {self._clientseq + 1}, got {parsed.seq})"
+                "bad_seq", f"Invalid seq value (expected {self._clientseq + 1}, got {str(parsed.seq)[:20]})"
             )
             return events + self._close_too(parsed)
         self._clientseq = parsed.seq
         if self._session_id is None:
             self._session_id = parsed.id
         if parsed.serverseq > self._seq:
-            return self._violation("bad_serverseq", f"serverseq {parsed.serverseq} is above our seq {self._seq}") \
+            return self._violation("bad_serverseq", f"serverseq {str(parsed.serverseq)[:20]} is above our seq {self._seq}") \
                 + self._close_too(parsed)
         if parsed.id.lower() != self._session_id.lower():
             return self._violation("bad_id", "Session identifier mismatch") + self._close_too(parsed)

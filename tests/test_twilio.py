@@ -389,9 +389,6 @@ class MalformedTests(SynchronousTestCase):
         # max_frame_ms=200 → 1600 bytes; 1601 bytes (2136 base64 characters) is above it.
         self.assertViolation(started(), text(media(b"\xff" * (MAX_FRAME_BYTES + 1))), "oversize_frame")
 
-    test_media_frame_one_byte_over_limit.skip = (  # type: ignore[attr-defined]
-        "bug: twilio.py bounds the base64 length (max*4//3+4), not the decoded size; "
-        "1601- and 1602-byte frames pass as CallerAudio")
 
     def test_wrong_media_format(self) -> None:
         for fmt in ({"encoding": "audio/x-alaw", "sampleRate": 8000, "channels": 1},
@@ -469,9 +466,6 @@ class MalformedTests(SynchronousTestCase):
         stopped.receive_text(text(stop()))
         self.assertEqual(stopped.receive_binary(b"\x00"), [])
 
-    test_binary_frame_after_end_ignored.skip = (  # type: ignore[attr-defined]
-        "bug: TwilioSession.receive_binary ignores _ended; every binary frame after a violation "
-        "or a stop yields another ProtocolViolation('binary_frame')")
 
     def test_oversize_text(self) -> None:
         padded = start()
@@ -489,9 +483,6 @@ class MalformedTests(SynchronousTestCase):
         self.assertViolation(started(), "[" * 5000, "bad_json")
         self.assertViolation(started(), '{"event":"mark","mark":' + "[" * 5000, "bad_json")
 
-    test_deeply_nested_json.skip = (  # type: ignore[attr-defined]
-        "bug: json.loads raises RecursionError (not ValueError) on deep nesting, which "
-        "receive_text does not catch: '[' * 5000 escapes as an exception")
 
 
 # --- fuzz ---------------------------------------------------------------------------------------

@@ -1,0 +1,226 @@
+"""The embedded echo backend: no network, no key; exercises pacing, barge-in and flow control.
+
+``mode = parrot`` (default) behaves like a speech backend: an energy detector finds each caller
+utterance; when the caller has been quiet for ``silence_ms`` the utterance comes back as one
+response, delivered at once in irregular chunks (far faster than real time, as real backends do),
+so the playout must pace it. Caller speech while a response plays is reported as
+``speech_started``: a barge-in. ``mode = stream`` returns the caller's audio continuously after
+``delay_ms``.
+
+The session speaks the platform's own format (no transcoding) and is a push producer: while
+paused it holds the rest of a response (at most one utterance, ``max_utterance_ms``).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from zope.interface import implementer
+
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+
+from mediaproxy.audio.format import AudioFormat
+from mediaproxy.audio.g711 import ALAW_TO_LINEAR, ULAW_TO_LINEAR
+from mediaproxy.backends.base import BackendListener, CallInfo
+from mediaproxy.config import BackendSettings, Key, choice, integer, number
+from mediaproxy.metrics import Metrics
+
+CONFIG_KEYS: Mapping[str, Key] = {
+    "mode": Key(choice("parrot", "stream"), "parrot"),
+    "delay_ms": Key(integer(0, 10000), 0),
+    "speech_threshold_dbfs": Key(number(-90.0, 0.0), -40.0),
+    "silence_ms": Key(integer(100, 5000), 600),
+    "max_utterance_ms": Key(integer(1000, 120000), 30000),
+}
+
+_ANALYSIS_MS = 20
+_SPEECH_ONSET_FRAMES = 2  # 40 ms of energy before we call it speech: clicks are not barge-ins
+_CHUNK_PATTERN = (700, 1300, 260, 2400, 900)  # irregular delivery sizes, in bytes of 8 kHz-ish
+
+
+def new_backend(settings: BackendSettings, reactor: IReactorTime, metrics: Metrics) -> EchoBackend:
+    return EchoBackend(settings.name, settings.options, reactor)
+
+
+class EchoBackend:
+    """A configured echo backend; see the module docstring."""
+
+    def __init__(self, name: str, options: Mapping[str, Any], reactor: IReactorTime) -> None:
+        self.name = name
+        self.options = options
+        self.reactor = reactor
+
+    def choose_format(self, offered: Sequence[AudioFormat]) -> AudioFormat:
+        """Any format costs the same: take the platform's first choice."""
+        if not offered:
+            raise LookupError("no format offered")
+        return offered[0]
+
+    def open_session(self, call: CallInfo, listener: BackendListener, platform_format: AudioFormat) -> EchoSession:
+        return EchoSession(self.reactor, listener, platform_format, self.options)
+
+
+def _mean_square(samples: np.ndarray) -> float:
+    x = samples.astype(np.float64)
+    return float(np.dot(x, x)) / max(len(x), 1)
+
+
+@implementer(IPushProducer)
+class EchoSession:
+    """One call's echo leg."""
+
+    def __init__(self, reactor: IReactorTime, listener: BackendListener, audio_format: AudioFormat,
+                 options: Mapping[str, Any]) -> None:
+        self.audio_format = audio_format
+        self._reactor = reactor
+        self._listener = listener
+        self._mode: str = options["mode"]
+        self._delay_s = options["delay_ms"] / 1000.0
+        threshold = 32768.0 * 10 ** (options["speech_threshold_dbfs"] / 20.0)
+        self._threshold_ms = threshold * threshold
+        self._frame_bytes = audio_format.bytes_for_ms(_ANALYSIS_MS)
+        self._silence_frames = options["silence_ms"] // _ANALYSIS_MS
+        self._max_bytes = audio_format.bytes_for_ms(options["max_utterance_ms"])
+        self._pending = bytearray()  # partial analysis frame
+        self._utterance = bytearray()
+        self._speaking = False
+        self._onset = 0
+        self._quiet = 0
+        self._responses = 0
+        self._outgoing: deque[tuple[str, bytes | None]] = deque()  # (response id, chunk or None=done)
+        self._cancelled: set[str] = set()
+        self._paused = False
+        self._closed = False
+        self._stream_due: deque[tuple[float, bytes]] = deque()
+        self._timer: IDelayedCall | None = None
+        self._deliver_call: IDelayedCall | None = None
+        self._ready_call: IDelayedCall | None = reactor.callLater(0, self._ready)
+
+    def _ready(self) -> None:
+        self._ready_call = None
+        self._listener.backend_ready()
+
+    # --- audio in --------------------------------------------------------------------------------
+
+    def send_audio(self, data: bytes) -> None:
+        if self._closed:
+            return
+        if self._mode == "stream":
+            self._stream(data)
+            return
+        pending = self._pending
+        pending.extend(data)
+        size = self._frame_bytes
+        while len(pending) >= size:
+            frame = bytes(pending[:size])
+            del pending[:size]
+            self._analyse(frame)
+
+    def _analyse(self, frame: bytes) -> None:
+        loud = _mean_square(self._decode(frame)) > self._threshold_ms
+        if not self._speaking:
+            if loud:
+                self._onset += 1
+                self._utterance.extend(frame)
+            else:
+                self._onset = 0
+                self._utterance.clear()
+            if self._onset >= _SPEECH_ONSET_FRAMES:
+                self._speaking = True
+                self._quiet = 0
+                self._listener.backend_speech_started()
+            return
+        self._utterance.extend(frame)
+        self._quiet = 0 if loud else self._quiet + 1
+        if self._quiet >= self._silence_frames or len(self._utterance) >= self._max_bytes:
+            self._speaking = False
+            self._onset = 0
+            self._listener.backend_speech_stopped()
+            utterance = bytes(self._utterance)
+            self._utterance.clear()
+            self._respond(utterance)
+
+    def _decode(self, frame: bytes) -> np.ndarray:
+        encoding = self.audio_format.encoding
+        if encoding == "pcmu":
+            return ULAW_TO_LINEAR[np.frombuffer(frame, dtype=np.uint8)]
+        if encoding == "pcma":
+            return ALAW_TO_LINEAR[np.frombuffer(frame, dtype=np.uint8)]
+        return np.frombuffer(frame, dtype="<i2")
+
+    def _respond(self, utterance: bytes) -> None:
+        self._responses += 1
+        response_id = f"echo-{self._responses}"
+        # Irregular chunk sizes, whole samples: the playout must cut its own frames.
+        sample = self.audio_format.frame_bytes
+        offset, i = 0, 0
+        while offset < len(utterance):
+            size = _CHUNK_PATTERN[i % len(_CHUNK_PATTERN)] // sample * sample
+            self._outgoing.append((response_id, utterance[offset : offset + size]))
+            offset += size
+            i += 1
+        self._outgoing.append((response_id, None))
+        if self._deliver_call is None:
+            # Delivered from the reactor, not from inside the caller-audio call stack.
+            self._deliver_call = self._reactor.callLater(0, self._deliver)
+
+    def _deliver(self) -> None:
+        self._deliver_call = None
+        while self._outgoing and not self._paused and not self._closed:
+            response_id, chunk = self._outgoing.popleft()
+            if response_id in self._cancelled:
+                continue
+            if chunk is None:
+                self._listener.backend_response_done(response_id)
+            else:
+                self._listener.backend_audio(response_id, chunk)
+
+    # --- stream mode -------------------------------------------------------------------------------
+
+    def _stream(self, data: bytes) -> None:
+        if not self._delay_s:
+            self._listener.backend_audio("stream", data)
+            return
+        self._stream_due.append((self._reactor.seconds() + self._delay_s, data))
+        if self._timer is None:
+            self._timer = self._reactor.callLater(self._delay_s, self._release)
+
+    def _release(self) -> None:
+        self._timer = None
+        now = self._reactor.seconds()
+        while self._stream_due and self._stream_due[0][0] <= now + 1e-9 and not self._closed:
+            self._listener.backend_audio("stream", self._stream_due.popleft()[1])
+        if self._stream_due and not self._closed:
+            self._timer = self._reactor.callLater(max(0.0, self._stream_due[0][0] - now), self._release)
+
+    # --- control -----------------------------------------------------------------------------------
+
+    def interrupt(self, response_id: str, played_ms: int, received_ms: int) -> None:
+        """Forget the rest of ``response_id`` (a real backend would truncate its memory here)."""
+        self._cancelled.add(response_id)
+
+    def send_dtmf(self, digits: str) -> None:
+        """The echo has nothing to do with digits."""
+
+    def close(self) -> None:
+        self._closed = True
+        self._outgoing.clear()
+        self._stream_due.clear()
+        for call in (self._timer, self._ready_call, self._deliver_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._timer = self._ready_call = self._deliver_call = None
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        if self._paused:
+            self._paused = False
+            self._deliver()
+
+    def stopProducing(self) -> None:
+        self.close()

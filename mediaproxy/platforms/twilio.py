@@ -1,0 +1,242 @@
+"""Twilio Media Streams, bidirectional (``<Connect><Stream>``), as a sans-IO session.
+
+Protocol (JSON text frames; see shared/protocols/platforms.md §1):
+
+    Twilio → us   connected {protocol, version}
+                  start     {streamSid, start: {streamSid, accountSid, callSid, tracks,
+                             customParameters, mediaFormat: {encoding: audio/x-mulaw,
+                             sampleRate: 8000, channels: 1}}}
+                  media     {streamSid, media: {track, chunk, timestamp, payload: base64 µ-law}}
+                  dtmf      {streamSid, dtmf: {track, digit}}
+                  mark      {streamSid, mark: {name}}   (playback reached our mark, or a clear
+                                                          flushed it)
+                  stop      {streamSid, stop: {accountSid, callSid}}
+    us → Twilio   media {streamSid, media: {payload}}, mark {streamSid, mark: {name}},
+                  clear {streamSid}
+
+Twilio buffers whatever it is sent and plays it in order; ``clear`` drops the buffer and
+immediately echoes every pending mark, which is why the playout tags marks with a generation.
+The upgrade carries ``X-Twilio-Signature``: base64 HMAC-SHA1, keyed with the account's auth
+token, over the exact URL Twilio dialled (``wss://`` public URL plus path); query strings are
+stripped by Twilio, so per-call data arrives as ``customParameters``.
+
+Any malformed input ends the session with a :class:`ProtocolViolation` (Twilio has no error
+message: the glue closes the socket); nothing here raises on input.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from mediaproxy.audio.format import MULAW_8K
+from mediaproxy.backends.base import Backend
+from mediaproxy.config import Key, PlatformSettings, integer, text
+from mediaproxy.platforms.base import (
+    CallEnded,
+    CallerAudio,
+    CallStarted,
+    DtmfReceived,
+    MarkPlayed,
+    PlatformCapabilities,
+    PlatformEvent,
+    PlatformSession,
+    ProtocolViolation,
+    UpgradeRefused,
+    UpgradeRequest,
+)
+
+CONFIG_KEYS: Mapping[str, Key] = {
+    "auth_token": Key(text, "", "when set, X-Twilio-Signature is required on the upgrade"),
+    "max_frame_ms": Key(integer(20, 1000), 200, "largest inbound media payload accepted, in ms"),
+}
+
+MAX_MESSAGE_CHARS = 64 * 1024
+_DTMF_DIGITS = frozenset("0123456789*#ABCD")
+
+
+def _signature(auth_token: str, url: str) -> bytes:
+    return base64.b64encode(hmac.new(auth_token.encode(), url.encode(), hashlib.sha1).digest())
+
+
+def _url_variants(url: str) -> list[str]:
+    """The URL as configured, and with/without the explicit default port, as Twilio's own
+    validators try both."""
+    variants = [url]
+    scheme, sep, rest = url.partition("://")
+    host, slash, path = rest.partition("/")
+    default = {"wss": "443", "https": "443", "ws": "80", "http": "80"}.get(scheme)
+    if default:
+        if host.endswith(":" + default):
+            variants.append(f"{scheme}{sep}{host[: -len(default) - 1]}{slash}{path}")
+        elif ":" not in host:
+            variants.append(f"{scheme}{sep}{host}:{default}{slash}{path}")
+    return variants
+
+
+def check_upgrade(request: UpgradeRequest, settings: PlatformSettings, now: float) -> None:
+    """Require a valid ``X-Twilio-Signature`` when ``auth_token`` is configured."""
+    token: str = settings["auth_token"]
+    if not token:
+        return
+    given = request.headers.get("x-twilio-signature", "").encode()
+    if not given:
+        raise UpgradeRefused(403, "missing X-Twilio-Signature")
+    url = request.public_url + request.target
+    ok = False
+    for candidate in _url_variants(url):
+        # Every candidate is compared, in constant time, so timing says nothing.
+        ok |= hmac.compare_digest(_signature(token, candidate), given)
+    if not ok:
+        raise UpgradeRefused(403, "bad X-Twilio-Signature")
+
+
+def new_session(settings: PlatformSettings, backend: Backend) -> TwilioSession:
+    return TwilioSession(max_frame_bytes=MULAW_8K.bytes_for_ms(settings["max_frame_ms"]))
+
+
+class TwilioSession(PlatformSession):
+    """One Twilio media stream. ``stream_sid``, ``call_sid``, ``account_sid`` and
+    ``custom_parameters`` are kept from ``start`` (the only copy Twilio sends)."""
+
+    capabilities = PlatformCapabilities(can_flush=True, has_marks=True, max_lead_ms=None, packet_ms=20)
+
+    def __init__(self, max_frame_bytes: int = 1600) -> None:
+        super().__init__()
+        self.max_frame_bytes = max_frame_bytes
+        self.stream_sid = ""
+        self.call_sid = ""
+        self.account_sid = ""
+        self.custom_parameters: dict[str, str] = {}
+        self._started = False
+        self._ended = False
+        self._media_prefix = ""
+
+    # --- input ---------------------------------------------------------------------------------
+
+    def receive_binary(self, data: bytes) -> list[PlatformEvent]:
+        if self._ended:
+            return []
+        return self._violation("binary_frame", "Twilio sends text frames only")
+
+    def receive_text(self, text: str) -> list[PlatformEvent]:
+        if self._ended:
+            return []
+        if len(text) > MAX_MESSAGE_CHARS:
+            return self._violation("oversize", f"message of {len(text)} characters")
+        try:
+            message = json.loads(text)
+        except (ValueError, RecursionError):  # deep nesting raises RecursionError, not ValueError
+            return self._violation("bad_json", "not JSON")
+        if not isinstance(message, dict):
+            return self._violation("bad_json", "not a JSON object")
+        event = message.get("event")
+        if event == "media":
+            return self._media(message)
+        if event == "mark":
+            return self._mark(message)
+        if event == "start":
+            return self._start(message)
+        if event == "dtmf":
+            return self._dtmf(message)
+        if event == "stop":
+            self._ended = True
+            return [CallEnded("stop")]
+        if event == "connected":
+            return []
+        if not isinstance(event, str):
+            return self._violation("bad_message", "no event name")
+        return self._violation("unknown_event", f"unknown event {event[:40]!r}")
+
+    def _start(self, message: dict[str, Any]) -> list[PlatformEvent]:
+        if self._started:
+            return self._violation("duplicate_start", "second start event")
+        start = message.get("start")
+        if not isinstance(start, dict):
+            return self._violation("bad_message", "start without a start object")
+        stream_sid = start.get("streamSid", message.get("streamSid"))
+        call_sid = start.get("callSid")
+        account_sid = start.get("accountSid", "")
+        params = start.get("customParameters", {})
+        fmt = start.get("mediaFormat", {})
+        if not (isinstance(stream_sid, str) and stream_sid and isinstance(call_sid, str) and call_sid):
+            return self._violation("bad_message", "start without streamSid/callSid")
+        if not isinstance(account_sid, str) or not isinstance(params, dict) or not isinstance(fmt, dict):
+            return self._violation("wrong_type", "start fields of the wrong type")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in params.items()):
+            return self._violation("wrong_type", "customParameters must map strings to strings")
+        if (fmt.get("encoding"), fmt.get("sampleRate"), fmt.get("channels")) != ("audio/x-mulaw", 8000, 1):
+            return self._violation("unsupported_format", f"mediaFormat {fmt!r:.80}")
+        self._started = True
+        self.stream_sid, self.call_sid, self.account_sid = stream_sid, call_sid, account_sid
+        self.custom_parameters = dict(params)
+        # json.dumps once: every outbound media message reuses the escaped streamSid.
+        sid = json.dumps(stream_sid)
+        self._media_prefix = '{"event":"media","streamSid":' + sid + ',"media":{"payload":"'
+        self._mark_prefix = '{"event":"mark","streamSid":' + sid + ',"mark":{"name":'
+        self._clear = '{"event":"clear","streamSid":' + sid + "}"
+        return [CallStarted(call_sid, MULAW_8K, dict(params))]
+
+    def _media(self, message: dict[str, Any]) -> list[PlatformEvent]:
+        if not self._started:
+            return self._violation("media_before_start", "media before start")
+        media = message.get("media")
+        payload = media.get("payload") if isinstance(media, dict) else None
+        if not isinstance(payload, str):
+            return self._violation("wrong_type", "media without a payload string")
+        if len(payload) > (self.max_frame_bytes * 4) // 3 + 4:
+            return self._violation("oversize_frame", f"media payload of {len(payload)} characters")
+        track = media.get("track", "inbound")  # type: ignore[union-attr]
+        if track not in ("inbound", "inbound_track"):
+            return []  # another track (a misconfigured <Start><Stream> both_tracks): not the caller
+        try:
+            data = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            return self._violation("bad_base64", "media payload is not base64")
+        if len(data) > self.max_frame_bytes:
+            return self._violation("oversize_frame", f"media payload of {len(data)} bytes")
+        return [CallerAudio(data)] if data else []
+
+    def _mark(self, message: dict[str, Any]) -> list[PlatformEvent]:
+        mark = message.get("mark")
+        name = mark.get("name") if isinstance(mark, dict) else None
+        if not isinstance(name, str):
+            return self._violation("wrong_type", "mark without a name string")
+        return [MarkPlayed(name)]
+
+    def _dtmf(self, message: dict[str, Any]) -> list[PlatformEvent]:
+        if not self._started:
+            return self._violation("dtmf_before_start", "dtmf before start")
+        dtmf = message.get("dtmf")
+        digit = dtmf.get("digit") if isinstance(dtmf, dict) else None
+        if not isinstance(digit, str) or not digit or not set(digit) <= _DTMF_DIGITS:
+            return self._violation("wrong_type", "dtmf without a valid digit")
+        return [DtmfReceived(digit)]
+
+    def _violation(self, kind: str, detail: str) -> list[PlatformEvent]:
+        self._ended = True
+        return [ProtocolViolation(kind, detail)]
+
+    # --- commands --------------------------------------------------------------------------------
+
+    def play(self, packet: bytes) -> None:
+        if self._started and not self._ended:
+            self._output.append(self._media_prefix + base64.b64encode(packet).decode("ascii") + '"}}')
+
+    def mark(self, name: str) -> None:
+        if self._started and not self._ended:
+            self._output.append(self._mark_prefix + json.dumps(name) + "}}")
+
+    def clear(self) -> None:
+        # Always sent, even when we think everything was played: Twilio may still hold audio.
+        if self._started and not self._ended:
+            self._output.append(self._clear)
+
+    def hangup(self, reason: str, variables: Mapping[str, str] | None = None) -> None:
+        # Closing the socket is all a media stream can do; Twilio then runs the next TwiML verb.
+        self._ended = True

@@ -1,0 +1,337 @@
+"""The thin Autobahn glue shared by every platform: socket in, sans-IO session, bridge out.
+
+``PlatformServerProtocol`` authenticates the upgrade through the platform module's
+``check_upgrade``, feeds every frame to the platform's sans-IO session, hands the events to the
+call's :class:`~mediaproxy.bridge.CallBridge`, and sends whatever the session queued. A
+:class:`~mediaproxy.platforms.base.ProtocolViolation` is counted and ends this connection only.
+``PlatformResource`` puts one platform on one URL path, answering plain GETs (AudioCodes Live Hub
+validation) where the platform defines them; ``PathRouter`` maps exact paths to platforms and
+answers 404 for anything else.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from mediaproxy.backends.base import Backend
+from mediaproxy.bridge import DISCONNECTED, DRAINED, PROTOCOL_ERROR, CallBridge
+from mediaproxy.calls import CallContext, HeldCall
+from mediaproxy.config import PlatformSettings
+from mediaproxy.platforms.base import (
+    CallerAudio,
+    CallStarted,
+    PlatformEvent,
+    PlatformSession,
+    ProtocolViolation,
+    ResumeRequested,
+    UpgradeRefused,
+    UpgradeRequest,
+)
+
+log = Logger()
+
+CLOSE_HANDSHAKE_TIMEOUT_S = 10.0
+"""How long we wait for a platform to finish its close transaction before closing ourselves."""
+MAX_MESSAGE_BYTES = 1024 * 1024
+
+
+class PlatformServerProtocol(WebSocketServerProtocol):
+    """One platform connection (Autobahn calls the camelCase methods)."""
+
+    factory: PlatformServerFactory
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.session: PlatformSession | None = None
+        self.bridge: CallBridge | None = None
+        self._upgrade: UpgradeRequest | None = None
+        self._closing = False
+        self._close_timer: IDelayedCall | None = None
+        self._registered = False
+
+    # --- Autobahn callbacks -------------------------------------------------------------------
+
+    def onConnect(self, request: ConnectionRequest) -> None:
+        factory = self.factory
+        registry = factory.context.registry
+        if registry.draining:
+            raise ConnectionDeny(503, "draining: not accepting new calls")
+        upgrade = UpgradeRequest(
+            target=self.http_request_uri,
+            host=request.host,
+            headers=dict(request.headers),
+            public_url=factory.context.public_url,
+        )
+        try:
+            factory.module.check_upgrade(upgrade, factory.settings, factory.context.reactor.seconds())
+        except UpgradeRefused as refused:
+            factory.context.metrics.protocol_errors_total.labels(factory.settings.name, "auth").inc()
+            log.info("{platform}: upgrade refused: {code} {reason}", platform=factory.settings.name,
+                     code=refused.code, reason=refused.reason)
+            raise ConnectionDeny(refused.code, refused.reason) from None
+        self._upgrade = upgrade
+        if registry.at_capacity() and not hasattr(factory.module, "refuses_in_band"):
+            raise ConnectionDeny(503, f"at capacity ({registry.max_calls} calls)")
+
+    def onOpen(self) -> None:
+        factory = self.factory
+        registry = factory.context.registry
+        session = factory.module.new_session(factory.settings, factory.backend)
+        bind = getattr(session, "bind_upgrade", None)
+        if bind is not None and self._upgrade is not None:
+            bind(self._upgrade)
+        self.session = session
+        if registry.at_capacity():
+            session.refuse(f"no capacity ({registry.max_calls} calls)")  # type: ignore[attr-defined]
+        registry.add(self)
+        self._registered = True
+        self.flush()
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        session = self.session
+        if session is None:
+            return
+        if isBinary:
+            events = session.receive_binary(payload)
+        else:
+            events = session.receive_text(payload.decode("utf-8"))
+        if events:
+            self._dispatch(events)
+        self.flush()
+        if self._closing and not session.awaits_close:
+            self._close_now()
+        elif getattr(session, "finished", False) and not session.awaits_close:
+            self._close_now()
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self._cancel_close_timer()
+        if self._registered:
+            self._registered = False
+            self.factory.context.registry.remove(self)
+        bridge, session = self.bridge, self.session
+        if bridge is None or bridge.ended or session is None:
+            return
+        if session.survives_disconnect:
+            self._hold(bridge, session)
+        else:
+            bridge.end(DISCONNECTED, f"socket closed (code {code})")
+
+    # --- events ---------------------------------------------------------------------------------
+
+    def _dispatch(self, events: list[PlatformEvent]) -> None:
+        for event in events:
+            kind = type(event)
+            if kind is CallerAudio:
+                if self.bridge is not None:
+                    self.bridge.caller_audio(event.data)  # type: ignore[union-attr]
+            elif kind is CallStarted:
+                self._start_call(event)  # type: ignore[arg-type]
+            elif kind is ProtocolViolation:
+                self._violation(event)  # type: ignore[arg-type]
+            elif kind is ResumeRequested:
+                self._resume(event.call_id)  # type: ignore[union-attr]
+            elif self.bridge is not None:
+                self.bridge.platform_event(event)
+            if self._closing and self.bridge is None:
+                break
+
+    def _start_call(self, event: CallStarted) -> None:
+        if self.bridge is not None or self.session is None:
+            return
+        context = self.factory.context
+        self.bridge = CallBridge(
+            platform=self.factory.settings.name,
+            session=self.session,
+            leg=self,
+            backend=self.factory.backend,
+            clock=context.clock,
+            playout_settings=context.playout,
+            metrics=context.metrics,
+            reactor=context.reactor,
+        )
+        self.bridge.start(event)
+
+    def _violation(self, event: ProtocolViolation) -> None:
+        platform = self.factory.settings.name
+        self.factory.context.metrics.protocol_errors_total.labels(platform, event.kind).inc()
+        log.info("{platform}: protocol error {kind}: {detail}", platform=platform, kind=event.kind,
+                 detail=event.detail, call_id=self.bridge.call_id if self.bridge else "")
+        if self.bridge is not None:
+            self.bridge.end(PROTOCOL_ERROR, event.kind)
+        self.hang_up()
+
+    def _hold(self, bridge: CallBridge, session: PlatformSession) -> None:
+        context = self.factory.context
+        platform = self.factory.settings.name
+        grace_s = float(self.factory.settings.options.get("resume_seconds", 30))
+        if bridge.playout is not None:
+            bridge.playout.pauseProducing()
+
+        def expire() -> None:
+            context.registry.release_held(platform, bridge.call_id)
+            context.metrics.call_resumes_total.labels(platform, "expired").inc()
+            bridge.end(DISCONNECTED, "not resumed within the grace period")
+
+        expiry = context.reactor.callLater(grace_s, expire)  # type: ignore[attr-defined]
+        context.registry.hold(platform, bridge.call_id, HeldCall(bridge, expiry))
+        log.info("{platform}: call {call_id} held {grace}s for resume", platform=platform,
+                 call_id=bridge.call_id, grace=grace_s)
+
+    def _resume(self, call_id: str) -> None:
+        context = self.factory.context
+        platform = self.factory.settings.name
+        held = context.registry.take_held(platform, call_id)
+        if held is None or self.session is None:
+            if self.session is not None:
+                self.session.resume_rejected()
+            return
+        if held.expiry.active():
+            held.expiry.cancel()
+        bridge = held.bridge
+        # The old session keeps the call's protocol state; it moves onto this connection.
+        self.session = bridge.session
+        self.bridge = bridge
+        bridge.leg = self
+        self.session.resumed()
+        if bridge.playout is not None:
+            self.register_producer(bridge.playout)
+            bridge.playout.resumeProducing()
+        context.metrics.call_resumes_total.labels(platform, "resumed").inc()
+
+    # --- PlatformLeg (used by the bridge) ---------------------------------------------------------
+
+    def flush(self) -> None:
+        session = self.session
+        if session is None:
+            return
+        output = session.take_output()
+        if not output or self.state != WebSocketServerProtocol.STATE_OPEN:
+            return
+        for message in output:
+            if type(message) is str:
+                self.sendMessage(message.encode("utf-8"), False)
+            else:
+                self.sendMessage(message, True)  # type: ignore[arg-type]
+
+    def hang_up(self) -> None:
+        """Close once the session's close handshake (if any) is done."""
+        self.flush()
+        if self._closing:
+            return
+        self._closing = True
+        if self.session is not None and self.session.awaits_close:
+            reactor = self.factory.context.reactor
+            self._close_timer = reactor.callLater(CLOSE_HANDSHAKE_TIMEOUT_S, self._close_now)  # type: ignore[attr-defined]
+        else:
+            self._close_now()
+
+    def register_producer(self, producer: IPushProducer) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        # twisted.web's HTTPChannel stays registered on the transport after the WebSocket
+        # takeover; the playout replaces it.
+        if getattr(transport, "producer", None) is not None:
+            transport.unregisterProducer()
+        transport.registerProducer(producer, True)
+
+    def drain(self) -> None:
+        """Shutdown: end this connection's call and say goodbye."""
+        if self.bridge is not None and not self.bridge.ended and self.session is not None:
+            self.session.hangup("proxy shutting down", None)
+            self.bridge.end(DRAINED, "proxy shutting down")
+        self.hang_up()
+
+    def _close_now(self) -> None:
+        self._cancel_close_timer()
+        if self.state == WebSocketServerProtocol.STATE_OPEN:
+            self.sendClose(code=1000)
+        elif self.transport is not None and self.state != WebSocketServerProtocol.STATE_CLOSED:
+            self.dropConnection(abort=True)
+
+    def _cancel_close_timer(self) -> None:
+        if self._close_timer is not None and self._close_timer.active():
+            self._close_timer.cancel()
+        self._close_timer = None
+
+
+class PlatformServerFactory(WebSocketServerFactory):
+    """The Autobahn factory of one configured platform endpoint."""
+
+    protocol = PlatformServerProtocol
+
+    def __init__(self, settings: PlatformSettings, module: ModuleType, backend: Backend, context: CallContext) -> None:
+        super().__init__()
+        self.settings = settings
+        self.module = module
+        self.backend = backend
+        self.context = context
+        self.setProtocolOptions(
+            maxMessagePayloadSize=MAX_MESSAGE_BYTES,
+            maxFramePayloadSize=MAX_MESSAGE_BYTES,
+            openHandshakeTimeout=10,
+            closeHandshakeTimeout=5,
+        )
+
+
+class PlatformResource(Resource):
+    """One platform on one path: WebSocket upgrades go to Autobahn; a plain GET gets the
+    platform's ``plain_get`` answer if it has one, else 426 Upgrade Required."""
+
+    isLeaf = True
+
+    def __init__(self, factory: PlatformServerFactory) -> None:
+        super().__init__()
+        self.factory = factory
+        self._websocket = WebSocketResource(factory)
+
+    def render(self, request: Request) -> Any:
+        upgrade = (request.getHeader("upgrade") or "").lower()
+        if "websocket" in upgrade:
+            return self._websocket.render(request)
+        plain_get = getattr(self.factory.module, "plain_get", None)
+        if plain_get is not None and request.method in (b"GET", b"HEAD"):
+            headers = {k.decode("latin-1").lower(): b", ".join(v).decode("latin-1")
+                       for k, v in request.requestHeaders.getAllRawHeaders()}
+            upgrade_request = UpgradeRequest(
+                target=request.uri.decode("latin-1"),
+                host=(request.getHeader("host") or ""),
+                headers=headers,
+                public_url=self.factory.context.public_url,
+            )
+            answer = plain_get(upgrade_request, self.factory.settings)
+            if answer is not None:
+                status, body = answer
+                request.setResponseCode(status)
+                request.setHeader(b"content-type", b"application/json")
+                return body
+        request.setResponseCode(426)
+        request.setHeader(b"upgrade", b"websocket")
+        return b"WebSocket upgrade required\n"
+
+
+class PathRouter(Resource):
+    """Routes exact request paths (trailing slash ignored) to resources; 404 otherwise."""
+
+    isLeaf = True
+
+    def __init__(self, routes: dict[str, Resource]) -> None:
+        super().__init__()
+        self.routes = {path.rstrip("/") or "/": resource for path, resource in routes.items()}
+
+    def render(self, request: Request) -> Any:
+        path = request.path.decode("latin-1").rstrip("/") or "/"
+        resource = self.routes.get(path)
+        if resource is None:
+            request.setResponseCode(404)
+            return b"no platform on this path\n"
+        return resource.render(request)

@@ -92,6 +92,18 @@ class MediaProxyService(MultiService):
         self.metrics_listener.setServiceParent(self)
         self.gc_meter = GcPauseMeter(self.metrics)
 
+    def listening_address(self, listener: StreamServerEndpointService) -> Deferred[Any]:
+        """Fires with the address ``listener`` is bound to (for ``tcp:0`` in tests and benches),
+        without taking the port away from the listener, which closes it on stop."""
+        d: Deferred[Any] = Deferred()
+
+        def tell(port: Any) -> Any:
+            d.callback(port.getHost())
+            return port
+
+        listener._waitingForPort.addCallback(tell)  # type: ignore[attr-defined]
+        return d
+
     def ready(self) -> bool:
         return self.running and not self.registry.draining
 

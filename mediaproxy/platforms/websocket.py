@@ -27,6 +27,7 @@ from mediaproxy.bridge import DISCONNECTED, DRAINED, PROTOCOL_ERROR, CallBridge
 from mediaproxy.calls import CallContext, HeldCall
 from mediaproxy.config import PlatformSettings
 from mediaproxy.platforms.base import (
+    CallEnded,
     CallerAudio,
     CallStarted,
     PlatformEvent,
@@ -139,6 +140,11 @@ class PlatformServerProtocol(WebSocketServerProtocol):
                 self._violation(event)  # type: ignore[arg-type]
             elif kind is ResumeRequested:
                 self._resume(event.call_id)  # type: ignore[union-attr]
+            elif kind is CallEnded:
+                if self.bridge is not None:
+                    self.bridge.platform_event(event)
+                # The platform said goodbye; close once our reply (if any) is out.
+                self.hang_up()
             elif self.bridge is not None:
                 self.bridge.platform_event(event)
             if self._closing and self.bridge is None:

@@ -8,7 +8,8 @@ of ``L`` sub-filters.
 
 The filter is one Kaiser-windowed sinc designed on the lower of the two rates ``r``:
 
-- passband flat (±0.01 dB) to ``0.40 r`` (3.2 kHz at 8 kHz; 3.4 kHz is down 0.2 dB),
+- passband flat (±0.001 dB) to ``0.40 r`` (3.2 kHz at 8 kHz; 3.4 kHz is down 0.2 dB, the lower
+  Nyquist 15 dB),
 - stopband from ``0.55 r`` (4.4 kHz at 8 kHz) at about -80 dB. It both removes the images when
   upsampling and anti-aliases when downsampling; what lies between the lower Nyquist and
   ``0.55 r`` folds into ``0.45 r .. 0.5 r`` (3.6-4 kHz at 8 kHz), above the telephone band.

@@ -1,0 +1,166 @@
+"""Config validation, the twistd plugin, and the real twistd process."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from twisted.application.service import IServiceMaker
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.protocol import ProcessProtocol
+from twisted.plugin import getPlugins
+from twisted.python.filepath import FilePath
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from mediaproxy.config import ConfigError, load_config
+
+ROOT = FilePath(__file__).parent().parent()
+GOOD = """
+[proxy]
+listen = tcp:0:interface=127.0.0.1
+[metrics]
+listen = tcp:0:interface=127.0.0.1
+[platform:twilio]
+path = /twilio
+backend = echo
+[backend:echo]
+type = echo
+"""
+
+
+class ConfigTests(SynchronousTestCase):
+    def write(self, text: str) -> str:
+        path = self.mktemp()
+        FilePath(path).setContent(text.encode())
+        return path
+
+    def assertConfigError(self, text: str, section: str | None, key: str | None, words: str,
+                          env: dict[str, str] | None = None) -> ConfigError:
+        path = self.write(text)
+        error = self.assertRaises(ConfigError, load_config, path, env or {})
+        self.assertEqual((error.path, error.section, error.key), (path, section, key))
+        self.assertIn(words, str(error))
+        self.assertTrue(str(error).startswith(path))
+        return error
+
+    def test_default_config_loads(self) -> None:
+        config = load_config(ROOT.child("etc").child("mediaproxy.ini").path, {})
+        self.assertEqual([p.path for p in config.platforms], ["/twilio"])
+        self.assertEqual(config.backends["echo"].type, "echo")
+        self.assertEqual(config.playout.frame_ms, 20)
+
+    def test_environment_substitution(self) -> None:
+        path = self.write(GOOD + "auth_token = ${TOKEN}\n".replace("auth_token", "[platform:x]\ntype = twilio\npath = /x\nbackend = echo\nauth_token"))
+        config = load_config(path, {"TOKEN": "s3cret"})
+        self.assertEqual(config.platforms[1]["auth_token"], "s3cret")
+
+    def test_missing_environment_variable(self) -> None:
+        self.assertConfigError(GOOD.replace("path = /twilio", "path = ${MISSING}"), "platform:twilio", "path",
+                               "MISSING is not set")
+
+    def test_unknown_section(self) -> None:
+        self.assertConfigError(GOOD + "[proxi]\n", "proxi", None, "unknown section")
+
+    def test_unknown_key(self) -> None:
+        self.assertConfigError(GOOD.replace("[proxy]", "[proxy]\nlisten_port = 3"), "proxy", "listen_port",
+                               "unknown key")
+
+    def test_bad_endpoint(self) -> None:
+        self.assertConfigError(GOOD.replace("listen = tcp:0:interface=127.0.0.1\n[metrics]", "listen = tpc:80\n[metrics]"),
+                               "proxy", "listen", "bad endpoint")
+
+    def test_missing_backend(self) -> None:
+        self.assertConfigError(GOOD.replace("backend = echo", "backend = openai"), "platform:twilio", "backend",
+                               "no [backend:openai]")
+
+    def test_bad_number(self) -> None:
+        self.assertConfigError(GOOD + "[playout]\nlead_ms = soon\n", "playout", "lead_ms", "whole number")
+        self.assertConfigError(GOOD + "[playout]\nmax_buffer_ms = 10\n", "playout", "max_buffer_ms", "at least")
+
+    def test_unknown_platform_type(self) -> None:
+        self.assertConfigError(GOOD + "[platform:vonage]\npath = /v\nbackend = echo\n", "platform:vonage", "type",
+                               "unknown platform type")
+
+    def test_duplicate_path(self) -> None:
+        self.assertConfigError(GOOD + "[platform:t2]\ntype = twilio\npath = /twilio\nbackend = echo\n",
+                               "platform:t2", "path", "already used")
+
+    def test_no_platform(self) -> None:
+        self.assertConfigError("[backend:echo]\ntype = echo\n", None, None, "no [platform:NAME]")
+
+    def test_required_key_missing(self) -> None:
+        self.assertConfigError(GOOD.replace("path = /twilio\n", ""), "platform:twilio", "path", "required")
+
+    def test_not_an_ini_file(self) -> None:
+        self.assertConfigError("listen = 1\n", None, None, "not a valid ini file")
+
+
+class PluginTests(SynchronousTestCase):
+    def test_plugin_is_discovered(self) -> None:
+        makers = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
+        self.assertIn("mediaproxy", makers)
+        options = makers["mediaproxy"].options()
+        options.parseOptions(["--config", ROOT.child("etc").child("mediaproxy.ini").path])
+        self.assertEqual(options.loaded.platforms[0].name, "twilio")
+
+
+class Collect(ProcessProtocol):
+    def __init__(self) -> None:
+        self.output = b""
+        self.ended: Deferred[int] = Deferred()
+        self.seen: list[tuple[bytes, Deferred[None]]] = []
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+        for needle, d in list(self.seen):
+            if needle in self.output:
+                self.seen.remove((needle, d))
+                d.callback(None)
+
+    errReceived = outReceived
+
+    def wait_for(self, needle: bytes) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        self.seen.append((needle, d))
+        self.outReceived(b"")
+        return d
+
+    def processEnded(self, reason: Any) -> None:
+        self.ended.callback(reason.value.exitCode if reason.value.exitCode is not None else -(reason.value.signal or 0))
+
+
+class TwistdProcessTests(TestCase):
+    """The real ``twistd mediaproxy`` process, as an operator runs it."""
+
+    timeout = 60
+
+    def twistd(self, *args: str) -> Collect:
+        collect = Collect()
+        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+        reactor.spawnProcess(collect, twistd, [twistd, "-n", "--pidfile=", "mediaproxy", *args],
+                             env=dict(os.environ), path=ROOT.path)
+        return collect
+
+    @inlineCallbacks
+    def test_bad_config_exits_nonzero_naming_file_section_key(self) -> Any:
+        path = os.path.abspath(self.mktemp())
+        FilePath(path).setContent(GOOD.replace("[proxy]", "[proxy]\nbogus = 1").encode())
+        process = self.twistd("--config", path)
+        code = yield process.ended
+        self.assertNotEqual(code, 0)
+        self.assertIn(f"{path}: [proxy] bogus: unknown key".encode(), process.output)
+
+    @inlineCallbacks
+    def test_starts_and_stops_cleanly(self) -> Any:
+        path = os.path.abspath(self.mktemp())
+        FilePath(path).setContent(GOOD.encode())
+        process = self.twistd("--config", path)
+        yield process.wait_for(b"mediaproxy ready")
+        process.transport.signalProcess("TERM")
+        code = yield process.ended
+        # twistd shuts down cleanly, then re-raises SIGTERM so its exit status says why it ended.
+        self.assertEqual(code, -15, process.output.decode(errors="replace")[-2000:])
+        self.assertIn(b"Server Shut Down", process.output)
+        self.assertNotIn(b"Traceback", process.output)

@@ -109,6 +109,12 @@ class MediaProxyService(MultiService):
 
     def startService(self) -> None:
         super().startService()
+        # twistd starts services before the reactor runs (and installs its signal handlers):
+        # "ready" is only true once it does.
+        self.reactor.callWhenRunning(
+            log.info, "mediaproxy ready: platforms on {listen}, metrics on {metrics}",
+            listen=self.config.proxy.listen, metrics=self.config.metrics.listen,
+        )
         gc.callbacks.append(self.gc_meter)
         if not self.tune_gc:
             return
@@ -118,8 +124,7 @@ class MediaProxyService(MultiService):
         gc.collect()
         gc.freeze()
         gc.set_threshold(50_000, 50, 100)
-        log.info("mediaproxy ready: platforms on {listen}, metrics on {metrics}",
-                 listen=self.config.proxy.listen, metrics=self.config.metrics.listen)
+
 
     def stopService(self) -> Deferred[None]:
         """Drain: refuse new calls, let live ones finish for ``drain_seconds``, then end them."""

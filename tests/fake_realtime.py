@@ -31,7 +31,7 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.types import ConnectionDeny
 from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 
 from mediaproxy.audio.g711 import alaw_decode, ulaw_decode
 
@@ -131,6 +131,8 @@ class FakeRealtimeConnection(WebSocketServerProtocol):
     """One client connection to the fake service."""
 
     factory: FakeRealtimeFactory
+    response: dict[str, Any] | None = None
+    closed = False
 
     def onConnect(self, request: Any) -> None:
         server = self.factory.server
@@ -165,10 +167,13 @@ class FakeRealtimeConnection(WebSocketServerProtocol):
         self.send({"type": "session.created", "session": self.session})
         if server.error_after_created is not None:
             self.send_error(server.error_after_created["code"], server.error_after_created["message"])
-            self.sendClose(1000)
         server.poke()
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        leftover = getattr(self, "closeHandshakeTimeoutCall", None)
+        if leftover is not None:  # the client aborted instead of answering our close
+            leftover.cancel()
+            self.closeHandshakeTimeoutCall = None
         self.closed = True
         if self.response is not None:
             self.response["stopped"] = True
@@ -382,7 +387,8 @@ class FakeRealtimeConnection(WebSocketServerProtocol):
     def expire(self) -> None:
         """End the session the way the service does at 60 minutes."""
         self.send_error("session_expired", "Your session hit the maximum duration of 60 minutes.")
-        self.sendClose(1001, "Your session hit the maximum duration of 60 minutes.")
+        # 1001 "going away" is the service's code; Autobahn's sendClose only allows 1000/3000+.
+        self.sendCloseFrame(1001, "Your session hit the maximum duration of 60 minutes.".encode(), isReply=False)
 
     # --- sending -------------------------------------------------------------------------------
 
@@ -468,10 +474,14 @@ class FakeRealtimeServer:
     def connection(self, index: int = -1) -> FakeRealtimeConnection:
         return self.connections[index]
 
+    def stop_listening(self) -> Deferred[Any]:
+        """Refuse new connections from now on (existing ones stay up)."""
+        port, self._port = self._port, None
+        return maybeDeferred(port.stopListening) if port is not None else succeed(None)
+
     def stop(self) -> Deferred[Any]:
         """Stop listening and wait until every connection has closed."""
-        closing = [self._port.stopListening()] if self._port is not None else []
-        closing.append(self.when(lambda: all(c.closed for c in self.connections)))
+        closing = [self.stop_listening(), self.when(lambda: all(c.closed for c in self.connections))]
         return DeferredList(closing, fireOnOneErrback=True)
 
 

@@ -167,6 +167,11 @@ class OpenAIRealtimeSession:
             random=random,
         )
 
+    @property
+    def websocket(self) -> RealtimeClientProtocol | None:
+        """The current backend connection (ready or not), for diagnostics and tests."""
+        return self._proto
+
     def start(self) -> None:
         """Dial the first connection (``open_session`` calls this; it returns at once)."""
         self._redialer.start()
@@ -201,6 +206,11 @@ class OpenAIRealtimeSession:
 
     def close(self) -> None:
         """End the session; no listener calls follow. Idempotent."""
+        self._shut_down(abort=False)
+
+    def _shut_down(self, *, abort: bool) -> None:
+        # abort: the connection is being given up on a failure; a closing handshake would only
+        # leave timers running against a peer we no longer trust.
         if self._closed:
             return
         self._closed = True
@@ -211,7 +221,10 @@ class OpenAIRealtimeSession:
             proto.session = None
             if self._paused and proto.transport is not None:
                 proto.transport.resumeProducing()  # so the closing handshake can complete
-            proto.sendClose(1000)
+            if abort:
+                proto.dropConnection(abort=True)
+            else:
+                proto.sendClose(1000)
         self._log("info", "backend session closed")
 
     # --- IPushProducer -------------------------------------------------------------------------
@@ -371,7 +384,7 @@ class OpenAIRealtimeSession:
         if self._closed:
             return
         self._log("error", "backend failed: {reason}", reason=reason)
-        self.close()
+        self._shut_down(abort=True)
         self._listener.backend_failed(reason)
 
     # --- helpers -------------------------------------------------------------------------------

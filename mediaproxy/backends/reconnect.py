@@ -55,6 +55,12 @@ class DialedWebSocketProtocol(WebSocketClientProtocol):
             opened.callback(self)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        # Autobahn leaves its closing-handshake timer armed when the peer drops the TCP
+        # connection instead of answering our close; it would fire on a dead protocol.
+        leftover = getattr(self, "closeHandshakeTimeoutCall", None)
+        if leftover is not None:
+            leftover.cancel()
+            self.closeHandshakeTimeoutCall = None
         opened: Deferred[Any] = self.factory.opened
         if not opened.called:
             opened.errback(Failure(_opening_failure(self, reason)))

@@ -58,8 +58,43 @@ class PlatformLeg(Protocol):
         """Make ``producer`` the transport's push producer (paused when the socket is full)."""
 
 
+class _ChannelListener:
+    """Backend listener of one extra channel of a listen-only call (AudioHook Monitor streams
+    the caller and the agent separately; each gets its own backend session). Only transcripts
+    and failures matter: a listen-only call plays nothing back."""
+
+    def __init__(self, bridge: CallBridge, role: str) -> None:
+        self._bridge = bridge
+        self._role = role
+
+    def backend_transcript(self, role: str, text: str, final: bool) -> None:
+        if role == "caller":  # what this channel's party said
+            self._bridge.backend_transcript(self._role, text, final)
+
+    def backend_failed(self, reason: str) -> None:
+        self._bridge.backend_failed(reason)
+
+    def backend_hangup(self, reason: str, variables: Mapping[str, str] | None = None) -> None:
+        self._bridge.backend_hangup(reason, variables)
+
+    def backend_ready(self) -> None: ...
+
+    def backend_audio(self, response_id: str, data: bytes) -> None: ...
+
+    def backend_response_done(self, response_id: str) -> None: ...
+
+    def backend_speech_started(self) -> None: ...
+
+    def backend_speech_stopped(self) -> None: ...
+
+
 class CallBridge:
-    """One call between a platform session and a backend session."""
+    """One call between a platform session and a backend session.
+
+    Listen-only calls (``capabilities.plays_audio`` false: AudioHook Monitor) open one backend
+    session per audio channel, lazily, created with ``CallInfo.listen_only``; transcripts of the
+    ``external`` channel are the caller's, of any other channel the agent's.
+    """
 
     def __init__(
         self,
@@ -90,6 +125,9 @@ class CallBridge:
         self._up: Transcoder | None = None
         self._down: Transcoder | None = None
         self._caller_paused = False
+        self._listen_only = not session.capabilities.plays_audio
+        self._extra_channels: dict[str, tuple[BackendSession, Transcoder]] = {}
+        self._call_info: CallInfo | None = None
         self._frames_in = metrics.frames_total.labels(platform, "in")
         self._started = False
 
@@ -116,7 +154,8 @@ class CallBridge:
         self._metrics.calls_active.labels(self.platform).inc()
         log.info("call {call_id} started on {platform} ({fmt}), backend {backend}",
                  call_id=self.call_id, platform=self.platform, fmt=str(fmt), backend=self.backend.name)
-        session = self.backend.open_session(CallInfo(event.call_id, self.platform, dict(event.metadata)), self, fmt)
+        self._call_info = CallInfo(event.call_id, self.platform, dict(event.metadata), self._listen_only)
+        session = self.backend.open_session(self._call_info, self, fmt)
         self._backend_session = session
         self._up = Transcoder(fmt, session.audio_format)
         self._down = Transcoder(session.audio_format, fmt)
@@ -137,18 +176,33 @@ class CallBridge:
         elif kind is CallerStreamPaused:
             self._caller_paused = event.paused  # type: ignore[union-attr]
         elif kind is PlaybackFlowChanged:
-            log.info("call {call_id}: platform asks to slow down for {ms} ms", call_id=self.call_id,
-                     ms=event.retry_after_ms)  # type: ignore[union-attr]
+            if self._playout is not None and event.retry_after_ms > 0:  # type: ignore[union-attr]
+                self._playout.hold(event.retry_after_ms)  # type: ignore[union-attr]
         elif kind is CallEnded:
             self.end(COMPLETED, f"platform ended the call: {event.reason}")  # type: ignore[union-attr]
 
-    def caller_audio(self, data: bytes) -> None:
+    def caller_audio(self, data: bytes, channel: str = "external") -> None:
         """Caller audio in the platform format: count it and pass it to the backend."""
         self._frames_in.inc()
         if self._backend_session is None or self._caller_paused or self.ended:
             return
+        if channel != "external" and self._listen_only:
+            self._channel_audio(data, channel)
+            return
         assert self._up is not None
         self._backend_session.send_audio(self._up.convert(data))
+
+    def _channel_audio(self, data: bytes, channel: str) -> None:
+        leg = self._extra_channels.get(channel)
+        if leg is None:
+            if len(self._extra_channels) >= 3 or self._call_info is None or self._playout is None:
+                return  # AudioHook has two channels; never let input open sessions without bound
+            fmt = self._playout.audio_format
+            session = self.backend.open_session(self._call_info, _ChannelListener(self, "agent"), fmt)
+            leg = (session, Transcoder(fmt, session.audio_format))
+            self._extra_channels[channel] = leg
+        session, up = leg
+        session.send_audio(up.convert(data))
 
     # --- backend → bridge (BackendListener) ------------------------------------------------------
 
@@ -239,6 +293,8 @@ class CallBridge:
             self._playout.stop()
         if self._backend_session is not None:
             self._backend_session.close()
+        for session, _ in self._extra_channels.values():
+            session.close()
         if self._started:
             self._metrics.calls_active.labels(self.platform).dec()
             self._metrics.calls_total.labels(self.platform, outcome).inc()

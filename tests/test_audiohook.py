@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from mediaproxy.audio.format import L16_8K, MULAW_8K, AudioFormat
 from mediaproxy.config import PlatformSettings
 from mediaproxy.platforms.audiohook import (
-    CONFIG_KEYS, AudioHookSession, PlatformErrorReported, new_session,
+    CONFIG_KEYS, AudioHookSession, PlatformError, new_session,
 )
 from mediaproxy.platforms.audiohook_messages import SERVER_TYPES, format_duration, parse_duration
 from mediaproxy.platforms.base import (
@@ -398,11 +398,11 @@ class ConnectorSessionTests(SessionTestCase):
     def test_rate_limit_slows_the_sender(self) -> None:
         session, genesys, _ = self.opened("connector")
         events = genesys.send("error", {"code": 429, "message": "Too many requests", "retryAfter": "PT1.5S"})
-        self.assertEqual(events, [PlatformErrorReported("429", "Too many requests"), PlaybackFlowChanged(1500)])
+        self.assertEqual(events, [PlatformError("429", "Too many requests"), PlaybackFlowChanged(1500)])
         events = genesys.send("error", {"code": 429, "message": "slow down"})
         self.assertEqual(events[1], PlaybackFlowChanged(1000))
         self.assertEqual(genesys.send("error", {"code": 777, "message": "?"}),
-                         [PlatformErrorReported("other", "?")])
+                         [PlatformError("other", "?")])
         self.assertEqual(genesys.types(), ["opened"], "errors are not answered")
 
     def test_transcripts_are_not_sent_to_a_connector(self) -> None:

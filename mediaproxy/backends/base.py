@@ -27,6 +27,8 @@ class CallInfo:
     call_id: str
     platform: str
     metadata: Mapping[str, str] = field(default_factory=dict)
+    listen_only: bool = False
+    """The platform plays nothing back (AudioHook Monitor): transcribe, never respond."""
 
 
 class BackendListener(Protocol):

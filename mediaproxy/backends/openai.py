@@ -10,6 +10,7 @@ to the service's only PCM rate, 24 kHz.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from mediaproxy.audio.format import AudioFormat
@@ -106,9 +107,13 @@ class OpenAIRealtimeBackend:
     ) -> OpenAIRealtimeSession:
         """Start dialling for ``call``; returns at once (``backend_ready`` follows)."""
         extra = {} if self._random is None else {"random": self._random}
+        options = self.options
+        if call.listen_only:
+            # Monitor calls: the model transcribes; it neither greets nor answers.
+            options = replace(options, create_response=False, greeting="")
         session = OpenAIRealtimeSession(
             self.name,
-            self.options,
+            options,
             call,
             listener,
             session_format_for(platform_format),

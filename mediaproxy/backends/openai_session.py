@@ -234,7 +234,7 @@ class OpenAIRealtimeSession:
         if self._paused or self._closed:
             return
         self._paused = True
-        self._metrics.flow_pauses_total.labels("backend").inc()
+        # Counted once, by the playout that asks for the pause (flow_pauses_total{leg=backend}).
         if self._proto is not None and self._proto.transport is not None:
             self._proto.transport.pauseProducing()
 

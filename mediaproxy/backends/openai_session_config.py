@@ -57,6 +57,8 @@ class RealtimeOptions:
     reconnect_attempts: int = 5
     reconnect_backoff_ms: int = 250
     reconnect_max_backoff_ms: int = 8000
+    create_response: bool = True
+    """Not a config key: False for listen-only calls (AudioHook Monitor), which only transcribe."""
 
 
 def wire_format(fmt: AudioFormat) -> dict[str, Any]:
@@ -87,7 +89,7 @@ def turn_detection(options: RealtimeOptions) -> dict[str, Any]:
         return {
             "type": "semantic_vad",
             "eagerness": options.eagerness,
-            "create_response": True,
+            "create_response": options.create_response,
             "interrupt_response": options.interrupt_response,
         }
     detection: dict[str, Any] = {
@@ -95,7 +97,7 @@ def turn_detection(options: RealtimeOptions) -> dict[str, Any]:
         "threshold": options.vad_threshold,
         "prefix_padding_ms": options.prefix_padding_ms,
         "silence_duration_ms": options.silence_duration_ms,
-        "create_response": True,
+        "create_response": options.create_response,
         "interrupt_response": options.interrupt_response,
     }
     if options.idle_timeout_ms:

@@ -60,6 +60,10 @@ __all__ = [
     "plain_get",
 ]
 
+REFUSES_IN_BAND = True
+"""At capacity, the glue accepts the upgrade and the session answers session.initiate with
+session.error (VAIC then ends the call cleanly) instead of an HTTP 503."""
+
 CONFIG_KEYS: Mapping[str, Key] = {
     "token": Key(text, "", "when set, the upgrade must carry Authorization: Bearer <token>"),
     "barge_in": Key(boolean, False, "send the config activity enabling VAIC barge-in at call start"),

@@ -28,7 +28,7 @@ Binary frames are raw audio samples, interleaved by sample frame in the selected
     paused / resumed{start, discarded}    →  CallerStreamPaused; the timeline moves on
     discarded{start, discarded}           →  the timeline moves on
     update{language}                      ←  updated
-    error{code, message, [retryAfter]}    →  PlatformErrorReported (+ PlaybackFlowChanged on 429)
+    error{code, message, [retryAfter]}    →  PlatformError (+ PlaybackFlowChanged on 429)
     dtmf{digit}                           →  DtmfReceived              (Audio Connector)
     playback_started / _completed         →  tracked                   (Audio Connector)
                                           ←  pause / resume  (our flow control)
@@ -59,13 +59,13 @@ from mediaproxy.backends.base import Backend
 from mediaproxy.config import Key, PlatformSettings, boolean, choice, integer
 from mediaproxy.platforms.audiohook_messages import is_uuid
 from mediaproxy.platforms.audiohook_session import (
-    DEFAULT_RETRY_AFTER_MS, MAX_PACKET_BYTES, AudioHookSession, PlatformErrorReported,
+    DEFAULT_RETRY_AFTER_MS, MAX_PACKET_BYTES, AudioHookSession, PlatformError,
 )
 from mediaproxy.platforms.audiohook_signature import decode_client_secret, verify_signature
 from mediaproxy.platforms.base import UpgradeRefused, UpgradeRequest
 
 __all__ = [
-    "CONFIG_KEYS", "check_upgrade", "new_session", "AudioHookSession", "PlatformErrorReported",
+    "CONFIG_KEYS", "check_upgrade", "new_session", "AudioHookSession", "PlatformError",
     "MAX_PACKET_BYTES", "DEFAULT_RETRY_AFTER_MS",
 ]
 

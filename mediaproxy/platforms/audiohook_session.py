@@ -24,11 +24,12 @@ from mediaproxy.platforms.audiohook_messages import (
     parse_parameters, server_message, transcript_entity,
 )
 from mediaproxy.platforms.base import (
+    PlatformError,
     CallEnded, CallerAudio, CallerStreamPaused, CallStarted, DtmfReceived, PlatformCapabilities,
     PlatformSession, PlaybackFlowChanged, ProtocolViolation, UpgradeRequest,
 )
 
-__all__ = ["AudioHookSession", "PlatformErrorReported", "MAX_PACKET_BYTES", "DEFAULT_RETRY_AFTER_MS"]
+__all__ = ["AudioHookSession", "MAX_PACKET_BYTES", "DEFAULT_RETRY_AFTER_MS"]
 
 MAX_PACKET_BYTES = 64000
 """The largest outbound audio message (Genesys's own sample chunks at this size)."""
@@ -37,14 +38,6 @@ DEFAULT_RETRY_AFTER_MS = 1000
 """How long to hold back after a 429 that names no ``retryAfter``."""
 
 
-@dataclass(frozen=True)
-class PlatformErrorReported:
-    """Genesys reported an error (an AudioHook ``error`` message). ``code`` is a bounded label for
-    ``platform_errors_total{code}`` (one of the protocol's codes, or ``other``); ``message`` is
-    for the log."""
-
-    code: str
-    message: str
 
 
 class _State(Enum):
@@ -96,7 +89,7 @@ class AudioHookSession(PlatformSession):
         # One packet of lead at most: Genesys answers bursts with 429, it wants real time.
         self.capabilities = PlatformCapabilities(
             can_flush=connector, has_marks=False, max_lead_ms=packet_ms if connector else 0,
-            packet_ms=packet_ms,
+            packet_ms=packet_ms, plays_audio=connector,
         )
         self._state = _State.AWAIT_OPEN
         self._seq = 0  # last seq we sent
@@ -283,7 +276,7 @@ class AudioHookSession(PlatformSession):
 
     def _on_error(self, report: ErrorReport) -> list[Any]:
         code = str(report.code) if report.code in ERROR_CODES else "other"
-        events: list[Any] = [PlatformErrorReported(code, report.message)]
+        events: list[Any] = [PlatformError(code, report.message)]
         if report.code == 429:
             retry_us = report.retry_after_us
             retry_ms = DEFAULT_RETRY_AFTER_MS if retry_us is None else max(1, (retry_us + 999) // 1000)

@@ -42,6 +42,8 @@ class PlatformCapabilities:
     has_marks: bool
     max_lead_ms: int | None
     packet_ms: int
+    plays_audio: bool = True
+    """False for listen-only endpoints (AudioHook Monitor): the backend only listens."""
 
 
 # --- events: platform → proxy -------------------------------------------------------------------
@@ -108,6 +110,15 @@ class CallEnded:
 
 
 @dataclass(frozen=True)
+class PlatformError:
+    """The platform reported an error of its own (AudioHook ``error``). ``code`` is a bounded
+    label for ``platform_errors_total{code}``; ``message`` is for the log."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
 class ResumeRequested:
     """A new connection asks to continue a call whose socket dropped (AudioCodes
     ``session.resume``). The glue looks the call up by ``call_id``: if it is still held it moves
@@ -135,6 +146,7 @@ PlatformEvent = Union[
     PlaybackFlowChanged,
     CallerStreamPaused,
     CallEnded,
+    PlatformError,
     ResumeRequested,
     ProtocolViolation,
 ]
@@ -187,7 +199,8 @@ class PlatformSession:
         """The backend's VAD saw the caller start (``True``) or stop speaking."""
 
     def transcript(self, role: str, text: str, final: bool) -> None:
-        """A transcript from the backend (``role`` is ``caller`` or ``bot``)."""
+        """A transcript from the backend: ``role`` is ``caller`` (external party), ``agent``
+        (internal party, AudioHook Monitor) or ``bot``."""
 
     def send_dtmf(self, digits: str) -> None:
         """Ask the platform to play DTMF digits to the caller."""
@@ -202,6 +215,22 @@ class PlatformSession:
         ``variables`` are returned to the platform where it supports it (AudioHook
         outputVariables). After this the glue closes the socket once the output is sent, unless
         :attr:`awaits_close` says the protocol runs a close transaction first."""
+
+    # connection hooks the glue calls on every platform (no-ops unless a platform needs them)
+    def bind_upgrade(self, request: UpgradeRequest) -> None:
+        """The HTTP upgrade this session's connection arrived with (headers to cross-check)."""
+
+    def refuse(self, reason: str) -> None:
+        """The proxy is at capacity: answer the platform's session request with a refusal."""
+        self.hangup(reason, None)
+
+    @property
+    def finished(self) -> bool:
+        """True once the session accepts nothing more: the glue closes after sending output."""
+        return False
+
+    def connection_lost(self) -> None:
+        """The socket dropped while :attr:`survives_disconnect` (stop queueing output)."""
 
     # resume (platforms whose calls survive a dropped socket)
     @property

@@ -17,7 +17,9 @@ from typing import Any
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request
@@ -30,6 +32,7 @@ from mediaproxy.platforms.base import (
     CallEnded,
     CallerAudio,
     CallStarted,
+    PlatformError,
     PlatformEvent,
     PlatformSession,
     ProtocolViolation,
@@ -40,9 +43,15 @@ from mediaproxy.platforms.base import (
 
 log = Logger()
 
+AUTH_FAILURE_DELAY_S = 0.5
+"""How long a refused upgrade waits before its answer."""
 CLOSE_HANDSHAKE_TIMEOUT_S = 10.0
 """How long we wait for a platform to finish its close transaction before closing ourselves."""
 MAX_MESSAGE_BYTES = 1024 * 1024
+
+
+def _deny(refused: UpgradeRefused) -> None:
+    raise ConnectionDeny(refused.code, refused.reason)
 
 
 class PlatformServerProtocol(WebSocketServerProtocol):
@@ -61,7 +70,7 @@ class PlatformServerProtocol(WebSocketServerProtocol):
 
     # --- Autobahn callbacks -------------------------------------------------------------------
 
-    def onConnect(self, request: ConnectionRequest) -> None:
+    def onConnect(self, request: ConnectionRequest) -> Deferred[None] | None:
         factory = self.factory
         registry = factory.context.registry
         if registry.draining:
@@ -78,21 +87,24 @@ class PlatformServerProtocol(WebSocketServerProtocol):
             factory.context.metrics.protocol_errors_total.labels(factory.settings.name, "auth").inc()
             log.info("{platform}: upgrade refused: {code} {reason}", platform=factory.settings.name,
                      code=refused.code, reason=refused.reason)
-            raise ConnectionDeny(refused.code, refused.reason) from None
+            # Every refusal takes the same, long time: timing tells a prober nothing, and
+            # guessing is slow (the AudioHook reference verifier's policy, applied to all).
+            return deferLater(factory.context.reactor, AUTH_FAILURE_DELAY_S, _deny, refused)
         self._upgrade = upgrade
-        if registry.at_capacity() and not hasattr(factory.module, "refuses_in_band"):
+        if registry.at_capacity() and not getattr(factory.module, "REFUSES_IN_BAND", False):
             raise ConnectionDeny(503, f"at capacity ({registry.max_calls} calls)")
+        return None
 
     def onOpen(self) -> None:
         factory = self.factory
         registry = factory.context.registry
         session = factory.module.new_session(factory.settings, factory.backend)
-        bind = getattr(session, "bind_upgrade", None)
-        if bind is not None and self._upgrade is not None:
-            bind(self._upgrade)
+        if self._upgrade is not None:
+            session.bind_upgrade(self._upgrade)
         self.session = session
         if registry.at_capacity():
-            session.refuse(f"no capacity ({registry.max_calls} calls)")  # type: ignore[attr-defined]
+            # Only platforms that answer capacity in-band get this far (see onConnect).
+            session.refuse(f"no capacity ({registry.max_calls} calls)")
         registry.add(self)
         self._registered = True
         self.flush()
@@ -110,7 +122,7 @@ class PlatformServerProtocol(WebSocketServerProtocol):
         self.flush()
         if self._closing and not session.awaits_close:
             self._close_now()
-        elif getattr(session, "finished", False) and not session.awaits_close:
+        elif session.finished and not session.awaits_close:
             self._close_now()
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
@@ -122,6 +134,7 @@ class PlatformServerProtocol(WebSocketServerProtocol):
         if bridge is None or bridge.ended or session is None:
             return
         if session.survives_disconnect:
+            session.connection_lost()
             self._hold(bridge, session)
         else:
             bridge.end(DISCONNECTED, f"socket closed (code {code})")
@@ -133,13 +146,18 @@ class PlatformServerProtocol(WebSocketServerProtocol):
             kind = type(event)
             if kind is CallerAudio:
                 if self.bridge is not None:
-                    self.bridge.caller_audio(event.data)  # type: ignore[union-attr]
+                    self.bridge.caller_audio(event.data, event.channel)  # type: ignore[union-attr]
             elif kind is CallStarted:
                 self._start_call(event)  # type: ignore[arg-type]
             elif kind is ProtocolViolation:
                 self._violation(event)  # type: ignore[arg-type]
             elif kind is ResumeRequested:
                 self._resume(event.call_id)  # type: ignore[union-attr]
+            elif kind is PlatformError:
+                platform = self.factory.settings.name
+                self.factory.context.metrics.platform_errors_total.labels(platform, event.code).inc()  # type: ignore[union-attr]
+                log.info("{platform} reported error {code}: {message}", platform=platform,
+                         code=event.code, message=event.message)  # type: ignore[union-attr]
             elif kind is CallEnded:
                 if self.bridge is not None:
                     self.bridge.platform_event(event)

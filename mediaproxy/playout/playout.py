@@ -139,6 +139,8 @@ class Playout:
         self._stream_open = False
         self._dry_mid_response = False
 
+        self._hold_until = 0.0
+
         self._producer: IPushProducer | None = None
         self._producer_paused = False
         self._transport_paused = False
@@ -211,6 +213,13 @@ class Playout:
             self._mark_time = self._clock.seconds()
         return True
 
+    def hold(self, ms: int) -> None:
+        """The platform asked us to send nothing for ``ms`` milliseconds (Genesys 429
+        ``retryAfter``). Audio keeps queueing; afterwards it restarts on a fresh anchor."""
+        self._hold_until = max(self._hold_until, self._clock.seconds() + ms / 1000.0)
+        if self._queued_bytes:
+            self._clock.add(self)
+
     def clear(self) -> PlayedAudio | None:
         """Barge-in: drop all queued audio and cut every unfinished response. Returns what the
         caller heard of the response playing now (None when nothing had started playing)."""
@@ -250,6 +259,11 @@ class Playout:
         else:
             estimate = self._spurt_pos_ms + (now - self._spurt_started_at) * 1000.0
         return min(self._position_ms, estimate)
+
+    @property
+    def audio_format(self) -> AudioFormat:
+        """The platform format this playout sends."""
+        return self._format
 
     @property
     def queued_ms(self) -> float:
@@ -293,6 +307,10 @@ class Playout:
 
     def _service(self, now: float, grid: float) -> None:
         if self._stopped or self._transport_paused:
+            return
+        if now < self._hold_until:
+            if self._queued_bytes:
+                self._clock.add(self)  # keep ticking to notice the end of the hold
             return
         if self._anchor is not None and now < self._spurt_started_at:
             # The clock stepped backwards: the old anchor would hold audio back until it

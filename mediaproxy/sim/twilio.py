@@ -1,0 +1,272 @@
+"""A scripted Twilio Media Streams caller (the platform side of ``<Connect><Stream>``).
+
+It speaks what Twilio sends (see shared/protocols/platforms.md §1): ``connected``, ``start`` (a
+unique ``callSid``/``streamSid``, ``audio/x-mulaw`` 8 kHz mono), one ``media`` message of 160
+µ-law bytes every 20 ms on an absolute schedule (``start + n * 20 ms``; after a stall it sends
+every frame that came due, as Twilio's bunched frames do), then ``stop``; and it behaves like
+Twilio's player toward the proxy: received audio is queued and "played" at real time, a ``mark``
+is echoed when the audio queued before it has played, and ``clear`` empties the queue and
+echoes every pending mark at once.
+
+Every received media frame is recorded with its arrival time (:class:`CallRecord`), as are
+``clear`` messages and mark echoes. Analysis (lateness, gaps the caller would hear, latency) lives in :mod:`mediaproxy.sim.report`.
+
+Time comes from the injected ``IReactorTime``; the client may run on the real reactor.
+"""
+
+from __future__ import annotations
+
+import json
+from array import array
+from collections import deque
+from dataclasses import dataclass, field
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+from mediaproxy.sim.script import FRAME_BYTES, FRAME_MS, CallScript
+
+_FRAME_S = FRAME_MS / 1000.0
+_PAYLOAD_CHARS = (FRAME_BYTES + 2) // 3 * 4
+
+
+@dataclass
+class CallRecord:
+    """What one simulated call sent and received. Times are reactor seconds."""
+
+    index: int
+    call_sid: str
+    stream_sid: str
+    script_start: float = 0.0
+    """When frame 0 of the script was due."""
+    opened_at: float | None = None
+    closed_at: float | None = None
+    close_reason: str = ""
+    frames_sent: int = 0
+    send_late_max_s: float = 0.0
+    """Worst lateness of our own sends (a busy simulator shows here, not in the proxy)."""
+    arrivals: array = field(default_factory=lambda: array("d"))
+    """Arrival time of every received media frame."""
+    odd_frames: int = 0
+    """Received media payloads that were not exactly 160 bytes."""
+    clears: array = field(default_factory=lambda: array("d"))
+    marks_received: int = 0
+    marks_echoed: int = 0
+    other_messages: int = 0
+
+    @property
+    def completed(self) -> bool:
+        return self.opened_at is not None and self.closed_at is not None and self.close_reason == "stop"
+
+
+class TwilioCallerProtocol(WebSocketClientProtocol):
+    """One simulated Twilio call (Autobahn calls the camelCase methods)."""
+
+    factory: TwilioCallerFactory
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._reactor: IReactorTime | None = None
+        self._send_call: IDelayedCall | None = None
+        self._next = 0
+        self._seq = 0
+        self._play_end = 0.0
+        self._pending_marks: deque[tuple[float, str]] = deque()
+        self._mark_call: IDelayedCall | None = None
+        self._stopped = False
+
+    # --- Autobahn callbacks ---------------------------------------------------------------------
+
+    def onOpen(self) -> None:
+        factory = self.factory
+        record = factory.record
+        reactor = factory.clock
+        self._reactor = reactor
+        record.opened_at = reactor.seconds()
+        self._send_json({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+        self._seq = 1
+        self._send_json({
+            "event": "start",
+            "sequenceNumber": "1",
+            "streamSid": record.stream_sid,
+            "start": {
+                "streamSid": record.stream_sid,
+                "accountSid": "AC" + "0" * 32,
+                "callSid": record.call_sid,
+                "tracks": ["inbound"],
+                "customParameters": {"sim": "1", "call": str(record.index)},
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            },
+        })
+        # The script starts on the factory's schedule (calls are spread over the ramp), or now
+        # if the connection came up after that time.
+        record.script_start = max(factory.start_at, reactor.seconds())
+        self._media_prefix = '{"event":"media","sequenceNumber":"'
+        self._media_mid = '","streamSid":' + json.dumps(record.stream_sid) + ',"media":{"track":"inbound","chunk":"'
+        self._arm(record.script_start)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        reactor = self._reactor
+        if reactor is None:
+            return
+        now = reactor.seconds()
+        record = self.factory.record
+        try:
+            message = json.loads(payload)
+            event = message["event"]
+        except (ValueError, KeyError, TypeError):
+            record.other_messages += 1
+            return
+        if event == "media":
+            try:
+                text = message["media"]["payload"]
+            except (KeyError, TypeError):
+                record.other_messages += 1
+                return
+            record.arrivals.append(now)
+            if len(text) != _PAYLOAD_CHARS:
+                record.odd_frames += 1
+                frame_s = len(text) * 3 // 4 / 8000.0
+            else:
+                frame_s = _FRAME_S
+            self._play_end = max(self._play_end, now) + frame_s
+        elif event == "mark":
+            record.marks_received += 1
+            try:
+                name = message["mark"]["name"]
+            except (KeyError, TypeError):
+                record.other_messages += 1
+                return
+            if self._play_end <= now:
+                # Nothing queued before it: the mark has already been "played".
+                self._echo_mark(name)
+            else:
+                self._pending_marks.append((self._play_end, name))
+                if self._mark_call is None:
+                    self._mark_call = reactor.callLater(self._play_end - now, self._marks_due)
+        elif event == "clear":
+            record.clears.append(now)
+            self._play_end = now
+            if self._mark_call is not None and self._mark_call.active():
+                self._mark_call.cancel()
+            self._mark_call = None
+            while self._pending_marks:
+                self._echo_mark(self._pending_marks.popleft()[1])
+        else:
+            record.other_messages += 1
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        record = self.factory.record
+        if self._reactor is not None:
+            record.closed_at = self._reactor.seconds()
+        if not self._stopped:
+            record.close_reason = f"closed by proxy ({code} {reason or ''})".strip()
+        for call in (self._send_call, self._mark_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._send_call = self._mark_call = None
+        self.factory.finished()
+
+    # --- sending ----------------------------------------------------------------------------------
+
+    def _arm(self, at: float) -> None:
+        assert self._reactor is not None
+        self._send_call = self._reactor.callLater(max(0.0, at - self._reactor.seconds()), self._send_due)
+
+    def _send_due(self) -> None:
+        self._send_call = None
+        reactor = self._reactor
+        assert reactor is not None
+        record = self.factory.record
+        script = self.factory.script
+        payloads = script.payloads
+        now = reactor.seconds()
+        start = record.script_start
+        total = len(payloads)
+        # Absolute schedule: every frame due by now goes out (frame n at start + n * 20 ms).
+        while self._next < total and start + self._next * _FRAME_S <= now + 1e-6:
+            n = self._next
+            late = now - (start + n * _FRAME_S)
+            if late > record.send_late_max_s:
+                record.send_late_max_s = late
+            self._seq += 1
+            self.sendMessage((
+                self._media_prefix + str(self._seq) + self._media_mid + str(n + 1)
+                + '","timestamp":"' + str(n * FRAME_MS) + '","payload":"' + payloads[n] + '"}}'
+            ).encode("ascii"))
+            self._next += 1
+            record.frames_sent += 1
+        if self._next < total:
+            self._arm(start + self._next * _FRAME_S)
+        else:
+            self._stop()
+
+    def _stop(self) -> None:
+        record = self.factory.record
+        self._seq += 1
+        self._send_json({
+            "event": "stop",
+            "sequenceNumber": str(self._seq),
+            "streamSid": record.stream_sid,
+            "stop": {"accountSid": "AC" + "0" * 32, "callSid": record.call_sid},
+        })
+        self._stopped = True
+        record.close_reason = "stop"
+        self.sendClose(1000)
+
+    def _send_json(self, message: dict[str, object]) -> None:
+        self.sendMessage(json.dumps(message, separators=(",", ":")).encode())
+
+    # --- marks ------------------------------------------------------------------------------------
+
+    def _marks_due(self) -> None:
+        self._mark_call = None
+        reactor = self._reactor
+        assert reactor is not None
+        now = reactor.seconds()
+        while self._pending_marks and self._pending_marks[0][0] <= now + 1e-6:
+            self._echo_mark(self._pending_marks.popleft()[1])
+        if self._pending_marks:
+            self._mark_call = reactor.callLater(max(0.0, self._pending_marks[0][0] - now), self._marks_due)
+
+    def _echo_mark(self, name: str) -> None:
+        record = self.factory.record
+        record.marks_echoed += 1
+        self._seq += 1
+        self._send_json({
+            "event": "mark",
+            "sequenceNumber": str(self._seq),
+            "streamSid": record.stream_sid,
+            "mark": {"name": name},
+        })
+
+
+class TwilioCallerFactory(WebSocketClientFactory):
+    """One simulated call: connect it with any client endpoint (``TCP4ClientEndpoint``).
+
+    ``clock`` is the reactor's time face; ``start_at`` is when the script's frame 0 is due.
+    ``done`` fires with the :class:`CallRecord` when the connection has closed.
+    """
+
+    protocol = TwilioCallerProtocol
+
+    def __init__(self, url: str, script: CallScript, clock: IReactorTime, index: int, start_at: float,
+                 run_id: str = "sim") -> None:
+        super().__init__(url)
+        self.setProtocolOptions(openHandshakeTimeout=30, closeHandshakeTimeout=5, autoPingInterval=0)
+        self.script = script
+        self.clock = clock
+        self.start_at = start_at
+        tag = f"{run_id}{index:08d}"
+        self.record = CallRecord(index=index, call_sid="CA" + tag.rjust(32, "0")[-32:],
+                                 stream_sid="MZ" + tag.rjust(32, "0")[-32:])
+        self.done: Deferred[CallRecord] = Deferred()
+
+    def finished(self) -> None:
+        if not self.done.called:
+            self.done.callback(self.record)
+
+    def clientConnectionFailed(self, connector: object, reason: object) -> None:
+        self.record.close_reason = f"connect failed: {reason}"
+        self.finished()

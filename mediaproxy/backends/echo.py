@@ -63,9 +63,9 @@ class EchoBackend:
         return EchoSession(self.reactor, listener, platform_format, self.options)
 
 
-def _mean_square(samples: np.ndarray) -> float:
-    x = samples.astype(np.float64)
-    return float(np.dot(x, x)) / max(len(x), 1)
+# Squared sample value of every G.711 code: the energy of a frame is one lookup and one sum.
+_ULAW_SQUARED = ULAW_TO_LINEAR.astype(np.int64) ** 2
+_ALAW_SQUARED = ALAW_TO_LINEAR.astype(np.int64) ** 2
 
 
 @implementer(IPushProducer)
@@ -80,8 +80,10 @@ class EchoSession:
         self._mode: str = options["mode"]
         self._delay_s = options["delay_ms"] / 1000.0
         threshold = 32768.0 * 10 ** (options["speech_threshold_dbfs"] / 20.0)
-        self._threshold_ms = threshold * threshold
         self._frame_bytes = audio_format.bytes_for_ms(_ANALYSIS_MS)
+        samples_per_frame = self._frame_bytes // audio_format.sample_bytes
+        self._threshold_energy = threshold * threshold * samples_per_frame
+        self._squared = {"pcmu": _ULAW_SQUARED, "pcma": _ALAW_SQUARED}.get(audio_format.encoding)
         self._silence_frames = options["silence_ms"] // _ANALYSIS_MS
         self._max_bytes = audio_format.bytes_for_ms(options["max_utterance_ms"])
         self._pending = bytearray()  # partial analysis frame
@@ -120,7 +122,7 @@ class EchoSession:
             self._analyse(frame)
 
     def _analyse(self, frame: bytes) -> None:
-        loud = _mean_square(self._decode(frame)) > self._threshold_ms
+        loud = self._energy(frame) > self._threshold_energy
         if not self._speaking:
             if loud:
                 self._onset += 1
@@ -143,13 +145,12 @@ class EchoSession:
             self._utterance.clear()
             self._respond(utterance)
 
-    def _decode(self, frame: bytes) -> np.ndarray:
-        encoding = self.audio_format.encoding
-        if encoding == "pcmu":
-            return ULAW_TO_LINEAR[np.frombuffer(frame, dtype=np.uint8)]
-        if encoding == "pcma":
-            return ALAW_TO_LINEAR[np.frombuffer(frame, dtype=np.uint8)]
-        return np.frombuffer(frame, dtype="<i2")
+    def _energy(self, frame: bytes) -> int:
+        """Sum of squared samples of one analysis frame."""
+        if self._squared is not None:
+            return int(self._squared[np.frombuffer(frame, dtype=np.uint8)].sum())
+        samples = np.frombuffer(frame, dtype="<i2").astype(np.int64)
+        return int(np.dot(samples, samples))
 
     def _respond(self, utterance: bytes) -> None:
         self._responses += 1

@@ -175,6 +175,16 @@ class TwilioLoopbackTests(TestCase):
         yield good.closed
 
     @inlineCallbacks
+    def test_invalid_utf8_is_a_protocol_error(self) -> Any:
+        factory = ScriptedTwilioFactory(self.url)
+        connectWS(factory)
+        client = yield factory.opened
+        client.sendMessage(b'{"event":"media","x":"\xff\xfe"}', False)
+        yield factory.closed
+        self.assertEqual(self.metric("mediaproxy_protocol_errors_total", {"platform": "twilio", "kind": "bad_utf8"}), 1)
+        self.assertEqual(self.metric("mediaproxy_calls_total", {"platform": "twilio", "outcome": "protocol_error"}), 1)
+
+    @inlineCallbacks
     def test_unknown_path_refused(self) -> Any:
         factory = ScriptedTwilioFactory(self.url.replace("/twilio", "/nope"))
         connectWS(factory)

@@ -155,6 +155,12 @@ class TwilioLoopbackTests(TestCase):
         body = yield readBody(response)
         self.assertIn(b'mediaproxy_calls_total{outcome="completed",platform="twilio"} 1.0', body)
         self.assertIn(b"mediaproxy_bargein_seconds_count 1.0", body)
+        self.assertIn(b'mediaproxy_backend_connect_seconds_count{backend="echo"} 1.0', body)
+        self.assertRegex(body, rb"mediaproxy_playout_late_seconds_count [1-9]")
+        self.assertRegex(body, rb"mediaproxy_playout_buffer_seconds_count [1-9]")
+        for family in (b"calls_active", b"frames_dropped_total", b"playout_underruns_total",
+                       b"backend_reconnects_total", b"flow_pauses_total", b"protocol_errors_total"):
+            self.assertIn(b"# TYPE mediaproxy_" + family.replace(b"_total", b""), body)
 
     @inlineCallbacks
     def test_bad_input_closes_only_that_call(self) -> Any:

@@ -14,7 +14,7 @@ paused it holds the rest of a response (at most one utterance, ``max_utterance_m
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -42,16 +42,18 @@ _CHUNK_PATTERN = (700, 1300, 260, 2400, 900)  # irregular delivery sizes, in byt
 
 
 def new_backend(settings: BackendSettings, reactor: IReactorTime, metrics: Metrics) -> EchoBackend:
-    return EchoBackend(settings.name, settings.options, reactor)
+    return EchoBackend(settings.name, settings.options, reactor, metrics)
 
 
 class EchoBackend:
     """A configured echo backend; see the module docstring."""
 
-    def __init__(self, name: str, options: Mapping[str, Any], reactor: IReactorTime) -> None:
+    def __init__(self, name: str, options: Mapping[str, Any], reactor: IReactorTime,
+                 metrics: Metrics | None = None) -> None:
         self.name = name
         self.options = options
         self.reactor = reactor
+        self.metrics = metrics
 
     def choose_format(self, offered: Sequence[AudioFormat]) -> AudioFormat:
         """Any format costs the same: take the platform's first choice."""
@@ -60,7 +62,12 @@ class EchoBackend:
         return offered[0]
 
     def open_session(self, call: CallInfo, listener: BackendListener, platform_format: AudioFormat) -> EchoSession:
-        return EchoSession(self.reactor, listener, platform_format, self.options)
+        session = EchoSession(self.reactor, listener, platform_format, self.options)
+        if self.metrics is not None:
+            connect = self.metrics.backend_connect_seconds.labels(self.name)
+            opened = self.reactor.seconds()
+            session.on_ready = lambda: connect.observe(self.reactor.seconds() - opened)
+        return session
 
 
 # Squared sample value of every G.711 code: the energy of a frame is one lookup and one sum.
@@ -99,10 +106,13 @@ class EchoSession:
         self._stream_due: deque[tuple[float, bytes]] = deque()
         self._timer: IDelayedCall | None = None
         self._deliver_call: IDelayedCall | None = None
+        self.on_ready: Callable[[], None] | None = None
         self._ready_call: IDelayedCall | None = reactor.callLater(0, self._ready)
 
     def _ready(self) -> None:
         self._ready_call = None
+        if self.on_ready is not None:
+            self.on_ready()
         self._listener.backend_ready()
 
     # --- audio in --------------------------------------------------------------------------------

@@ -220,6 +220,9 @@ class UnderrunTests(PlayoutTestCase):
         burst = len(self.sink.packets) - before
         self.assertLessEqual(burst, 4)  # one lead's worth, not the 25 missed frames
         self.assertEqual(self.metric("mediaproxy_playout_underruns_total"), 1)
+        # The first packet after the stall is recorded as late as it was against its old schedule.
+        self.assertGreaterEqual(self.metric("mediaproxy_playout_late_seconds_bucket", {"le": "0.5"})
+                                - self.metric("mediaproxy_playout_late_seconds_bucket", {"le": "0.25"}), 1)
 
     def test_clock_stepping_backwards_does_not_hold_audio(self) -> None:
         """After a wall-clock step backwards, new audio starts a fresh spurt at once instead of

@@ -138,6 +138,7 @@ class Playout:
         self._last_mark_pos_ms = 0.0
         self._stream_open = False
         self._dry_mid_response = False
+        self._missed_due = 0.0
 
         self._hold_until = 0.0
 
@@ -320,6 +321,8 @@ class Playout:
             # Counted only if more audio of the same response follows: a backend that is merely
             # slow to say "done" after its last delta caused no gap the caller could hear.
             self._dry_mid_response = self._stream_open
+            # The next packet was due on the schedule we are abandoning; it is that late.
+            self._missed_due = self._anchor + self._spurt_sent_ms / 1000.0 - self._lead_s
             self._anchor = None
         if self._anchor is None:
             if not self._queued_bytes or not self._prefilled():
@@ -328,6 +331,7 @@ class Playout:
                 return
             if self._dry_mid_response and self._stream_open:
                 self._underruns.inc()
+                self._late.observe(now - self._missed_due)
             self._dry_mid_response = False
             # A new spurt, on the grid; the platform starts playing it now.
             self._anchor = grid

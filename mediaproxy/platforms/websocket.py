@@ -83,7 +83,9 @@ class PlatformServerProtocol(WebSocketServerProtocol):
             raise ConnectionDeny(503, "draining: not accepting new calls")
         upgrade = UpgradeRequest(
             target=self.http_request_uri,
-            host=request.host,
+            # The Host header as sent: Autobahn's request.host drops the port, but signatures
+            # (AudioHook @authority) cover it whenever it is not the scheme's default.
+            host=request.headers.get("host", request.host).strip(),
             headers=dict(request.headers),
             public_url=factory.context.public_url,
         )

@@ -174,6 +174,10 @@ class CallBridge:
             if self._backend_session is not None:
                 self._backend_session.send_dtmf(event.digits)  # type: ignore[union-attr]
         elif kind is CallerStreamPaused:
+            if event.paused and not self._caller_paused:  # type: ignore[union-attr]
+                # The platform stopped the caller stream (Genesys hold, secure pause): a flow
+                # pause on the platform leg, counted once per pause.
+                self._metrics.flow_pauses_total.labels("platform").inc()
             self._caller_paused = event.paused  # type: ignore[union-attr]
         elif kind is PlaybackFlowChanged:
             if self._playout is not None and event.retry_after_ms > 0:  # type: ignore[union-attr]

@@ -298,7 +298,12 @@ class Playout:
             self._service(now, self._clock.grid_time(now))
 
     def stopProducing(self) -> None:
-        self.stop()
+        """The platform transport is gone (Twisted calls this before the protocol hears of
+        the lost connection). Only hold packets: the call may outlive its socket (AudioCodes
+        ``session.resume`` moves it onto a new connection, which resumes us), and the bridge
+        stops the playout when the call ends, at once for platforms whose calls die with the
+        socket."""
+        self._transport_paused = True
 
     # --- pacing ------------------------------------------------------------------------------
 

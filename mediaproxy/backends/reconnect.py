@@ -49,6 +49,19 @@ class DialedWebSocketProtocol(WebSocketClientProtocol):
     """Client protocol base for :func:`dial_websocket`: reports the opening (or its failure) to
     the dial's Deferred; after that, subclasses get :meth:`link_closed` when the socket ends."""
 
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        # Autobahn means to disable Nagle (its tcpNoDelay option defaults to True) but tries
+        # before it copies the option from the factory, fails with an AttributeError and
+        # swallows it. With Nagle on, each 20 ms append waits for the previous one's delayed
+        # ACK (up to 40 ms on Linux) and a burst of deltas stalls the same way.
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            try:
+                set_no_delay(True)
+            except OSError:  # not a TCP socket
+                pass
+
     def onOpen(self) -> None:
         opened: Deferred[Any] = self.factory.opened
         if not opened.called:

@@ -144,6 +144,12 @@ class FakeRealtimeConnection(WebSocketServerProtocol):
         if server.reject_auth or self.headers.get("authorization") != f"Bearer {server.api_key}":
             raise ConnectionDeny(401, "Unauthorized")
 
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        # As the real service would: no Nagle delay between the deltas of a burst (Autobahn's
+        # own attempt to set this fails silently; see reconnect.DialedWebSocketProtocol).
+        self.transport.setTcpNoDelay(True)
+
     def onOpen(self) -> None:
         server = self.factory.server
         self.index = len(server.connections)
@@ -235,6 +241,13 @@ class FakeRealtimeConnection(WebSocketServerProtocol):
         data = base64.b64decode(event["audio"], validate=True)
         fmt = self.input_format
         self.input_audio += data
+        # The VAD runs over the audio, not the appends: a big append (audio held while the
+        # session was not ready) is judged 20 ms at a time, as the service would.
+        step = 20 * FORMAT_BYTES_PER_MS[fmt]
+        for offset in range(0, len(data), step):
+            self._detect(data[offset: offset + step], fmt)
+
+    def _detect(self, data: bytes, fmt: str) -> None:
         chunk_ms = len(data) / FORMAT_BYTES_PER_MS[fmt]
         self.input_ms += chunk_ms
         loud = mean_level(data, fmt) > 1000

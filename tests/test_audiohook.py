@@ -325,7 +325,8 @@ class ConnectorSessionTests(SessionTestCase):
         self.assertEqual(events, [CallStarted(CONVERSATION, MULAW_8K, {"Lang": "en", "Tries": "2"})])
         caps = session.capabilities
         self.assertEqual((caps.can_flush, caps.has_marks, caps.packet_ms), (True, False, 200))
-        self.assertLessEqual(caps.max_lead_ms, caps.packet_ms)
+        # Never ahead of real time: packet n leaves at t0 + (n - 1) * packet (Genesys 429s bursts).
+        self.assertEqual(caps.max_lead_ms, 0)
 
         self.assertEqual(genesys.binary(b"\x7f" * 1600), [CallerAudio(b"\x7f" * 1600, "external")])
         session.play(b"\x01" * 1600)
@@ -465,9 +466,13 @@ class ProbeTests(SessionTestCase):
         self.assertTrue(session.is_probe)
         self.assertEqual(genesys.binary(b""), [])
         self.assertEqual(genesys.binary(b"\xff" * 160), [])
+        self.assertFalse(session.finished)
         self.assertEqual(genesys.send("close", {"reason": "end"}), [])
         self.assertEqual(genesys.types(), ["opened", "closed"])
         self.assertEqual(genesys.last()["clientseq"], 2)
+        # No call ended (none began), yet the glue must close the socket: the session is done.
+        self.assertTrue(session.finished)
+        self.assertFalse(session.awaits_close)
         self.assertEqual(backend.offered, [], "the backend is not consulted for a probe")
 
     def test_probe_without_usable_media_still_succeeds(self) -> None:

@@ -86,9 +86,11 @@ class AudioHookSession(PlatformSession):
         self._languages = tuple(languages)
         self._new_id = new_id
         connector = mode == "connector"
-        # One packet of lead at most: Genesys answers bursts with 429, it wants real time.
+        # No lead: packet n leaves at t0 + (n - 1) * packet, never sooner. Genesys answers
+        # anything faster than real time with 429, and each packet already carries `packet_ms`
+        # of audio ahead of what is playing, which is the cushion against network jitter.
         self.capabilities = PlatformCapabilities(
-            can_flush=connector, has_marks=False, max_lead_ms=packet_ms if connector else 0,
+            can_flush=connector, has_marks=False, max_lead_ms=0,
             packet_ms=packet_ms, plays_audio=connector,
         )
         self._state = _State.AWAIT_OPEN
@@ -131,6 +133,13 @@ class AudioHookSession(PlatformSession):
     def awaits_close(self) -> bool:
         """True from our ``disconnect`` until Genesys's ``close`` has been answered."""
         return self._state is _State.DISCONNECTING
+
+    @property
+    def finished(self) -> bool:
+        """True once ``closed`` is sent: nothing more is accepted, so the glue may close the
+        socket even when no call was started (a probe, or a session that failed before open)
+        instead of relying on Genesys to close it."""
+        return self._state is _State.CLOSED
 
     @property
     def session_id(self) -> str | None:

@@ -1,0 +1,403 @@
+"""CallBridge + AudioHookSession on a ``task.Clock``: what Genesys receives, and when.
+
+A fake backend delivers bot audio in bursts (as real backends do), a fake platform leg collects
+what the session queues with the clock time it left at, and a small Genesys stand-in feeds the
+session and routes its events the way the Autobahn glue does. Time only moves when a test
+advances the clock, so pacing is checked exactly: Audio Connector playback leaves as 1600-byte
+packets, packet n never before t0 + (n - 1) * 200 ms; barge-in sends ``barge_in`` and nothing of
+the old response after it; a 429 holds sending; Monitor transcripts come back per channel.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from mediaproxy.audio.format import AudioFormat
+from mediaproxy.backends.base import CallInfo
+from mediaproxy.bridge import BOT_HANGUP, COMPLETED, CallBridge
+from mediaproxy.config import PlayoutSettings
+from mediaproxy.metrics import Metrics
+from mediaproxy.platforms.audiohook import AudioHookSession
+from mediaproxy.platforms.base import (
+    CallEnded, CallerAudio, CallStarted, PlatformError, ProtocolViolation, UpgradeRequest,
+)
+from mediaproxy.playout import PlayoutClock
+
+SESSION = "c2d8f4a1-7e39-4b6a-8f20-5a1b9c3d6e77"
+ORG = "6f1c2a9e-3b7d-4c21-9a55-0d2e8b4f7a10"
+CONVERSATION = "5e0b7c1d-2a3f-4d6e-8b9a-0c1d2e3f4a5b"
+STEREO = {"type": "audio", "format": "PCMU", "channels": ["external", "internal"], "rate": 8000}
+SWAPPED = {"type": "audio", "format": "PCMU", "channels": ["internal", "external"], "rate": 8000}
+EXTERNAL = {"type": "audio", "format": "PCMU", "channels": ["external"], "rate": 8000}
+PACKET = 1600  # 200 ms of PCMU/8000
+
+
+def bot_audio(ms: int, start: int = 0) -> bytes:
+    """``ms`` of distinguishable µ-law (a byte ramp), so packets can be matched to their source."""
+    return bytes((start + i) % 251 for i in range(ms * 8))
+
+
+class FakeBackendSession:
+    """Records what the bridge sends; the test speaks as the backend through ``listener``."""
+
+    def __init__(self, call: CallInfo, listener: Any, audio_format: AudioFormat) -> None:
+        self.call = call
+        self.listener = listener
+        self.audio_format = audio_format
+        self.audio = bytearray()
+        self.interrupts: list[tuple[str, int, int]] = []
+        self.dtmf: list[str] = []
+        self.closed = False
+        self.paused = False
+
+    def send_audio(self, data: bytes) -> None:
+        self.audio.extend(data)
+
+    def interrupt(self, response_id: str, played_ms: int, received_ms: int) -> None:
+        self.interrupts.append((response_id, played_ms, received_ms))
+
+    def send_dtmf(self, digits: str) -> None:
+        self.dtmf.append(digits)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+
+    def stopProducing(self) -> None:
+        self.close()
+
+
+class FakeBackend:
+    """Speaks the platform's own format (no transcoding) and keeps every session it opens."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.sessions: list[FakeBackendSession] = []
+
+    def choose_format(self, offered: Sequence[AudioFormat]) -> AudioFormat:
+        return offered[0]
+
+    def open_session(self, call: CallInfo, listener: Any, platform_format: AudioFormat) -> FakeBackendSession:
+        session = FakeBackendSession(call, listener, platform_format)
+        self.sessions.append(session)
+        return session
+
+
+class FakeLeg:
+    """The platform connection: collects what the session queues, stamped with the clock."""
+
+    def __init__(self, clock: Clock, session: AudioHookSession) -> None:
+        self.clock = clock
+        self.session = session
+        self.sent: list[tuple[float, Any]] = []  # (time, bytes | parsed JSON message)
+        self.hung_up = False
+        self.producer: Any = None
+
+    def flush(self) -> None:
+        for item in self.session.take_output():
+            self.sent.append((self.clock.seconds(), item if isinstance(item, bytes) else json.loads(item)))
+
+    def hang_up(self) -> None:
+        self.flush()
+        self.hung_up = True
+
+    def register_producer(self, producer: Any) -> None:
+        self.producer = producer
+
+    def packets(self) -> list[tuple[float, bytes]]:
+        return [(t, item) for t, item in self.sent if isinstance(item, bytes)]
+
+    def messages(self, mtype: str | None = None) -> list[tuple[float, dict[str, Any]]]:
+        return [(t, item) for t, item in self.sent
+                if isinstance(item, dict) and (mtype is None or item["type"] == mtype)]
+
+
+class Call:
+    """One AudioHook call through a real CallBridge, driven by a ``task.Clock``."""
+
+    def __init__(self, test: SynchronousTestCase, mode: str, media: list[dict[str, Any]],
+                 open_extra: Mapping[str, Any] | None = None, **session_options: Any) -> None:
+        self.test = test
+        self.clock = Clock()
+        self.metrics = Metrics()
+        self.backend = FakeBackend()
+        self.session = AudioHookSession(mode, self.backend, **session_options)
+        self.session.bind_upgrade(UpgradeRequest("/audiohook", "proxy.example.net", {
+            "audiohook-organization-id": ORG, "audiohook-session-id": SESSION,
+            "audiohook-correlation-id": "91ab0c3e-2f4d-4e8a-b7c6-1d2e3f4a5b6c", "x-api-key": "a2V5",
+        }))
+        self.leg = FakeLeg(self.clock, self.session)
+        self.playout_clock = PlayoutClock(self.clock, 20, self.metrics)
+        self.bridge = CallBridge(
+            platform="audiohook", session=self.session, leg=self.leg, backend=self.backend,
+            clock=self.playout_clock, playout_settings=PlayoutSettings(), metrics=self.metrics,
+            reactor=self.clock,
+        )
+        self.seq = 0
+        self.platform_errors: list[PlatformError] = []
+        self.violations: list[ProtocolViolation] = []
+        self.send("open", {
+            "organizationId": ORG, "conversationId": CONVERSATION,
+            "participant": {"id": "7a6b5c4d-3e2f-4a1b-9c8d-7e6f5a4b3c2d", "ani": "", "aniName": "", "dnis": ""},
+            "media": media, "language": "en-US", **(open_extra or {}),
+        })
+        test.assertEqual(self.leg.messages()[0][1]["type"], "opened")
+
+    @property
+    def backend_session(self) -> FakeBackendSession:
+        return self.backend.sessions[0]
+
+    def send(self, mtype: str, parameters: dict[str, Any] | None = None) -> None:
+        """A Genesys text message, its events routed as the Autobahn glue routes them."""
+        self.seq += 1
+        serverseq = len(self.leg.messages())
+        text = json.dumps({"version": "2", "id": SESSION, "type": mtype, "seq": self.seq,
+                           "serverseq": serverseq, "position": "PT0S",
+                           "parameters": parameters or {}})
+        self._route(self.session.receive_text(text))
+
+    def audio(self, data: bytes) -> None:
+        self._route(self.session.receive_binary(data))
+
+    def _route(self, events: list[Any]) -> None:
+        for event in events:
+            if isinstance(event, CallStarted):
+                self.bridge.start(event)
+            elif isinstance(event, CallerAudio):
+                self.bridge.caller_audio(event.data, event.channel)
+            elif isinstance(event, PlatformError):
+                self.platform_errors.append(event)
+            elif isinstance(event, ProtocolViolation):
+                self.violations.append(event)
+            else:
+                self.bridge.platform_event(event)
+                if isinstance(event, CallEnded):
+                    self.leg.hang_up()
+        self.leg.flush()
+
+    def advance(self, seconds: float, step: float = 0.001) -> None:
+        """Move time on in small steps, firing every timer that comes due."""
+        end = self.clock.seconds() + seconds
+        while self.clock.seconds() < end - 1e-9:
+            self.clock.advance(min(step, end - self.clock.seconds()))
+
+    def finish(self) -> None:
+        """Genesys closes; afterwards no timer may be left behind."""
+        if not self.bridge.ended:
+            self.send("close", {"reason": "end"})
+        self.test.assertTrue(self.bridge.ended)
+        self.test.assertEqual(self.clock.getDelayedCalls(), [])
+        self.test.assertEqual(self.violations, [])
+
+
+class ConnectorPlaybackTests(SynchronousTestCase):
+    def assertRealTime(self, packets: list[tuple[float, bytes]], t0: float) -> None:
+        """Packet n (from 1) leaves at t0 + (n - 1) * 200 ms: never sooner, and at most one
+        playout tick later (the clock is exact here)."""
+        for n, (sent_at, _) in enumerate(packets):
+            self.assertGreaterEqual(sent_at, t0 + n * 0.2 - 1e-9, f"packet {n + 1} early")
+            self.assertLessEqual(sent_at, t0 + n * 0.2 + 0.02 + 1e-9, f"packet {n + 1} late")
+
+    def test_burst_leaves_as_1600_byte_packets_at_real_time(self) -> None:
+        call = Call(self, "connector", [EXTERNAL])
+        self.assertEqual(call.backend_session.call.metadata, {})
+        call.advance(0.013)  # off the grid, so nothing lines up by accident
+        t0 = call.clock.seconds()
+        audio = bot_audio(2000)
+        listener = call.backend_session.listener
+        for start in range(0, len(audio), 3000):  # 2 s of audio in irregular chunks, all at once
+            listener.backend_audio("r1", audio[start:start + 3000])
+        listener.backend_response_done("r1")
+        self.assertEqual(len(call.leg.packets()), 1)  # the first goes at once; no burst follows
+        call.advance(3.0)
+        packets = call.leg.packets()
+        self.assertEqual([len(p) for _, p in packets], [PACKET] * 10)
+        self.assertEqual(b"".join(p for _, p in packets), audio)
+        self.assertRealTime(packets, t0)
+        call.finish()
+
+    def test_audio_arriving_during_playback_keeps_the_schedule(self) -> None:
+        call = Call(self, "connector", [EXTERNAL])
+        listener = call.backend_session.listener
+        t0 = call.clock.seconds()
+        listener.backend_audio("r1", bot_audio(600))
+        call.advance(0.45)
+        listener.backend_audio("r1", bot_audio(1400, 600 * 8))  # the backend catches up: a burst
+        listener.backend_response_done("r1")
+        call.advance(2.5)
+        packets = call.leg.packets()
+        self.assertEqual(len(packets), 10)
+        self.assertRealTime(packets, t0)
+        call.finish()
+
+    def test_barge_in_sends_the_event_and_stops_the_old_response(self) -> None:
+        call = Call(self, "connector", [EXTERNAL])
+        listener = call.backend_session.listener
+        t0 = call.clock.seconds()
+        listener.backend_audio("r1", bot_audio(2000))
+        call.advance(0.5)
+        self.assertEqual(len(call.leg.packets()), 3)  # at 0, 0.2 and 0.4 s
+        listener.backend_speech_started()
+        (barge_at, barge_in), = call.leg.messages("event")
+        self.assertEqual(barge_at, t0 + 0.5)
+        self.assertEqual(barge_in["parameters"], {"entities": [{"type": "barge_in", "data": {}}]})
+        # The backend is told what the caller heard: 500 ms of the 2 s it delivered.
+        self.assertEqual(call.backend_session.interrupts, [("r1", 500, 2000)])
+        # Late audio of the interrupted response is dropped; nothing of it follows the event.
+        listener.backend_audio("r1", bot_audio(400))
+        listener.backend_response_done("r1")
+        call.advance(2.0)
+        self.assertEqual([t for t, _ in call.leg.packets() if t >= barge_at], [])
+        # A second VAD start with nothing playing sends no second barge_in.
+        listener.backend_speech_started()
+        self.assertEqual(len(call.leg.messages("event")), 1)
+        # The next response plays normally, again at real time.
+        t1 = call.clock.seconds()
+        listener.backend_audio("r2", bot_audio(400))
+        listener.backend_response_done("r2")
+        call.advance(1.0)
+        after = [(t, p) for t, p in call.leg.packets() if t >= t1]
+        self.assertEqual(len(after), 2)
+        self.assertRealTime(after, t1)
+        self.assertEqual(call.metrics.registry.get_sample_value("mediaproxy_bargein_seconds_count"), 1)
+        call.finish()
+
+    def test_rate_limit_holds_sending(self) -> None:
+        call = Call(self, "connector", [EXTERNAL])
+        listener = call.backend_session.listener
+        t0 = call.clock.seconds()
+        listener.backend_audio("r1", bot_audio(2000))
+        listener.backend_response_done("r1")
+        call.advance(0.3)
+        self.assertEqual(len(call.leg.packets()), 2)
+        call.send("error", {"code": 429, "message": "Too many requests", "retryAfter": "PT1S"})
+        self.assertEqual([e.code for e in call.platform_errors], ["429"])
+        call.advance(0.99)
+        self.assertEqual(len(call.leg.packets()), 2)  # held for retryAfter
+        call.advance(3.0)
+        packets = call.leg.packets()
+        self.assertEqual(len(packets), 10)
+        self.assertEqual(b"".join(p for _, p in packets), bot_audio(2000))
+        resumed = packets[2:]
+        self.assertGreaterEqual(resumed[0][0], t0 + 1.3 - 1e-9)
+        # After the hold it restarts at real time; it never bursts to catch up.
+        self.assertRealTime(resumed, resumed[0][0])
+        call.finish()
+
+    def test_rate_limit_without_retry_after_holds_a_second(self) -> None:
+        call = Call(self, "connector", [EXTERNAL])
+        listener = call.backend_session.listener
+        listener.backend_audio("r1", bot_audio(1000))
+        call.advance(0.1)
+        call.send("error", {"code": 429, "message": "Too many requests"})
+        call.advance(0.99)
+        self.assertEqual(len(call.leg.packets()), 1)
+        call.advance(0.02)
+        self.assertEqual(len(call.leg.packets()), 2)
+        call.finish()
+
+    def test_bot_hangup_returns_output_variables(self) -> None:
+        call = Call(self, "connector", [EXTERNAL], packet_ms=200)
+        call.send("dtmf", {"digit": "7"})
+        self.assertEqual(call.backend_session.dtmf, ["7"])
+        call.backend_session.listener.backend_hangup("caller asked for agent", {"Intent": "billing"})
+        (_, disconnect), = call.leg.messages("disconnect")
+        self.assertEqual(disconnect["parameters"], {
+            "reason": "completed", "info": "caller asked for agent", "outputVariables": {"Intent": "billing"}})
+        self.assertTrue(call.leg.hung_up)
+        self.assertEqual(call.bridge.outcome, BOT_HANGUP)
+        self.assertTrue(call.session.awaits_close)
+        call.send("close", {"reason": "disconnect"})
+        (_, closed), = call.leg.messages("closed")
+        self.assertEqual(closed["clientseq"], call.seq)
+        self.assertFalse(call.session.awaits_close)
+        self.assertEqual(call.metrics.registry.get_sample_value(
+            "mediaproxy_calls_total", {"platform": "audiohook", "outcome": BOT_HANGUP}), 1)
+        call.finish()
+
+    def test_input_variables_reach_the_backend_session(self) -> None:
+        call = Call(self, "connector", [EXTERNAL], {"inputVariables": {"Lang": "en", "Tier": 2}})
+        info = call.backend_session.call
+        self.assertEqual(dict(info.metadata), {"Lang": "en", "Tier": "2"})
+        self.assertEqual((info.call_id, info.listen_only), (CONVERSATION, False))
+        call.finish()
+
+
+class MonitorTests(SynchronousTestCase):
+    def stereo_call(self, media: dict[str, Any]) -> Call:
+        call = Call(self, "monitor", [media, EXTERNAL])
+        (_, opened), = call.leg.messages("opened")
+        self.assertEqual(opened["parameters"]["media"], [media])
+        return call
+
+    def test_transcripts_come_back_per_channel(self) -> None:
+        call = self.stereo_call(STEREO)
+        caller, agent = bytes([0x10]) * 1600, bytes([0x20]) * 1600
+        frame = bytes(b for pair in zip(caller, agent) for b in pair)
+        call.audio(frame)
+        self.assertEqual(len(call.backend.sessions), 2)
+        external, internal = call.backend.sessions
+        self.assertTrue(external.call.listen_only and internal.call.listen_only)
+        self.assertEqual((bytes(external.audio), bytes(internal.audio)), (caller, agent))
+        # The caller starts speaking at 0.2 s and finishes at 0.6 s of the stream.
+        external.listener.backend_speech_started()
+        call.audio(frame * 2)
+        external.listener.backend_transcript("caller", "I need help", False)
+        external.listener.backend_transcript("caller", "I need help", True)
+        internal.listener.backend_transcript("caller", "Sure", True)
+        internal.listener.backend_transcript("bot", "ignored: a listener never answers", True)
+        events = [m for _, m in call.leg.messages("event")]
+        self.assertEqual(len(events), 2)
+        said = [e["parameters"]["entities"][0]["data"] for e in events]
+        self.assertEqual([d["channelId"] for d in said], [0, 1])
+        self.assertEqual([d["alternatives"][0]["interpretations"][0]["transcript"] for d in said],
+                         ["I need help", "Sure"])
+        self.assertEqual((said[0]["offset"], said[0]["duration"]), ("PT0.2S", "PT0.4S"))
+        self.assertEqual(said[0]["alternatives"][0]["languages"], ["en-US"])
+        # A listen-only call plays nothing back, whatever its backend produces.
+        external.listener.backend_audio("r1", bot_audio(400))
+        call.advance(1.0)
+        self.assertEqual(call.leg.packets(), [])
+        call.finish()
+        self.assertTrue(external.closed and internal.closed)
+        self.assertEqual(call.metrics.registry.get_sample_value(
+            "mediaproxy_calls_total", {"platform": "audiohook", "outcome": COMPLETED}), 1)
+
+    def test_swapped_channel_order(self) -> None:
+        call = self.stereo_call(SWAPPED)
+        agent, caller = bytes([0x20]) * 800, bytes([0x10]) * 800
+        call.audio(bytes(b for pair in zip(agent, caller) for b in pair))
+        external, internal = call.backend.sessions
+        self.assertEqual((bytes(external.audio), bytes(internal.audio)), (caller, agent))
+        external.listener.backend_transcript("caller", "hello", True)
+        internal.listener.backend_transcript("caller", "hi", True)
+        said = [m["parameters"]["entities"][0]["data"] for _, m in call.leg.messages("event")]
+        self.assertEqual([d["channelId"] for d in said], [1, 0])  # external is channel 1 here
+        call.finish()
+
+    def test_paused_stops_forwarding_until_resumed(self) -> None:
+        call = self.stereo_call(STEREO)
+        frame = bytes([0x10, 0x20]) * 800
+        call.audio(frame)
+        call.send("paused")
+        call.audio(frame)
+        external, internal = call.backend.sessions
+        self.assertEqual((len(external.audio), len(internal.audio)), (800, 800))
+        call.send("resumed", {"start": "PT0.2S", "discarded": "PT3S"})
+        call.audio(frame)
+        self.assertEqual((len(external.audio), len(internal.audio)), (1600, 1600))
+        self.assertEqual(call.session.position_us, 3_300_000)  # 3 frames of 100 ms + 3 s discarded
+        self.assertEqual(call.metrics.registry.get_sample_value(
+            "mediaproxy_flow_pauses_total", {"leg": "platform"}), 1)
+        call.finish()

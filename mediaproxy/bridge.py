@@ -214,6 +214,10 @@ class CallBridge:
         log.debug("call {call_id}: backend ready", call_id=self.call_id)
 
     def backend_audio(self, response_id: str, data: bytes) -> None:
+        if self._listen_only:
+            # Nobody would hear it (AudioHook Monitor): pacing it would only tick the clock and
+            # count frames that never leave.
+            return
         if self._playout is not None and self._down is not None:
             self._playout.write(response_id, self._down.convert(data))
 

@@ -367,8 +367,11 @@ class MonitorTests(SynchronousTestCase):
         self.assertEqual(said[0]["alternatives"][0]["languages"], ["en-US"])
         # A listen-only call plays nothing back, whatever its backend produces.
         external.listener.backend_audio("r1", bot_audio(400))
+        self.assertEqual(len(call.playout_clock), 0)  # nothing to pace
         call.advance(1.0)
         self.assertEqual(call.leg.packets(), [])
+        self.assertEqual(call.metrics.registry.get_sample_value(
+            "mediaproxy_frames_total", {"platform": "audiohook", "direction": "out"}), 0)
         call.finish()
         self.assertTrue(external.closed and internal.closed)
         self.assertEqual(call.metrics.registry.get_sample_value(

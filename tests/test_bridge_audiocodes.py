@@ -1,0 +1,347 @@
+"""CallBridge + AudioCodesSession + the playout on a ``task.Clock``: how bot audio leaves for
+VoiceAI Connect in time.
+
+AudioCodes keeps everything it is sent and cannot be told to drop it, so play-stream chunks must
+leave at real time: the frame that starts playing plus at most one frame of lead, never a burst.
+A fake backend delivers each response in one burst (as real backends do); a fake platform leg
+records every message the session queued with the clock time it was flushed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from mediaproxy.audio.format import L16_16K, L16_24K, AudioFormat
+from mediaproxy.backends.base import BackendListener, CallInfo
+from mediaproxy.bridge import COMPLETED, CallBridge
+from mediaproxy.config import PlayoutSettings
+from mediaproxy.metrics import Metrics
+from mediaproxy.platforms.audiocodes import AudioCodesSession
+from mediaproxy.platforms.base import CallStarted
+from mediaproxy.playout import PlayoutClock
+from tests.test_audiocodes import check_play_streams
+
+FRAME_MS = 20
+T0 = 100.0  # the clock does not start at zero: nothing may assume it does
+
+
+class FakeBackendSession:
+    """Records what the bridge tells the backend."""
+
+    def __init__(self, audio_format: AudioFormat) -> None:
+        self.audio_format = audio_format
+        self.audio = bytearray()
+        self.interrupts: list[tuple[str, int, int]] = []
+        self.dtmf: list[str] = []
+        self.closed = False
+
+    def send_audio(self, data: bytes) -> None:
+        self.audio.extend(data)
+
+    def interrupt(self, response_id: str, played_ms: int, received_ms: int) -> None:
+        self.interrupts.append((response_id, played_ms, received_ms))
+
+    def send_dtmf(self, digits: str) -> None:
+        self.dtmf.append(digits)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pauseProducing(self) -> None: ...
+
+    def resumeProducing(self) -> None: ...
+
+    def stopProducing(self) -> None: ...
+
+
+class FakeBackend:
+    """Speaks ``audio_format``; takes whatever the platform offers first."""
+
+    name = "fake"
+
+    def __init__(self, audio_format: AudioFormat) -> None:
+        self.audio_format = audio_format
+        self.sessions: list[FakeBackendSession] = []
+        self.listener: BackendListener | None = None
+
+    def choose_format(self, offered: Sequence[AudioFormat]) -> AudioFormat:
+        return offered[0]
+
+    def open_session(self, call: CallInfo, listener: BackendListener, platform_format: AudioFormat) -> FakeBackendSession:
+        self.listener = listener
+        session = FakeBackendSession(self.audio_format)
+        self.sessions.append(session)
+        return session
+
+
+class RecordingLeg:
+    """The platform connection: sends (records) the session's output with the time it left."""
+
+    def __init__(self, session: AudioCodesSession, clock: Clock) -> None:
+        self.session = session
+        self.clock = clock
+        self.sent: list[tuple[float, dict[str, Any]]] = []
+        self.producer: IPushProducer | None = None
+        self.hung_up = False
+
+    def flush(self) -> None:
+        for item in self.session.take_output():
+            assert isinstance(item, str)
+            self.sent.append((self.clock.seconds(), json.loads(item)))
+
+    def hang_up(self) -> None:
+        self.hung_up = True
+
+    def register_producer(self, producer: IPushProducer) -> None:
+        self.producer = producer
+
+    def messages(self, since: int = 0) -> list[dict[str, Any]]:
+        return [m for _, m in self.sent[since:]]
+
+    def chunks(self, stream_id: str | None = None) -> list[tuple[float, bytes]]:
+        return [(t, base64.b64decode(m["audioChunk"])) for t, m in self.sent
+                if m["type"] == "playStream.chunk" and stream_id in (None, m["streamId"])]
+
+
+def audio(ms: int, fmt: AudioFormat, seed: int = 1) -> bytes:
+    """Recognisable audio: each byte differs from its neighbours, so a lost or repeated byte
+    shows."""
+    return bytes((seed * 31 + i * 7 + (i >> 9)) % 251 for i in range(fmt.bytes_for_ms(ms)))
+
+
+class BridgeTestCase(SynchronousTestCase):
+    platform_format = L16_16K
+    format_name = "raw/lpcm16"
+    backend_format = L16_16K
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(T0)
+        self.metrics = Metrics()
+        self.backend = FakeBackend(self.backend_format)
+        self.session = AudioCodesSession(self.backend)  # type: ignore[arg-type]
+        self.leg = RecordingLeg(self.session, self.clock)
+        self.bridge = CallBridge(
+            platform="audiocodes", session=self.session, leg=self.leg, backend=self.backend,  # type: ignore[arg-type]
+            clock=PlayoutClock(self.clock, FRAME_MS), playout_settings=PlayoutSettings(lead_ms=60),
+            metrics=self.metrics, reactor=self.clock,
+        )
+        self.receive({"type": "session.initiate", "conversationId": "conv-1", "caller": "+1",
+                      "supportedMediaFormats": [self.format_name]})
+        (started,) = self.receive({"type": "activities", "conversationId": "conv-1", "activities": [
+            {"type": "event", "name": "start", "parameters": {"callee": "bot"}}]})
+        assert isinstance(started, CallStarted)
+        self.bridge.start(started)
+        self.leg.flush()
+        self.assertEqual(self.leg.messages(), [{"type": "session.accepted", "mediaFormat": self.format_name}])
+        self.leg.sent.clear()
+        self.backend_session = self.backend.sessions[0]
+
+    def receive(self, message: dict[str, Any]) -> list[Any]:
+        events = self.session.receive_text(json.dumps(message))
+        for event in events:
+            if not isinstance(event, CallStarted):
+                self.bridge.platform_event(event)
+        self.leg.flush()
+        return events
+
+    def burst(self, response_id: str, data: bytes, done: bool = True) -> None:
+        """The backend delivers a whole response at once (far faster than real time)."""
+        self.bridge.backend_audio(response_id, data)
+        if done:
+            self.bridge.backend_response_done(response_id)
+
+    def run_ms(self, ms: int, step_ms: int = 1) -> None:
+        """Let ``ms`` pass in small steps, as a reactor would (a tick is never early or late)."""
+        for _ in range(ms // step_ms):
+            self.clock.advance(step_ms / 1000.0)
+
+    @property
+    def packet_bytes(self) -> int:
+        return self.platform_format.bytes_for_ms(FRAME_MS)
+
+
+class PacingTests(BridgeTestCase):
+    def test_chunks_leave_at_real_time(self) -> None:
+        reply = audio(1000, self.platform_format)
+        start = self.clock.seconds()
+        self.burst("r1", reply)
+        self.run_ms(1200)
+        messages = self.leg.messages()
+        self.assertEqual(messages[0], {"type": "playStream.start", "streamId": "play-1", "mediaFormat": "raw/lpcm16"})
+        self.assertEqual(messages[-1], {"type": "playStream.stop", "streamId": "play-1"})
+        chunks = self.leg.chunks("play-1")
+        self.assertEqual(len(chunks), 50)
+        self.assertEqual({len(c) for _, c in chunks}, {self.packet_bytes})
+        self.assertEqual(b"".join(c for _, c in chunks), reply)
+        # Chunk k leaves at start + (k - 1) * 20 ms: the first starts playing at once, the
+        # second is the one frame of lead, then one per frame on the grid.
+        times_ms = [round((t - start) * 1000, 6) for t, _ in chunks]
+        self.assertEqual(times_ms, [0.0] + [float(FRAME_MS * (k - 1)) for k in range(1, 50)])
+        # So, at every instant, what was sent is at most the frame playing plus one frame
+        # ahead of real time, and never behind it.
+        for k, t in enumerate(times_ms):
+            sent_ms = (k + 1) * FRAME_MS
+            self.assertLessEqual(sent_ms - t, 2 * FRAME_MS)
+            self.assertGreaterEqual(sent_ms - t, FRAME_MS)
+        # The stop leaves with the last chunk: the stream never stays open past its audio.
+        stop_time = next(t for t, m in self.leg.sent if m["type"] == "playStream.stop")
+        self.assertEqual(stop_time, chunks[-1][0])
+        self.assertEqual(self.metrics.registry.get_sample_value("mediaproxy_playout_underruns_total"), 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])  # idle: the shared clock stopped
+
+    def test_audio_trickling_in_is_never_sent_ahead(self) -> None:
+        # A backend delivering slower than real time at first, then a burst: the burst is
+        # paced too, not sent to catch up.
+        start = self.clock.seconds()
+        self.bridge.backend_audio("r1", audio(20, self.platform_format))
+        self.run_ms(100)
+        self.bridge.backend_audio("r1", audio(980, self.platform_format, seed=2))
+        self.bridge.backend_response_done("r1")
+        self.run_ms(1200)
+        chunks = self.leg.chunks()
+        per_instant: dict[float, int] = {}
+        for t, _ in chunks:
+            per_instant[t] = per_instant.get(t, 0) + 1
+        # One chunk per instant, except the two at the start of a spurt (playing + lead).
+        self.assertLessEqual(max(per_instant.values()), 2)
+        self.assertEqual(sum(1 for n in per_instant.values() if n == 2), 1)
+        self.assertEqual(len(chunks), 50)
+        self.assertEqual(round(chunks[1][0] - start, 6), 0.1)  # the burst restarts the pacing
+        # One stream throughout (the gap is inside one response), and the gap is counted.
+        self.assertEqual(check_play_streams(self.leg.messages()), ["play-1"])
+        self.assertEqual(self.metrics.registry.get_sample_value("mediaproxy_playout_underruns_total"), 1)
+
+    def test_stop_at_end_of_each_utterance(self) -> None:
+        self.burst("r1", audio(300, self.platform_format))
+        self.run_ms(500)
+        # The second utterance arrives with a 10 ms tail: padded with silence to a whole chunk.
+        second = audio(210, self.platform_format, seed=3)
+        self.burst("r2", second)
+        self.run_ms(400)
+        messages = self.leg.messages()
+        self.assertEqual(check_play_streams(messages), ["play-1", "play-2"])
+        self.assertEqual([m["type"] for m in messages if m["type"] != "playStream.chunk"],
+                         ["playStream.start", "playStream.stop", "playStream.start", "playStream.stop"])
+        self.assertEqual(len(self.leg.chunks("play-1")), 15)
+        tail = self.leg.chunks("play-2")
+        self.assertEqual(len(tail), 11)
+        self.assertEqual({len(c) for _, c in tail}, {self.packet_bytes})
+        self.assertEqual(b"".join(c for _, c in tail), second + self.platform_format.silence(self.packet_bytes // 2))
+
+    def test_back_to_back_utterances_keep_the_pace(self) -> None:
+        # Two responses in one burst: the first stream closes and the next opens at the
+        # boundary, with no overlap and no change of rate.
+        start = self.clock.seconds()
+        self.bridge.backend_audio("r1", audio(200, self.platform_format))
+        self.burst("r2", audio(200, self.platform_format, seed=4))
+        self.run_ms(600)
+        messages = self.leg.messages()
+        self.assertEqual(check_play_streams(messages), ["play-1", "play-2"])
+        times_ms = [round((t - start) * 1000, 6) for t, _ in self.leg.chunks()]
+        self.assertEqual(times_ms, [0.0] + [float(FRAME_MS * (k - 1)) for k in range(1, 20)])
+
+    def test_stream_stays_open_until_the_backend_says_done(self) -> None:
+        # All audio sent but the response not finished: more may come, so the stream stays
+        # open; the stop follows the backend's "done".
+        self.burst("r1", audio(100, self.platform_format), done=False)
+        self.run_ms(300)
+        self.assertNotIn("playStream.stop", [m["type"] for m in self.leg.messages()])
+        self.bridge.backend_response_done("r1")
+        self.assertEqual(self.leg.messages()[-1], {"type": "playStream.stop", "streamId": "play-1"})
+
+    def test_call_end_closes_the_stream_and_every_timer(self) -> None:
+        self.burst("r1", audio(1000, self.platform_format))
+        self.run_ms(200)
+        self.receive({"type": "session.end", "conversationId": "conv-1", "reasonCode": "client-disconnected"})
+        self.assertEqual(self.leg.messages()[-1], {"type": "playStream.stop", "streamId": "play-1"})
+        self.assertEqual(self.bridge.outcome, COMPLETED)
+        self.assertTrue(self.backend_session.closed)
+        sent = len(self.leg.sent)
+        self.run_ms(500)
+        self.assertEqual(len(self.leg.sent), sent)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class TranscodedPacingTests(BridgeTestCase):
+    """A 24 kHz backend on a 16 kHz call: chunks are still 20 ms of the call's format."""
+
+    backend_format = L16_24K
+
+    def test_resampled_chunks(self) -> None:
+        self.burst("r1", b"\x00\x10" * 24000)  # 1 s at 24 kHz
+        self.run_ms(1200)
+        chunks = self.leg.chunks("play-1")
+        self.assertEqual({len(c) for _, c in chunks}, {self.packet_bytes})
+        self.assertIn(len(chunks), (50, 51))
+        check_play_streams(self.leg.messages())
+
+
+class BargeInTests(BridgeTestCase):
+    def test_barge_in_stops_the_stream_at_once(self) -> None:
+        start = self.clock.seconds()
+        self.burst("r1", audio(2000, self.platform_format))
+        self.run_ms(307)
+        before = len(self.leg.sent)
+        self.bridge.backend_speech_started()
+        # At the same instant: the stream stops and VAIC hears the caller started speaking.
+        barge = self.leg.sent[before:]
+        self.assertEqual({round(t - start, 6) for t, _ in barge}, {0.307})
+        self.assertEqual([m for _, m in barge], [{"type": "playStream.stop", "streamId": "play-1"},
+                                                {"type": "userStream.speech.started"}])
+        # The queued audio is gone; nothing more of it leaves, however long we wait.
+        assert self.bridge.playout is not None
+        self.assertEqual(self.bridge.playout.queued_ms, 0)
+        self.run_ms(2000)
+        self.assertEqual(len(self.leg.sent), before + 2)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        # The backend is truncated where the caller was, by the clock: 307 ms into the stream,
+        # although 340 ms (17 chunks: the one playing and one of lead) had been sent.
+        self.assertEqual(len(self.leg.chunks("play-1")), 17)
+        self.assertEqual(self.backend_session.interrupts, [("r1", 307, 2000)])
+        self.assertEqual(self.metrics.registry.get_sample_value("mediaproxy_bargein_seconds_count"), 1)
+        self.assertEqual(
+            self.metrics.registry.get_sample_value("mediaproxy_frames_dropped_total",
+                                                   {"direction": "out", "reason": "bargein"}),
+            (2000 - 340) / FRAME_MS)
+
+    def test_late_audio_of_the_interrupted_response_is_dropped(self) -> None:
+        self.burst("r1", audio(1000, self.platform_format), done=False)
+        self.run_ms(100)
+        self.bridge.backend_speech_started()
+        before = len(self.leg.sent)
+        self.burst("r1", audio(500, self.platform_format, seed=5))  # in flight at the barge-in
+        self.run_ms(500)
+        self.assertEqual(len(self.leg.sent), before)
+        # The next response opens a new stream, paced from its own start.
+        self.bridge.backend_speech_stopped()
+        self.assertEqual(self.leg.messages(before), [{"type": "userStream.speech.stopped"},
+                                                     {"type": "userStream.speech.committed"}])
+        start = self.clock.seconds()
+        self.burst("r2", audio(200, self.platform_format, seed=6))
+        self.run_ms(300)
+        self.assertEqual(check_play_streams(self.leg.messages()), ["play-1", "play-2"])
+        times_ms = [round((t - start) * 1000, 6) for t, _ in self.leg.chunks("play-2")]
+        self.assertEqual(times_ms, [0.0] + [float(FRAME_MS * (k - 1)) for k in range(1, 10)])
+
+    def test_speech_with_nothing_playing(self) -> None:
+        self.bridge.backend_speech_started()
+        self.assertEqual(self.leg.messages(), [{"type": "userStream.speech.started"}])
+        self.assertEqual(self.backend_session.interrupts, [])
+
+    def test_barge_in_after_the_stream_ended(self) -> None:
+        # The utterance was all played: nothing to stop, and the backend is told the caller
+        # heard all of it.
+        self.burst("r1", audio(200, self.platform_format))
+        self.run_ms(400)
+        before = len(self.leg.sent)
+        self.bridge.backend_speech_started()
+        self.assertEqual(self.leg.messages(before), [{"type": "userStream.speech.started"}])
+        self.assertEqual(self.backend_session.interrupts, [("r1", 200, 200)])

@@ -228,13 +228,13 @@ class PlatformServerProtocol(WebSocketServerProtocol):
         context = self.factory.context
         platform = self.factory.settings.name
         held = context.registry.take_held(platform, call_id)
-        if held is None or self.session is None:
+        if held is not None and held.expiry.active():
+            held.expiry.cancel()
+        bridge = held.bridge if held is not None else self._take_over(call_id)
+        if bridge is None or self.session is None:
             if self.session is not None:
                 self.session.resume_rejected()
             return
-        if held.expiry.active():
-            held.expiry.cancel()
-        bridge = held.bridge
         # The old session keeps the call's protocol state; it moves onto this connection.
         self.session = bridge.session
         self.bridge = bridge
@@ -244,6 +244,33 @@ class PlatformServerProtocol(WebSocketServerProtocol):
             self.register_producer(bridge.playout)
             bridge.playout.resumeProducing()
         context.metrics.call_resumes_total.labels(platform, "resumed").inc()
+
+    def _take_over(self, call_id: str) -> CallBridge | None:
+        """The platform resumed a call whose old socket we still think is open (a half-open
+        TCP connection shows nothing until a write times out, minutes later): take the call
+        from that connection, which is dropped. None if no connection of ours has it."""
+        for connection in list(self.factory.context.registry.connections):
+            bridge, session = connection.bridge, connection.session
+            if (connection is not self and connection.factory is self.factory and bridge is not None
+                    and not bridge.ended and bridge.call_id == call_id
+                    and session is not None and session.survives_disconnect):
+                connection.give_up_call()
+                return bridge
+        return None
+
+    def give_up_call(self) -> None:
+        """Another connection took this one's call: forget it and drop the socket, without the
+        lost connection ending the call or its playout."""
+        session, self.session, self.bridge = self.session, None, None
+        if session is not None:
+            session.connection_lost()
+        transport = self.transport
+        if transport is not None and getattr(transport, "producer", None) is not None:
+            # The playout moves with the call; this transport's connectionLost must not
+            # stopProducing it after the new connection has resumed it.
+            transport.unregisterProducer()
+        self._closing = True
+        self.dropConnection(abort=True)
 
     # --- PlatformLeg (used by the bridge) ---------------------------------------------------------
 

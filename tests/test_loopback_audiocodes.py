@@ -175,7 +175,7 @@ def kinds(messages: list[dict[str, Any]]) -> list[str]:
 class ServiceTestCase(TestCase):
     """Runs the real service for each test; records what reaches the echo backend."""
 
-    timeout = 30
+    timeout = 15
 
     def make_config(self) -> Config:
         return config({"barge_in": "true"})
@@ -459,6 +459,34 @@ class ResumeTests(ServiceTestCase):
         self.assertEqual(len(self.echo_sessions), 1)  # one call, one backend session throughout
         self.assertEqual(self.metric("calls_total", platform="audiocodes", outcome="completed"), 1)
         self.assertEqual(self.metric("calls_total", platform="audiocodes", outcome="disconnected"), 0)
+        self.assertEqual(self.metric("calls_active", platform="audiocodes"), 0)
+
+    @inlineCallbacks
+    def test_resume_while_the_old_socket_still_looks_open(self) -> Any:
+        # A half-open connection: the network failed without a FIN or RST reaching the proxy,
+        # which notices nothing until a write times out (minutes). VAIC has given up on it and
+        # resumes on a new socket: the call moves over and the old socket is dropped.
+        loud, quiet = loud_frame(MULAW_8K), quiet_frame(MULAW_8K)
+        first, stale = yield self.open_call(["raw/mulaw"], conversation="conv-H")
+        stale.speak([loud] * 50 + [quiet] * 5)
+        yield first.wait_for(count_chunks("play-1", 3))
+        second = VaicFactory(self.url, conversation="conv-H")
+        connectWS(second)
+        resumed = yield second.opened
+        resumed.send({"type": "session.resume"})
+        yield second.wait_for(of_type("session.accepted"))
+        yield first.closed  # the proxy dropped the stale socket
+        self.assertEqual(self.metric("call_resumes_total", platform="audiocodes", outcome="resumed"), 1)
+        self.assertEqual(self.metric("calls_total", platform="audiocodes", outcome="disconnected"), 0)
+        resumed.send({"type": "userStream.start"})
+        resumed.speak([loud] * 10 + [quiet] * 5)
+        yield second.wait_for(lambda msgs: any(b"".join(chunks_of(msgs, m["streamId"])) == (loud * 10 + quiet * 5)
+                                               for m in msgs if m["type"] == "playStream.stop"))
+        resumed.send({"type": "session.end", "reasonCode": "client-disconnected"})
+        code, _ = yield second.closed
+        self.assertEqual(code, 1000)
+        self.assertEqual(len(self.echo_sessions), 1)
+        self.assertEqual(self.metric("calls_total", platform="audiocodes", outcome="completed"), 1)
         self.assertEqual(self.metric("calls_active", platform="audiocodes"), 0)
 
     @inlineCallbacks

@@ -291,11 +291,11 @@ class BargeInTests(BridgeTestCase):
         self.run_ms(307)
         before = len(self.leg.sent)
         self.bridge.backend_speech_started()
-        # At the same instant: the stream stops and VAIC hears the caller started speaking.
+        # At the same instant: VAIC hears the caller started speaking, then the stream stops.
         barge = self.leg.sent[before:]
         self.assertEqual({round(t - start, 6) for t, _ in barge}, {0.307})
-        self.assertEqual([m for _, m in barge], [{"type": "playStream.stop", "streamId": "play-1"},
-                                                {"type": "userStream.speech.started"}])
+        self.assertEqual([m for _, m in barge], [{"type": "userStream.speech.started"},
+                                                {"type": "playStream.stop", "streamId": "play-1"}])
         # The queued audio is gone; nothing more of it leaves, however long we wait.
         assert self.bridge.playout is not None
         self.assertEqual(self.bridge.playout.queued_ms, 0)

@@ -358,6 +358,8 @@ class WholeCallTests(ServiceTestCase):
         stop_at = next(i for i, m in enumerate(client.received)
                        if m["type"] == "playStream.stop" and m["streamId"] == "play-1")
         self.assertGreaterEqual(stop_at, barge_at)
+        # VAIC hears the caller first (that cuts its own playback), then the stop.
+        self.assertEqual(client.received[stop_at - 1], {"type": "userStream.speech.started"})
         self.assertLess(len(chunks_of(client.received, "play-1")), 55)  # it was cut short
         self.assertEqual(self.metric("bargein_seconds_count"), 1)
         # The caller pauses: the barge-in utterance is parroted back in a new stream.

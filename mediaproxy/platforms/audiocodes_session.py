@@ -69,6 +69,7 @@ class AudioCodesSession(PlatformSession):
         self._carry = b""  # an odd trailing byte of L16 caller audio, completed by the next chunk
         self._play_stream_id: str | None = None
         self._play_streams = 0
+        self._speaking = False  # userStream.speech.started sent, .stopped not yet
 
     # --- read-only views -----------------------------------------------------------------------
 
@@ -297,7 +298,13 @@ class AudioCodesSession(PlatformSession):
         self._close_play_stream()
 
     def clear(self) -> None:
-        """Barge-in: stop the active play stream at once (VAIC honours it only with barge-in on)."""
+        """Barge-in: stop the active play stream at once (VAIC honours it only with barge-in on).
+
+        The bridge flushes before it reports the caller's speech, but VAIC expects
+        ``userStream.speech.started`` first (it is what cuts VAIC's own playback; the reference
+        bridges send it before the stop), so it goes out here, ahead of the stop, once."""
+        if self._state == _OPEN and self._play_stream_id is not None:
+            self._report_speech_started()
         self._close_play_stream()
 
     def caller_speech(self, started: bool) -> None:
@@ -305,8 +312,9 @@ class AudioCodesSession(PlatformSession):
         if self._state != _OPEN:
             return
         if started:
-            self._send(msg.SPEECH_STARTED)
+            self._report_speech_started()
         else:
+            self._speaking = False
             self._send(msg.SPEECH_STOPPED)
             self._send(msg.SPEECH_COMMITTED)
 
@@ -379,6 +387,11 @@ class AudioCodesSession(PlatformSession):
     def _send(self, frame: str) -> None:
         if self._connected:  # while the socket is down nobody reads it; resumed() starts afresh
             self._output.append(frame)
+
+    def _report_speech_started(self) -> None:
+        if not self._speaking:
+            self._speaking = True
+            self._send(msg.SPEECH_STARTED)
 
     def _close_play_stream(self) -> None:
         if self._play_stream_id is not None:

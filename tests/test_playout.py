@@ -338,6 +338,7 @@ class FlowControlTests(PlayoutTestCase):
         playout.write("r1", tone(1000))
         playout.pauseProducing()
         sent = len(self.sink.packets)
+        self.assertEqual(self.clock.getDelayedCalls(), [])  # a paused playout arms no timer
         self.run_for(0.3)
         self.assertEqual(len(self.sink.packets), sent)
         playout.resumeProducing()

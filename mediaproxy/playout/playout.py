@@ -288,8 +288,10 @@ class Playout:
     # --- IPushProducer (toward the platform transport) ---------------------------------------
 
     def pauseProducing(self) -> None:
-        """The platform socket is full: hold packets until it drains."""
+        """The platform socket is full (or gone, while a call waits for a resume): hold packets
+        until it drains. A paused playout leaves the shared clock; resuming brings it back."""
         self._transport_paused = True
+        self._clock.discard(self)
 
     def resumeProducing(self) -> None:
         self._transport_paused = False
@@ -313,6 +315,7 @@ class Playout:
 
     def _service(self, now: float, grid: float) -> None:
         if self._stopped or self._transport_paused:
+            self._clock.discard(self)
             return
         if now < self._hold_until:
             if self._queued_bytes:

@@ -372,7 +372,13 @@ class RealtimeDialect:
     # --- helpers -------------------------------------------------------------------------------
 
     def _append(self, chunk: bytes) -> None:
-        self._send({"type": "input_audio_buffer.append", "audio": base64.b64encode(chunk).decode("ascii")})
+        # The per-frame hot path (50 events a second per call): built as text rather than
+        # through json.dumps, the same bytes for a fraction of the cost (base64 needs no escaping).
+        self._event_seq += 1
+        self._output.append(
+            '{"type":"input_audio_buffer.append","audio":"' + base64.b64encode(chunk).decode("ascii")
+            + '","event_id":"' + self._event_prefix + "_" + str(self._event_seq) + '"}'
+        )
 
     def _send_system_message(self, text: str) -> None:
         self._send(

@@ -97,6 +97,7 @@ def _opening_failure(protocol: WebSocketClientProtocol, reason: str | None) -> E
 
 class _DialFactory(WebSocketClientFactory):
     opened: Deferred[Any]
+    noisy = False  # one factory per call: no "Starting factory" log line per call
 
     def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
         if not self.opened.called:

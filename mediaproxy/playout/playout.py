@@ -28,8 +28,7 @@ it below half of that.
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
-from dataclasses import dataclass
+from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
 from zope.interface import implementer
@@ -38,14 +37,12 @@ from twisted.internet.interfaces import IPushProducer
 
 from mediaproxy.audio.format import AudioFormat
 from mediaproxy.platforms.base import PlatformCapabilities
+from mediaproxy.playout.responses import PlayedAudio, ResponseLedger, ResponseProgress
 
 if TYPE_CHECKING:
     from mediaproxy.config import PlayoutSettings
     from mediaproxy.metrics import Metrics
     from mediaproxy.playout.clock import PlayoutClock
-
-_RECENT_RESPONSES = 8
-_CANCELLED_MEMORY = 64
 
 
 class PlayoutSink(Protocol):
@@ -56,28 +53,6 @@ class PlayoutSink(Protocol):
     def mark(self, name: str) -> None: ...
 
     def playback_finished(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class PlayedAudio:
-    """What the caller heard of one response when it was interrupted (milliseconds)."""
-
-    response_id: str
-    played_ms: int
-    received_ms: int
-    done: bool
-    """The response had delivered all its audio before the interruption."""
-
-
-class _Response:
-    __slots__ = ("id", "received_bytes", "done", "start_pos_ms", "sent_ms")
-
-    def __init__(self, response_id: str) -> None:
-        self.id = response_id
-        self.received_bytes = 0
-        self.done = False
-        self.start_pos_ms: float | None = None
-        self.sent_ms = 0.0
 
 
 @implementer(IPushProducer)
@@ -121,11 +96,9 @@ class Playout:
         self._has_marks = capabilities.has_marks
         self._mark_interval_ms = settings.mark_interval_ms
 
-        self._queue: deque[tuple[_Response, bytearray]] = deque()
+        self._queue: deque[tuple[ResponseProgress, bytearray]] = deque()
         self._queued_bytes = 0
-        self._responses: OrderedDict[str, _Response] = OrderedDict()
-        self._cancelled: deque[str] = deque(maxlen=_CANCELLED_MEMORY)
-        self._cancelled_set: set[str] = set()
+        self._responses = ResponseLedger(self._bytes_per_ms)
 
         self._position_ms = 0.0
         self._anchor: float | None = None
@@ -165,7 +138,7 @@ class Playout:
         """Queue bot audio (platform format, any size) belonging to ``response_id``."""
         if self._stopped or not data:
             return
-        if response_id in self._cancelled_set:
+        if self._responses.is_cancelled(response_id):
             self._dropped_bargein.inc(len(data) / self._frame_bytes)
             return
         response = self._responses.get(response_id)
@@ -173,7 +146,7 @@ class Playout:
             if self._queue and not self._queue[-1][0].done:
                 # A new response means the backend has moved on from the previous one.
                 self._queue[-1][0].done = True
-            response = self._new_response(response_id)
+            response = self._responses.open(response_id, self._is_queued)
         response.received_bytes += len(data)
         if self._queue and self._queue[-1][0] is response:
             self._queue[-1][1].extend(data)
@@ -225,15 +198,12 @@ class Playout:
         """Barge-in: drop all queued audio and cut every unfinished response. Returns what the
         caller heard of the response playing now (None when nothing had started playing)."""
         now = self._clock.seconds()
-        heard = self._heard_response(now)
+        heard = self._responses.heard(self.played_position_ms(now))
         if self._queued_bytes:
             self._dropped_bargein.inc(self._queued_bytes / self._frame_bytes)
-        for response in self._responses.values():
-            if not response.done:
-                self._cancel(response.id)
+        self._responses.cut_unfinished()
         self._queue.clear()
         self._queued_bytes = 0
-        self._responses.clear()
         self._generation += 1
         self._anchor = None
         self._mark_pos_ms = None
@@ -395,7 +365,7 @@ class Playout:
             return True
         return any(response.done for response, _ in self._queue)
 
-    def _cut_packet(self) -> tuple[bytes, _Response, bool] | None:
+    def _cut_packet(self) -> tuple[bytes, ResponseProgress, bool] | None:
         """The next packet, the response it belongs to, and whether it ends that response; None
         while the head response has too little audio for a packet yet."""
         while self._queue:
@@ -434,39 +404,8 @@ class Playout:
             self._stream_open = False
             self._sink.playback_finished()
 
-    def _heard_response(self, now: float) -> PlayedAudio | None:
-        position = self.played_position_ms(now)
-        heard: _Response | None = None
-        for response in self._responses.values():
-            if response.start_pos_ms is not None and response.start_pos_ms <= position:
-                heard = response
-        if heard is None or heard.start_pos_ms is None:
-            return None
-        played = min(max(position - heard.start_pos_ms, 0.0), heard.sent_ms)
-        return PlayedAudio(
-            response_id=heard.id,
-            played_ms=round(played),
-            received_ms=round(heard.received_bytes / self._bytes_per_ms),
-            done=heard.done,
-        )
-
-    def _new_response(self, response_id: str) -> _Response:
-        response = _Response(response_id)
-        self._responses[response_id] = response
-        while len(self._responses) > _RECENT_RESPONSES:
-            oldest_id, oldest = next(iter(self._responses.items()))
-            if any(r is oldest for r, _ in self._queue):
-                break
-            del self._responses[oldest_id]
-        return response
-
-    def _cancel(self, response_id: str) -> None:
-        if response_id in self._cancelled_set:
-            return
-        if len(self._cancelled) == self._cancelled.maxlen:
-            self._cancelled_set.discard(self._cancelled[0])
-        self._cancelled.append(response_id)
-        self._cancelled_set.add(response_id)
+    def _is_queued(self, response: ResponseProgress) -> bool:
+        return any(r is response for r, _ in self._queue)
 
     def _resume_producer_if_drained(self) -> None:
         if self._producer_paused and self._queued_bytes <= self._max_bytes // 2:

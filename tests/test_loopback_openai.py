@@ -473,3 +473,50 @@ class OpenAILoopbackTests(TestCase):
         self.assertEqual(len(events_of(conn, "response.create")), 1)
         client.stop()
         yield factory.closed
+
+    @inlineCallbacks
+    def test_barge_in_before_anything_played_cancels_when_the_server_will_not(self) -> Any:
+        # interrupt_response off: only the proxy can stop the answer. The caller talks while the
+        # answer is being generated but before any of its audio arrived (nothing was heard, so
+        # nothing to truncate): the response must still be cancelled.
+        self.fake.pause_after_ms = 0
+        yield self.start_proxy(interrupt_response="false")
+        factory = self.call()
+        client = yield factory.opened
+        client.send_audio([LOUD] * 5 + quiet_frames(12, seed=1))
+        yield self.fake.when(lambda: bool(self.fake.connections) and self.fake.connection(0).response is not None
+                             and bool(self.fake.connection(0).response.get("paused")))
+        conn = self.fake.connection(0)
+        self.assertEqual(conn.turn_detection["interrupt_response"], False)
+        seen = len(client.received)
+        client.send_audio([LOUD])
+        yield factory.when(lambda: any(m["event"] == "clear" for m in client.received[seen:]))
+        yield self.fake.when(lambda: bool(events_of(conn, "response.cancel")))
+        self.assertEqual(conn.truncations, [])
+        self.assertEqual(conn.errors_sent, [])
+        self.assertIsNone(conn.response)  # cancelled
+        self.assertEqual(client.media, [])
+        client.stop()
+        yield factory.closed
+
+    @inlineCallbacks
+    def test_barge_in_with_server_interrupt_off_truncates_and_cancels(self) -> Any:
+        self.fake.response_audio = lambda conn, n, bpm: pattern(3000 * bpm, conn * 10 + n)
+        self.fake.pause_after_ms = 1500
+        yield self.start_proxy(interrupt_response="false")
+        factory = self.call()
+        client = yield factory.opened
+        client.send_audio([LOUD] * 5 + quiet_frames(12, seed=1))
+        yield factory.when(lambda: len(client.echoed) >= 2)
+        conn = self.fake.connection(0)
+        seen = len(client.received)
+        client.send_audio([LOUD])
+        yield factory.when(lambda: any(m["event"] == "clear" for m in client.received[seen:]))
+        yield self.fake.when(lambda: bool(events_of(conn, "response.cancel")) and bool(conn.truncations))
+        self.assertEqual(conn.errors_sent, [])
+        self.assertEqual(len(events_of(conn, "response.cancel")), 1)
+        [(item_id, end_ms)] = conn.truncations
+        self.assertEqual(item_id, "item_0_1")
+        self.assertLess(end_ms, len(client.media) * FRAME_MS)
+        client.stop()
+        yield factory.closed

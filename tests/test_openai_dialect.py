@@ -315,10 +315,32 @@ class BargeInTests(unittest.TestCase):
         h = self.playing(replace(OPTIONS, interrupt_response=False))
         h.server("input_audio_buffer.speech_started", audio_start_ms=500, item_id="u1")
         h.dialect.interrupt("item_1", 200)
-        truncate, cancel = h.sent()
+        cancel, truncate = h.sent()  # the cancel goes out with the speech, before the bridge asks
         self.assertEqual(truncate["audio_end_ms"], 200)
         self.assertEqual(cancel["type"], "response.cancel")
         self.assertEqual(cancel["response_id"], "resp_1")
+
+    def test_speech_cancels_even_when_nothing_was_heard(self) -> None:
+        # interrupt_response off and the caller talks before any audio played: the bridge has
+        # nothing to truncate and never calls interrupt(), but the answer must still stop.
+        h = DialectHarness(self, replace(OPTIONS, interrupt_response=False))
+        h.configure()
+        h.response_created()
+        self.assertEqual(h.server("input_audio_buffer.speech_started", audio_start_ms=500, item_id="u1"),
+                         [SpeechStarted(500)])
+        (cancel,) = h.sent()
+        self.assertEqual((cancel["type"], cancel["response_id"]), ("response.cancel", "resp_1"))
+        self.assertEqual(h.delta("item_1", b"\x55" * 800), [])  # in flight: dropped
+        h.dialect.interrupt("item_1", 0)
+        self.assertEqual(h.sent(), [])  # no second cancel
+
+    def test_speech_with_server_interrupt_sends_nothing_but_drops_late_audio(self) -> None:
+        h = DialectHarness(self, OPTIONS)
+        h.configure()
+        h.response_created()
+        h.server("input_audio_buffer.speech_started", audio_start_ms=500, item_id="u1")
+        self.assertEqual(h.sent(), [])
+        self.assertEqual(h.delta("item_1", b"\x55" * 800), [])
 
     def test_cancel_when_interrupt_not_from_server_vad(self) -> None:
         h = self.playing()  # interrupt_response on, but no speech_started: a local barge-in

@@ -21,8 +21,9 @@ an integer, clamped to the audio received for the item (larger values are reject
 truncate is sent when nothing was played (the server refuses) or when the caller already heard
 the whole item (a needless truncate makes the model repeat itself). ``response.cancel`` is sent
 only when the server will not cancel by itself (``interrupt_response`` off, or an interrupt that
-did not come from the server's own VAD). Deltas of an interrupted item or cancelled response that
-are still in flight are dropped here.
+did not come from the server's own VAD); on ``speech_started`` it goes out at once, even when
+nothing of the response has been heard yet (nothing to truncate then, but the answer must stop).
+Deltas of an interrupted item or cancelled response that are still in flight are dropped here.
 """
 
 from __future__ import annotations
@@ -197,9 +198,7 @@ class RealtimeDialect:
                 }
             )
         if item.response_id == self._active_response:
-            self._remember_cancelled(item.response_id)
-            if not self._server_cancels_active:
-                self._send({"type": "response.cancel", "response_id": item.response_id})
+            self._cancel_active_response()
 
     def send_dtmf(self, digits: str) -> None:
         """Tell the model which keys the caller pressed (the WebSocket API has no DTMF event),
@@ -246,9 +245,13 @@ class RealtimeDialect:
             item.done = True
             return [] if item.interrupted else [AudioFinished(event["item_id"])]
         if kind == "input_audio_buffer.speech_started":
-            if self._active_response is not None and self._interrupt_response:
-                # The server cancels the active response by itself on this event.
-                self._server_cancels_active = True
+            if self._active_response is not None:
+                # Speech is a barge-in (the bridge flushes on it): the response in progress has
+                # to stop even if none of its audio has been played, so there is nothing to
+                # truncate and interrupt() never comes. With interrupt_response the server
+                # cancels it by itself on this event; otherwise we do.
+                self._server_cancels_active = self._interrupt_response
+                self._cancel_active_response()
             return [SpeechStarted(int(event.get("audio_start_ms", 0)))]
         if kind == "input_audio_buffer.speech_stopped":
             return [SpeechStopped(int(event.get("audio_end_ms", 0)))]
@@ -394,6 +397,16 @@ class RealtimeDialect:
         event["event_id"] = event_id
         self._output.append(json.dumps(event, separators=(",", ":")))
         return event_id
+
+    def _cancel_active_response(self) -> None:
+        """Stop the response in progress (once): its late audio is dropped from now on, and
+        ``response.cancel`` goes out unless the server cancels it by itself."""
+        response_id = self._active_response
+        if response_id is None or response_id in self._cancelled_responses:
+            return
+        self._remember_cancelled(response_id)
+        if not self._server_cancels_active:
+            self._send({"type": "response.cancel", "response_id": response_id})
 
     def _remember_cancelled(self, response_id: str) -> None:
         self._cancelled_responses[response_id] = None

@@ -520,3 +520,33 @@ class OpenAILoopbackTests(TestCase):
         self.assertLess(end_ms, len(client.media) * FRAME_MS)
         client.stop()
         yield factory.closed
+
+    @inlineCallbacks
+    def test_backend_drop_mid_answer_plays_what_arrived_and_goes_on(self) -> Any:
+        # The connection drops while an answer is still being generated: what arrived is played
+        # out in full (no frame stuck waiting for a "done" that will never come), the call stays
+        # up, and the next answer comes over the new connection.
+        self.fake.response_audio = lambda conn, n, bpm: pattern(2000 * bpm, conn * 10 + n)
+        self.fake.pause_after_ms = 500
+        yield self.start_proxy()
+        factory = self.call()
+        client = yield factory.opened
+        client.send_audio([LOUD] * 5 + quiet_frames(12, seed=1))
+        yield self.fake.when(lambda: bool(self.fake.connections) and self.fake.connection(0).response is not None
+                             and bool(self.fake.connection(0).response.get("paused")))
+        first = self.fake.connection(0)
+        arrived = first.response["audio"][: first.response["sent"]]
+        first.drop()
+        yield self.fake.when(lambda: len(self.ready_connections()) == 2)
+        padded = arrived + b"\xff" * (-len(arrived) % FRAME_BYTES)
+        yield factory.when(lambda: len(client.audio()) >= len(padded))
+        self.assertEqual(client.audio(), padded)
+        self.fake.pause_after_ms = None
+        client.send_audio([LOUD] * 5 + quiet_frames(12, seed=2))
+        answer = pattern(2000 * 8, 1 * 10 + 1)
+        yield factory.when(lambda: len(client.audio()) >= len(padded) + len(answer))
+        self.assertEqual(client.audio(), padded + answer)
+        self.assertFalse(factory.closed.called)
+        client.stop()
+        yield factory.closed
+        self.assertEqual(self.metric("mediaproxy_calls_total", {"platform": "twilio", "outcome": "completed"}), 1)

@@ -79,6 +79,10 @@ class TwilioCallerProtocol(WebSocketClientProtocol):
     # --- Autobahn callbacks ---------------------------------------------------------------------
 
     def onOpen(self) -> None:
+        # Autobahn's own tcpNoDelay option fails silently on Twisted; without it a mark echo can
+        # wait ~40 ms for a delayed ACK, as real Twilio's would not.
+        if hasattr(self.transport, "setTcpNoDelay"):
+            self.transport.setTcpNoDelay(True)
         factory = self.factory
         record = factory.record
         reactor = factory.clock

@@ -73,3 +73,27 @@ class FormatChoiceTests(unittest.TestCase):
         self.assertEqual(choose([AudioFormat("l16", 48000), L16_16K]), AudioFormat("l16", 48000))
         with self.assertRaises(ValueError):
             choose([])
+
+
+class CallContextTests(unittest.TestCase):
+    """Platform call parameters reach the model's instructions, bounded."""
+
+    def test_metadata_follows_instructions(self) -> None:
+        from mediaproxy.backends.openai_session_config import instructions_with_context
+
+        text = instructions_with_context("Be brief.", {"Intent": "billing", "tenant": "acme"})
+        self.assertTrue(text.startswith("Be brief.\n\nCall context"))
+        self.assertIn("- Intent: billing", text)
+        self.assertIn("- tenant: acme", text)
+        self.assertEqual(instructions_with_context("Be brief.", {}), "Be brief.")
+
+    def test_context_is_bounded(self) -> None:
+        from mediaproxy.backends.openai_session_config import (
+            MAX_CONTEXT_ENTRIES,
+            MAX_CONTEXT_VALUE_CHARS,
+            instructions_with_context,
+        )
+
+        text = instructions_with_context("", {f"k{i}": "x" * 10_000 for i in range(1000)})
+        self.assertEqual(text.count("\n- "), MAX_CONTEXT_ENTRIES)
+        self.assertLess(len(text), MAX_CONTEXT_ENTRIES * (MAX_CONTEXT_VALUE_CHARS + 20) + 100)

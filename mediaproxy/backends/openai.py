@@ -16,7 +16,12 @@ from typing import Any
 from mediaproxy.audio.format import AudioFormat
 from mediaproxy.backends.base import BackendListener, CallInfo
 from mediaproxy.backends.openai_session import OpenAIRealtimeSession
-from mediaproxy.backends.openai_session_config import DEFAULT_URL, RealtimeOptions, session_format_for
+from mediaproxy.backends.openai_session_config import (
+    DEFAULT_URL,
+    RealtimeOptions,
+    instructions_with_context,
+    session_format_for,
+)
 from mediaproxy.config import BackendSettings, Key, boolean, choice, integer, number, text, ws_url
 from mediaproxy.metrics import Metrics
 
@@ -108,6 +113,8 @@ class OpenAIRealtimeBackend:
         """Start dialling for ``call``; returns at once (``backend_ready`` follows)."""
         extra = {} if self._random is None else {"random": self._random}
         options = self.options
+        if call.metadata:
+            options = replace(options, instructions=instructions_with_context(options.instructions, call.metadata))
         if call.listen_only:
             # Monitor calls: the model transcribes; it neither greets nor answers.
             options = replace(options, create_response=False, greeting="")

@@ -61,6 +61,24 @@ class RealtimeOptions:
     """Not a config key: False for listen-only calls (AudioHook Monitor), which only transcribe."""
 
 
+MAX_CONTEXT_ENTRIES = 32
+MAX_CONTEXT_VALUE_CHARS = 500
+
+
+def instructions_with_context(instructions: str, metadata: Mapping[str, str]) -> str:
+    """The configured instructions followed by the call's parameters from the platform (Twilio
+    customParameters, AudioHook inputVariables, AudioCodes start parameters), so the model knows
+    who is calling and why. Bounded: the platform's input never grows the prompt without limit."""
+    if not metadata:
+        return instructions
+    lines = [
+        f"- {key[:100]}: {str(value)[:MAX_CONTEXT_VALUE_CHARS]}"
+        for key, value in list(metadata.items())[:MAX_CONTEXT_ENTRIES]
+    ]
+    context = "Call context from the contact-center platform:\n" + "\n".join(lines)
+    return f"{instructions}\n\n{context}" if instructions else context
+
+
 def wire_format(fmt: AudioFormat) -> dict[str, Any]:
     """The GA ``audio.*.format`` object for one of the three formats the service speaks."""
     if fmt == MULAW_8K:

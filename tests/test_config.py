@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Any
 
@@ -50,6 +51,19 @@ class ConfigTests(SynchronousTestCase):
         self.assertEqual([p.path for p in config.platforms], ["/twilio"])
         self.assertEqual(config.backends["echo"].type, "echo")
         self.assertEqual(config.playout.frame_ms, 20)
+
+    def test_example_configs_with_every_commented_platform_enabled(self) -> None:
+        """The commented platform examples in etc/*.ini are valid when an operator enables them."""
+        env = {"OPENAI_API_KEY": "sk-test", "AUDIOHOOK_API_KEY": "bXlBcGlLZXk=",
+               "AUDIOHOOK_CLIENT_SECRET": "c2VjcmV0", "AUDIOCODES_TOKEN": "t", "TWILIO_AUTH_TOKEN": "t"}
+        keys = "type|path|backend|mode|api_key|client_secret|packet_ms|token|barge_in|resume_seconds"
+        for name in ("mediaproxy.ini", "openai.ini"):
+            text = ROOT.child("etc").child(name).getContent().decode()
+            enabled = re.sub(rf"^; ?(\[platform:[^\]]+\]|(?:{keys}) += .*)$", r"\1", text, flags=re.M)
+            path = self.write(enabled)
+            config = load_config(path, env)
+            self.assertGreaterEqual(len(config.platforms), 3, name)
+            self.assertEqual(len({p.path for p in config.platforms}), len(config.platforms))
 
     def test_environment_substitution(self) -> None:
         path = self.write(GOOD + "auth_token = ${TOKEN}\n".replace("auth_token", "[platform:x]\ntype = twilio\npath = /x\nbackend = echo\nauth_token"))

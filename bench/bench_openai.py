@@ -49,7 +49,6 @@ from bench_twilio import (  # noqa: E402
     buckets,
     cpu_ticks,
     free_port,
-    http_get,
     machine_ticks,
     print_profile,
     runqueue_wait_s,

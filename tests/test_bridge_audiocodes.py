@@ -11,96 +11,27 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Sequence
 from typing import Any
 
-from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from mediaproxy.audio.format import L16_16K, L16_24K, AudioFormat
-from mediaproxy.backends.base import BackendListener, CallInfo
 from mediaproxy.bridge import COMPLETED, CallBridge
 from mediaproxy.config import PlayoutSettings
 from mediaproxy.metrics import Metrics
 from mediaproxy.platforms.audiocodes import AudioCodesSession
 from mediaproxy.platforms.base import CallStarted
 from mediaproxy.playout import PlayoutClock
+from tests.support import RecordingBackend, RecordingLeg
 from tests.test_audiocodes import check_play_streams
 
 FRAME_MS = 20
 T0 = 100.0  # the clock does not start at zero: nothing may assume it does
 
 
-class FakeBackendSession:
-    """Records what the bridge tells the backend."""
-
-    def __init__(self, audio_format: AudioFormat) -> None:
-        self.audio_format = audio_format
-        self.audio = bytearray()
-        self.interrupts: list[tuple[str, int, int]] = []
-        self.dtmf: list[str] = []
-        self.closed = False
-
-    def send_audio(self, data: bytes) -> None:
-        self.audio.extend(data)
-
-    def interrupt(self, response_id: str, played_ms: int, received_ms: int) -> None:
-        self.interrupts.append((response_id, played_ms, received_ms))
-
-    def send_dtmf(self, digits: str) -> None:
-        self.dtmf.append(digits)
-
-    def close(self) -> None:
-        self.closed = True
-
-    def pauseProducing(self) -> None: ...
-
-    def resumeProducing(self) -> None: ...
-
-    def stopProducing(self) -> None: ...
-
-
-class FakeBackend:
-    """Speaks ``audio_format``; takes whatever the platform offers first."""
-
-    name = "fake"
-
-    def __init__(self, audio_format: AudioFormat) -> None:
-        self.audio_format = audio_format
-        self.sessions: list[FakeBackendSession] = []
-        self.listener: BackendListener | None = None
-
-    def choose_format(self, offered: Sequence[AudioFormat]) -> AudioFormat:
-        return offered[0]
-
-    def open_session(self, call: CallInfo, listener: BackendListener, platform_format: AudioFormat) -> FakeBackendSession:
-        self.listener = listener
-        session = FakeBackendSession(self.audio_format)
-        self.sessions.append(session)
-        return session
-
-
-class RecordingLeg:
-    """The platform connection: sends (records) the session's output with the time it left."""
-
-    def __init__(self, session: AudioCodesSession, clock: Clock) -> None:
-        self.session = session
-        self.clock = clock
-        self.sent: list[tuple[float, dict[str, Any]]] = []
-        self.producer: IPushProducer | None = None
-        self.hung_up = False
-
-    def flush(self) -> None:
-        for item in self.session.take_output():
-            assert isinstance(item, str)
-            self.sent.append((self.clock.seconds(), json.loads(item)))
-
-    def hang_up(self) -> None:
-        self.hung_up = True
-
-    def register_producer(self, producer: IPushProducer) -> None:
-        self.producer = producer
+class AudioCodesLeg(RecordingLeg):
+    """The platform connection, with queries for what VoiceAI Connect received."""
 
     def messages(self, since: int = 0) -> list[dict[str, Any]]:
         return [m for _, m in self.sent[since:]]
@@ -125,9 +56,9 @@ class BridgeTestCase(SynchronousTestCase):
         self.clock = Clock()
         self.clock.advance(T0)
         self.metrics = Metrics()
-        self.backend = FakeBackend(self.backend_format)
+        self.backend = RecordingBackend(self.backend_format)
         self.session = AudioCodesSession(self.backend)  # type: ignore[arg-type]
-        self.leg = RecordingLeg(self.session, self.clock)
+        self.leg = AudioCodesLeg(self.clock, self.session)
         self.bridge = CallBridge(
             platform="audiocodes", session=self.session, leg=self.leg, backend=self.backend,  # type: ignore[arg-type]
             clock=PlayoutClock(self.clock, FRAME_MS), playout_settings=PlayoutSettings(lead_ms=60),

@@ -11,14 +11,12 @@ the old response after it; a 429 holds sending; Monitor transcripts come back pe
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from mediaproxy.audio.format import AudioFormat
-from mediaproxy.backends.base import CallInfo
 from mediaproxy.bridge import BOT_HANGUP, COMPLETED, CallBridge
 from mediaproxy.config import PlayoutSettings
 from mediaproxy.metrics import Metrics
@@ -27,6 +25,7 @@ from mediaproxy.platforms.base import (
     CallEnded, CallerAudio, CallStarted, PlatformError, ProtocolViolation, UpgradeRequest,
 )
 from mediaproxy.playout import PlayoutClock
+from tests.support import RecordingBackend, RecordingBackendSession, RecordingLeg
 
 SESSION = "c2d8f4a1-7e39-4b6a-8f20-5a1b9c3d6e77"
 ORG = "6f1c2a9e-3b7d-4c21-9a55-0d2e8b4f7a10"
@@ -42,78 +41,8 @@ def bot_audio(ms: int, start: int = 0) -> bytes:
     return bytes((start + i) % 251 for i in range(ms * 8))
 
 
-class FakeBackendSession:
-    """Records what the bridge sends; the test speaks as the backend through ``listener``."""
-
-    def __init__(self, call: CallInfo, listener: Any, audio_format: AudioFormat) -> None:
-        self.call = call
-        self.listener = listener
-        self.audio_format = audio_format
-        self.audio = bytearray()
-        self.interrupts: list[tuple[str, int, int]] = []
-        self.dtmf: list[str] = []
-        self.closed = False
-        self.paused = False
-
-    def send_audio(self, data: bytes) -> None:
-        self.audio.extend(data)
-
-    def interrupt(self, response_id: str, played_ms: int, received_ms: int) -> None:
-        self.interrupts.append((response_id, played_ms, received_ms))
-
-    def send_dtmf(self, digits: str) -> None:
-        self.dtmf.append(digits)
-
-    def close(self) -> None:
-        self.closed = True
-
-    def pauseProducing(self) -> None:
-        self.paused = True
-
-    def resumeProducing(self) -> None:
-        self.paused = False
-
-    def stopProducing(self) -> None:
-        self.close()
-
-
-class FakeBackend:
-    """Speaks the platform's own format (no transcoding) and keeps every session it opens."""
-
-    name = "fake"
-
-    def __init__(self) -> None:
-        self.sessions: list[FakeBackendSession] = []
-
-    def choose_format(self, offered: Sequence[AudioFormat]) -> AudioFormat:
-        return offered[0]
-
-    def open_session(self, call: CallInfo, listener: Any, platform_format: AudioFormat) -> FakeBackendSession:
-        session = FakeBackendSession(call, listener, platform_format)
-        self.sessions.append(session)
-        return session
-
-
-class FakeLeg:
-    """The platform connection: collects what the session queues, stamped with the clock."""
-
-    def __init__(self, clock: Clock, session: AudioHookSession) -> None:
-        self.clock = clock
-        self.session = session
-        self.sent: list[tuple[float, Any]] = []  # (time, bytes | parsed JSON message)
-        self.hung_up = False
-        self.producer: Any = None
-
-    def flush(self) -> None:
-        for item in self.session.take_output():
-            self.sent.append((self.clock.seconds(), item if isinstance(item, bytes) else json.loads(item)))
-
-    def hang_up(self) -> None:
-        self.flush()
-        self.hung_up = True
-
-    def register_producer(self, producer: Any) -> None:
-        self.producer = producer
+class FakeLeg(RecordingLeg):
+    """The platform connection, with queries for what Genesys received."""
 
     def packets(self) -> list[tuple[float, bytes]]:
         return [(t, item) for t, item in self.sent if isinstance(item, bytes)]
@@ -131,7 +60,7 @@ class Call:
         self.test = test
         self.clock = Clock()
         self.metrics = Metrics()
-        self.backend = FakeBackend()
+        self.backend = RecordingBackend()
         self.session = AudioHookSession(mode, self.backend, **session_options)
         self.session.bind_upgrade(UpgradeRequest("/audiohook", "proxy.example.net", {
             "audiohook-organization-id": ORG, "audiohook-session-id": SESSION,
@@ -155,7 +84,7 @@ class Call:
         test.assertEqual(self.leg.messages()[0][1]["type"], "opened")
 
     @property
-    def backend_session(self) -> FakeBackendSession:
+    def backend_session(self) -> RecordingBackendSession:
         return self.backend.sessions[0]
 
     def send(self, mtype: str, parameters: dict[str, Any] | None = None) -> None:

@@ -1,0 +1,98 @@
+"""Test doubles shared by the clock-driven bridge tests: a backend that records what the bridge
+tells it (the test speaks as the backend through the session's ``listener``), and a platform leg
+that records what the platform session queued, stamped with the clock time it left at."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+
+from mediaproxy.audio.format import AudioFormat
+from mediaproxy.backends.base import CallInfo
+from mediaproxy.platforms.base import PlatformSession
+
+
+class RecordingBackendSession:
+    """One backend session: records caller audio, interrupts, digits, pauses and close."""
+
+    def __init__(self, call: CallInfo, listener: Any, audio_format: AudioFormat) -> None:
+        self.call = call
+        self.listener = listener
+        self.audio_format = audio_format
+        self.audio = bytearray()
+        self.interrupts: list[tuple[str, int, int]] = []
+        self.dtmf: list[str] = []
+        self.closed = False
+        self.paused = False
+
+    def send_audio(self, data: bytes) -> None:
+        self.audio.extend(data)
+
+    def interrupt(self, response_id: str, played_ms: int, received_ms: int) -> None:
+        self.interrupts.append((response_id, played_ms, received_ms))
+
+    def send_dtmf(self, digits: str) -> None:
+        self.dtmf.append(digits)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+
+    def stopProducing(self) -> None:
+        self.close()
+
+
+class RecordingBackend:
+    """Takes the platform's first offered format; its sessions speak ``audio_format`` (default:
+    the platform's own, so nothing is transcoded). Keeps every session it opens."""
+
+    name = "fake"
+
+    def __init__(self, audio_format: AudioFormat | None = None) -> None:
+        self.audio_format = audio_format
+        self.sessions: list[RecordingBackendSession] = []
+
+    @property
+    def listener(self) -> Any:
+        """The listener of the latest session (the bridge)."""
+        return self.sessions[-1].listener if self.sessions else None
+
+    def choose_format(self, offered: Sequence[AudioFormat]) -> AudioFormat:
+        return offered[0]
+
+    def open_session(self, call: CallInfo, listener: Any, platform_format: AudioFormat) -> RecordingBackendSession:
+        session = RecordingBackendSession(call, listener, self.audio_format or platform_format)
+        self.sessions.append(session)
+        return session
+
+
+class RecordingLeg:
+    """The platform connection: records the session's output as (clock time, bytes or parsed
+    JSON message)."""
+
+    def __init__(self, clock: IReactorTime, session: PlatformSession) -> None:
+        self.clock = clock
+        self.session = session
+        self.sent: list[tuple[float, Any]] = []
+        self.hung_up = False
+        self.producer: Any = None
+
+    def flush(self) -> None:
+        now = self.clock.seconds()
+        for item in self.session.take_output():
+            self.sent.append((now, item if isinstance(item, bytes) else json.loads(item)))
+
+    def hang_up(self) -> None:
+        self.flush()
+        self.hung_up = True
+
+    def register_producer(self, producer: Any) -> None:
+        self.producer = producer

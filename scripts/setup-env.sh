@@ -49,14 +49,16 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
 
-# Reinstall only when the packaging metadata changed.
+# Reinstall only when the packaging metadata (or this script) changed.
 stamp=$VENV/.mediaproxy-installed
-want=$(cat setup.cfg pyproject.toml | sha256sum | cut -d' ' -f1)
+want=$(cat setup.cfg pyproject.toml scripts/setup-env.sh | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     log "installing mediaproxy and its dependencies into $VENV"
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
-    # editable_mode=compat puts the checkout on sys.path, so twistd finds twisted/plugins/ here.
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
-        --config-settings editable_mode=compat -e ".[test]"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[test]"
+    # Twisted discovers twistd plugins by scanning sys.path for twisted/plugins/ folders, which an
+    # editable install's import hook does not provide: put the checkout itself on sys.path.
+    site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    echo "$ROOT" > "$site/mediaproxy-checkout.pth"
     echo "$want" > "$stamp"
 fi

@@ -21,7 +21,8 @@ from twisted.web.server import Site
 from mediaproxy.calls import CallContext, CallRegistry
 from mediaproxy.config import BACKEND_TYPES, PLATFORM_TYPES, Config, ConfigError
 from mediaproxy.metrics import Metrics
-from mediaproxy.platforms.websocket import PathRouter, PlatformResource, PlatformServerFactory
+from mediaproxy.platforms.routing import PathRouter, PlatformResource
+from mediaproxy.platforms.websocket import PlatformServerFactory
 from mediaproxy.playout import PlayoutClock
 from mediaproxy.web import metrics_root
 

@@ -4,25 +4,19 @@
 ``check_upgrade``, feeds every frame to the platform's sans-IO session, hands the events to the
 call's :class:`~mediaproxy.bridge.CallBridge`, and sends whatever the session queued. A
 :class:`~mediaproxy.platforms.base.ProtocolViolation` is counted and ends this connection only.
-``PlatformResource`` puts one platform on one URL path, answering plain GETs (AudioCodes Live Hub
-validation) where the platform defines them; ``PathRouter`` maps exact paths to platforms and
-answers 404 for anything else.
+The HTTP side (which path is which platform, plain GETs) is :mod:`mediaproxy.platforms.routing`.
 """
 
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any
 
-from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
-from twisted.web.resource import Resource
-from twisted.web.server import Request
 
 from mediaproxy.backends.base import Backend
 from mediaproxy.bridge import DISCONNECTED, DRAINED, PROTOCOL_ERROR, CallBridge
@@ -353,57 +347,3 @@ class PlatformServerFactory(WebSocketServerFactory):
             # Checked once, by the decode in onMessage, instead of twice.
             utf8validateIncoming=False,
         )
-
-
-class PlatformResource(Resource):
-    """One platform on one path: WebSocket upgrades go to Autobahn; a plain GET gets the
-    platform's ``plain_get`` answer if it has one, else 426 Upgrade Required."""
-
-    isLeaf = True
-
-    def __init__(self, factory: PlatformServerFactory) -> None:
-        super().__init__()
-        self.factory = factory
-        self._websocket = WebSocketResource(factory)
-
-    def render(self, request: Request) -> Any:
-        upgrade = (request.getHeader("upgrade") or "").lower()
-        if "websocket" in upgrade:
-            return self._websocket.render(request)
-        plain_get = getattr(self.factory.module, "plain_get", None)
-        if plain_get is not None and request.method in (b"GET", b"HEAD"):
-            headers = {k.decode("latin-1").lower(): b", ".join(v).decode("latin-1")
-                       for k, v in request.requestHeaders.getAllRawHeaders()}
-            upgrade_request = UpgradeRequest(
-                target=request.uri.decode("latin-1"),
-                host=(request.getHeader("host") or ""),
-                headers=headers,
-                public_url=self.factory.context.public_url,
-            )
-            answer = plain_get(upgrade_request, self.factory.settings)
-            if answer is not None:
-                status, body = answer
-                request.setResponseCode(status)
-                request.setHeader(b"content-type", b"application/json")
-                return body
-        request.setResponseCode(426)
-        request.setHeader(b"upgrade", b"websocket")
-        return b"WebSocket upgrade required\n"
-
-
-class PathRouter(Resource):
-    """Routes exact request paths (trailing slash ignored) to resources; 404 otherwise."""
-
-    isLeaf = True
-
-    def __init__(self, routes: dict[str, Resource]) -> None:
-        super().__init__()
-        self.routes = {path.rstrip("/") or "/": resource for path, resource in routes.items()}
-
-    def render(self, request: Request) -> Any:
-        path = request.path.decode("latin-1").rstrip("/") or "/"
-        resource = self.routes.get(path)
-        if resource is None:
-            request.setResponseCode(404)
-            return b"no platform on this path\n"
-        return resource.render(request)

@@ -34,6 +34,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 
 from mediaproxy.audio.g711 import alaw_decode, ulaw_decode
+from tests.support import ConditionWaiting
 
 # --- validation with the openai package's models (backends-and-peers §1.7) ---------------------
 
@@ -428,7 +429,7 @@ class FakeRealtimeFactory(WebSocketServerFactory):
     server: FakeRealtimeServer
 
 
-class FakeRealtimeServer:
+class FakeRealtimeServer(ConditionWaiting):
     """The fake service. Knobs (set before the client connects):
 
     ``api_key``: the key accepted. ``reject_auth``: refuse every upgrade with HTTP 401.
@@ -457,7 +458,6 @@ class FakeRealtimeServer:
         self.connections: list[FakeRealtimeConnection] = []
         self.handshakes: list[dict[str, str]] = []
         self.violations: list[str] = []
-        self._waiters: list[tuple[Callable[[], bool], Deferred[None]]] = []
         self._port: Any = None
 
     def listen(self) -> str:
@@ -467,22 +467,7 @@ class FakeRealtimeServer:
         self._port = self.reactor.listenTCP(0, factory, interface="127.0.0.1")
         return f"ws://127.0.0.1:{self._port.getHost().port}/v1/realtime"
 
-    def when(self, condition: Callable[[], bool]) -> Deferred[None]:
-        """A Deferred that fires once ``condition()`` is true (checked after every server event)."""
-        d: Deferred[None] = Deferred()
-        if condition():
-            d.callback(None)
-        else:
-            self._waiters.append((condition, d))
-        return d
 
-    def poke(self) -> None:
-        waiting, self._waiters = self._waiters, []
-        for condition, d in waiting:
-            if condition():
-                d.callback(None)
-            else:
-                self._waiters.append((condition, d))
 
     def connection(self, index: int = -1) -> FakeRealtimeConnection:
         return self.connections[index]
@@ -501,7 +486,7 @@ class FakeRealtimeServer:
 # --- the listener side -------------------------------------------------------------------------
 
 
-class RecordingListener:
+class RecordingListener(ConditionWaiting):
     """A :class:`~mediaproxy.backends.base.BackendListener` that records every call in
     ``events`` and the audio per response in ``audio``. ``on_speech_started`` runs inside
     ``backend_speech_started`` (the bridge interrupts synchronously there)."""
@@ -510,16 +495,7 @@ class RecordingListener:
         self.events: list[tuple[Any, ...]] = []
         self.audio: dict[str, bytearray] = {}
         self.on_speech_started: Callable[[], None] | None = None
-        self._waiters: list[tuple[Callable[[], bool], Deferred[None]]] = []
 
-    def when(self, condition: Callable[[], bool]) -> Deferred[None]:
-        """A Deferred that fires once ``condition()`` is true (checked after every call)."""
-        d: Deferred[None] = Deferred()
-        if condition():
-            d.callback(None)
-        else:
-            self._waiters.append((condition, d))
-        return d
 
     def kinds(self) -> list[str]:
         return [e[0] for e in self.events]
@@ -529,12 +505,7 @@ class RecordingListener:
 
     def _record(self, *event: Any) -> None:
         self.events.append(event)
-        waiting, self._waiters = self._waiters, []
-        for condition, d in waiting:
-            if condition():
-                d.callback(None)
-            else:
-                self._waiters.append((condition, d))
+        self.poke()
 
     def backend_ready(self) -> None:
         self._record("ready")

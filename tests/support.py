@@ -5,9 +5,10 @@ that records what the platform session queued, stamped with the clock time it le
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from mediaproxy.audio.format import AudioFormat
@@ -96,3 +97,74 @@ class RecordingLeg:
 
     def register_producer(self, producer: Any) -> None:
         self.producer = producer
+
+
+class ConditionWaiting:
+    """Deferreds that fire when a condition becomes true, for loopback tests that must wait on
+    events rather than on time. The owner calls :meth:`poke` after anything that may change the
+    answer (a message received, an event recorded)."""
+
+    def when(self, condition: Callable[[], bool]) -> Deferred[None]:
+        """A Deferred that fires once ``condition()`` is true."""
+        d: Deferred[None] = Deferred()
+        if condition():
+            d.callback(None)
+        else:
+            self.__dict__.setdefault("_condition_waiters", []).append((condition, d))
+        return d
+
+    def poke(self) -> None:
+        """Fire the Deferreds whose condition now holds."""
+        waiting = self.__dict__.get("_condition_waiters")
+        if not waiting:
+            return
+        self._condition_waiters: list[tuple[Callable[[], bool], Deferred[None]]] = []
+        for condition, d in waiting:
+            if condition():
+                d.callback(None)
+            else:
+                self._condition_waiters.append((condition, d))
+
+
+def cancel_autobahn_timer_buckets() -> None:
+    """Autobahn arms close-handshake timeouts through txaio's batched timers; cancelling one
+    leaves its bucket's reactor call armed until the bucket comes due. Once every connection is
+    closed those calls have nothing left to do, so a test may cancel them instead of waiting."""
+    from twisted.internet import reactor
+
+    for call in reactor.getDelayedCalls():
+        if getattr(call.func, "__qualname__", "").startswith("_BatchedTimer."):
+            call.cancel()
+
+
+class LoopbackService:
+    """For trial TestCases running the real service on 127.0.0.1: start it, read metrics, and
+    stop it checking that no connection, held call or playout survived."""
+
+    service: Any
+
+    def start_service(self, service: Any) -> Deferred[tuple[Any, Any]]:
+        """Start ``service``; fires with the (platform, metrics) listening addresses."""
+        self.service = service
+        service.startService()
+        platform = service.listening_address(service.platform_listener)
+        metrics = service.listening_address(service.metrics_listener)
+        return platform.addCallback(lambda address: metrics.addCallback(lambda m: (address, m)))
+
+    def stop_service(self) -> Deferred[None]:
+        """Stop the service (drain) and check it left nothing behind."""
+
+        def check(_: object) -> None:
+            assert self.service.registry.connections == set(), self.service.registry.connections
+            assert self.service.registry.held == {}, self.service.registry.held
+            assert len(self.service.clock) == 0, "a playout is still on the clock"
+            cancel_autobahn_timer_buckets()
+
+        return self.service.stopService().addCallback(check)
+
+    def metric(self, name: str, labels: dict[str, str] | None = None, **label_values: str) -> float:
+        """A sample of the service's registry (0 when absent); ``mediaproxy_`` may be omitted."""
+        if not name.startswith("mediaproxy_"):
+            name = "mediaproxy_" + name
+        value = self.service.metrics.registry.get_sample_value(name, {**(labels or {}), **label_values})
+        return 0.0 if value is None else value

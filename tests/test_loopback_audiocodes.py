@@ -36,7 +36,7 @@ from mediaproxy.platforms.audiocodes import VALIDATION_BODY
 from mediaproxy.service import MediaProxyService
 from tests.fake_realtime import FakeRealtimeServer
 from tests.test_audiocodes import check_play_streams
-from tests.test_loopback_twilio import cancel_autobahn_timer_buckets
+from tests.support import LoopbackService
 
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -172,7 +172,7 @@ def kinds(messages: list[dict[str, Any]]) -> list[str]:
     return [m["type"] for m in messages]
 
 
-class ServiceTestCase(TestCase):
+class ServiceTestCase(LoopbackService, TestCase):
     """Runs the real service for each test; records what reaches the echo backend."""
 
     timeout = 15
@@ -191,20 +191,13 @@ class ServiceTestCase(TestCase):
         self._record_backend()
         self.service = MediaProxyService(self.make_config(), reactor, tune_gc=False)
         self._record_holds(self.service.registry)
-        self.service.startService()
-        address = yield self.service.listening_address(self.service.platform_listener)
-        metrics_address = yield self.service.listening_address(self.service.metrics_listener)
+        address, metrics_address = yield self.start_service(self.service)
         self.url = f"ws://127.0.0.1:{address.port}{PATH}"
         self.http_url = f"http://127.0.0.1:{address.port}{PATH}"
         self.metrics_url = f"http://127.0.0.1:{metrics_address.port}"
 
-    @inlineCallbacks
     def tearDown(self) -> Any:
-        yield self.service.stopService()
-        self.assertEqual(self.service.registry.connections, set())
-        self.assertEqual(self.service.registry.held, {})
-        self.assertEqual(len(self.service.clock), 0)
-        cancel_autobahn_timer_buckets()
+        return self.stop_service()
 
     def _record_backend(self) -> None:
         open_session = EchoBackend.open_session
@@ -248,10 +241,6 @@ class ServiceTestCase(TestCase):
         d: Deferred[HeldCall] = Deferred()
         self._held_waiters.append(d)
         return d
-
-    def metric(self, name: str, **labels: str) -> float:
-        value = self.service.metrics.registry.get_sample_value("mediaproxy_" + name, labels)
-        return 0.0 if value is None else value
 
     def live_bridge(self) -> CallBridge:
         (bridge,) = [c.bridge for c in self.service.registry.connections if c.bridge is not None]

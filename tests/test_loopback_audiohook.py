@@ -23,7 +23,7 @@ from twisted.trial.unittest import TestCase
 from mediaproxy.config import parse_config
 from mediaproxy.platforms.audiohook_messages import SERVER_TYPES, format_duration, is_uuid
 from mediaproxy.service import MediaProxyService
-from tests.test_loopback_twilio import cancel_autobahn_timer_buckets
+from tests.support import LoopbackService
 
 ORG = "6f1c2a9e-3b7d-4c21-9a55-0d2e8b4f7a10"
 CONVERSATION = "5e0b7c1d-2a3f-4d6e-8b9a-0c1d2e3f4a5b"
@@ -292,7 +292,7 @@ class BackendRecorder:
         backend.open_session = open_session
 
 
-class AudioHookLoopbackCase(TestCase):
+class AudioHookLoopbackCase(LoopbackService, TestCase):
     timeout = 30
     audiohook_options: dict[str, str] = {}
     extra_sections: dict[str, dict[str, str]] = {}
@@ -302,21 +302,12 @@ class AudioHookLoopbackCase(TestCase):
         self.service = MediaProxyService(config(self.extra_sections, **self.audiohook_options), reactor,
                                          tune_gc=False)
         self.recorder = BackendRecorder(self.service.backends[self.service.config.platforms[0].backend])
-        self.service.startService()
-        address = yield self.service.listening_address(self.service.platform_listener)
+        address, _ = yield self.start_service(self.service)
         self.base = f"ws://127.0.0.1:{address.port}"
         self.host = f"127.0.0.1:{address.port}"
 
-    @inlineCallbacks
     def tearDown(self) -> Any:
-        yield self.service.stopService()
-        self.assertEqual(self.service.registry.connections, set())
-        self.assertEqual(len(self.service.clock), 0)
-        cancel_autobahn_timer_buckets()
-
-    def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
-        value = self.service.metrics.registry.get_sample_value(name, labels or {})
-        return 0.0 if value is None else value
+        return self.stop_service()
 
     def call_samples(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         """Every calls_total / calls_active sample (to prove a session counted as no call)."""

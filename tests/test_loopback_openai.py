@@ -14,7 +14,6 @@ import base64
 import json
 import socket
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol, connectWS
@@ -26,8 +25,8 @@ from twisted.trial.unittest import TestCase
 from mediaproxy.backends.openai_session import RealtimeClientProtocol
 from mediaproxy.config import parse_config
 from mediaproxy.service import MediaProxyService
+from tests.support import ConditionWaiting, LoopbackService, cancel_autobahn_timer_buckets
 from tests.fake_realtime import LOUD_FRAME, FakeRealtimeConnection, FakeRealtimeServer, pattern
-from tests.test_loopback_twilio import cancel_autobahn_timer_buckets
 
 FRAME_BYTES = 160
 FRAME_MS = 20
@@ -170,7 +169,7 @@ class PlayingTwilio(WebSocketClientProtocol):
         self.factory.poke()
 
 
-class PlayingTwilioFactory(WebSocketClientFactory):
+class PlayingTwilioFactory(ConditionWaiting, WebSocketClientFactory):
     protocol = PlayingTwilio
 
     def __init__(self, url: str, sid: str = "1") -> None:
@@ -179,31 +178,15 @@ class PlayingTwilioFactory(WebSocketClientFactory):
         self.protocol_instance: PlayingTwilio | None = None
         self.opened: Deferred[PlayingTwilio] = Deferred()
         self.closed: Deferred[int | None] = Deferred()
-        self._waiters: list[tuple[Callable[[], bool], Deferred[None]]] = []
 
-    def when(self, condition: Callable[[], bool]) -> Deferred[None]:
-        """Fires once ``condition()`` holds (checked after every message and mark echo)."""
-        d: Deferred[None] = Deferred()
-        if condition():
-            d.callback(None)
-        else:
-            self._waiters.append((condition, d))
-        return d
 
-    def poke(self) -> None:
-        waiting, self._waiters = self._waiters, []
-        for condition, d in waiting:
-            if condition():
-                d.callback(None)
-            else:
-                self._waiters.append((condition, d))
 
 
 def events_of(connection: FakeRealtimeConnection, kind: str) -> list[dict[str, Any]]:
     return [e for e in connection.received if e.get("type") == kind]
 
 
-class OpenAILoopbackTests(TestCase):
+class OpenAILoopbackTests(LoopbackService, TestCase):
     timeout = 30
 
     @inlineCallbacks
@@ -236,6 +219,7 @@ class OpenAILoopbackTests(TestCase):
         if self.service is not None:
             yield self.service.stopService()
             self.assertEqual(self.service.registry.connections, set())
+            self.assertEqual(self.service.registry.held, {})
             self.assertEqual(len(self.service.clock), 0)
         # Both ends of every backend connection closed before Autobahn's timers are swept.
         yield DeferredList([proto.is_closed for proto in self.backend_websockets])
@@ -249,10 +233,6 @@ class OpenAILoopbackTests(TestCase):
         connectWS(factory)
         return factory
 
-    def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
-        assert self.service is not None
-        value = self.service.metrics.registry.get_sample_value(name, labels or {})
-        return 0.0 if value is None else value
 
     def ready_connections(self) -> list[FakeRealtimeConnection]:
         """Fake-server connections that have been sent their session.update."""

@@ -15,6 +15,7 @@ from twisted.web.client import Agent, readBody
 
 from mediaproxy.config import parse_config
 from mediaproxy.service import MediaProxyService
+from tests.support import LoopbackService, cancel_autobahn_timer_buckets
 
 SPEECH = bytes([0x10, 0x90]) * 80  # 20 ms of loud µ-law (±~12 kdB below full scale)
 QUIET = b"\xff" * 160
@@ -88,41 +89,21 @@ class ScriptedTwilioFactory(WebSocketClientFactory):
         return d
 
 
-def cancel_autobahn_timer_buckets() -> None:
-    """Autobahn arms close-handshake timeouts through txaio's batched timers; cancelling one
-    leaves its bucket's reactor call armed until the bucket comes due. Once every connection is
-    closed those calls have nothing left to do, so a test may cancel them instead of waiting."""
-    for call in reactor.getDelayedCalls():
-        if getattr(call.func, "__qualname__", "").startswith("_BatchedTimer."):
-            call.cancel()
-
-
 def media_count(messages: list[dict[str, Any]]) -> int:
     return sum(1 for m in messages if m["event"] == "media")
 
 
-class TwilioLoopbackTests(TestCase):
+class TwilioLoopbackTests(LoopbackService, TestCase):
     timeout = 30
 
     @inlineCallbacks
     def setUp(self) -> Any:
-        self.service = MediaProxyService(config(), reactor, tune_gc=False)
-        self.service.startService()
-        address = yield self.service.listening_address(self.service.platform_listener)
-        metrics_address = yield self.service.listening_address(self.service.metrics_listener)
+        address, metrics_address = yield self.start_service(MediaProxyService(config(), reactor, tune_gc=False))
         self.url = f"ws://127.0.0.1:{address.port}/twilio"
         self.metrics_url = f"http://127.0.0.1:{metrics_address.port}"
 
-    @inlineCallbacks
     def tearDown(self) -> Any:
-        yield self.service.stopService()
-        self.assertEqual(self.service.registry.connections, set())
-        self.assertEqual(len(self.service.clock), 0)
-        cancel_autobahn_timer_buckets()
-
-    def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
-        value = self.service.metrics.registry.get_sample_value(name, labels or {})
-        return 0.0 if value is None else value
+        return self.stop_service()
 
     @inlineCallbacks
     def test_parrot_call_with_barge_in(self) -> Any:

@@ -31,6 +31,7 @@ from zope.interface import implementer
 
 from mediaproxy.audio.format import AudioFormat
 from mediaproxy.backends.base import BackendListener, CallInfo
+from mediaproxy.backends.held_audio import HeldAudio
 from mediaproxy.backends.openai_dialect import RealtimeDialect
 from mediaproxy.backends.openai_events import (
     AudioFinished,
@@ -65,33 +66,6 @@ _HISTORY_CHARS = 2000
 
 class FatalBackendError(Exception):
     """A failure that retrying cannot fix."""
-
-
-class HeldAudio:
-    """Caller audio kept while no backend session is ready, bounded to ``max_bytes``: the oldest
-    audio goes first (the freshest speech matters most once the backend is there)."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self._max_bytes = max_bytes
-        self._data = bytearray()
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def append(self, data: bytes) -> int:
-        """Keep ``data``; return how many of the oldest bytes were dropped to stay in bound."""
-        self._data += data
-        overflow = len(self._data) - self._max_bytes
-        if overflow <= 0:
-            return 0
-        del self._data[:overflow]
-        return overflow
-
-    def take(self) -> bytes:
-        """Everything held, oldest first; the buffer is emptied."""
-        data = bytes(self._data)
-        self._data.clear()
-        return data
 
 
 class RealtimeClientProtocol(DialedWebSocketProtocol):

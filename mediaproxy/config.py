@@ -1,38 +1,41 @@
-"""Loading and strict validation of the ini configuration (DESIGN §1).
+"""Loading and strict validation of the ini configuration.
 
 Every problem is a :class:`ConfigError` naming the file, the section and the key, raised before
 anything listens. ``${NAME}`` in a value is replaced from the environment; a variable that is not
 set is an error (secrets never live in the file, and a silently empty key is worse than none).
 
-Platform and backend sections are typed: ``type`` defaults to the part of the section name after
-the colon. Each type's module declares the keys it accepts as ``CONFIG_KEYS`` (a mapping of key
-name to :class:`Key`); the tables :data:`PLATFORM_TYPES` and :data:`BACKEND_TYPES` say which
-module implements which type.
+Each section is described by an option dataclass (:mod:`mediaproxy.options`): the fixed sections
+by the settings classes below, ``[platform:NAME]`` and ``[backend:NAME]`` by the ``options`` of
+their type in :mod:`mediaproxy.catalog`. ``type`` defaults to the part of the section name after
+the colon. ``docs/configuration.md`` is generated from the same classes
+(:mod:`mediaproxy.config_reference`).
 """
 
 from __future__ import annotations
 
 import configparser
-import importlib
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from twisted.internet.endpoints import serverFromString
-from twisted.internet.testing import MemoryReactor
-
-PLATFORM_TYPES: Mapping[str, str] = {
-    "twilio": "mediaproxy.platforms.twilio",
-    "audiohook": "mediaproxy.platforms.audiohook",
-    "audiocodes": "mediaproxy.platforms.audiocodes",
-}
-BACKEND_TYPES: Mapping[str, str] = {
-    "echo": "mediaproxy.backends.echo",
-    "openai-realtime": "mediaproxy.backends.openai",
-}
+from mediaproxy.backends.base import BackendType
+from mediaproxy.catalog import BACKEND_TYPES, PLATFORM_TYPES
+from mediaproxy.options import (
+    KeySpec,
+    OptionError,
+    boolean,
+    endpoint,
+    integer,
+    option,
+    option_keys,
+    text,
+    url_path,
+    ws_url,
+)
+from mediaproxy.platforms.base import PlatformType
 
 
 class ConfigError(Exception):
@@ -48,156 +51,98 @@ class ConfigError(Exception):
         super().__init__(f"{where}: {message}")
 
 
-_REQUIRED = object()
+# --- the fixed sections ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Key:
-    """One accepted key: how to parse its text, and its default (none means required)."""
-
-    parse: Callable[[str], Any]
-    default: Any = _REQUIRED
-    doc: str = ""
-
-    @property
-    def required(self) -> bool:
-        return self.default is _REQUIRED
-
-
-# --- value parsers: each raises ValueError with a message for the user ------------------------
-
-
-def integer(minimum: int | None = None, maximum: int | None = None) -> Callable[[str], int]:
-    """A parser for a whole number within [minimum, maximum]."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text, 10)
-        except ValueError:
-            raise ValueError(f"expected a whole number, got {text!r}") from None
-        if minimum is not None and value < minimum:
-            raise ValueError(f"must be at least {minimum}, got {value}")
-        if maximum is not None and value > maximum:
-            raise ValueError(f"must be at most {maximum}, got {value}")
-        return value
-
-    return parse
-
-
-def number(minimum: float | None = None, maximum: float | None = None) -> Callable[[str], float]:
-    """A parser for a decimal number within [minimum, maximum]."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise ValueError(f"expected a number, got {text!r}") from None
-        if value != value or (minimum is not None and value < minimum) or (
-            maximum is not None and value > maximum
-        ):
-            raise ValueError(f"must be between {minimum} and {maximum}, got {text}")
-        return value
-
-    return parse
-
-
-def boolean(text: str) -> bool:
-    """yes/no, true/false, on/off, 1/0."""
-    lowered = text.strip().lower()
-    if lowered in ("1", "yes", "true", "on"):
-        return True
-    if lowered in ("0", "no", "false", "off"):
-        return False
-    raise ValueError(f"expected true or false, got {text!r}")
-
-
-def text(value: str) -> str:
-    """Any string (may be empty)."""
-    return value
-
-
-def choice(*options: str) -> Callable[[str], str]:
-    """A parser for one of a fixed set of words."""
-
-    def parse(value: str) -> str:
-        if value not in options:
-            raise ValueError(f"expected one of {', '.join(options)}, got {value!r}")
-        return value
-
-    return parse
-
-
-def endpoint(value: str) -> str:
-    """A Twisted server endpoint string (``tcp:8080``, ``ssl:8443:privateKey=...``). Parsed here
-    against a memory reactor so that typos and missing certificate files fail at start-up."""
-    try:
-        serverFromString(MemoryReactor(), value)
-    except Exception as e:  # the endpoint parsers raise many kinds; all mean "bad value"
-        raise ValueError(f"bad endpoint {value!r}: {e}") from None
-    return value
-
-
-def url_path(value: str) -> str:
-    """An absolute URL path such as ``/twilio``."""
-    if not value.startswith("/") or any(c in value for c in "?# \t"):
-        raise ValueError(f"expected an absolute path such as /twilio, got {value!r}")
-    return value.rstrip("/") or "/"
-
-
-def ws_url(value: str) -> str:
-    """A ws:// or wss:// URL (may be empty where the key is optional)."""
-    if value and not re.match(r"^wss?://[^/\s]+", value):
-        raise ValueError(f"expected a ws:// or wss:// URL, got {value!r}")
-    return value.rstrip("/")
-
-
-# --- settings ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ProxySettings:
-    listen: str
-    public_url: str
-    max_calls: int
-    drain_seconds: int
+    """``[proxy]``: the platform listener and call admission."""
+
+    listen: str = option(endpoint, "tcp:8080",
+                         "Twisted server endpoint for the platform WebSockets (tcp:PORT[:interface=ADDR], "
+                         "ssl:PORT:privateKey=KEY.pem:certKey=CERT.pem)")
+    public_url: str = option(ws_url, "", "the public wss:// URL platforms dial (no trailing slash); "
+                                         "needed to check Twilio signatures")
+    max_calls: int = option(integer(1, 100000), 1000, "calls accepted at once; beyond it new calls are refused")
+    drain_seconds: int = option(integer(0, 3600), 30, "on shutdown, seconds live calls may continue before they are ended")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MetricsSettings:
-    listen: str
+    """``[metrics]``: where /metrics, /health and /ready are served."""
+
+    listen: str = option(endpoint, "tcp:9090:interface=127.0.0.1",
+                         "Twisted server endpoint for /metrics (Prometheus), /health and /ready")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PlayoutSettings:
-    """Pacing settings; all in milliseconds (see etc/mediaproxy.ini for their meaning)."""
+    """``[playout]``: pacing of bot audio to the platforms; all in milliseconds."""
 
-    frame_ms: int = 20
-    lead_ms: int = 60
-    prefill_ms: int = 0
-    max_buffer_ms: int = 30000
-    mark_interval_ms: int = 100
+    frame_ms: int = option(integer(10, 100), 20, "pacing tick, ms; packets are multiples of it")
+    lead_ms: int = option(integer(0, 2000), 60,
+                          "how far ahead of real time audio may be sent to a platform that can flush, ms "
+                          "(0, or at least frame_ms); it must cover the worst reactor or GC pause")
+    prefill_ms: int = option(integer(0, 2000), 0, "jitter cushion held before the first frame of a response, ms")
+    max_buffer_ms: int = option(integer(1000, 600000), 30000,
+                                "bot audio queued above this pauses the backend; it resumes below half, ms")
+    mark_interval_ms: int = option(integer(20, 2000), 100,
+                                   "a playback mark is sent to platforms that echo them at least this often, ms")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogSettings:
+    """``[log]``: what the proxy writes to its log."""
+
+    transcripts: bool = option(boolean, False,
+                               "log caller and bot transcripts at info level (personal data: off by default)")
+
+
+FIXED_SECTIONS: Mapping[str, type[Any]] = {
+    "proxy": ProxySettings,
+    "metrics": MetricsSettings,
+    "playout": PlayoutSettings,
+    "log": LogSettings,
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlatformCommon:
+    """The keys every ``[platform:NAME]`` section has, whatever its type."""
+
+    type: str = option(text, "", "the platform type; default: NAME")
+    path: str = option(url_path, doc="the URL path this platform dials, such as /twilio")
+    backend: str = option(text, doc="the [backend:NAME] section that answers these calls")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackendCommon:
+    """The keys every ``[backend:NAME]`` section has, whatever its type."""
+
+    type: str = option(text, "", "the backend type; default: NAME")
+
+
+# --- typed platform and backend sections -------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class SectionSettings:
-    """A typed ``[platform:NAME]`` or ``[backend:NAME]`` section: its name, type and the
-    type-specific options, parsed (``options[key]``)."""
+class PlatformSettings:
+    """One ``[platform:NAME]`` section: its type and that type's parsed options."""
 
     name: str
-    type: str
-    options: Mapping[str, Any] = field(default_factory=dict)
-
-    def __getitem__(self, key: str) -> Any:
-        return self.options[key]
+    type: PlatformType[Any]
+    path: str
+    backend: str
+    options: Any
 
 
 @dataclass(frozen=True)
-class PlatformSettings(SectionSettings):
-    path: str = "/"
-    backend: str = ""
+class BackendSettings:
+    """One ``[backend:NAME]`` section: its type and that type's parsed options."""
 
-
-BackendSettings = SectionSettings
+    name: str
+    type: BackendType[Any]
+    options: Any
 
 
 @dataclass(frozen=True)
@@ -208,30 +153,10 @@ class Config:
     proxy: ProxySettings
     metrics: MetricsSettings
     playout: PlayoutSettings
+    log: LogSettings
     platforms: tuple[PlatformSettings, ...]
     backends: Mapping[str, BackendSettings]
 
-
-PROXY_KEYS: Mapping[str, Key] = {
-    "listen": Key(endpoint, "tcp:8080"),
-    "public_url": Key(ws_url, ""),
-    "max_calls": Key(integer(1, 100000), 1000),
-    "drain_seconds": Key(integer(0, 3600), 30),
-}
-METRICS_KEYS: Mapping[str, Key] = {"listen": Key(endpoint, "tcp:9090:interface=127.0.0.1")}
-PLAYOUT_KEYS: Mapping[str, Key] = {
-    "frame_ms": Key(integer(10, 100), 20),
-    "lead_ms": Key(integer(0, 2000), 60),
-    "prefill_ms": Key(integer(0, 2000), 0),
-    "max_buffer_ms": Key(integer(1000, 600000), 30000),
-    "mark_interval_ms": Key(integer(20, 2000), 100),
-}
-PLATFORM_COMMON_KEYS: Mapping[str, Key] = {
-    "type": Key(text, None),
-    "path": Key(url_path),
-    "backend": Key(text),
-}
-BACKEND_COMMON_KEYS: Mapping[str, Key] = {"type": Key(text, None)}
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -247,7 +172,7 @@ def _substitute(path: str, section: str, key: str, value: str, env: Mapping[str,
 
 
 def _parse_keys(
-    path: str, section: str, raw: Mapping[str, str], keys: Mapping[str, Key], env: Mapping[str, str]
+    path: str, section: str, raw: Mapping[str, str], keys: Mapping[str, KeySpec], env: Mapping[str, str]
 ) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for key in raw:
@@ -263,20 +188,16 @@ def _parse_keys(
                 raise ConfigError(path, section, key, str(e)) from None
         elif spec.required:
             raise ConfigError(path, section, key, "required key is missing")
-        else:
-            values[key] = spec.default
     return values
 
 
-def _type_keys(table: Mapping[str, str], kind: str, type_name: str) -> Mapping[str, Key]:
-    module_name = table.get(type_name)
-    if module_name is None:
-        raise ValueError(f"unknown {kind} type {type_name!r} (known: {', '.join(sorted(table))})")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ValueError(f"{kind} type {type_name!r} is not available: {e}") from None
-    return getattr(module, "CONFIG_KEYS")
+def _options(path: str, section: str, cls: type[Any], raw: Mapping[str, str], env: Mapping[str, str],
+             common: Mapping[str, KeySpec] | None = None) -> tuple[Any, dict[str, Any]]:
+    """Parse ``raw`` into ``cls``; keys in ``common`` are parsed too and returned apart."""
+    keys = {**(common or {}), **option_keys(cls)}
+    values = _parse_keys(path, section, raw, keys, env)
+    shared = {key: values.pop(key) for key in list(values) if common and key in common}
+    return cls(**values), shared
 
 
 def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
@@ -298,13 +219,12 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
 
 def parse_config(path: str, sections: Mapping[str, Mapping[str, str]], env: Mapping[str, str]) -> Config:
     """Validate already-split sections (``load_config`` without the file reading)."""
-    fixed = {"proxy": PROXY_KEYS, "metrics": METRICS_KEYS, "playout": PLAYOUT_KEYS}
-    parsed: dict[str, dict[str, Any]] = {}
+    fixed: dict[str, Any] = {}
     platform_raw: dict[str, Mapping[str, str]] = {}
     backend_raw: dict[str, Mapping[str, str]] = {}
     for section, raw in sections.items():
-        if section in fixed:
-            parsed[section] = _parse_keys(path, section, raw, fixed[section], env)
+        if section in FIXED_SECTIONS:
+            fixed[section], _ = _options(path, section, FIXED_SECTIONS[section], raw, env)
         elif section.startswith("platform:") and section[9:]:
             platform_raw[section] = raw
         elif section.startswith("backend:") and section[8:]:
@@ -312,62 +232,71 @@ def parse_config(path: str, sections: Mapping[str, Mapping[str, str]], env: Mapp
         else:
             raise ConfigError(
                 path, section, None,
-                "unknown section (expected proxy, metrics, playout, platform:NAME or backend:NAME)",
+                "unknown section (expected " + ", ".join(FIXED_SECTIONS) + ", platform:NAME or backend:NAME)",
             )
-    for section, keys in fixed.items():
-        parsed.setdefault(section, _parse_keys(path, section, {}, keys, env))
+    for section, cls in FIXED_SECTIONS.items():
+        if section not in fixed:
+            fixed[section], _ = _options(path, section, cls, {}, env)
+    proxy: ProxySettings = fixed["proxy"]
 
     backends: dict[str, BackendSettings] = {}
     for section, raw in backend_raw.items():
         name = section.split(":", 1)[1]
-        backends[name] = _typed_section(path, section, name, raw, env, BACKEND_TYPES, "backend",
-                                        BACKEND_COMMON_KEYS, BackendSettings)
+        backend_type = _lookup(path, section, raw, env, BACKEND_TYPES, "backend", name)
+        options, _ = _options(path, section, backend_type.options, raw, env, option_keys(BackendCommon))
+        _validate(path, section, backend_type.validate, options)
+        backends[name] = BackendSettings(name, backend_type, options)
 
     platforms: list[PlatformSettings] = []
     seen_paths: dict[str, str] = {}
     for section, raw in platform_raw.items():
         name = section.split(":", 1)[1]
-        settings = _typed_section(path, section, name, raw, env, PLATFORM_TYPES, "platform",
-                                  PLATFORM_COMMON_KEYS, PlatformSettings)
-        assert isinstance(settings, PlatformSettings)
-        if settings.backend not in backends:
+        platform_type = _lookup(path, section, raw, env, PLATFORM_TYPES, "platform", name)
+        options, common = _options(path, section, platform_type.options, raw, env, option_keys(PlatformCommon))
+        _validate(path, section, platform_type.validate, options, proxy.public_url)
+        if common["backend"] not in backends:
             raise ConfigError(path, section, "backend",
-                              f"no [backend:{settings.backend}] section is configured")
-        if settings.path in seen_paths:
+                              f"no [backend:{common['backend']}] section is configured")
+        if common["path"] in seen_paths:
             raise ConfigError(path, section, "path",
-                              f"{settings.path} is already used by [{seen_paths[settings.path]}]")
-        seen_paths[settings.path] = section
-        platforms.append(settings)
+                              f"{common['path']} is already used by [{seen_paths[common['path']]}]")
+        seen_paths[common["path"]] = section
+        platforms.append(PlatformSettings(name, platform_type, common["path"], common["backend"], options))
     if not platforms:
         raise ConfigError(path, None, None, "no [platform:NAME] section: nothing would accept calls")
 
-    playout = PlayoutSettings(**parsed["playout"])
+    playout: PlayoutSettings = fixed["playout"]
     if playout.lead_ms and playout.lead_ms < playout.frame_ms:
         raise ConfigError(path, "playout", "lead_ms",
                           f"must be 0 or at least frame_ms ({playout.frame_ms})")
     return Config(
         source=path,
-        proxy=ProxySettings(**parsed["proxy"]),
-        metrics=MetricsSettings(**parsed["metrics"]),
+        proxy=proxy,
+        metrics=fixed["metrics"],
         playout=playout,
+        log=fixed["log"],
         platforms=tuple(platforms),
         backends=MappingProxyType(backends),
     )
 
 
-def _typed_section(path: str, section: str, name: str, raw: Mapping[str, str], env: Mapping[str, str],
-                   table: Mapping[str, str], kind: str, common: Mapping[str, Key],
-                   cls: type[SectionSettings]) -> SectionSettings:
+def _lookup(path: str, section: str, raw: Mapping[str, str], env: Mapping[str, str],
+            table: Mapping[str, Any], kind: str, name: str) -> Any:
     type_name = _substitute(path, section, "type", raw.get("type", name).strip(), env)
+    found = table.get(type_name)
+    if found is None:
+        raise ConfigError(path, section, "type",
+                          f"unknown {kind} type {type_name!r} (known: {', '.join(sorted(table))})")
+    return found
+
+
+def _validate(path: str, section: str, check: Callable[..., None] | None, *args: Any) -> None:
+    """Run a type's cross-check hook and locate what it finds."""
+    if check is None:
+        return
     try:
-        specific = _type_keys(table, kind, type_name)
-    except ValueError as e:
-        raise ConfigError(path, section, "type", str(e)) from None
-    keys = {**common, **specific}
-    values = _parse_keys(path, section, raw, keys, env)
-    values.pop("type")
-    if cls is PlatformSettings:
-        path_value, backend = values.pop("path"), values.pop("backend")
-        return PlatformSettings(name=name, type=type_name, options=MappingProxyType(values),
-                                path=path_value, backend=backend)
-    return cls(name=name, type=type_name, options=MappingProxyType(values))
+        check(*args)
+    except OptionError as e:
+        if e.section is None:
+            raise ConfigError(path, section, e.key, e.message) from None
+        raise ConfigError(path, e.section, e.key, f"{e.message} ([{section}])") from None

@@ -7,24 +7,24 @@ just its ``IReactorTime`` face, as an argument.
 from __future__ import annotations
 
 import gc
-import importlib
 import time
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.server import Site
 
-from mediaproxy.calls import CallContext, CallRegistry
-from mediaproxy.config import BACKEND_TYPES, PLATFORM_TYPES, Config, ConfigError
+from mediaproxy.calls import CallContext, CallRegistry, Endpoint
+from mediaproxy.config import Config
 from mediaproxy.metrics import Metrics
-from mediaproxy.platforms.routing import PathRouter, PlatformResource
-from mediaproxy.platforms.websocket import PlatformServerFactory
 from mediaproxy.playout import PlayoutClock
-from mediaproxy.web import metrics_root
+from mediaproxy.server.routing import PathRouter, PlatformResource
+from mediaproxy.server.status import metrics_root
+from mediaproxy.server.websocket import PlatformServerFactory
 
 log = Logger()
 
@@ -50,6 +50,56 @@ class GcPauseMeter:
             self._histogram.labels(str(info.get("generation", "?"))).observe(pause)
 
 
+class Listener(Service):
+    """Listens on one endpoint string while running. Binding happens in
+    ``privilegedStartService`` and a failure there is raised, so twistd stops with the error
+    instead of running without its port. :meth:`address` gives the bound address (for
+    ``tcp:0`` in tests and benchmarks)."""
+
+    def __init__(self, reactor: Any, description: str, factory: IProtocolFactory) -> None:
+        self._endpoint = serverFromString(reactor, description)
+        self._description = description
+        self._factory = factory
+        self._port: IListeningPort | None = None
+        self._failure: Failure | None = None
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        if self._port is not None:
+            return
+        d = self._endpoint.listen(self._factory)
+        d.addCallbacks(self._listening, self._failed)
+        if self._failure is not None:
+            self._failure.raiseException()
+
+    def startService(self) -> None:
+        if self._port is None and self._failure is None:
+            self.privilegedStartService()
+        super().startService()
+
+    def _listening(self, port: IListeningPort) -> None:
+        self._port = port
+
+    def _failed(self, failure: Failure) -> None:
+        self._failure = failure
+        log.failure("cannot listen on {endpoint}", failure, endpoint=self._description)
+
+    def address(self) -> Any:
+        """The bound address (``IAddress``); only while running."""
+        assert self._port is not None, "not listening"
+        return self._port.getHost()
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        port, self._port = self._port, None
+        if port is None:
+            return None
+        d: Deferred[None] = maybeDeferred(port.stopListening)
+        d.addErrback(lambda failure: log.failure("stopping the listener on {endpoint} failed", failure,
+                                                 endpoint=self._description))
+        return d
+
+
 class MediaProxyService(MultiService):
     """The proxy: platform listener, metrics listener, shared clock, drain on stop."""
 
@@ -60,53 +110,35 @@ class MediaProxyService(MultiService):
         self.reactor = reactor
         self.metrics = Metrics()
         self.clock = PlayoutClock(reactor, config.playout.frame_ms, self.metrics)
-        self.registry = CallRegistry(max_calls=config.proxy.max_calls)
         self.context = CallContext(
             reactor=reactor,
             clock=self.clock,
             metrics=self.metrics,
             playout=config.playout,
-            public_url=config.proxy.public_url,
-            registry=self.registry,
+            log_transcripts=config.log.transcripts,
         )
+        self.registry = CallRegistry(self.context, config.proxy.max_calls)
         self.backends = {
-            name: importlib.import_module(BACKEND_TYPES[settings.type]).new_backend(settings, reactor, self.metrics)
+            name: settings.type.new_backend(name, settings.options, reactor, self.metrics)
             for name, settings in config.backends.items()
         }
         routes = {}
         for settings in config.platforms:
-            module = importlib.import_module(PLATFORM_TYPES[settings.type])
-            if settings.options.get("auth_token") and not config.proxy.public_url:
-                raise ConfigError(config.source, "proxy", "public_url",
-                                  f"required because [platform:{settings.name}] checks signatures")
-            factory = PlatformServerFactory(settings, module, self.backends[settings.backend], self.context)
+            endpoint = Endpoint(settings.name, settings.type, settings.options, self.backends[settings.backend])
+            factory = PlatformServerFactory(endpoint, self.registry, config.proxy.public_url)
             routes[settings.path] = PlatformResource(factory)
         self.site = Site(PathRouter(routes))
         self.site.noisy = False
-        self.platform_listener = StreamServerEndpointService(serverFromString(reactor, config.proxy.listen), self.site)
+        self.platform_listener = Listener(reactor, config.proxy.listen, self.site)
         self.platform_listener.setServiceParent(self)
         metrics_site = Site(metrics_root(self.metrics.registry, self.ready))
         metrics_site.noisy = False
-        self.metrics_listener = StreamServerEndpointService(
-            serverFromString(reactor, config.metrics.listen), metrics_site
-        )
+        self.metrics_listener = Listener(reactor, config.metrics.listen, metrics_site)
         self.metrics_listener.setServiceParent(self)
         self.gc_meter = GcPauseMeter(self.metrics)
 
-    def listening_address(self, listener: StreamServerEndpointService) -> Deferred[Any]:
-        """Fires with the address ``listener`` is bound to (for ``tcp:0`` in tests and benches),
-        without taking the port away from the listener, which closes it on stop."""
-        d: Deferred[Any] = Deferred()
-
-        def tell(port: Any) -> Any:
-            d.callback(port.getHost())
-            return port
-
-        listener._waitingForPort.addCallback(tell)  # type: ignore[attr-defined]
-        return d
-
     def ready(self) -> bool:
-        return self.running and not self.registry.draining
+        return bool(self.running) and not self.registry.draining
 
     def startService(self) -> None:
         super().startService()
@@ -116,40 +148,31 @@ class MediaProxyService(MultiService):
             log.info, "mediaproxy ready: platforms on {listen}, metrics on {metrics}",
             listen=self.config.proxy.listen, metrics=self.config.metrics.listen,
         )
+        if self.config.log.transcripts:
+            log.info("transcripts are logged ([log] transcripts = true): the log holds personal data")
         if self.tune_gc:
             # Everything built at start-up is long-lived: keep it out of every future
-            # collection, and collect the young generation less often (DESIGN §2: an ~80 ms
-            # full collection caused a peer's first underruns).
+            # collection, and collect the young generation less often (an ~80 ms full
+            # collection was measured causing a peer's first underruns).
             gc.collect()
             gc.freeze()
             gc.set_threshold(50_000, 50, 100)
         # Measured from here on: the start-up collection above is not a pause any call sees.
         gc.callbacks.append(self.gc_meter)
 
-
     def stopService(self) -> Deferred[None]:
-        """Drain: refuse new calls, let live ones finish for ``drain_seconds``, then end them."""
-        self.registry.draining = True
-        idle = self.registry.when_idle()
-        timeout = self.reactor.callLater(self.config.proxy.drain_seconds, self._end_all_calls)
+        """Drain: refuse new calls, let live ones finish for ``drain_seconds``, then end them;
+        then stop listening."""
         done: Deferred[None] = Deferred()
 
-        def stop_listeners(_: object) -> Deferred[Any]:
-            if timeout.active():
-                timeout.cancel()
+        def stop_listeners(_: object) -> Deferred[None] | None:
             self.clock.stop()
             if self.gc_meter in gc.callbacks:
                 gc.callbacks.remove(self.gc_meter)
-            return DeferredList([d for d in [super(MediaProxyService, self).stopService()] if d is not None])
+            return super(MediaProxyService, self).stopService()
 
-        idle.addCallback(stop_listeners).addBoth(lambda _: done.callback(None))
+        drained = self.registry.drain(self.config.proxy.drain_seconds)
+        drained.addCallback(stop_listeners)
+        drained.addErrback(lambda failure: log.failure("stopping mediaproxy failed", failure))
+        drained.addBoth(lambda _: done.callback(None))
         return done
-
-    def _end_all_calls(self) -> None:
-        for connection in list(self.registry.connections):
-            connection.drain()
-        for key, held in list(self.registry.held.items()):
-            if held.expiry.active():
-                held.expiry.cancel()
-            held.bridge.end("drained", "proxy shutting down")
-            self.registry.release_held(*key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -82,3 +83,18 @@ ALAW_8K = AudioFormat("pcma", 8000)
 L16_8K = AudioFormat("l16", 8000)
 L16_16K = AudioFormat("l16", 16000)
 L16_24K = AudioFormat("l16", 24000)
+
+
+FormatPreference = tuple[AudioFormat, ...]
+"""A backend's formats, cheapest first, as plain data for the platforms that negotiate a format
+(AudioCodes, AudioHook): a format not listed costs more than every listed one. Empty: every
+format costs the same."""
+
+
+def choose_format(offered: Sequence[AudioFormat], preference: FormatPreference) -> AudioFormat | None:
+    """The offered format that ``preference`` ranks cheapest; ties (formats not listed) keep the
+    platform's order. None when nothing is offered."""
+    if not offered:
+        return None
+    rank = {fmt: i for i, fmt in enumerate(preference)}
+    return min(offered, key=lambda fmt: rank.get(fmt, len(rank)))

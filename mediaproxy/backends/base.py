@@ -13,11 +13,12 @@ session stops delivering audio (a network connector stops reading its socket).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
-from mediaproxy.audio.format import AudioFormat
+from mediaproxy.audio.format import AudioFormat, FormatPreference
+from mediaproxy.metrics import Metrics
 
 
 @dataclass(frozen=True)
@@ -69,9 +70,9 @@ class BackendSession(Protocol):
     def send_audio(self, data: bytes) -> None:
         """Caller audio in ``audio_format``, any size. Never blocks; bounded internally."""
 
-    def interrupt(self, response_id: str, played_ms: int, received_ms: int) -> None:
-        """Barge-in: the caller heard ``played_ms`` of the ``received_ms`` milliseconds of
-        ``response_id`` that arrived; forget the rest and stop producing it."""
+    def interrupt(self, response_id: str, played_ms: int) -> None:
+        """Barge-in: the caller heard the first ``played_ms`` milliseconds of ``response_id``;
+        forget the rest and stop producing it."""
 
     def send_dtmf(self, digits: str) -> None:
         """The caller pressed keys."""
@@ -90,11 +91,9 @@ class Backend(Protocol):
     """A configured backend (one ``[backend:NAME]`` section)."""
 
     name: str
-
-    def choose_format(self, offered: Sequence[AudioFormat]) -> AudioFormat:
-        """Pick the platform format that costs least with this backend from ``offered`` (in the
-        platform's order of preference). Used by platforms that negotiate (AudioCodes)."""
-        ...
+    format_preference: FormatPreference
+    """Platform formats cheapest for this backend first, for platforms that negotiate (AudioCodes,
+    AudioHook); empty when every format costs the same."""
 
     def open_session(
         self, call: CallInfo, listener: BackendListener, platform_format: AudioFormat
@@ -102,3 +101,24 @@ class Backend(Protocol):
         """Start a session for one call whose platform speaks ``platform_format``. Returns at
         once; readiness and failure arrive through ``listener``."""
         ...
+
+
+OptionsT = TypeVar("OptionsT")
+
+
+@dataclass(frozen=True)
+class BackendType(Generic[OptionsT]):
+    """One kind of backend (``[backend:NAME] type``), registered in :mod:`mediaproxy.catalog`.
+
+    ``options``: the dataclass of the keys its sections accept besides ``type`` (see
+    :mod:`mediaproxy.options`). ``new_backend(name, options, reactor, metrics)``: the configured
+    backend of one section; ``reactor`` provides ``IReactorTime`` and, for network backends,
+    ``IReactorTCP``/``IReactorSSL``. ``validate(options)``: cross-checks at start-up; raises
+    :class:`~mediaproxy.options.OptionError`.
+    """
+
+    name: str
+    options: type[OptionsT]
+    new_backend: Callable[[str, OptionsT, Any, Metrics], Backend]
+    summary: str = ""
+    validate: Callable[[OptionsT], None] | None = None

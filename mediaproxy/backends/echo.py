@@ -14,8 +14,8 @@ paused it holds the rest of a response (at most one utterance, ``max_utterance_m
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from zope.interface import implementer
@@ -24,42 +24,42 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTim
 
 from mediaproxy.audio.format import AudioFormat
 from mediaproxy.audio.g711 import ALAW_TO_LINEAR, ULAW_TO_LINEAR
-from mediaproxy.backends.base import BackendListener, CallInfo
-from mediaproxy.config import BackendSettings, Key, choice, integer, number
+from mediaproxy.backends.base import BackendListener, BackendType, CallInfo
 from mediaproxy.metrics import Metrics
+from mediaproxy.options import choice, integer, number, option
 
-CONFIG_KEYS: Mapping[str, Key] = {
-    "mode": Key(choice("parrot", "stream"), "parrot"),
-    "delay_ms": Key(integer(0, 10000), 0),
-    "speech_threshold_dbfs": Key(number(-90.0, 0.0), -40.0),
-    "silence_ms": Key(integer(100, 5000), 600),
-    "max_utterance_ms": Key(integer(1000, 120000), 30000),
-}
+
+@dataclass(frozen=True, kw_only=True)
+class EchoOptions:
+    """The keys of a ``[backend:NAME] type = echo`` section."""
+
+    mode: str = option(choice("parrot", "stream"), "parrot",
+                       "parrot: each caller utterance comes back in one burst once the caller pauses; "
+                       "stream: caller audio comes back continuously after delay_ms")
+    delay_ms: int = option(integer(0, 10000), 0, "stream mode: how long caller audio is held before it comes back, ms")
+    speech_threshold_dbfs: float = option(number(-90.0, 0.0), -40.0,
+                                          "parrot mode: frame energy above which the caller is speaking, dBFS")
+    silence_ms: int = option(integer(100, 5000), 600, "parrot mode: quiet that ends an utterance, ms")
+    max_utterance_ms: int = option(integer(1000, 120000), 30000,
+                                   "parrot mode: longest utterance kept; longer ones are answered at once, ms")
 
 _ANALYSIS_MS = 20
 _SPEECH_ONSET_FRAMES = 2  # 40 ms of energy before we call it speech: clicks are not barge-ins
 _CHUNK_PATTERN = (700, 1300, 260, 2400, 900)  # irregular delivery sizes, in bytes of 8 kHz-ish
 
 
-def new_backend(settings: BackendSettings, reactor: IReactorTime, metrics: Metrics) -> EchoBackend:
-    return EchoBackend(settings.name, settings.options, reactor, metrics)
-
-
 class EchoBackend:
     """A configured echo backend; see the module docstring."""
 
-    def __init__(self, name: str, options: Mapping[str, Any], reactor: IReactorTime,
+    format_preference = ()
+    """Any format costs the same: the platform's first choice is taken."""
+
+    def __init__(self, name: str, options: EchoOptions, reactor: IReactorTime,
                  metrics: Metrics | None = None) -> None:
         self.name = name
         self.options = options
         self.reactor = reactor
         self.metrics = metrics
-
-    def choose_format(self, offered: Sequence[AudioFormat]) -> AudioFormat:
-        """Any format costs the same: take the platform's first choice."""
-        if not offered:
-            raise LookupError("no format offered")
-        return offered[0]
 
     def open_session(self, call: CallInfo, listener: BackendListener, platform_format: AudioFormat) -> EchoSession:
         session = EchoSession(self.reactor, listener, platform_format, self.options)
@@ -80,19 +80,19 @@ class EchoSession:
     """One call's echo leg."""
 
     def __init__(self, reactor: IReactorTime, listener: BackendListener, audio_format: AudioFormat,
-                 options: Mapping[str, Any]) -> None:
+                 options: EchoOptions) -> None:
         self.audio_format = audio_format
         self._reactor = reactor
         self._listener = listener
-        self._mode: str = options["mode"]
-        self._delay_s = options["delay_ms"] / 1000.0
-        threshold = 32768.0 * 10 ** (options["speech_threshold_dbfs"] / 20.0)
+        self._mode: str = options.mode
+        self._delay_s = options.delay_ms / 1000.0
+        threshold = 32768.0 * 10 ** (options.speech_threshold_dbfs / 20.0)
         self._frame_bytes = audio_format.bytes_for_ms(_ANALYSIS_MS)
         samples_per_frame = self._frame_bytes // audio_format.sample_bytes
         self._threshold_energy = threshold * threshold * samples_per_frame
         self._squared = {"pcmu": _ULAW_SQUARED, "pcma": _ALAW_SQUARED}.get(audio_format.encoding)
-        self._silence_frames = options["silence_ms"] // _ANALYSIS_MS
-        self._max_bytes = audio_format.bytes_for_ms(options["max_utterance_ms"])
+        self._silence_frames = options.silence_ms // _ANALYSIS_MS
+        self._max_bytes = audio_format.bytes_for_ms(options.max_utterance_ms)
         self._pending = bytearray()  # partial analysis frame
         self._utterance = bytearray()
         self._speaking = False
@@ -209,7 +209,7 @@ class EchoSession:
 
     # --- control -----------------------------------------------------------------------------------
 
-    def interrupt(self, response_id: str, played_ms: int, received_ms: int) -> None:
+    def interrupt(self, response_id: str, played_ms: int) -> None:
         """Forget the rest of ``response_id`` (a real backend would truncate its memory here)."""
         self._cancelled.add(response_id)
 
@@ -235,3 +235,11 @@ class EchoSession:
 
     def stopProducing(self) -> None:
         self.close()
+
+
+ECHO = BackendType(
+    name="echo",
+    options=EchoOptions,
+    new_backend=EchoBackend,
+    summary="the built-in echo: no network, no key; replays the caller (parrot) or streams it back",
+)

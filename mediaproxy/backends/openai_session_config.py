@@ -16,11 +16,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from mediaproxy.audio.format import ALAW_8K, L16_24K, MULAW_8K, AudioFormat
+from mediaproxy.options import boolean, choice, integer, number, option, text, ws_url
 
 DEFAULT_URL = "wss://api.openai.com/v1/realtime"
 
 
-@dataclass(frozen=True)
+def _chunk_ms(value: str) -> int:
+    ms = integer(20, 100)(value)
+    if ms != 20 and ms < 40:
+        raise ValueError(f"must be 20 (each frame at once) or 40 to 100, got {ms}")
+    return ms
+
+
+@dataclass(frozen=True, kw_only=True)
 class RealtimeOptions:
     """One ``[backend:NAME] type = openai-realtime`` section, parsed.
 
@@ -33,30 +41,30 @@ class RealtimeOptions:
     transcripts; ``noise_reduction`` ``off`` = none.
     """
 
-    api_key: str
-    url: str = DEFAULT_URL
-    model: str = "gpt-realtime"
-    voice: str = "marin"
-    speed: float = 1.0
-    instructions: str = ""
-    greeting: str = ""
-    turn_detection: str = "server_vad"
-    vad_threshold: float = 0.5
-    prefix_padding_ms: int = 300
-    silence_duration_ms: int = 500
-    idle_timeout_ms: int = 0
-    eagerness: str = "auto"
-    interrupt_response: bool = True
-    noise_reduction: str = "near_field"
-    transcription_model: str = "gpt-4o-mini-transcribe"
-    transcription_language: str = ""
-    input_chunk_ms: int = 20
-    hold_audio_ms: int = 1000
-    connect_timeout_seconds: float = 10.0
-    keepalive_seconds: float = 20.0
-    reconnect_attempts: int = 5
-    reconnect_backoff_ms: int = 250
-    reconnect_max_backoff_ms: int = 8000
+    url: str = option(ws_url, DEFAULT_URL, "Realtime WebSocket URL, without the query string")
+    model: str = option(text, "gpt-realtime", "model name, sent as ?model=")
+    api_key: str = option(text, doc="API key, sent as Authorization: Bearer (use ${OPENAI_API_KEY})")
+    voice: str = option(text, "marin", "voice name (marin, cedar, alloy, ...)")
+    speed: float = option(number(0.25, 1.5), 1.0, "speaking speed, 0.25 to 1.5")
+    instructions: str = option(text, "", "system instructions")
+    greeting: str = option(text, "", "what the bot says first, empty: wait for the caller")
+    turn_detection: str = option(choice("server_vad", "semantic_vad"), "server_vad", "how the server detects turns")
+    vad_threshold: float = option(number(0.0, 1.0), 0.5, "server_vad activation threshold, 0 to 1")
+    prefix_padding_ms: int = option(integer(0, 5000), 300, "server_vad audio kept before speech, ms")
+    silence_duration_ms: int = option(integer(100, 10000), 500, "server_vad silence that ends a turn, ms")
+    idle_timeout_ms: int = option(integer(0, 600000), 0, "server_vad prompt after this much silence, ms; 0 off")
+    eagerness: str = option(choice("low", "medium", "high", "auto"), "auto", "semantic_vad eagerness")
+    interrupt_response: bool = option(boolean, True, "the server cancels its response when the caller speaks")
+    noise_reduction: str = option(choice("near_field", "far_field", "off"), "near_field", "input noise reduction")
+    transcription_model: str = option(text, "gpt-4o-mini-transcribe", "caller transcription model, empty: off")
+    transcription_language: str = option(text, "", "caller language hint (ISO-639-1), empty: detect")
+    input_chunk_ms: int = option(_chunk_ms, 20, "caller audio per append, ms: 20 = each frame, or 40 to 100")
+    hold_audio_ms: int = option(integer(0, 10000), 1000, "caller audio held while the backend is not ready, ms")
+    connect_timeout_seconds: float = option(number(1.0, 120.0), 10.0, "time for a ready session, s")
+    keepalive_seconds: float = option(number(0.0, 300.0), 20.0, "WebSocket ping interval and pong timeout, s; 0 off")
+    reconnect_attempts: int = option(integer(0, 100), 5, "failed attempts in a row before the call ends")
+    reconnect_backoff_ms: int = option(integer(0, 60000), 250, "first reconnect delay, ms (doubles per failure)")
+    reconnect_max_backoff_ms: int = option(integer(0, 600000), 8000, "longest reconnect delay, ms")
     create_response: bool = True
     """Not a config key: False for listen-only calls (AudioHook Monitor), which only transcribe."""
 

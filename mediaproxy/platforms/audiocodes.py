@@ -1,6 +1,6 @@
 """AudioCodes VoiceAI Connect / Live Hub, Bot API in streaming mode: the platform type hooks.
 
-Protocol (see ../shared/protocols/platforms.md §2; message shapes follow the official SDK,
+Protocol (summary in docs/protocols/audiocodes.md; message shapes follow the official SDK,
 ``audiocodes/ac-bot-api``). VAIC dials us, one WebSocket per conversation, JSON text frames only,
 audio as base64 in ``audioChunk``::
 
@@ -42,42 +42,41 @@ A dropped WebSocket is not a hang-up: VAIC reconnects with ``session.resume``. O
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
+from dataclasses import dataclass
 
-from mediaproxy.backends.base import Backend
-from mediaproxy.config import Key, PlatformSettings, boolean, integer, text
+from mediaproxy.audio.format import FormatPreference
+from mediaproxy.options import boolean, integer, option, text
 from mediaproxy.platforms.audiocodes_messages import MEDIA_FORMATS
 from mediaproxy.platforms.audiocodes_session import AudioCodesSession
-from mediaproxy.platforms.base import UpgradeRefused, UpgradeRequest
+from mediaproxy.platforms.base import PlatformType, UpgradeRefused, UpgradeRequest
 
 __all__ = [
-    "CONFIG_KEYS",
+    "AUDIOCODES",
     "MEDIA_FORMATS",
     "VALIDATION_BODY",
+    "AudioCodesOptions",
     "AudioCodesSession",
     "check_upgrade",
     "new_session",
     "plain_get",
 ]
 
-REFUSES_IN_BAND = True
-"""At capacity, the glue accepts the upgrade and the session answers session.initiate with
-session.error (VAIC then ends the call cleanly) instead of an HTTP 503."""
 
-CONFIG_KEYS: Mapping[str, Key] = {
-    "token": Key(text, "", "when set, the upgrade must carry Authorization: Bearer <token>"),
-    "barge_in": Key(boolean, False, "send the config activity enabling VAIC barge-in at call start"),
-    "resume_seconds": Key(integer(0, 3600), 30,
-                          "seconds a call whose socket dropped is held for session.resume"),
-}
+@dataclass(frozen=True, kw_only=True)
+class AudioCodesOptions:
+    """The keys of a ``[platform:NAME] type = audiocodes`` section."""
+
+    token: str = option(text, "", "when set, the upgrade must carry Authorization: Bearer <token>")
+    barge_in: bool = option(boolean, False, "send the config activity enabling VAIC barge-in at call start")
+    resume_seconds: int = option(integer(0, 3600), 30, "seconds a call whose socket dropped is held for session.resume")
 
 VALIDATION_BODY = b'{"type":"ac-bot-api","success":true}'
 """The answer Live Hub expects to a plain GET on the bot URL."""
 _UNAUTHORIZED_BODY = b'{"type":"ac-bot-api","success":false,"reason":"unauthorized"}'
 
 
-def _authorized(request: UpgradeRequest, settings: PlatformSettings) -> bool:
-    token: str = settings.options.get("token", "")
+def _authorized(request: UpgradeRequest, options: AudioCodesOptions) -> bool:
+    token = options.token
     if not token:
         return True
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
@@ -87,19 +86,34 @@ def _authorized(request: UpgradeRequest, settings: PlatformSettings) -> bool:
     )
 
 
-def check_upgrade(request: UpgradeRequest, settings: PlatformSettings, now: float) -> None:
+def check_upgrade(request: UpgradeRequest, options: AudioCodesOptions, now: float) -> None:
     """Refuse the WebSocket upgrade with 401 unless the Bearer token matches (when one is set)."""
-    if not _authorized(request, settings):
+    if not _authorized(request, options):
         raise UpgradeRefused(401, "missing or wrong bearer token")
 
 
-def plain_get(request: UpgradeRequest, settings: PlatformSettings) -> tuple[int, bytes]:
+def plain_get(request: UpgradeRequest, options: AudioCodesOptions) -> tuple[int, bytes] | None:
     """Answer Live Hub's validation GET (no upgrade): 200 with the validation JSON, or 401."""
-    if not _authorized(request, settings):
+    if not _authorized(request, options):
         return 401, _UNAUTHORIZED_BODY
     return 200, VALIDATION_BODY
 
 
-def new_session(settings: PlatformSettings, backend: Backend) -> AudioCodesSession:
-    """A fresh session for one connection; ``backend`` negotiates the media format."""
-    return AudioCodesSession(backend, barge_in=bool(settings.options.get("barge_in", False)))
+def new_session(options: AudioCodesOptions, formats: FormatPreference = ()) -> AudioCodesSession:
+    """A fresh session for one connection; ``formats`` (the backend's preference) picks the media
+    format at ``session.initiate``."""
+    return AudioCodesSession(formats, barge_in=options.barge_in)
+
+
+AUDIOCODES = PlatformType(
+    name="audiocodes",
+    options=AudioCodesOptions,
+    check_upgrade=check_upgrade,
+    new_session=new_session,
+    plain_get=plain_get,
+    # At capacity the upgrade is accepted and session.initiate is answered with session.error
+    # (VAIC then ends the call cleanly) instead of an HTTP 503.
+    refuses_in_band=True,
+    resume_grace_s=lambda options: float(options.resume_seconds),
+    summary="AudioCodes VoiceAI Connect / Live Hub, Bot API streaming mode: JSON text frames, base64 audio",
+)

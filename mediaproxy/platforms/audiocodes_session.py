@@ -17,8 +17,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Callable
 
-from mediaproxy.audio.format import AudioFormat
-from mediaproxy.backends.base import Backend
+from mediaproxy.audio.format import AudioFormat, FormatPreference, choose_format
 from mediaproxy.platforms import audiocodes_messages as msg
 from mediaproxy.platforms.audiocodes_messages import MEDIA_FORMATS
 from mediaproxy.platforms.base import (
@@ -42,8 +41,8 @@ _NEW, _RESUMING, _OPEN, _HANGING_UP, _ENDED = "new", "resuming", "open", "hangin
 class AudioCodesSession(PlatformSession):
     """One VoiceAI Connect / Live Hub conversation over one WebSocket (or several, after resumes).
 
-    ``backend`` chooses the media format at ``session.initiate``; ``barge_in`` sends the ``config``
-    activity enabling VAIC barge-in after the ``start`` activity. Bot audio goes out in play
+    ``formats`` (the backend's preference) chooses the media format at ``session.initiate``;
+    ``barge_in`` sends the ``config`` activity enabling VAIC barge-in after the ``start`` activity. Bot audio goes out in play
     streams that the session opens on the first packet of an utterance and closes on
     :meth:`playback_finished`, :meth:`clear`, hang-up and the end of the session.
     """
@@ -52,9 +51,9 @@ class AudioCodesSession(PlatformSession):
     # of real time by more than the packet in flight.
     capabilities = PlatformCapabilities(can_flush=False, has_marks=False, max_lead_ms=20, packet_ms=20)
 
-    def __init__(self, backend: Backend, barge_in: bool = False) -> None:
+    def __init__(self, formats: FormatPreference = (), barge_in: bool = False) -> None:
         super().__init__()
-        self._backend = backend
+        self._formats = formats
         self._barge_in = barge_in
         self._state = _NEW
         self._connected = True
@@ -147,18 +146,12 @@ class AudioCodesSession(PlatformSession):
         for name in offer:
             if isinstance(name, str) and name in MEDIA_FORMATS:
                 names.setdefault(MEDIA_FORMATS[name], name)
-        chosen: AudioFormat | None = None
-        if names:
-            try:
-                chosen = self._backend.choose_format(list(names))
-            except (ValueError, LookupError):
-                chosen = None
-        if chosen not in names:
+        chosen = choose_format(list(names), self._formats)
+        if chosen is None:
             return self._violation(
                 "no_media_format", "no supported media format offered (need one of "
                 + ", ".join(MEDIA_FORMATS) + ")"
             )
-        assert chosen is not None
         self._format, self._format_name = chosen, names[chosen]
         for key in ("botName", "caller"):
             value = message.get(key)

@@ -1,6 +1,6 @@
 """Genesys Cloud AudioHook (protocol v2): Monitor and Audio Connector, as a sans-IO session.
 
-The protocol, as this module speaks it (full notes: protocols/audiohook.md)
+The protocol, as this module speaks it (summary: docs/protocols/audiohook.md)
 --------------------------------------------------------------------------
 
 Genesys is the client. It opens a WebSocket (no subprotocol) with ``Audiohook-Organization-Id``,
@@ -52,20 +52,23 @@ from __future__ import annotations
 
 import hmac
 import re
-from collections.abc import Mapping
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from mediaproxy.backends.base import Backend
-from mediaproxy.config import Key, PlatformSettings, boolean, choice, integer
+from mediaproxy.audio.format import FormatPreference
+from mediaproxy.options import boolean, choice, integer, name_list, option
 from mediaproxy.platforms.audiohook_messages import is_uuid
 from mediaproxy.platforms.audiohook_session import (
-    DEFAULT_RETRY_AFTER_MS, MAX_PACKET_BYTES, AudioHookSession, PlatformError,
+    DEFAULT_RETRY_AFTER_MS,
+    MAX_PACKET_BYTES,
+    AudioHookSession,
+    PlatformError,
 )
 from mediaproxy.platforms.audiohook_signature import decode_client_secret, verify_signature
-from mediaproxy.platforms.base import UpgradeRefused, UpgradeRequest
+from mediaproxy.platforms.base import PlatformType, UpgradeRefused, UpgradeRequest
 
 __all__ = [
-    "CONFIG_KEYS", "check_upgrade", "new_session", "AudioHookSession", "PlatformError",
+    "AUDIOHOOK", "AudioHookOptions", "check_upgrade", "new_session", "AudioHookSession", "PlatformError",
     "MAX_PACKET_BYTES", "DEFAULT_RETRY_AFTER_MS",
 ]
 
@@ -85,21 +88,19 @@ def _packet_ms(value: str) -> int:
     return ms
 
 
-def _languages(value: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in value.split(",") if part.strip())
+@dataclass(frozen=True, kw_only=True)
+class AudioHookOptions:
+    """The keys of a ``[platform:NAME] type = audiohook`` section."""
 
-
-CONFIG_KEYS: Mapping[str, Key] = {
-    "mode": Key(choice("monitor", "connector"), "monitor",
-                "monitor: caller and agent audio in only; connector: Audio Connector, the bot talks back"),
-    "api_key": Key(_api_key, "", "when set, X-API-KEY must equal it"),
-    "client_secret": Key(decode_client_secret, b"",
-                         "base64; when set, HTTP message signatures are required and verified"),
-    "packet_ms": Key(_packet_ms, 200, "connector: duration of each outbound audio message (200 ms = 1600 B)"),
-    "start_paused": Key(boolean, False, "answer open with startPaused: audio starts on resume"),
-    "discard_to_ms": Key(integer(0, 3_600_000), 0, "ask Genesys to skip the first N ms of audio"),
-    "languages": Key(_languages, (), "comma-separated supportedLanguages, sent when open asks for them"),
-}
+    mode: str = option(choice("monitor", "connector"), "monitor",
+                       "monitor: caller and agent audio in only; connector: Audio Connector, the bot talks back")
+    api_key: str = option(_api_key, "", "when set, X-API-KEY must equal it")
+    client_secret: bytes = option(decode_client_secret, b"",
+                                  "base64; when set, HTTP message signatures are required and verified")
+    packet_ms: int = option(_packet_ms, 200, "connector: duration of each outbound audio message, ms (200 ms = 1600 B)")
+    start_paused: bool = option(boolean, False, "answer open with startPaused: audio starts on resume")
+    discard_to_ms: int = option(integer(0, 3_600_000), 0, "ask Genesys to skip the first N ms of audio")
+    languages: tuple[str, ...] = option(name_list, (), "comma-separated supportedLanguages, sent when open asks for them")
 
 
 def _public_authority(public_url: str) -> str:
@@ -116,14 +117,14 @@ def _public_authority(public_url: str) -> str:
     return host if port in (None, default) else f"{host}:{port}"
 
 
-def check_upgrade(request: UpgradeRequest, settings: PlatformSettings, now: float) -> None:
+def check_upgrade(request: UpgradeRequest, options: AudioHookOptions, now: float) -> None:
     """Authenticate the upgrade: ``X-API-KEY`` when ``api_key`` is set, the HTTP message signature
     when ``client_secret`` is set (``now`` in Unix seconds). Raises :class:`UpgradeRefused` (401
     for credentials, 400 for a malformed session id). The verdict is immediate; delaying failures
     to 500 ms is the glue's job."""
     headers = request.headers
-    api_key: str = settings.options.get("api_key", "")
-    secret: bytes = settings.options.get("client_secret", b"")
+    api_key = options.api_key
+    secret = options.client_secret
     if api_key:
         sent = headers.get("x-api-key", "").strip().encode("utf-8")
         if not hmac.compare_digest(sent, api_key.encode("utf-8")):
@@ -142,14 +143,23 @@ def check_upgrade(request: UpgradeRequest, settings: PlatformSettings, now: floa
             raise UpgradeRefused(401, f"signature verification failed ({check.reason})")
 
 
-def new_session(settings: PlatformSettings, backend: Backend) -> AudioHookSession:
-    """A fresh session for one AudioHook connection configured by ``settings``."""
-    options = settings.options
+def new_session(options: AudioHookOptions, formats: FormatPreference = ()) -> AudioHookSession:
+    """A fresh session for one AudioHook connection; ``formats`` (the backend's preference) picks
+    among the offered media."""
     return AudioHookSession(
-        mode=options.get("mode", "monitor"),
-        backend=backend,
-        packet_ms=options.get("packet_ms", 200),
-        start_paused=options.get("start_paused", False),
-        discard_to_ms=options.get("discard_to_ms", 0),
-        languages=options.get("languages", ()),
+        mode=options.mode,
+        formats=formats,
+        packet_ms=options.packet_ms,
+        start_paused=options.start_paused,
+        discard_to_ms=options.discard_to_ms,
+        languages=options.languages,
     )
+
+
+AUDIOHOOK = PlatformType(
+    name="audiohook",
+    options=AudioHookOptions,
+    check_upgrade=check_upgrade,
+    new_session=new_session,
+    summary="Genesys Cloud AudioHook v2 (Monitor) and Audio Connector: JSON text control, binary PCMU audio",
+)

@@ -14,8 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 from typing import Any
 
-from mediaproxy.audio.format import AudioFormat
-from mediaproxy.backends.base import Backend
+from mediaproxy.audio.format import AudioFormat, FormatPreference, choose_format
 from mediaproxy.platforms.audiohook_media import ChannelSplitter, StreamTimeline
 from mediaproxy.platforms.audiohook_messages import (
     CLIENT_TYPES, ERROR_CODES, NULL_UUID, SERVER_TYPES, Envelope, ErrorReport, Malformed, MediaOffer,
@@ -59,14 +58,14 @@ class AudioHookSession(PlatformSession):
     """One AudioHook connection, sans-IO (see the module docstring for the protocol).
 
     ``mode`` is ``monitor`` (audio in; transcripts back as events) or ``connector`` (Audio
-    Connector: mono caller audio in, bot audio out in ``packet_ms`` packets). ``backend`` is only
-    asked to choose among the offered formats. ``new_id`` makes ids for transcript entities.
+    Connector: mono caller audio in, bot audio out in ``packet_ms`` packets). ``formats`` (the
+    backend's preference) chooses among the offered formats. ``new_id`` makes ids for transcript entities.
     """
 
     def __init__(
         self,
         mode: str,
-        backend: Backend,
+        formats: FormatPreference = (),
         *,
         packet_ms: int = 200,
         start_paused: bool = False,
@@ -78,7 +77,7 @@ class AudioHookSession(PlatformSession):
         if mode not in ("monitor", "connector"):
             raise ValueError(f"unknown AudioHook mode {mode!r}")
         self.mode = mode
-        self._backend = backend
+        self._formats = formats
         self._packet_ms = packet_ms
         self._start_paused = start_paused
         self._discard_to_ms = discard_to_ms
@@ -327,12 +326,7 @@ class AudioHookSession(PlatformSession):
         for offer in offers:
             if offer.channel_format not in formats:
                 formats.append(offer.channel_format)
-        preferred: AudioFormat | None = None
-        if formats and not params.is_probe:
-            try:
-                preferred = self._backend.choose_format(formats)
-            except Exception:  # a backend bug must not delay or block `opened`
-                preferred = None
+        preferred = None if params.is_probe else choose_format(formats, self._formats)
         return choose_offer(offers, preferred, want_stereo=self.mode == "monitor")
 
     def receive_binary(self, data: bytes) -> list[Any]:

@@ -5,7 +5,7 @@ fed the text and binary WebSocket messages the platform sends (``receive_text``,
 ``receive_binary``) and returns neutral events (the dataclasses below); it is given neutral
 commands (``play``, ``mark``, ``clear``, ...) and queues the wire messages they mean. It never
 touches a transport or a clock. Replies it owes the platform (a ``pong``, an ``opened``) are queued
-the same way. The thin Autobahn glue (:mod:`mediaproxy.platforms.websocket`) drains the queue
+the same way. The thin Autobahn glue (:mod:`mediaproxy.server`) drains the queue
 with :meth:`PlatformSession.take_output` after every call and sends each item: ``str`` as a text
 frame, ``bytes`` as a binary frame.
 
@@ -16,11 +16,11 @@ it and closes the connection.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Generic, TypeVar, Union
 
-from mediaproxy.audio.format import AudioFormat
+from mediaproxy.audio.format import AudioFormat, FormatPreference
 
 Outbound = Union[str, bytes]
 """A queued wire message: ``str`` goes out as a text frame, ``bytes`` as a binary frame."""
@@ -252,7 +252,7 @@ class PlatformSession:
         return False
 
 
-# --- the upgrade request, and what a platform type module exports ------------------------------
+# --- the upgrade request, and what a platform type is ---------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -280,16 +280,40 @@ class UpgradeRefused(Exception):
         self.reason = reason
 
 
-# A platform type module (mediaproxy/platforms/<type>.py) exports:
-#
-#   CONFIG_KEYS: Mapping[str, mediaproxy.config.Key]
-#       the keys its [platform:NAME] sections accept besides type, path and backend.
-#   def check_upgrade(request: UpgradeRequest, settings: PlatformSettings, now: float) -> None
-#       authenticate the upgrade; raise UpgradeRefused to refuse it. ``now`` is the reactor's
-#       seconds() for time-window checks. Must not block.
-#   def new_session(settings: PlatformSettings, backend: Backend) -> PlatformSession
-#       a fresh sans-IO session for one connection (``backend.choose_format`` is there for
-#       platforms that negotiate formats).
-#   def plain_get(request: UpgradeRequest, settings: PlatformSettings) -> tuple[int, bytes] | None
-#       optional: the answer (status, JSON body) to a plain HTTP GET on the path with no
-#       WebSocket upgrade (AudioCodes Live Hub validation). Absent or None: the GET is refused.
+OptionsT = TypeVar("OptionsT")
+
+
+@dataclass(frozen=True)
+class PlatformType(Generic[OptionsT]):
+    """Everything the proxy needs to know about one kind of platform (``[platform:NAME] type``).
+
+    One frozen instance per platform module, registered in :mod:`mediaproxy.catalog`. The
+    server glue and the call registry use nothing else of a platform: no generic code reads a
+    platform-specific key.
+
+    ``options``: the dataclass of the keys its ``[platform:NAME]`` sections accept besides
+    ``type``, ``path`` and ``backend`` (see :mod:`mediaproxy.options`).
+    ``check_upgrade(request, options, now)``: authenticate a WebSocket upgrade; raise
+    :class:`UpgradeRefused` to refuse it. ``now`` is the reactor's time in Unix seconds, for
+    time-window checks. Never blocks.
+    ``new_session(options, formats)``: a fresh sans-IO session for one connection; ``formats``
+    is the backend's format preference, for platforms that negotiate.
+    ``plain_get(request, options)``: the ``(status, JSON body)`` answer to a plain HTTP GET on the
+    path (AudioCodes Live Hub validation); None: refused with 426.
+    ``refuses_in_band``: at capacity the upgrade is accepted and the session answers with the
+    platform's own refusal (:meth:`PlatformSession.refuse`) instead of an HTTP 503.
+    ``resume_grace_s(options)``: how long a call whose socket dropped is held for a resume; None
+    for platforms whose calls end with their socket.
+    ``validate(options, public_url)``: cross-checks at start-up; raises
+    :class:`~mediaproxy.options.OptionError`.
+    """
+
+    name: str
+    options: type[OptionsT]
+    check_upgrade: Callable[[UpgradeRequest, OptionsT, float], None]
+    new_session: Callable[[OptionsT, FormatPreference], PlatformSession]
+    summary: str = ""
+    plain_get: Callable[[UpgradeRequest, OptionsT], tuple[int, bytes] | None] | None = None
+    refuses_in_band: bool = False
+    resume_grace_s: Callable[[OptionsT], float] | None = None
+    validate: Callable[[OptionsT, str], None] | None = None

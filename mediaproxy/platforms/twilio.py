@@ -1,6 +1,6 @@
 """Twilio Media Streams, bidirectional (``<Connect><Stream>``), as a sans-IO session.
 
-Protocol (JSON text frames; see shared/protocols/platforms.md §1):
+Protocol (JSON text frames; summary in docs/protocols/twilio.md):
 
     Twilio → us   connected {protocol, version}
                   start     {streamSid, start: {streamSid, accountSid, callSid, tracks,
@@ -32,11 +32,11 @@ import hashlib
 import hmac
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from mediaproxy.audio.format import MULAW_8K
-from mediaproxy.backends.base import Backend
-from mediaproxy.config import Key, PlatformSettings, integer, text
+from mediaproxy.audio.format import MULAW_8K, FormatPreference
+from mediaproxy.options import OptionError, integer, option, text
 from mediaproxy.platforms.base import (
     CallEnded,
     CallerAudio,
@@ -46,15 +46,21 @@ from mediaproxy.platforms.base import (
     PlatformCapabilities,
     PlatformEvent,
     PlatformSession,
+    PlatformType,
     ProtocolViolation,
     UpgradeRefused,
     UpgradeRequest,
 )
 
-CONFIG_KEYS: Mapping[str, Key] = {
-    "auth_token": Key(text, "", "when set, X-Twilio-Signature is required on the upgrade"),
-    "max_frame_ms": Key(integer(20, 1000), 200, "largest inbound media payload accepted, in ms"),
-}
+
+
+@dataclass(frozen=True, kw_only=True)
+class TwilioOptions:
+    """The keys of a ``[platform:NAME] type = twilio`` section."""
+
+    auth_token: str = option(text, "", "account auth token; when set, X-Twilio-Signature is required on the upgrade")
+    max_frame_ms: int = option(integer(20, 1000), 200, "largest inbound media payload accepted, in ms")
+
 
 MAX_MESSAGE_CHARS = 64 * 1024
 _DTMF_DIGITS = frozenset("0123456789*#ABCD")
@@ -79,9 +85,9 @@ def _url_variants(url: str) -> list[str]:
     return variants
 
 
-def check_upgrade(request: UpgradeRequest, settings: PlatformSettings, now: float) -> None:
+def check_upgrade(request: UpgradeRequest, options: TwilioOptions, now: float) -> None:
     """Require a valid ``X-Twilio-Signature`` when ``auth_token`` is configured."""
-    token: str = settings["auth_token"]
+    token = options.auth_token
     if not token:
         return
     given = request.headers.get("x-twilio-signature", "").encode()
@@ -96,8 +102,15 @@ def check_upgrade(request: UpgradeRequest, settings: PlatformSettings, now: floa
         raise UpgradeRefused(403, "bad X-Twilio-Signature")
 
 
-def new_session(settings: PlatformSettings, backend: Backend) -> TwilioSession:
-    return TwilioSession(max_frame_bytes=MULAW_8K.bytes_for_ms(settings["max_frame_ms"]))
+def new_session(options: TwilioOptions, formats: FormatPreference = ()) -> TwilioSession:
+    """A fresh session for one media stream (Twilio always sends µ-law: nothing to negotiate)."""
+    return TwilioSession(max_frame_bytes=MULAW_8K.bytes_for_ms(options.max_frame_ms))
+
+
+def validate(options: TwilioOptions, public_url: str) -> None:
+    """The signature covers the URL Twilio dialled, which only ``[proxy] public_url`` knows."""
+    if options.auth_token and not public_url:
+        raise OptionError("public_url", "required because this platform checks X-Twilio-Signature", section="proxy")
 
 
 class TwilioSession(PlatformSession):
@@ -240,3 +253,13 @@ class TwilioSession(PlatformSession):
     def hangup(self, reason: str, variables: Mapping[str, str] | None = None) -> None:
         # Closing the socket is all a media stream can do; Twilio then runs the next TwiML verb.
         self._ended = True
+
+
+TWILIO = PlatformType(
+    name="twilio",
+    options=TwilioOptions,
+    check_upgrade=check_upgrade,
+    new_session=new_session,
+    validate=validate,
+    summary="Twilio Media Streams, bidirectional (<Connect><Stream>): JSON text frames, µ-law 8 kHz",
+)

@@ -15,7 +15,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from mediaproxy.platforms.base import UpgradeRequest
-from mediaproxy.platforms.websocket import PlatformServerFactory
+from mediaproxy.server.websocket import PlatformServerFactory
 
 
 class PlatformResource(Resource):
@@ -33,7 +33,8 @@ class PlatformResource(Resource):
         upgrade = (request.getHeader("upgrade") or "").lower()
         if "websocket" in upgrade:
             return self._websocket.render(request)
-        plain_get = getattr(self.factory.module, "plain_get", None)
+        endpoint = self.factory.endpoint
+        plain_get = endpoint.platform.plain_get
         if plain_get is not None and request.method in (b"GET", b"HEAD"):
             headers = {k.decode("latin-1").lower(): b", ".join(v).decode("latin-1")
                        for k, v in request.requestHeaders.getAllRawHeaders()}
@@ -41,9 +42,9 @@ class PlatformResource(Resource):
                 target=request.uri.decode("latin-1"),
                 host=(request.getHeader("host") or ""),
                 headers=headers,
-                public_url=self.factory.context.public_url,
+                public_url=self.factory.public_url,
             )
-            answer = plain_get(upgrade_request, self.factory.settings)
+            answer = plain_get(upgrade_request, endpoint.options)
             if answer is not None:
                 status, body = answer
                 request.setResponseCode(status)

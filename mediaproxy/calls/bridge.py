@@ -1,0 +1,341 @@
+"""CallBridge: one call, from its platform connection's opening to the last cancelled timer.
+
+The bridge routes every event of its platform session (one ``match``) and every event of its
+backend session (it is the backend's listener). It owns the call's backend session, the two
+transcoders (a pass-through when the formats match) and the playout, and it wires barge-in: when
+the backend hears the caller start speaking, the platform is flushed and the playout cleared
+*first*, synchronously, and only then is the backend told how much of its response the caller
+actually heard. Either side ending ends the call: the playout stops (leaving the shared clock),
+the backend session closes, and the call is counted once with its outcome.
+
+Bot audio flows one way: backend → :meth:`CallBridge.backend_audio` → transcoder → playout →
+the platform leg (the playout's sink) → socket. Commands to the platform (clear, transcripts,
+hang-up) go to the leg's session, then one :meth:`PlatformLeg.flush` per entry point.
+
+Nothing is shared between calls except the context (clock, metrics) and the registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from twisted.logger import Logger
+
+from mediaproxy.audio.transcode import Transcoder
+from mediaproxy.backends.base import BackendSession, CallInfo
+from mediaproxy.calls.context import CallContext, Endpoint
+from mediaproxy.calls.leg import PlatformLeg
+from mediaproxy.calls.outcome import Outcome
+from mediaproxy.platforms.base import (
+    CallEnded,
+    CallerAudio,
+    CallerStreamPaused,
+    CallStarted,
+    DtmfReceived,
+    MarkPlayed,
+    PlatformError,
+    PlatformEvent,
+    PlaybackFlowChanged,
+    ProtocolViolation,
+    ResumeRequested,
+)
+from mediaproxy.playout import Playout
+
+if TYPE_CHECKING:
+    from mediaproxy.calls.registry import CallRegistry
+
+log = Logger()
+
+MAX_LISTEN_CHANNELS = 3
+"""Listen-only calls open one backend session per audio channel; AudioHook has two, and input
+never opens sessions without bound."""
+
+
+class _ChannelListener:
+    """Backend listener of one extra channel of a listen-only call (AudioHook Monitor streams
+    the caller and the agent separately; each gets its own backend session). Only transcripts
+    and failures matter: a listen-only call plays nothing back."""
+
+    def __init__(self, bridge: CallBridge, role: str) -> None:
+        self._bridge = bridge
+        self._role = role
+
+    def backend_transcript(self, role: str, text: str, final: bool) -> None:
+        if role == "caller":  # what this channel's party said
+            self._bridge.backend_transcript(self._role, text, final)
+
+    def backend_failed(self, reason: str) -> None:
+        self._bridge.backend_failed(reason)
+
+    def backend_hangup(self, reason: str, variables: Mapping[str, str] | None = None) -> None:
+        self._bridge.backend_hangup(reason, variables)
+
+    def backend_ready(self) -> None: ...
+
+    def backend_audio(self, response_id: str, data: bytes) -> None: ...
+
+    def backend_response_done(self, response_id: str) -> None: ...
+
+    def backend_speech_started(self) -> None: ...
+
+    def backend_speech_stopped(self) -> None: ...
+
+
+class CallBridge:
+    """One call between a platform connection and a backend session.
+
+    Created by the :class:`~mediaproxy.calls.registry.CallRegistry` when a platform connection
+    opens; the call starts at the session's :class:`CallStarted`. Listen-only calls
+    (``capabilities.plays_audio`` false: AudioHook Monitor) open one backend session per audio
+    channel, lazily, with ``CallInfo.listen_only``; transcripts of the ``external`` channel are
+    the caller's, of any other channel the agent's.
+    """
+
+    def __init__(self, endpoint: Endpoint, context: CallContext, leg: PlatformLeg,
+                 registry: CallRegistry | None = None) -> None:
+        self.endpoint = endpoint
+        self.platform = endpoint.name
+        self.backend = endpoint.backend
+        self.leg = leg
+        self.call_id = ""
+        self.outcome: Outcome | None = None
+        self._context = context
+        self._registry = registry
+        self._metrics = context.metrics
+        self._reactor = context.reactor
+        self._backend_session: BackendSession | None = None
+        self._playout: Playout | None = None
+        self._up: Transcoder | None = None
+        self._down: Transcoder | None = None
+        self._caller_paused = False
+        self._listen_only = not leg.session.capabilities.plays_audio
+        self._extra_channels: dict[str, tuple[BackendSession, Transcoder]] = {}
+        self._call_info: CallInfo | None = None
+        self._frames_in = context.metrics.frames_total.labels(self.platform, "in")
+        self._started = False
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    @property
+    def ended(self) -> bool:
+        return self.outcome is not None
+
+    @property
+    def playout(self) -> Playout | None:
+        return self._playout
+
+    # --- platform → bridge ---------------------------------------------------------------------
+
+    def handle(self, events: list[PlatformEvent]) -> None:
+        """Route the events of one platform message, in order."""
+        for event in events:
+            match event:
+                case CallerAudio(data, channel):
+                    self.caller_audio(data, channel)
+                case MarkPlayed(name):
+                    if self._playout is not None:
+                        self._playout.mark_echoed(name)
+                case CallStarted():
+                    self.start(event)
+                case DtmfReceived(digits):
+                    if self._backend_session is not None and not self.ended:
+                        self._backend_session.send_dtmf(digits)
+                case CallerStreamPaused(paused):
+                    if paused and not self._caller_paused:
+                        # The platform stopped the caller stream (Genesys hold, secure pause): a
+                        # flow pause on the platform leg, counted once per pause.
+                        self._metrics.flow_pauses_total.labels("platform").inc()
+                    self._caller_paused = paused
+                case PlaybackFlowChanged(retry_after_ms):
+                    if self._playout is not None and retry_after_ms > 0:
+                        self._playout.back_off(retry_after_ms)
+                case PlatformError(code, message):
+                    self._metrics.platform_errors_total.labels(self.platform, code).inc()
+                    log.info("{platform} reported error {code}: {message}", platform=self.platform,
+                             code=code, message=message, call_id=self.call_id)
+                case ResumeRequested(call_id):
+                    if self._registry is not None:
+                        self._registry.resume(call_id, self.leg)
+                    return  # the connection now carries another call (or is refused)
+                case CallEnded(reason):
+                    self.end(Outcome.COMPLETED, f"platform ended the call: {reason}")
+                    # The platform said goodbye; close once our reply (if any) is out.
+                    self.leg.close()
+                case ProtocolViolation(kind, detail):
+                    self._metrics.protocol_errors_total.labels(self.platform, kind).inc()
+                    log.info("{platform}: protocol error {kind}: {detail}", platform=self.platform,
+                             kind=kind, detail=detail, call_id=self.call_id)
+                    self.end(Outcome.PROTOCOL_ERROR, kind)
+                    self.leg.close()
+                    return
+
+    def start(self, event: CallStarted) -> None:
+        """The platform started the call: open the backend session and the playout."""
+        if self._started or self.ended:
+            return
+        self._started = True
+        self.call_id = event.call_id
+        fmt = event.audio_format
+        session = self.leg.session
+        self._playout = Playout(
+            self._context.clock, fmt, session.capabilities, self._context.playout, self.leg, self._metrics,
+            self.platform,
+        )
+        self._metrics.calls_active.labels(self.platform).inc()
+        log.info("call {call_id} started on {platform} ({fmt}), backend {backend}",
+                 call_id=self.call_id, platform=self.platform, fmt=str(fmt), backend=self.backend.name)
+        self._call_info = CallInfo(event.call_id, self.platform, dict(event.metadata), self._listen_only)
+        backend_session = self.backend.open_session(self._call_info, self, fmt)
+        self._backend_session = backend_session
+        self._up = Transcoder(fmt, backend_session.audio_format)
+        self._down = Transcoder(backend_session.audio_format, fmt)
+        self._playout.attach_producer(backend_session)
+        self.leg.register_producer(self._playout)
+
+    def caller_audio(self, data: bytes, channel: str = "external") -> None:
+        """Caller audio in the platform format: count it and pass it to the backend."""
+        self._frames_in.inc()
+        if self._backend_session is None or self._caller_paused or self.ended:
+            return
+        if channel != "external" and self._listen_only:
+            self._channel_audio(data, channel)
+            return
+        assert self._up is not None
+        self._backend_session.send_audio(self._up.convert(data))
+
+    def _channel_audio(self, data: bytes, channel: str) -> None:
+        leg = self._extra_channels.get(channel)
+        if leg is None:
+            if len(self._extra_channels) >= MAX_LISTEN_CHANNELS or self._call_info is None or self._playout is None:
+                return
+            fmt = self._playout.audio_format
+            session = self.backend.open_session(self._call_info, _ChannelListener(self, "agent"), fmt)
+            leg = (session, Transcoder(fmt, session.audio_format))
+            self._extra_channels[channel] = leg
+        session, up = leg
+        session.send_audio(up.convert(data))
+
+    # --- the platform connection -------------------------------------------------------------------
+
+    def adopt(self, leg: PlatformLeg) -> None:
+        """A resume: the call continues on ``leg``, a new connection. The call's own session keeps
+        the protocol state and moves with it; it queues the platform's acceptance."""
+        session = self.leg.session
+        self.leg = leg
+        leg.adopt(self, session)
+        session.resumed()
+        if self._playout is not None:
+            leg.register_producer(self._playout)
+            self._playout.resumeProducing()
+        leg.flush()
+
+    def connection_lost(self) -> None:
+        """The platform socket is gone: the call ends, unless its platform may resume it."""
+        if not self._started or self.ended:
+            return
+        session = self.leg.session
+        if session.survives_disconnect and self._registry is not None:
+            session.connection_lost()
+            if self._playout is not None:
+                self._playout.pauseProducing()
+            self._registry.hold(self)
+        else:
+            self.end(Outcome.DISCONNECTED, "socket closed")
+
+    def drain(self, reason: str = "proxy shutting down") -> None:
+        """Shutdown: say goodbye the platform's way, end the call, close the connection."""
+        if self._started and not self.ended:
+            self.leg.session.hangup(reason, None)
+            self.end(Outcome.DRAINED, reason)
+        self.leg.close()
+
+    # --- backend → bridge (BackendListener) ------------------------------------------------------
+
+    def backend_ready(self) -> None:
+        log.debug("call {call_id}: backend ready", call_id=self.call_id)
+
+    def backend_audio(self, response_id: str, data: bytes) -> None:
+        if self._listen_only:
+            # Nobody would hear it (AudioHook Monitor): pacing it would only tick the clock and
+            # count frames that never leave.
+            return
+        if self._playout is not None and self._down is not None:
+            self._playout.write(response_id, self._down.convert(data))
+
+    def backend_response_done(self, response_id: str) -> None:
+        if self._playout is not None:
+            self._playout.finish(response_id)
+
+    def backend_speech_started(self) -> None:
+        """Barge-in: flush the platform and the playout at once, then truncate the backend."""
+        if self._playout is None or self.ended:
+            return
+        signalled = self._reactor.seconds()
+        # The flush goes out before anything else happens: Twilio may hold seconds of audio
+        # even when we think it has all played, so it is always sent.
+        session = self.leg.session
+        session.clear()
+        session.caller_speech(True)
+        self.leg.flush()
+        heard = self._playout.clear()
+        if heard is None:
+            return
+        self._metrics.bargein_seconds.observe(self._reactor.seconds() - signalled)
+        if self._down is not None:
+            self._down.reset()
+        if self._backend_session is not None:
+            self._backend_session.interrupt(heard.response_id, heard.played_ms)
+
+    def backend_speech_stopped(self) -> None:
+        if not self.ended:
+            self.leg.session.caller_speech(False)
+            self.leg.flush()
+
+    def backend_transcript(self, role: str, text: str, final: bool) -> None:
+        if self.ended:
+            return
+        if final and self._context.log_transcripts:
+            log.info("call {call_id} {role}: {text}", call_id=self.call_id, role=role, text=text,
+                     platform=self.platform, backend=self.backend.name)
+        self.leg.session.transcript(role, text, final)
+        self.leg.flush()
+
+    def backend_hangup(self, reason: str, variables: Mapping[str, str] | None = None) -> None:
+        if self.ended:
+            return
+        self.leg.session.hangup(reason, variables)
+        self.end(Outcome.BOT_HANGUP, reason)
+        self.leg.close()
+
+    def backend_failed(self, reason: str) -> None:
+        if self.ended:
+            return
+        log.warn("call {call_id}: backend {backend} failed: {reason}", call_id=self.call_id,
+                 backend=self.backend.name, reason=reason)
+        self.leg.session.hangup("error", None)
+        self.end(Outcome.BACKEND_FAILED, reason)
+        self.leg.close()
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+
+    def end(self, outcome: Outcome, reason: str = "") -> None:
+        """End the call (idempotent): stop the playout, close the backend, count the outcome."""
+        if self.ended:
+            return
+        self.outcome = outcome
+        if self._playout is not None:
+            self._playout.stop()
+        if self._backend_session is not None:
+            self._backend_session.close()
+        for session, _ in self._extra_channels.values():
+            session.close()
+        if self._started:
+            self._metrics.calls_active.labels(self.platform).dec()
+            self._metrics.calls_total.labels(self.platform, outcome.value).inc()
+            log.info("call {call_id} ended on {platform}: {outcome} {reason}", call_id=self.call_id,
+                     platform=self.platform, outcome=outcome.value, reason=reason)
+        if self._registry is not None:
+            self._registry.ended(self)

@@ -1,0 +1,24 @@
+"""The platform and backend types the proxy knows: one explicit table each.
+
+A new platform or backend is one module that defines its :class:`PlatformType` or
+:class:`BackendType` (options dataclass, upgrade check, session or backend factory, ...) plus one
+line here. Configuration (``[platform:NAME] type = ...``) looks types up in these tables, the
+reference in ``docs/configuration.md`` is generated from them, and nothing else in the proxy
+names a platform or a backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from mediaproxy.backends.base import BackendType
+from mediaproxy.backends.echo import ECHO
+from mediaproxy.backends.openai import OPENAI_REALTIME
+from mediaproxy.platforms.audiocodes import AUDIOCODES
+from mediaproxy.platforms.audiohook import AUDIOHOOK
+from mediaproxy.platforms.base import PlatformType
+from mediaproxy.platforms.twilio import TWILIO
+
+PLATFORM_TYPES: Mapping[str, PlatformType[Any]] = {t.name: t for t in (TWILIO, AUDIOHOOK, AUDIOCODES)}
+BACKEND_TYPES: Mapping[str, BackendType[Any]] = {t.name: t for t in (ECHO, OPENAI_REALTIME)}

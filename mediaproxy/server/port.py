@@ -1,0 +1,152 @@
+"""PlatformPort: one platform connection as its call sees it (the glue side of a call).
+
+The port holds the connection's sans-IO platform session and the Autobahn protocol that carries
+it. Frames from the socket go into the session and the session's events to the call; what the
+session queues goes out as frames. The port is the call's :class:`~mediaproxy.calls.PlatformLeg`
+and its playout's sink: packets are queued in the session and the socket is written once per
+playout pass (:meth:`flush`), not once per packet.
+
+It also owns the close handshake: :meth:`close` sends the WebSocket close once the session's
+goodbye is out, or — for protocols with a close transaction (AudioHook ``disconnect`` → ``close``
+→ ``closed``) — waits for the platform to finish it, bounded by ``CLOSE_TRANSACTION_TIMEOUT_S``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+
+from mediaproxy.platforms.base import PlatformSession, ProtocolViolation
+
+if TYPE_CHECKING:
+    from mediaproxy.calls.bridge import CallBridge
+
+CLOSE_TRANSACTION_TIMEOUT_S = 10.0
+"""How long a platform may take to finish its close transaction before we close ourselves."""
+
+
+class Wire(Protocol):
+    """What the port needs of the WebSocket connection (the Autobahn protocol)."""
+
+    def send_frame(self, message: str | bytes) -> None:
+        """Send ``str`` as a text frame, ``bytes`` as a binary frame (dropped once closing)."""
+
+    def close_socket(self) -> None:
+        """Start the WebSocket close handshake (or drop a connection that cannot have one)."""
+
+    def drop_socket(self) -> None:
+        """Abort the connection at once, without a close handshake."""
+
+    def register_producer(self, producer: IPushProducer) -> None:
+        """Make ``producer`` the transport's push producer."""
+
+    def unregister_producer(self) -> None:
+        """Forget the transport's push producer (if any)."""
+
+
+class PlatformPort:
+    """One platform connection: a session, its socket, and the call it carries."""
+
+    def __init__(self, session: PlatformSession, wire: Wire, reactor: IReactorTime) -> None:
+        self._session = session
+        self._wire = wire
+        self._reactor = reactor
+        self.call: CallBridge | None = None
+        self._closing = False
+        self._close_timer: IDelayedCall | None = None
+        self._gone = False
+
+    @property
+    def session(self) -> PlatformSession:
+        return self._session
+
+    # --- from the socket ----------------------------------------------------------------------------
+
+    def received(self, payload: bytes, binary: bool) -> None:
+        """One WebSocket message from the platform."""
+        if self._gone:
+            return
+        session = self._session
+        if binary:
+            events = session.receive_binary(payload)
+        else:
+            try:
+                # Autobahn's own UTF-8 check is off (utf8validateIncoming): this decode is it.
+                text = payload.decode("utf-8")
+            except UnicodeDecodeError:
+                events = [ProtocolViolation("bad_utf8", "text frame is not UTF-8")]
+            else:
+                events = session.receive_text(text)
+        if events and self.call is not None:
+            self.call.handle(events)
+        self.flush()
+        session = self._session  # a resume may have brought the call's own session
+        if (self._closing or session.finished) and not session.awaits_close:
+            self._close_now()
+
+    def lost(self) -> None:
+        """The socket is gone (cleanly or not)."""
+        self._gone = True
+        self._cancel_close_timer()
+
+    # --- PlatformLeg ------------------------------------------------------------------------------
+
+    def adopt(self, call: CallBridge, session: PlatformSession) -> None:
+        self.call = call
+        self._session = session
+
+    def flush(self) -> None:
+        output = self._session.take_output()
+        if not output or self._gone:
+            return
+        send = self._wire.send_frame
+        for message in output:
+            send(message)
+
+    def close(self) -> None:
+        """Close once the session's close transaction (if any) is done."""
+        self.flush()
+        if self._closing or self._gone:
+            return
+        self._closing = True
+        if self._session.awaits_close:
+            self._close_timer = self._reactor.callLater(CLOSE_TRANSACTION_TIMEOUT_S, self._close_now)
+        else:
+            self._close_now()
+
+    def give_up(self) -> None:
+        """Another connection took this one's call: forget it and drop the socket, without this
+        connection's loss ending the call or stopping its playout (it moves with the call)."""
+        self._session.connection_lost()
+        self.call = None
+        self._closing = True
+        self._wire.unregister_producer()
+        self._wire.drop_socket()
+
+    def register_producer(self, producer: IPushProducer) -> None:
+        if not self._gone:
+            self._wire.register_producer(producer)
+
+    # --- the playout's sink ---------------------------------------------------------------------------
+
+    def play(self, packet: bytes) -> None:
+        self._session.play(packet)
+
+    def mark(self, name: str) -> None:
+        self._session.mark(name)
+
+    def playback_finished(self) -> None:
+        self._session.playback_finished()
+
+    # --- closing -----------------------------------------------------------------------------------
+
+    def _close_now(self) -> None:
+        self._cancel_close_timer()
+        if not self._gone:
+            self._wire.close_socket()
+
+    def _cancel_close_timer(self) -> None:
+        if self._close_timer is not None and self._close_timer.active():
+            self._close_timer.cancel()
+        self._close_timer = None

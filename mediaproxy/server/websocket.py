@@ -1,0 +1,154 @@
+"""The thin Autobahn glue shared by every platform: frames in and out of a :class:`PlatformPort`.
+
+``PlatformServerProtocol`` authenticates the upgrade with its platform type's ``check_upgrade``
+and asks the call registry for admission; once open, it hands every frame to its port, which
+feeds the sans-IO session and the call. It knows nothing of any platform or of the call's life.
+"""
+
+from __future__ import annotations
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+
+from mediaproxy.calls import CallRegistry, Endpoint
+from mediaproxy.platforms.base import UpgradeRefused, UpgradeRequest
+from mediaproxy.server.port import PlatformPort
+
+log = Logger()
+
+AUTH_FAILURE_DELAY_S = 0.5
+"""How long a refused upgrade waits before its answer: every refusal takes the same, long time,
+so timing tells a prober nothing and guessing is slow (the AudioHook reference verifier's
+policy, applied to every platform)."""
+MAX_MESSAGE_BYTES = 1024 * 1024
+
+
+def _deny(refused: UpgradeRefused) -> None:
+    raise ConnectionDeny(refused.code, refused.reason)
+
+
+class PlatformServerProtocol(WebSocketServerProtocol):
+    """One platform connection (Autobahn calls the camelCase methods)."""
+
+    factory: PlatformServerFactory
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.port: PlatformPort | None = None
+        self._upgrade: UpgradeRequest | None = None
+
+    # --- Autobahn callbacks -------------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        # Autobahn's Twisted dataReceived only adds a debug log whose arguments it formats on
+        # every read, even with debug off: a few µs per media frame, thousands of times a
+        # second. Go straight to the framing code.
+        self._dataReceived(data)
+
+    def onConnect(self, request: ConnectionRequest) -> Deferred[None] | None:
+        factory = self.factory
+        endpoint = factory.endpoint
+        if factory.registry.draining:
+            raise ConnectionDeny(503, "draining: not accepting new calls")
+        upgrade = UpgradeRequest(
+            target=self.http_request_uri,
+            # The Host header as sent: Autobahn's request.host drops the port, but signatures
+            # (AudioHook @authority) cover it whenever it is not the scheme's default.
+            host=request.headers.get("host", request.host).strip(),
+            headers=dict(request.headers),
+            public_url=factory.public_url,
+        )
+        try:
+            endpoint.platform.check_upgrade(upgrade, endpoint.options, factory.reactor.seconds())
+        except UpgradeRefused as refused:
+            factory.registry.context.metrics.protocol_errors_total.labels(endpoint.name, "auth").inc()
+            log.info("{platform}: upgrade refused: {code} {reason}", platform=endpoint.name,
+                     code=refused.code, reason=refused.reason)
+            return deferLater(factory.reactor, AUTH_FAILURE_DELAY_S, _deny, refused)
+        self._upgrade = upgrade
+        refusal = factory.registry.refusal()
+        if refusal is not None and not endpoint.platform.refuses_in_band:
+            raise ConnectionDeny(503, refusal)
+        return None
+
+    def onOpen(self) -> None:
+        factory = self.factory
+        endpoint = factory.endpoint
+        session = endpoint.platform.new_session(endpoint.options, endpoint.backend.format_preference)
+        if self._upgrade is not None:
+            session.bind_upgrade(self._upgrade)
+        port = PlatformPort(session, self, factory.reactor)
+        self.port = port
+        port.call = factory.registry.connect(port, endpoint)
+        port.flush()
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self.port is not None:
+            self.port.received(payload, isBinary)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        port = self.port
+        if port is not None:
+            port.lost()
+            self.factory.registry.disconnect(port)
+
+    # --- Wire (used by the port) -------------------------------------------------------------------
+
+    def send_frame(self, message: str | bytes) -> None:
+        if self.state != WebSocketServerProtocol.STATE_OPEN:
+            return
+        if type(message) is str:
+            self.sendMessage(message.encode("utf-8"), False)
+        else:
+            self.sendMessage(message, True)  # type: ignore[arg-type]
+
+    def close_socket(self) -> None:
+        if self.state == WebSocketServerProtocol.STATE_OPEN:
+            self.sendClose(code=1000)
+        elif self.transport is not None and self.state not in (
+            WebSocketServerProtocol.STATE_CLOSED, WebSocketServerProtocol.STATE_CLOSING
+        ):
+            # A close handshake already under way (we may get here twice for one goodbye) is
+            # left to finish; Autobahn's closeHandshakeTimeout bounds it. Aborting it would
+            # turn a clean close into 1006 at the peer.
+            self.dropConnection(abort=True)
+
+    def drop_socket(self) -> None:
+        self.dropConnection(abort=True)
+
+    def register_producer(self, producer: IPushProducer) -> None:
+        # twisted.web's HTTPChannel stays registered on the transport after the WebSocket
+        # takeover; the playout replaces it.
+        self.unregister_producer()
+        if self.transport is not None:
+            self.transport.registerProducer(producer, True)
+
+    def unregister_producer(self) -> None:
+        transport = self.transport
+        if transport is not None and getattr(transport, "producer", None) is not None:
+            transport.unregisterProducer()
+
+
+class PlatformServerFactory(WebSocketServerFactory):
+    """The Autobahn factory of one configured platform endpoint."""
+
+    protocol = PlatformServerProtocol
+
+    def __init__(self, endpoint: Endpoint, registry: CallRegistry, public_url: str) -> None:
+        super().__init__()
+        self.endpoint = endpoint
+        self.registry = registry
+        self.reactor = registry.context.reactor
+        self.public_url = public_url
+        self.setProtocolOptions(
+            maxMessagePayloadSize=MAX_MESSAGE_BYTES,
+            maxFramePayloadSize=MAX_MESSAGE_BYTES,
+            openHandshakeTimeout=10,
+            closeHandshakeTimeout=5,
+            # Checked once, by the decode in the port, instead of twice.
+            utf8validateIncoming=False,
+        )

@@ -11,10 +11,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mediaproxy.config import PlatformSettings
 from mediaproxy.platforms.audiohook import check_upgrade
-from mediaproxy.platforms.audiohook_signature import (
-    decode_client_secret, parse_dictionary, verify_signature,
-)
+from mediaproxy.platforms.audiohook_signature import decode_client_secret, verify_signature
 from mediaproxy.platforms.base import UpgradeRefused, UpgradeRequest
+from mediaproxy.platforms.structured_fields import parse_dictionary
 
 # The spec's test vector (session and correlation ids as in the notes, not the swapped page).
 VECTOR_TARGET = "/api/v1/voicebiometrics/ws"

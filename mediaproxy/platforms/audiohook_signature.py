@@ -14,6 +14,8 @@ The policy is the reference verifier's: all six components covered, ``keyid`` eq
 ``X-API-KEY``, nonce of at least 22 characters, ``alg`` hmac-sha256, ``created`` at most 3 s in the
 future and at most 10 s old, not expired, constant-time comparison.
 
+Both headers are RFC 8941 dictionaries, parsed by :mod:`mediaproxy.platforms.structured_fields`.
+
 This module is pure: time arrives as an argument and nothing here sleeps. Delaying a failed
 answer to at least 500 ms from the start of verification (so failures cannot be timed) is the
 WebSocket glue's job.
@@ -28,7 +30,8 @@ import hmac
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Union
+
+from mediaproxy.platforms.structured_fields import BareItem, InnerList, Item, StructuredFieldError, parse_dictionary
 
 __all__ = ["SignatureCheck", "verify_signature", "REQUIRED_COMPONENTS", "decode_client_secret"]
 
@@ -75,181 +78,6 @@ def decode_client_secret(text: str) -> bytes:
         raise ValueError("client_secret must be base64") from None
 
 
-# --- a strict parser for the subset of RFC 8941 structured fields that signatures use ---------
-
-BareItem = Union[str, int, bool, bytes, "Token"]
-
-
-@dataclass(frozen=True)
-class Token:
-    """An RFC 8941 token (kept apart from strings so that ``"x"`` and ``x`` differ)."""
-
-    value: str
-
-
-@dataclass(frozen=True)
-class Item:
-    value: BareItem
-    params: tuple[tuple[str, BareItem], ...]
-
-
-@dataclass(frozen=True)
-class InnerList:
-    items: tuple[Item, ...]
-    params: tuple[tuple[str, BareItem], ...]
-
-
-@dataclass(frozen=True)
-class Member:
-    """One dictionary member, with the raw text of its value as it was carried."""
-
-    value: Item | InnerList
-    raw: str
-
-
-class _SyntaxError(ValueError):
-    pass
-
-
-_KEY_START = re.compile(r"[a-z*]")
-_KEY = re.compile(r"[a-z*][a-z0-9_\-.*]*")
-_TOKEN = re.compile(r"[A-Za-z*][A-Za-z0-9!#$%&'*+\-.^_`|~:/]*")
-_INTEGER = re.compile(r"-?[0-9]{1,15}")
-
-
-class _FieldParser:
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.pos = 0
-
-    def _peek(self) -> str:
-        return self.text[self.pos] if self.pos < len(self.text) else ""
-
-    def _skip_ows(self) -> None:
-        while self._peek() in (" ", "\t"):
-            self.pos += 1
-
-    def _skip_sp(self) -> None:
-        while self._peek() == " ":
-            self.pos += 1
-
-    def dictionary(self) -> dict[str, Member]:
-        members: dict[str, Member] = {}
-        self._skip_sp()
-        while self.pos < len(self.text):
-            key = self._key()
-            start = self.pos
-            if self._peek() == "=":
-                self.pos += 1
-                start = self.pos
-                value: Item | InnerList = self._inner_list() if self._peek() == "(" else self._item()
-            else:
-                value = Item(True, self._params())
-            members[key] = Member(value, self.text[start:self.pos])
-            self._skip_ows()
-            if self.pos >= len(self.text):
-                break
-            if self._peek() != ",":
-                raise _SyntaxError(f"expected ',' at {self.pos}")
-            self.pos += 1
-            self._skip_ows()
-            if self.pos >= len(self.text):
-                raise _SyntaxError("trailing comma")
-        return members
-
-    def _key(self) -> str:
-        match = _KEY.match(self.text, self.pos)
-        if match is None:
-            raise _SyntaxError(f"expected a key at {self.pos}")
-        self.pos = match.end()
-        return match.group()
-
-    def _inner_list(self) -> InnerList:
-        self.pos += 1  # "("
-        items: list[Item] = []
-        while True:
-            self._skip_sp()
-            if self._peek() == ")":
-                self.pos += 1
-                return InnerList(tuple(items), self._params())
-            items.append(self._item())
-            if self._peek() not in (" ", ")"):
-                raise _SyntaxError(f"expected ' ' or ')' at {self.pos}")
-
-    def _item(self) -> Item:
-        return Item(self._bare_item(), self._params())
-
-    def _params(self) -> tuple[tuple[str, BareItem], ...]:
-        params: list[tuple[str, BareItem]] = []
-        while self._peek() == ";":
-            self.pos += 1
-            self._skip_sp()
-            key = self._key()
-            value: BareItem = True
-            if self._peek() == "=":
-                self.pos += 1
-                value = self._bare_item()
-            params.append((key, value))
-        return tuple(params)
-
-    def _bare_item(self) -> BareItem:
-        c = self._peek()
-        if c == '"':
-            return self._string()
-        if c == ":":
-            end = self.text.find(":", self.pos + 1)
-            if end < 0:
-                raise _SyntaxError("unterminated byte sequence")
-            encoded = self.text[self.pos + 1:end]
-            self.pos = end + 1
-            try:
-                return base64.b64decode(encoded, validate=True)
-            except (binascii.Error, ValueError):
-                raise _SyntaxError("bad base64 in byte sequence") from None
-        if c == "?":
-            flag = self.text[self.pos + 1:self.pos + 2]
-            if flag not in ("0", "1"):
-                raise _SyntaxError("bad boolean")
-            self.pos += 2
-            return flag == "1"
-        if c == "-" or c.isdigit():
-            match = _INTEGER.match(self.text, self.pos)
-            if match is None or (match.end() < len(self.text) and self.text[match.end()] in ".0123456789"):
-                raise _SyntaxError("bad integer (decimals are not used in signatures)")
-            self.pos = match.end()
-            return int(match.group())
-        match = _TOKEN.match(self.text, self.pos)
-        if match is None:
-            raise _SyntaxError(f"unexpected character at {self.pos}")
-        self.pos = match.end()
-        return Token(match.group())
-
-    def _string(self) -> str:
-        out: list[str] = []
-        self.pos += 1
-        while self.pos < len(self.text):
-            c = self.text[self.pos]
-            self.pos += 1
-            if c == "\\":
-                escaped = self._peek()
-                if escaped not in ('"', "\\") or not escaped:
-                    raise _SyntaxError("bad escape in string")
-                out.append(escaped)
-                self.pos += 1
-            elif c == '"':
-                return "".join(out)
-            elif not (" " <= c <= "~"):
-                raise _SyntaxError("non-ASCII character in string")
-            else:
-                out.append(c)
-        raise _SyntaxError("unterminated string")
-
-
-def parse_dictionary(text: str) -> dict[str, Member]:
-    """Parse an RFC 8941 dictionary field. Raises ``ValueError`` when it is malformed."""
-    return _FieldParser(text.strip()).dictionary()
-
-
 # --- the verifier -------------------------------------------------------------------------------
 
 
@@ -284,7 +112,7 @@ def verify_signature(
     try:
         inputs = parse_dictionary(signature_input)
         signatures = parse_dictionary(signature_field)
-    except ValueError as e:
+    except StructuredFieldError as e:
         return _fail("malformed", f"cannot parse signature headers: {e}")
     if not inputs:
         return _fail("malformed", "Signature-Input is empty")

@@ -1,6 +1,6 @@
 """The proxy's Prometheus metrics, in a registry the service owns (never the global one).
 
-Names and labels are the contract in DESIGN §1; dashboards rely on them. No label ever carries a
+Names and labels are a contract (docs/metrics.md); dashboards rely on them. No label ever carries a
 per-call value: the label sets here are bounded by configuration (platform and backend names) and
 by fixed vocabularies (direction, reason, kind, outcome).
 """

@@ -5,15 +5,20 @@ that records what the platform session queued, stamped with the clock time it le
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 
 from mediaproxy.audio.format import AudioFormat
 from mediaproxy.backends.base import CallInfo
+from mediaproxy.calls import CallBridge, CallContext, Endpoint
+from mediaproxy.config import PlayoutSettings
+from mediaproxy.metrics import Metrics
 from mediaproxy.platforms.base import PlatformSession
+from mediaproxy.platforms.twilio import TWILIO
+from mediaproxy.playout import PlayoutClock
 
 
 class RecordingBackendSession:
@@ -24,7 +29,7 @@ class RecordingBackendSession:
         self.listener = listener
         self.audio_format = audio_format
         self.audio = bytearray()
-        self.interrupts: list[tuple[str, int, int]] = []
+        self.interrupts: list[tuple[str, int]] = []
         self.dtmf: list[str] = []
         self.closed = False
         self.paused = False
@@ -32,8 +37,8 @@ class RecordingBackendSession:
     def send_audio(self, data: bytes) -> None:
         self.audio.extend(data)
 
-    def interrupt(self, response_id: str, played_ms: int, received_ms: int) -> None:
-        self.interrupts.append((response_id, played_ms, received_ms))
+    def interrupt(self, response_id: str, played_ms: int) -> None:
+        self.interrupts.append((response_id, played_ms))
 
     def send_dtmf(self, digits: str) -> None:
         self.dtmf.append(digits)
@@ -56,6 +61,7 @@ class RecordingBackend:
     the platform's own, so nothing is transcoded). Keeps every session it opens."""
 
     name = "fake"
+    format_preference = ()
 
     def __init__(self, audio_format: AudioFormat | None = None) -> None:
         self.audio_format = audio_format
@@ -66,9 +72,6 @@ class RecordingBackend:
         """The listener of the latest session (the bridge)."""
         return self.sessions[-1].listener if self.sessions else None
 
-    def choose_format(self, offered: Sequence[AudioFormat]) -> AudioFormat:
-        return offered[0]
-
     def open_session(self, call: CallInfo, listener: Any, platform_format: AudioFormat) -> RecordingBackendSession:
         session = RecordingBackendSession(call, listener, self.audio_format or platform_format)
         self.sessions.append(session)
@@ -76,27 +79,60 @@ class RecordingBackend:
 
 
 class RecordingLeg:
-    """The platform connection: records the session's output as (clock time, bytes or parsed
-    JSON message)."""
+    """The platform connection (a :class:`~mediaproxy.calls.PlatformLeg`): records the session's
+    output as (clock time, bytes or parsed JSON message) at each flush, and counts flushes."""
 
     def __init__(self, clock: IReactorTime, session: PlatformSession) -> None:
         self.clock = clock
         self.session = session
         self.sent: list[tuple[float, Any]] = []
         self.hung_up = False
+        self.given_up = False
+        self.flushes = 0
         self.producer: Any = None
+        self.call: Any = None
+
+    def adopt(self, call: Any, session: PlatformSession) -> None:
+        self.call = call
+        self.session = session
 
     def flush(self) -> None:
+        self.flushes += 1
         now = self.clock.seconds()
         for item in self.session.take_output():
             self.sent.append((now, item if isinstance(item, bytes) else json.loads(item)))
 
-    def hang_up(self) -> None:
+    def close(self) -> None:
         self.flush()
         self.hung_up = True
 
+    def give_up(self) -> None:
+        self.given_up = True
+
     def register_producer(self, producer: Any) -> None:
         self.producer = producer
+
+    def play(self, packet: bytes) -> None:
+        self.session.play(packet)
+
+    def mark(self, name: str) -> None:
+        self.session.mark(name)
+
+    def playback_finished(self) -> None:
+        self.session.playback_finished()
+
+
+def make_bridge(leg: Any, backend: Any, clock: IReactorTime, *, platform: str = "twilio",
+                settings: PlayoutSettings | None = None, metrics: Metrics | None = None,
+                frame_ms: int = 20, pacing: PlayoutClock | None = None,
+                log_transcripts: bool = False) -> CallBridge:
+    """A CallBridge on ``leg`` (no registry: nothing to resume), paced by ``pacing`` or a fresh
+    shared clock on ``clock``."""
+    metrics = metrics if metrics is not None else Metrics()
+    pacing = pacing if pacing is not None else PlayoutClock(clock, frame_ms, metrics)
+    context = CallContext(clock, pacing, metrics, settings or PlayoutSettings(), log_transcripts)
+    # The platform type only matters to the registry (resume grace): any will do here.
+    return CallBridge(Endpoint(platform, TWILIO, None, backend), context, leg)
 
 
 class ConditionWaiting:
@@ -147,16 +183,14 @@ class LoopbackService:
         """Start ``service``; fires with the (platform, metrics) listening addresses."""
         self.service = service
         service.startService()
-        platform = service.listening_address(service.platform_listener)
-        metrics = service.listening_address(service.metrics_listener)
-        return platform.addCallback(lambda address: metrics.addCallback(lambda m: (address, m)))
+        return succeed((service.platform_listener.address(), service.metrics_listener.address()))
 
     def stop_service(self) -> Deferred[None]:
         """Stop the service (drain) and check it left nothing behind."""
 
         def check(_: object) -> None:
-            assert self.service.registry.connections == set(), self.service.registry.connections
-            assert self.service.registry.held == {}, self.service.registry.held
+            assert self.service.registry.connected_calls() == [], self.service.registry.connected_calls()
+            assert self.service.registry.held_calls() == {}, self.service.registry.held_calls()
             assert len(self.service.clock) == 0, "a playout is still on the clock"
             cancel_autobahn_timer_buckets()
 

@@ -6,15 +6,14 @@ from __future__ import annotations
 import base64
 import json
 import random
-from collections.abc import Sequence
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from mediaproxy.audio.format import L16_8K, L16_16K, L16_24K, MULAW_8K, AudioFormat
-from mediaproxy.config import PlatformSettings
+from mediaproxy.audio.format import L16_8K, L16_16K, L16_24K, MULAW_8K, AudioFormat, FormatPreference
+from mediaproxy.options import option_keys
 from mediaproxy.platforms import audiocodes
-from mediaproxy.platforms.audiocodes import AudioCodesSession
+from mediaproxy.platforms.audiocodes import AudioCodesOptions, AudioCodesSession
 from mediaproxy.platforms.base import (
     CallEnded,
     CallerAudio,
@@ -30,26 +29,13 @@ from mediaproxy.platforms.base import (
 ALL_FORMATS = ["wav/lpcm16", "raw/lpcm16", "raw/mulaw", "raw/lpcm16_8", "raw/lpcm16_24"]
 
 
-class FakeBackend:
-    """Chooses the first offered format in its own preference order; records what it was offered."""
-
-    name = "fake"
-
-    def __init__(self, *preference: AudioFormat) -> None:
-        self.preference = preference
-        self.offers: list[list[AudioFormat]] = []
-
-    def choose_format(self, offered: Sequence[AudioFormat]) -> AudioFormat:
-        self.offers.append(list(offered))
-        for fmt in self.preference:
-            if fmt in offered:
-                return fmt
-        raise ValueError("nothing fits")
+def FakeBackend(*preference: AudioFormat) -> FormatPreference:
+    """A backend's format preference, cheapest first (what the session negotiates with)."""
+    return preference
 
 
-def settings(**options: Any) -> PlatformSettings:
-    return PlatformSettings(name="audiocodes", type="audiocodes", options=options,
-                            path="/audiocodes", backend="fake")
+def settings(**options: Any) -> AudioCodesOptions:
+    return AudioCodesOptions(**options)
 
 
 def request(authorization: str | None = None) -> UpgradeRequest:
@@ -91,7 +77,7 @@ class Peer:
                           "audioChunk": base64.b64encode(data).decode()})
 
 
-def open_call(backend: FakeBackend | None = None, formats: list[str] | None = None,
+def open_call(backend: FormatPreference | None = None, formats: list[str] | None = None,
               **options: Any) -> Peer:
     """A session past initiate, start and userStream.start, with its output drained."""
     session = audiocodes.new_session(settings(**options), backend or FakeBackend(MULAW_8K))
@@ -186,7 +172,12 @@ class WholeSessionTests(SynchronousTestCase):
         backend = FakeBackend(L16_24K)
         peer = Peer(audiocodes.new_session(settings(), backend))
         peer.initiate(["wav/mulaw", "raw/lpcm16_24", "raw/mulaw", "raw/lpcm16_24", "opus", 7])
-        self.assertEqual(backend.offers, [[L16_24K, MULAW_8K]])
+        self.assertEqual(peer.replies(), [{"type": "session.accepted", "mediaFormat": "raw/lpcm16_24"}])
+
+    def test_unranked_formats_keep_vaic_order(self) -> None:
+        """A backend indifferent to format (the echo) takes VAIC's first usable offer."""
+        peer = Peer(audiocodes.new_session(settings(), FakeBackend()))
+        peer.initiate(["wav/mulaw", "raw/lpcm16_24", "raw/mulaw"])
         self.assertEqual(peer.replies(), [{"type": "session.accepted", "mediaFormat": "raw/lpcm16_24"}])
 
     def test_missing_offer_means_lpcm16(self) -> None:
@@ -197,8 +188,7 @@ class WholeSessionTests(SynchronousTestCase):
 
     def test_nothing_fits(self) -> None:
         for formats, backend in [(["wav/lpcm16", "wav/mulaw"], FakeBackend(L16_16K)),
-                                 ([], FakeBackend(L16_16K)),
-                                 (["raw/lpcm16"], FakeBackend(MULAW_8K))]:  # backend refuses
+                                 ([], FakeBackend(L16_16K))]:
             session = audiocodes.new_session(settings(), backend)
             peer = Peer(session)
             events = peer.initiate(formats)
@@ -257,7 +247,7 @@ class WholeSessionTests(SynchronousTestCase):
                          (False, False, 20, 20))
 
     def test_config_keys(self) -> None:
-        keys = audiocodes.CONFIG_KEYS
+        keys = option_keys(AudioCodesOptions)
         self.assertEqual(keys["token"].default, "")
         self.assertIs(keys["barge_in"].parse("true"), True)
         self.assertEqual(keys["resume_seconds"].default, 30)

@@ -9,15 +9,14 @@ checks every message the session sends: version "2", the session id, a server me
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from mediaproxy.audio.format import L16_8K, MULAW_8K, AudioFormat
-from mediaproxy.config import PlatformSettings
+from mediaproxy.audio.format import L16_8K, MULAW_8K, AudioFormat, FormatPreference
+from mediaproxy.options import option_keys
 from mediaproxy.platforms.audiohook import (
-    CONFIG_KEYS, AudioHookSession, PlatformError, new_session,
+    AudioHookOptions, AudioHookSession, PlatformError, new_session,
 )
 from mediaproxy.platforms.audiohook_messages import SERVER_TYPES, format_duration, parse_duration
 from mediaproxy.platforms.base import (
@@ -39,21 +38,9 @@ L16_EXTERNAL = {"type": "audio", "format": "L16", "channels": ["external"], "rat
 MONITOR_OFFER = [STEREO, EXTERNAL, INTERNAL]
 
 
-class FakeBackend:
-    """Answers ``choose_format`` and records what it was offered; never opens sessions."""
-
-    name = "fake"
-
-    def __init__(self, pick: AudioFormat | None = None) -> None:
-        self.pick = pick
-        self.offered: list[list[AudioFormat]] = []
-
-    def choose_format(self, offered: Sequence[AudioFormat]) -> AudioFormat:
-        self.offered.append(list(offered))
-        return self.pick if self.pick in offered else offered[0]
-
-    def open_session(self, *args: Any) -> Any:
-        raise AssertionError("the platform session must never open a backend session")
+def FakeBackend(pick: AudioFormat | None = None) -> FormatPreference:
+    """A backend's format preference: ``pick`` first (or indifferent to format)."""
+    return () if pick is None else (pick,)
 
 
 def open_parameters(media: list[dict[str, Any]] | None = None, conversation: str = CONVERSATION,
@@ -67,6 +54,9 @@ def open_parameters(media: list[dict[str, Any]] | None = None, conversation: str
     }
     params.update(extra)
     return params
+
+
+KEYS = option_keys(AudioHookOptions)
 
 
 class Genesys:
@@ -148,8 +138,8 @@ _DROP = object()
 
 
 class SessionTestCase(SynchronousTestCase):
-    def make(self, mode: str = "monitor", backend: FakeBackend | None = None, bind: bool = True,
-             **options: Any) -> tuple[AudioHookSession, Genesys, FakeBackend]:
+    def make(self, mode: str = "monitor", backend: FormatPreference | None = None, bind: bool = True,
+             **options: Any) -> tuple[AudioHookSession, Genesys, FormatPreference]:
         backend = backend or FakeBackend()
         ids = iter(f"00000000-0000-4000-8000-{n:012d}" for n in range(1, 1000))
         session = AudioHookSession(mode, backend, new_id=lambda: next(ids), **options)
@@ -203,7 +193,6 @@ class MonitorSessionTests(SessionTestCase):
         self.assertEqual(opened["clientseq"], 1)
         self.assertEqual(opened["parameters"], {"startPaused": False, "media": [STEREO]})
         self.assertEqual(events, [CallStarted(CONVERSATION, MULAW_8K, {})])
-        self.assertEqual(backend.offered, [[MULAW_8K]])
         self.assertFalse(session.awaits_close)
 
         # 200 ms of stereo: external bytes 0x11, internal bytes 0x22.
@@ -265,7 +254,6 @@ class MonitorSessionTests(SessionTestCase):
         """The backend's preferred format wins over the client's first choice."""
         session, genesys, backend = self.make("connector", backend=FakeBackend(pick=L16_8K))
         events = genesys.send("open", open_parameters([EXTERNAL, L16_EXTERNAL]))
-        self.assertEqual(backend.offered, [[MULAW_8K, L16_8K]])
         self.assertEqual(genesys.last()["parameters"]["media"], [L16_EXTERNAL])
         self.assertEqual(events[0].audio_format, L16_8K)
         # L16 mono: 2 bytes per sample; an odd byte is carried.
@@ -415,14 +403,9 @@ class ConnectorSessionTests(SessionTestCase):
 
 class OpenTimingTests(SessionTestCase):
     def test_opened_never_waits_for_the_backend(self) -> None:
-        """opened is queued by the very call that delivered open, even when the backend is broken
-        (it raises when asked for a format; it would never connect either)."""
-
-        class BrokenBackend(FakeBackend):
-            def choose_format(self, offered: Sequence[AudioFormat]) -> AudioFormat:
-                raise RuntimeError("backend down")
-
-        session = AudioHookSession("connector", BrokenBackend())
+        """opened is queued by the very call that delivered open: the format is chosen from the
+        backend's preference as plain data, the backend itself is never consulted."""
+        session = AudioHookSession("connector", FakeBackend(L16_8K))
         message = {"version": "2", "id": SESSION, "type": "open", "seq": 1, "serverseq": 0,
                    "position": "PT0S", "parameters": open_parameters([EXTERNAL])}
         events = session.receive_text(json.dumps(message))
@@ -473,7 +456,6 @@ class ProbeTests(SessionTestCase):
         # No call ended (none began), yet the glue must close the socket: the session is done.
         self.assertTrue(session.finished)
         self.assertFalse(session.awaits_close)
-        self.assertEqual(backend.offered, [], "the backend is not consulted for a probe")
 
     def test_probe_without_usable_media_still_succeeds(self) -> None:
         session, genesys, _ = self.make()
@@ -760,21 +742,18 @@ class DurationTests(SynchronousTestCase):
 
 class TypeHookTests(SynchronousTestCase):
     def test_new_session_from_settings(self) -> None:
-        settings = PlatformSettings(name="genesys-bot", type="audiohook", path="/audiohook/bot", backend="echo",
-                                    options={"mode": "connector", "packet_ms": 400, "api_key": "", "client_secret": b"",
-                                             "start_paused": False, "discard_to_ms": 0, "languages": ()})
-        session = new_session(settings, FakeBackend())  # type: ignore[arg-type]
+        session = new_session(AudioHookOptions(mode="connector", packet_ms=400), FakeBackend())
         self.assertEqual((session.mode, session.capabilities.packet_ms), ("connector", 400))
 
     def test_config_keys(self) -> None:
-        self.assertEqual(CONFIG_KEYS["mode"].parse("connector"), "connector")
-        self.assertRaises(ValueError, CONFIG_KEYS["mode"].parse, "bot")
-        self.assertEqual(CONFIG_KEYS["packet_ms"].default, 200)
-        self.assertEqual(CONFIG_KEYS["packet_ms"].parse("8000"), 8000)
-        self.assertRaises(ValueError, CONFIG_KEYS["packet_ms"].parse, "8010")  # > 64000 bytes
-        self.assertRaises(ValueError, CONFIG_KEYS["packet_ms"].parse, "205")
-        self.assertEqual(CONFIG_KEYS["client_secret"].parse("TXlTdXBlclNlY3JldEtleVRlbGxOby0xITJAMyM0JDU="),
+        self.assertEqual(KEYS["mode"].parse("connector"), "connector")
+        self.assertRaises(ValueError, KEYS["mode"].parse, "bot")
+        self.assertEqual(KEYS["packet_ms"].default, 200)
+        self.assertEqual(KEYS["packet_ms"].parse("8000"), 8000)
+        self.assertRaises(ValueError, KEYS["packet_ms"].parse, "8010")  # > 64000 bytes
+        self.assertRaises(ValueError, KEYS["packet_ms"].parse, "205")
+        self.assertEqual(KEYS["client_secret"].parse("TXlTdXBlclNlY3JldEtleVRlbGxOby0xITJAMyM0JDU="),
                          b"MySuperSecretKeyTellNo-1!2@3#4$5")
-        self.assertRaises(ValueError, CONFIG_KEYS["client_secret"].parse, "not base64!")
-        self.assertRaises(ValueError, CONFIG_KEYS["api_key"].parse, "has space")
-        self.assertEqual(CONFIG_KEYS["languages"].parse("en-US, de-DE"), ("en-US", "de-DE"))
+        self.assertRaises(ValueError, KEYS["client_secret"].parse, "not base64!")
+        self.assertRaises(ValueError, KEYS["api_key"].parse, "has space")
+        self.assertEqual(KEYS["languages"].parse("en-US, de-DE"), ("en-US", "de-DE"))

@@ -9,8 +9,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from mediaproxy.config import PlatformSettings
-from mediaproxy.platforms.audiohook import check_upgrade
+from mediaproxy.platforms.audiohook import AudioHookOptions, check_upgrade
 from mediaproxy.platforms.audiohook_signature import decode_client_secret, verify_signature
 from mediaproxy.platforms.base import UpgradeRefused, UpgradeRequest
 from mediaproxy.platforms.structured_fields import parse_dictionary
@@ -160,10 +159,8 @@ class VerifierTests(SynchronousTestCase):
         self.assertIs(members["c"].value.value, True)  # type: ignore[union-attr]
 
 
-def settings(**options: Any) -> PlatformSettings:
-    base: dict[str, Any] = {"mode": "monitor", "api_key": "", "client_secret": b""}
-    base.update(options)
-    return PlatformSettings(name="audiohook", type="audiohook", path="/audiohook", backend="echo", options=base)
+def settings(**options: Any) -> AudioHookOptions:
+    return AudioHookOptions(**options)
 
 
 class CheckUpgradeTests(SynchronousTestCase):

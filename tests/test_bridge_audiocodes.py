@@ -17,13 +17,12 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from mediaproxy.audio.format import L16_16K, L16_24K, AudioFormat
-from mediaproxy.bridge import COMPLETED, CallBridge
+from mediaproxy.calls import Outcome
 from mediaproxy.config import PlayoutSettings
 from mediaproxy.metrics import Metrics
 from mediaproxy.platforms.audiocodes import AudioCodesSession
 from mediaproxy.platforms.base import CallStarted
-from mediaproxy.playout import PlayoutClock
-from tests.support import RecordingBackend, RecordingLeg
+from tests.support import RecordingBackend, RecordingLeg, make_bridge
 from tests.test_audiocodes import check_play_streams
 
 FRAME_MS = 20
@@ -57,13 +56,10 @@ class BridgeTestCase(SynchronousTestCase):
         self.clock.advance(T0)
         self.metrics = Metrics()
         self.backend = RecordingBackend(self.backend_format)
-        self.session = AudioCodesSession(self.backend)  # type: ignore[arg-type]
+        self.session = AudioCodesSession(self.backend.format_preference)
         self.leg = AudioCodesLeg(self.clock, self.session)
-        self.bridge = CallBridge(
-            platform="audiocodes", session=self.session, leg=self.leg, backend=self.backend,  # type: ignore[arg-type]
-            clock=PlayoutClock(self.clock, FRAME_MS), playout_settings=PlayoutSettings(lead_ms=60),
-            metrics=self.metrics, reactor=self.clock,
-        )
+        self.bridge = make_bridge(self.leg, self.backend, self.clock, platform="audiocodes",
+                                  settings=PlayoutSettings(lead_ms=60), metrics=self.metrics, frame_ms=FRAME_MS)
         self.receive({"type": "session.initiate", "conversationId": "conv-1", "caller": "+1",
                       "supportedMediaFormats": [self.format_name]})
         (started,) = self.receive({"type": "activities", "conversationId": "conv-1", "activities": [
@@ -79,7 +75,7 @@ class BridgeTestCase(SynchronousTestCase):
         events = self.session.receive_text(json.dumps(message))
         for event in events:
             if not isinstance(event, CallStarted):
-                self.bridge.platform_event(event)
+                self.bridge.handle([event])
         self.leg.flush()
         return events
 
@@ -193,7 +189,7 @@ class PacingTests(BridgeTestCase):
         self.run_ms(200)
         self.receive({"type": "session.end", "conversationId": "conv-1", "reasonCode": "client-disconnected"})
         self.assertEqual(self.leg.messages()[-1], {"type": "playStream.stop", "streamId": "play-1"})
-        self.assertEqual(self.bridge.outcome, COMPLETED)
+        self.assertEqual(self.bridge.outcome, Outcome.COMPLETED)
         self.assertTrue(self.backend_session.closed)
         sent = len(self.leg.sent)
         self.run_ms(500)
@@ -236,7 +232,7 @@ class BargeInTests(BridgeTestCase):
         # The backend is truncated where the caller was, by the clock: 307 ms into the stream,
         # although 340 ms (17 chunks: the one playing and one of lead) had been sent.
         self.assertEqual(len(self.leg.chunks("play-1")), 17)
-        self.assertEqual(self.backend_session.interrupts, [("r1", 307, 2000)])
+        self.assertEqual(self.backend_session.interrupts, [("r1", 307)])
         self.assertEqual(self.metrics.registry.get_sample_value("mediaproxy_bargein_seconds_count"), 1)
         self.assertEqual(
             self.metrics.registry.get_sample_value("mediaproxy_frames_dropped_total",
@@ -275,4 +271,4 @@ class BargeInTests(BridgeTestCase):
         before = len(self.leg.sent)
         self.bridge.backend_speech_started()
         self.assertEqual(self.leg.messages(before), [{"type": "userStream.speech.started"}])
-        self.assertEqual(self.backend_session.interrupts, [("r1", 200, 200)])
+        self.assertEqual(self.backend_session.interrupts, [("r1", 200)])

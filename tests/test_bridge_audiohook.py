@@ -17,7 +17,7 @@ from typing import Any
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from mediaproxy.bridge import BOT_HANGUP, COMPLETED, CallBridge
+from mediaproxy.calls import Outcome
 from mediaproxy.config import PlayoutSettings
 from mediaproxy.metrics import Metrics
 from mediaproxy.platforms.audiohook import AudioHookSession
@@ -25,7 +25,7 @@ from mediaproxy.platforms.base import (
     CallEnded, CallerAudio, CallStarted, PlatformError, ProtocolViolation, UpgradeRequest,
 )
 from mediaproxy.playout import PlayoutClock
-from tests.support import RecordingBackend, RecordingBackendSession, RecordingLeg
+from tests.support import RecordingBackend, RecordingBackendSession, RecordingLeg, make_bridge
 
 SESSION = "c2d8f4a1-7e39-4b6a-8f20-5a1b9c3d6e77"
 ORG = "6f1c2a9e-3b7d-4c21-9a55-0d2e8b4f7a10"
@@ -61,18 +61,15 @@ class Call:
         self.clock = Clock()
         self.metrics = Metrics()
         self.backend = RecordingBackend()
-        self.session = AudioHookSession(mode, self.backend, **session_options)
+        self.session = AudioHookSession(mode, self.backend.format_preference, **session_options)
         self.session.bind_upgrade(UpgradeRequest("/audiohook", "proxy.example.net", {
             "audiohook-organization-id": ORG, "audiohook-session-id": SESSION,
             "audiohook-correlation-id": "91ab0c3e-2f4d-4e8a-b7c6-1d2e3f4a5b6c", "x-api-key": "a2V5",
         }))
         self.leg = FakeLeg(self.clock, self.session)
         self.playout_clock = PlayoutClock(self.clock, 20, self.metrics)
-        self.bridge = CallBridge(
-            platform="audiohook", session=self.session, leg=self.leg, backend=self.backend,
-            clock=self.playout_clock, playout_settings=PlayoutSettings(), metrics=self.metrics,
-            reactor=self.clock,
-        )
+        self.bridge = make_bridge(self.leg, self.backend, self.clock, platform="audiohook", metrics=self.metrics,
+                                  pacing=self.playout_clock)
         self.seq = 0
         self.platform_errors: list[PlatformError] = []
         self.violations: list[ProtocolViolation] = []
@@ -110,9 +107,7 @@ class Call:
             elif isinstance(event, ProtocolViolation):
                 self.violations.append(event)
             else:
-                self.bridge.platform_event(event)
-                if isinstance(event, CallEnded):
-                    self.leg.hang_up()
+                self.bridge.handle([event])
         self.leg.flush()
 
     def advance(self, seconds: float, step: float = 0.001) -> None:
@@ -182,7 +177,7 @@ class ConnectorPlaybackTests(SynchronousTestCase):
         self.assertEqual(barge_at, t0 + 0.5)
         self.assertEqual(barge_in["parameters"], {"entities": [{"type": "barge_in", "data": {}}]})
         # The backend is told what the caller heard: 500 ms of the 2 s it delivered.
-        self.assertEqual(call.backend_session.interrupts, [("r1", 500, 2000)])
+        self.assertEqual(call.backend_session.interrupts, [("r1", 500)])
         # Late audio of the interrupted response is dropped; nothing of it follows the event.
         listener.backend_audio("r1", bot_audio(400))
         listener.backend_response_done("r1")
@@ -245,14 +240,14 @@ class ConnectorPlaybackTests(SynchronousTestCase):
         self.assertEqual(disconnect["parameters"], {
             "reason": "completed", "info": "caller asked for agent", "outputVariables": {"Intent": "billing"}})
         self.assertTrue(call.leg.hung_up)
-        self.assertEqual(call.bridge.outcome, BOT_HANGUP)
+        self.assertEqual(call.bridge.outcome, Outcome.BOT_HANGUP)
         self.assertTrue(call.session.awaits_close)
         call.send("close", {"reason": "disconnect"})
         (_, closed), = call.leg.messages("closed")
         self.assertEqual(closed["clientseq"], call.seq)
         self.assertFalse(call.session.awaits_close)
         self.assertEqual(call.metrics.registry.get_sample_value(
-            "mediaproxy_calls_total", {"platform": "audiohook", "outcome": BOT_HANGUP}), 1)
+            "mediaproxy_calls_total", {"platform": "audiohook", "outcome": Outcome.BOT_HANGUP}), 1)
         call.finish()
 
     def test_input_variables_reach_the_backend_session(self) -> None:
@@ -304,7 +299,7 @@ class MonitorTests(SynchronousTestCase):
         call.finish()
         self.assertTrue(external.closed and internal.closed)
         self.assertEqual(call.metrics.registry.get_sample_value(
-            "mediaproxy_calls_total", {"platform": "audiohook", "outcome": COMPLETED}), 1)
+            "mediaproxy_calls_total", {"platform": "audiohook", "outcome": Outcome.COMPLETED}), 1)
 
     def test_swapped_channel_order(self) -> None:
         call = self.stereo_call(SWAPPED)

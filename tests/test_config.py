@@ -49,7 +49,8 @@ class ConfigTests(SynchronousTestCase):
     def test_default_config_loads(self) -> None:
         config = load_config(ROOT.child("etc").child("mediaproxy.ini").path, {})
         self.assertEqual([p.path for p in config.platforms], ["/twilio"])
-        self.assertEqual(config.backends["echo"].type, "echo")
+        self.assertEqual(config.backends["echo"].type.name, "echo")
+        self.assertFalse(config.log.transcripts, "transcripts are personal data: off by default")
         self.assertEqual(config.playout.frame_ms, 20)
 
     def test_example_configs_with_every_commented_platform_enabled(self) -> None:
@@ -66,9 +67,14 @@ class ConfigTests(SynchronousTestCase):
             self.assertEqual(len({p.path for p in config.platforms}), len(config.platforms))
 
     def test_environment_substitution(self) -> None:
-        path = self.write(GOOD + "auth_token = ${TOKEN}\n".replace("auth_token", "[platform:x]\ntype = twilio\npath = /x\nbackend = echo\nauth_token"))
+        text = GOOD.replace("[metrics]", "public_url = wss://proxy.example.com\n[metrics]")
+        path = self.write(text + "[platform:x]\ntype = twilio\npath = /x\nbackend = echo\nauth_token = ${TOKEN}\n")
         config = load_config(path, {"TOKEN": "s3cret"})
-        self.assertEqual(config.platforms[1]["auth_token"], "s3cret")
+        self.assertEqual(config.platforms[1].options.auth_token, "s3cret")
+
+    def test_signature_check_needs_public_url(self) -> None:
+        self.assertConfigError(GOOD.replace("backend = echo", "backend = echo\nauth_token = t"), "proxy", "public_url",
+                               "[platform:twilio]")
 
     def test_missing_environment_variable(self) -> None:
         self.assertConfigError(GOOD.replace("path = /twilio", "path = ${MISSING}"), "platform:twilio", "path",

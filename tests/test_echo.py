@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mediaproxy.audio.format import ALAW_8K, L16_16K, MULAW_8K, AudioFormat
 from mediaproxy.backends.base import CallInfo
-from mediaproxy.backends.echo import CONFIG_KEYS, EchoBackend
+from mediaproxy.backends.echo import EchoBackend, EchoOptions
 
 LOUD = bytes([0x10, 0x90]) * 80  # 20 ms of loud µ-law
 QUIET = b"\xff" * 160
@@ -57,9 +57,7 @@ class EchoTestCase(SynchronousTestCase):
     def open(self, fmt: AudioFormat = MULAW_8K, **options: Any):  # type: ignore[no-untyped-def]
         self.clock = Clock()
         self.listener = RecordingListener()
-        settings = {key: spec.default for key, spec in CONFIG_KEYS.items()}
-        settings.update(options)
-        backend = EchoBackend("echo", settings, self.clock)
+        backend = EchoBackend("echo", EchoOptions(**options), self.clock)
         self.session = backend.open_session(CallInfo("CA1", "twilio"), self.listener, fmt)
         self.clock.advance(0)
         return self.session
@@ -103,7 +101,7 @@ class ParrotTests(EchoTestCase):
             session.send_audio(frame)
         self.clock.advance(0)
         self.assertNotIn("audio", self.listener.kinds())
-        session.interrupt("echo-1", 0, 0)
+        session.interrupt("echo-1", 0)
         session.resumeProducing()
         self.assertNotIn("audio", self.listener.kinds())
 

@@ -29,8 +29,7 @@ from mediaproxy.audio.format import L16_16K, L16_24K, MULAW_8K, AudioFormat
 from mediaproxy.audio.g711 import ulaw_encode
 from mediaproxy.backends.base import CallInfo
 from mediaproxy.backends.echo import EchoBackend, EchoSession
-from mediaproxy.bridge import CallBridge
-from mediaproxy.calls import CallRegistry, HeldCall
+from mediaproxy.calls import CallBridge, CallRegistry
 from mediaproxy.config import Config, parse_config
 from mediaproxy.platforms.audiocodes import VALIDATION_BODY
 from mediaproxy.service import MediaProxyService
@@ -186,8 +185,8 @@ class ServiceTestCase(LoopbackService, TestCase):
         self.echo_sessions: list[EchoSession] = []
         self.dtmf: list[str] = []
         self._dtmf_waiters: list[Deferred[None]] = []
-        self.held: list[HeldCall] = []
-        self._held_waiters: list[Deferred[HeldCall]] = []
+        self.held: list[CallBridge] = []
+        self._held_waiters: list[Deferred[CallBridge]] = []
         self._record_backend()
         self.service = MediaProxyService(self.make_config(), reactor, tune_gc=False)
         self._record_holds(self.service.registry)
@@ -222,8 +221,8 @@ class ServiceTestCase(LoopbackService, TestCase):
     def _record_holds(self, registry: CallRegistry) -> None:
         hold = registry.hold
 
-        def recording_hold(platform: str, call_id: str, held: HeldCall) -> None:
-            hold(platform, call_id, held)
+        def recording_hold(held: CallBridge) -> None:
+            hold(held)
             self.held.append(held)
             waiters, self._held_waiters = self._held_waiters, []
             for d in waiters:
@@ -236,14 +235,14 @@ class ServiceTestCase(LoopbackService, TestCase):
         self._dtmf_waiters.append(d)
         return d
 
-    def when_held(self) -> Deferred[HeldCall]:
+    def when_held(self) -> Deferred[CallBridge]:
         """Fires when the glue holds a call whose socket dropped (its onClose has run)."""
-        d: Deferred[HeldCall] = Deferred()
+        d: Deferred[CallBridge] = Deferred()
         self._held_waiters.append(d)
         return d
 
     def live_bridge(self) -> CallBridge:
-        (bridge,) = [c.bridge for c in self.service.registry.connections if c.bridge is not None]
+        (bridge,) = [b for b in self.service.registry.connected_calls() if b.started]
         return bridge
 
     @inlineCallbacks
@@ -510,20 +509,20 @@ class GraceExpiryTests(ServiceTestCase):
     @inlineCallbacks
     def test_call_ends_when_not_resumed_in_time(self) -> Any:
         clock = Clock()
-        factory = self.service.site.resource.routes[PATH].factory  # type: ignore[attr-defined]
-        factory.context = dataclasses.replace(factory.context, reactor=clock)
+        registry = self.service.registry
+        registry.context = dataclasses.replace(registry.context, reactor=clock)
         first, client = yield self.open_call(["raw/lpcm16"], conversation="conv-G")
         held = self.when_held()
         client.transport.abortConnection()
         yield first.closed
-        call = yield held
-        self.assertEqual(list(self.service.registry.held), [("audiocodes", "conv-G")])
+        yield held
+        self.assertEqual(list(self.service.registry.held_calls()), [("audiocodes", "conv-G")])
         self.assertEqual([c.getTime() for c in clock.getDelayedCalls()], [5.0])
         clock.advance(4.999)
-        self.assertTrue(call.expiry.active())
+        self.assertEqual(list(self.service.registry.held_calls()), [("audiocodes", "conv-G")])
         self.assertFalse(self.echo_sessions[0]._closed)
         clock.advance(0.001)
-        self.assertEqual(self.service.registry.held, {})
+        self.assertEqual(self.service.registry.held_calls(), {})
         self.assertTrue(self.echo_sessions[0]._closed)
         self.assertEqual(self.metric("call_resumes_total", platform="audiocodes", outcome="expired"), 1)
         self.assertEqual(self.metric("calls_total", platform="audiocodes", outcome="disconnected"), 1)

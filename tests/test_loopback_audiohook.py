@@ -325,8 +325,8 @@ class AudioHookLoopbackCase(LoopbackService, TestCase):
         return factory
 
     def bridge(self) -> Any:
-        (connection,) = self.service.registry.connections
-        return connection.bridge
+        (bridge,) = self.service.registry.connected_calls()
+        return bridge
 
     def assertClean(self, client: ScriptedGenesys) -> None:
         self.assertEqual(client.problems, [])
@@ -432,8 +432,8 @@ class MonitorLoopbackTests(AudioHookLoopbackCase):
         client.send_audio(interleave(SPEECH, AGENT))
         yield client.ping()
         self.assertEqual([len(a) for a in self.recorder.audio], [3200, 3200])
-        connection = next(iter(self.service.registry.connections))
-        self.assertEqual(connection.session.position_us, 2_000_000)  # 0.6 s received + 1.4 s discarded
+        (bridge,) = self.service.registry.connected_calls()
+        self.assertEqual(bridge.leg.session.position_us, 2_000_000)  # 0.6 s received + 1.4 s discarded
         yield self.finish(factory, client)
 
     @inlineCallbacks

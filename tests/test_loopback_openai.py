@@ -193,7 +193,7 @@ class OpenAILoopbackTests(LoopbackService, TestCase):
     def start_proxy(self, **backend: str) -> Any:
         self.service = MediaProxyService(proxy_config(self.fake_url, **backend), reactor, tune_gc=False)
         self.service.startService()
-        address = yield self.service.listening_address(self.service.platform_listener)
+        address = self.service.platform_listener.address()
         self.url = f"ws://127.0.0.1:{address.port}/twilio"
 
     def setUp(self) -> None:
@@ -218,8 +218,8 @@ class OpenAILoopbackTests(LoopbackService, TestCase):
         yield DeferredList([f.closed for f in self.clients if f.opened.called])
         if self.service is not None:
             yield self.service.stopService()
-            self.assertEqual(self.service.registry.connections, set())
-            self.assertEqual(self.service.registry.held, {})
+            self.assertEqual(self.service.registry.connected_calls(), [])
+            self.assertEqual(self.service.registry.held_calls(), {})
             self.assertEqual(len(self.service.clock), 0)
         # Both ends of every backend connection closed before Autobahn's timers are swept.
         yield DeferredList([proto.is_closed for proto in self.backend_websockets])

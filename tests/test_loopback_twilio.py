@@ -212,7 +212,7 @@ class TwilioSignatureLoopbackTests(TestCase):
         service.startService()
         self.addCleanup(cancel_autobahn_timer_buckets)
         self.addCleanup(service.stopService)
-        address = yield service.listening_address(service.platform_listener)
+        address = service.platform_listener.address()
         factory = ScriptedTwilioFactory(f"ws://127.0.0.1:{address.port}/twilio",
                                         headers={"X-Twilio-Signature": "AAAA"})
         connectWS(factory)

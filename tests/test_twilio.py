@@ -15,7 +15,6 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from mediaproxy.audio.format import MULAW_8K
-from mediaproxy.config import PlatformSettings
 from mediaproxy.platforms import base, twilio
 from mediaproxy.platforms.base import (
     CallEnded,
@@ -28,7 +27,7 @@ from mediaproxy.platforms.base import (
     UpgradeRefused,
     UpgradeRequest,
 )
-from mediaproxy.platforms.twilio import TwilioSession
+from mediaproxy.platforms.twilio import TwilioOptions, TwilioSession
 
 STREAM_SID = "MZ18ad3ab5a668481ce02b83e7395059f0"
 ACCOUNT_SID = "AC25e16e9a716a4a1786a7c83f58e30482"
@@ -55,14 +54,12 @@ VIOLATION_KINDS = frozenset({
 })
 
 
-def settings(auth_token: str = "", max_frame_ms: int = 200) -> PlatformSettings:
-    return PlatformSettings(name="twilio", type="twilio",
-                            options={"auth_token": auth_token, "max_frame_ms": max_frame_ms},
-                            path="/twilio", backend="echo")
+def settings(auth_token: str = "", max_frame_ms: int = 200) -> TwilioOptions:
+    return TwilioOptions(auth_token=auth_token, max_frame_ms=max_frame_ms)
 
 
 def session() -> TwilioSession:
-    s = twilio.new_session(settings(), None)  # type: ignore[arg-type]  # Twilio never asks the backend
+    s = twilio.new_session(settings())
     assert isinstance(s, TwilioSession)
     return s
 
@@ -666,7 +663,7 @@ class CheckUpgradeTests(SynchronousTestCase):
             self.check(upgrade(signature), token="")
 
     def test_new_session_frame_limit(self) -> None:
-        s = twilio.new_session(settings(max_frame_ms=20), None)  # type: ignore[arg-type]
+        s = twilio.new_session(settings(max_frame_ms=20))
         assert isinstance(s, TwilioSession)
         self.assertEqual(s.max_frame_bytes, 160)
 

@@ -1,6 +1,6 @@
 """One clock that paces every call's playout.
 
-DESIGN §2 (measured on this machine): one timer per stream reaches p99 8 ms off schedule at 500
+Measured on the development machine: one timer per stream reaches p99 8 ms off schedule at 500
 streams, one shared clock serving every playout due in a tick holds p99 2.2 ms; and a timer
 re-armed relative to "now" drifts ~4 % slow. So this clock ticks on an absolute grid,
 ``start + k * frame``, computes ``k`` from the reactor's time at every tick (ticks the reactor

@@ -8,8 +8,10 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
-# The project's venv builds the wheel and provides the interpreter for the fresh venv.
-PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
+# The project's venv (made by scripts/setup-env.sh) builds the wheel and provides the interpreter
+# for the fresh venv. Not $PYTHON: setup-env.sh reads that as the base interpreter.
+PYTHON=$ROOT/.venv/bin/python
+[ -x "$PYTHON" ] || { echo "check-wheel: no $PYTHON; run scripts/setup-env.sh (./test.sh does)" >&2; exit 1; }
 PIP=(-m pip --disable-pip-version-check --no-input)
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/mediaproxy-wheel.XXXXXX")

@@ -1,3 +1,3 @@
 """mediaproxy: a Twisted media proxy between contact-center platforms and AI voice backends."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

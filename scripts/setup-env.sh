@@ -51,14 +51,13 @@ fi
 
 # Reinstall only when the packaging metadata (or this script) changed.
 stamp=$VENV/.mediaproxy-installed
-want=$(cat setup.cfg pyproject.toml scripts/setup-env.sh | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml scripts/setup-env.sh | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     log "installing mediaproxy and its dependencies into $VENV"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+    # A plain editable install is enough for `twistd mediaproxy`: pyproject.toml declares the root
+    # as the package directory, so setuptools puts the checkout itself on sys.path, where Twisted's
+    # plugin scan finds twisted/plugins/mediaproxy_plugin.py.
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[test]"
-    # Twisted discovers twistd plugins by scanning sys.path for twisted/plugins/ folders, which an
-    # editable install's import hook does not provide: put the checkout itself on sys.path.
-    site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-    echo "$ROOT" > "$site/mediaproxy-checkout.pth"
     echo "$want" > "$stamp"
 fi

@@ -46,6 +46,7 @@ from mediaproxy.backends.openai_events import (
     SpeechStarted,
     SpeechStopped,
     TranscriptReceived,
+    UnknownEventReceived,
     UsageReported,
 )
 from mediaproxy.backends.openai_ledger import RealtimeLedger
@@ -67,6 +68,44 @@ FATAL_ERROR_CODES = frozenset(
     }
 )
 """Error codes after which retrying cannot help: the call ends at once."""
+
+IGNORED_EVENTS = frozenset(
+    {
+        "conversation.created",
+        "conversation.item.added",
+        "conversation.item.created",
+        "conversation.item.deleted",
+        "conversation.item.done",
+        "conversation.item.input_audio_transcription.segment",
+        "conversation.item.retrieved",
+        "conversation.item.truncated",
+        "input_audio_buffer.cleared",
+        "input_audio_buffer.committed",
+        "input_audio_buffer.dtmf_event_received",
+        "input_audio_buffer.timeout_triggered",
+        "mcp_list_tools.completed",
+        "mcp_list_tools.failed",
+        "mcp_list_tools.in_progress",
+        "output_audio_buffer.cleared",
+        "output_audio_buffer.started",
+        "output_audio_buffer.stopped",
+        "response.content_part.added",
+        "response.content_part.done",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "response.mcp_call.completed",
+        "response.mcp_call.failed",
+        "response.mcp_call.in_progress",
+        "response.mcp_call_arguments.delta",
+        "response.mcp_call_arguments.done",
+        "response.output_item.added",
+        "response.output_item.done",
+        "response.output_text.delta",
+        "response.output_text.done",
+    }
+)
+"""GA server events the dialect needs nothing from (lifecycle, text, tools, WebRTC-only buffer
+events). Any type neither handled nor listed here is reported as :class:`UnknownEventReceived`."""
 
 RESUME_NOTE = (
     "The connection to the caller was briefly interrupted and has been restored. This is the "
@@ -267,7 +306,9 @@ class RealtimeDialect:
             return self._session_updated(event["session"])
         if kind == "error":
             return self._error(event.get("error") or {})
-        return []  # lifecycle events we need nothing from (item.added, content_part.*, ...)
+        if kind in IGNORED_EVENTS:
+            return []
+        return [UnknownEventReceived(kind)]  # counted by the session, never fatal
 
     def _audio_delta(self, event: dict[str, Any]) -> list[RealtimeEvent]:
         item_id, response_id = str(event["item_id"]), str(event["response_id"])

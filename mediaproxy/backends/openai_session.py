@@ -45,7 +45,11 @@ from mediaproxy.backends.openai_events import (
     SpeechStarted,
     SpeechStopped,
     TranscriptReceived,
+    UnknownEventReceived,
     UsageReported,
+    error_code_label,
+    rate_limit_label,
+    token_kind_label,
 )
 from mediaproxy.backends.openai_session_config import RealtimeOptions
 from mediaproxy.backends.reconnect import (
@@ -313,40 +317,48 @@ class OpenAIRealtimeSession:
 
     def _handle(self, proto: RealtimeClientProtocol, event: RealtimeEvent) -> None:
         listener = self._listener
-        if isinstance(event, AudioReceived):
-            listener.backend_audio(event.item_id, event.data)
-        elif isinstance(event, AudioFinished):
-            listener.backend_response_done(event.item_id)
-        elif isinstance(event, SpeechStarted):
-            listener.backend_speech_started()
-        elif isinstance(event, SpeechStopped):
-            listener.backend_speech_stopped()
-        elif isinstance(event, TranscriptReceived):
-            listener.backend_transcript(event.role, event.text, event.final)
-            if event.final and event.text:
-                self._history.append(f"{'caller' if event.role == 'caller' else 'assistant'}: {event.text}")
-                self._log("info", "transcript {role}: {text}", role=event.role, text=event.text)
-        elif isinstance(event, SessionReady):
-            self._session_ready(proto, event)
-        elif isinstance(event, UsageReported):
-            for kind, count in event.tokens.items():
-                self._metrics.backend_tokens_total.labels(self._name, kind).inc(count)
-        elif isinstance(event, RateLimitsReported):
-            for name, remaining in event.remaining.items():
-                self._metrics.backend_rate_limit_remaining.labels(self._name, name).set(remaining)
-        elif isinstance(event, ServerError):
-            self._metrics.backend_errors_total.labels(self._name, event.code).inc()
-            if event.fatal:
-                self._fail(f"{event.code}: {event.message}")
-            else:
-                self._log("warn", "backend error {code}: {message}", code=event.code, message=event.message)
-        elif isinstance(event, SessionExpired):
-            self._metrics.backend_errors_total.labels(self._name, "session_expired").inc()
-            self._log("info", "backend session expired ({message}); starting a new one", message=event.message)
-            self._expiring = True
-            proto.sendClose(1000)
-        elif isinstance(event, ResponseEnded) and event.status in ("failed", "incomplete"):
-            self._log("warn", "response {status} ({reason})", status=event.status, reason=event.reason)
+        match event:
+            case AudioReceived(item_id=item_id, data=data):
+                listener.backend_audio(item_id, data)
+            case AudioFinished(item_id=item_id):
+                listener.backend_response_done(item_id)
+            case SpeechStarted():
+                listener.backend_speech_started()
+            case SpeechStopped():
+                listener.backend_speech_stopped()
+            case TranscriptReceived(role=role, text=text, final=final):
+                listener.backend_transcript(role, text, final)
+                if final and text:
+                    # Kept only for the resume note; transcripts are personal data and are never
+                    # logged here (the bridge owns the one opt-in transcript log line).
+                    self._history.append(f"{'caller' if role == 'caller' else 'assistant'}: {text}")
+                    self._log("debug", "final {role} transcript received", role=role)
+            case SessionReady():
+                self._session_ready(proto, event)
+            case UsageReported(tokens=tokens):
+                for kind, count in tokens.items():
+                    self._metrics.backend_tokens_total.labels(self._name, token_kind_label(kind)).inc(count)
+            case RateLimitsReported(remaining=remaining):
+                for name, left in remaining.items():
+                    self._metrics.backend_rate_limit_remaining.labels(self._name, rate_limit_label(name)).set(left)
+            case ServerError(code=code, message=message, fatal=fatal):
+                self._metrics.backend_errors_total.labels(self._name, error_code_label(code)).inc()
+                if fatal:
+                    self._fail(f"{code}: {message}")
+                else:
+                    self._log("warn", "backend error {code}: {message}", code=code, message=message)
+            case SessionExpired(message=message):
+                self._metrics.backend_errors_total.labels(self._name, "session_expired").inc()
+                self._log("info", "backend session expired ({message}); starting a new one", message=message)
+                self._expiring = True
+                proto.sendClose(1000)
+            case ResponseEnded(status=status, reason=reason) if status in ("failed", "incomplete"):
+                self._log("warn", "response {status} ({reason})", status=status, reason=reason)
+            case ResponseEnded():
+                pass
+            case UnknownEventReceived(event_type=event_type):
+                self._metrics.backend_errors_total.labels(self._name, "unknown_event").inc()
+                self._log("debug", "ignored unknown backend event {event_type!r}", event_type=event_type[:80])
 
     def _session_ready(self, proto: RealtimeClientProtocol, event: SessionReady) -> None:
         self._log("info", "backend session configured: {summary}", summary=event.summary)

@@ -68,10 +68,6 @@ _HISTORY_LINES = 12
 _HISTORY_CHARS = 2000
 
 
-class FatalBackendError(Exception):
-    """A failure that retrying cannot fix."""
-
-
 class RealtimeClientProtocol(DialedWebSocketProtocol):
     """The WebSocket of one connection; forwards everything to its session."""
 
@@ -144,11 +140,6 @@ class OpenAIRealtimeSession:
             on_redial=metrics.backend_reconnects_total.labels(backend_name).inc,
             random=random,
         )
-
-    @property
-    def websocket(self) -> RealtimeClientProtocol | None:
-        """The current backend connection (ready or not), for diagnostics and tests."""
-        return self._proto
 
     def start(self) -> None:
         """Dial the first connection (``open_session`` calls this; it returns at once)."""
@@ -423,6 +414,4 @@ def _fatal_reason(failure: Failure) -> str | None:
             return f"backend refused the credentials (HTTP {error.status})"
         if error.status == 404:
             return f"backend URL or model not found (HTTP {error.status})"
-    if failure.check(FatalBackendError):
-        return str(failure.value)
     return None

@@ -209,15 +209,6 @@ class Redialer(Generic[T]):
         self._timer: IDelayedCall | None = None
         self._stopped = False
 
-    @property
-    def attempts(self) -> int:
-        """Dial attempts made so far (the first one included)."""
-        return self._attempts
-
-    @property
-    def stopped(self) -> bool:
-        return self._stopped
-
     def start(self) -> None:
         """Make the first attempt now."""
         self._attempt()

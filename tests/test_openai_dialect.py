@@ -20,6 +20,7 @@ from mediaproxy.backends.openai_dialect import (
     usage_tokens,
 )
 from mediaproxy.backends.openai_events import (
+    TOKEN_KIND_LABELS,
     AudioFinished,
     AudioReceived,
     RateLimitsReported,
@@ -32,7 +33,6 @@ from mediaproxy.backends.openai_events import (
     TranscriptReceived,
     UnknownEventReceived,
     UsageReported,
-    TOKEN_KIND_LABELS,
     error_code_label,
 )
 from mediaproxy.backends.openai_session_config import RealtimeOptions, wire_format
@@ -446,7 +446,8 @@ class ErrorTests(unittest.TestCase):
     def test_unknown_event_types_reported_never_fatal(self) -> None:
         h = DialectHarness(self)
         h.configure()
-        self.assertEqual(h.server("response.hologram.delta", delta="x"), [UnknownEventReceived("response.hologram.delta")])
+        self.assertEqual(h.server("response.hologram.delta", delta="x"),
+                         [UnknownEventReceived("response.hologram.delta")])
         self.assertEqual(h.sent(), [])
         self.assertTrue(h.dialect.ready)
         h.response_created()

@@ -110,7 +110,8 @@ class PassThroughTests(LoopbackTestCase):
         conn.start_response()
         yield listener.when(lambda: "item_0_2" in listener.audio)
         self.assertEqual(self.metric("backend_tokens_total", backend="openai", kind="output_audio"), 30)
-        self.assertEqual(self.metric("backend_rate_limit_remaining", backend="openai", name="tokens"), 39998)  # after response 2
+        # after response 2
+        self.assertEqual(self.metric("backend_rate_limit_remaining", backend="openai", name="tokens"), 39998)
         self.assertEqual(self.metric("backend_connect_seconds_count", backend="openai"), 1)
         self.assertEqual(listener.kinds().count("ready"), 1)
 
@@ -218,7 +219,8 @@ class FaultTests(LoopbackTestCase):
         yield self.server.when(lambda: len(self.server.connections) == 2 and self.server.connection(1).received)
         self.assertFalse(listener.has("failed"))
         self.assertEqual(self.metric("backend_errors_total", backend="openai", code="session_expired"), 1,
-                         (self.server.connection(0).errors_sent, listener.events, self.metrics.registry.get_sample_value("mediaproxy_backend_reconnects_total", {"backend": "openai"})))
+                         (self.server.connection(0).errors_sent, listener.events,
+                          self.metric("backend_reconnects_total", backend="openai")))
 
     @defer.inlineCallbacks
     def test_auth_refused_fails_at_once(self) -> Any:

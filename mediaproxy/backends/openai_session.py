@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
-from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -57,6 +57,7 @@ from mediaproxy.backends.reconnect import (
     DialedWebSocketProtocol,
     HandshakeRejected,
     Redialer,
+    Timer,
     connection_lost_reason,
     dial_websocket,
 )
@@ -122,7 +123,7 @@ class OpenAIRealtimeSession:
         self._expiring = False
         self._paused = False
         self._closed = False
-        self._chunk_timer: IDelayedCall | None = None
+        self._chunk_timer: Timer | None = None
         self._history: deque[str] = deque(maxlen=_HISTORY_LINES)
         self._url = f"{options.url}?model={quote(options.model, safe='')}"
         self._redialer: Redialer[RealtimeClientProtocol] = Redialer(
@@ -192,8 +193,8 @@ class OpenAIRealtimeSession:
         proto, self._proto, self._dialect = self._proto, None, None
         if proto is not None:
             proto.session = None
-            if self._paused and proto.transport is not None:
-                proto.transport.resumeProducing()  # so the closing handshake can complete
+            if self._paused:
+                _read_socket(proto, True)  # so the closing handshake can complete
             if abort:
                 proto.dropConnection(abort=True)
             else:
@@ -208,16 +209,16 @@ class OpenAIRealtimeSession:
             return
         self._paused = True
         # Counted once, by the playout that asks for the pause (flow_pauses_total{leg=backend}).
-        if self._proto is not None and self._proto.transport is not None:
-            self._proto.transport.pauseProducing()
+        if self._proto is not None:
+            _read_socket(self._proto, False)
 
     def resumeProducing(self) -> None:
         """Read the backend socket again."""
         if not self._paused:
             return
         self._paused = False
-        if self._proto is not None and self._proto.transport is not None:
-            self._proto.transport.resumeProducing()
+        if self._proto is not None:
+            _read_socket(self._proto, True)
 
     def stopProducing(self) -> None:
         self.close()
@@ -257,8 +258,8 @@ class OpenAIRealtimeSession:
         def adopt(proto: RealtimeClientProtocol) -> None:
             proto.session, proto.dialect, proto.ready = self, dialect, ready
             self._proto = proto
-            if self._paused and proto.transport is not None:
-                proto.transport.pauseProducing()
+            if self._paused:
+                _read_socket(proto, False)
 
         def not_opened(failure: Failure) -> None:
             if not ready.called:
@@ -294,7 +295,7 @@ class OpenAIRealtimeSession:
         self._cancel_chunk_timer()
         description = connection_lost_reason(code, reason)
         if proto.ready is not None and not proto.ready.called:
-            proto.ready.errback(Failure(ConnectionLost(description)))
+            proto.ready.errback(ConnectionLost(description))
             return
         # Nothing more will arrive for responses in flight: let the bridge finish them.
         if proto.dialect is not None:
@@ -375,7 +376,7 @@ class OpenAIRealtimeSession:
         if proto is None or proto.dialect is None:
             return
         for message in proto.dialect.take_output():
-            proto.sendMessage(message.encode("utf-8"), isBinary=False)
+            proto.sendMessage(message.encode("utf-8"), isBinary=False)  # type: ignore[no-untyped-call]  # Autobahn
 
     def _hold(self, data: bytes) -> None:
         dropped = self._held.append(data)
@@ -408,10 +409,21 @@ class OpenAIRealtimeSession:
 
 def _fatal_reason(failure: Failure) -> str | None:
     """Failures of a dial attempt that retrying cannot fix."""
-    if failure.check(HandshakeRejected):
-        error: HandshakeRejected = failure.value
+    error = failure.value
+    if isinstance(error, HandshakeRejected):
         if error.status in (401, 403):
             return f"backend refused the credentials (HTTP {error.status})"
         if error.status == 404:
             return f"backend URL or model not found (HTTP {error.status})"
     return None
+
+
+def _read_socket(proto: RealtimeClientProtocol, reading: bool) -> None:
+    """Resume (``reading``) or pause reading ``proto``'s socket. Its transport (TCP or TLS) is a
+    push producer, which the ``ITransport`` it is declared as does not say."""
+    transport: Any = proto.transport
+    if transport is not None:
+        if reading:
+            transport.resumeProducing()
+        else:
+            transport.pauseProducing()

@@ -445,12 +445,11 @@ class HostileServerTests(unittest.TestCase):
                                                       {"backend": "openai", **labels}) or 0.0
 
 
-class LoggingTests(LoopbackTestCase):
-    """Log lines carry neither the API key nor transcripts (personal data)."""
+KEY = "sk-test-do-not-log-4f1d2c"
 
-    KEY = "sk-test-do-not-log-4f1d2c"
 
-    def capture_logs(self) -> list[str]:
+class CapturedLogs:
+    def capture_logs(self: Any) -> list[str]:
         """Every log event from now on, flattened to text (format, formatted line and the repr of
         every field), so a secret hidden in any field is found."""
         lines: list[str] = []
@@ -461,6 +460,12 @@ class LoggingTests(LoopbackTestCase):
         globalLogPublisher.addObserver(observe)
         self.addCleanup(globalLogPublisher.removeObserver, observe)
         return lines
+
+
+class LoggingTests(CapturedLogs, LoopbackTestCase):
+    """Log lines carry neither the API key nor transcripts (personal data)."""
+
+    KEY = KEY
 
     @defer.inlineCallbacks
     def test_no_key_or_transcript_in_logs(self) -> Any:
@@ -491,3 +496,21 @@ class LoggingTests(LoopbackTestCase):
         yield listener.when(lambda: listener.has("failed"))
         self.assertTrue(any("backend failed" in line for line in lines))
         self.assertFalse([line for line in lines if self.KEY in line or "Bearer" in line])
+
+
+class RedactionTests(CapturedLogs, unittest.TestCase):
+    """A key the server echoes back is not logged or reported either."""
+
+    def test_key_echoed_by_the_server_is_redacted(self) -> None:
+        lines = self.capture_logs()
+        wire = WirelessSession(Metrics(), RealtimeOptions(api_key=KEY, url="ws://127.0.0.1:9/v1/realtime"))
+        wire.configure()
+        wire.server("error", error={"type": "invalid_request_error", "code": "invalid_value",
+                                    "message": f"bad thing near {KEY}"})
+        wire.server("error", error={"type": "invalid_request_error", "code": "invalid_api_key",
+                                    "message": f"Incorrect API key provided: {KEY}"})
+        (failed,) = [e for e in wire.listener.events if e[0] == "failed"]
+        self.assertNotIn(KEY, failed[1])
+        self.assertIn("invalid_api_key", failed[1])
+        self.assertTrue(any("bad thing near [api key]" in line for line in lines))
+        self.assertFalse([line for line in lines if KEY in line])

@@ -293,7 +293,7 @@ class OpenAIRealtimeSession:
             return
         self._proto, self._dialect = None, None
         self._cancel_chunk_timer()
-        description = connection_lost_reason(code, reason)
+        description = self._redact(connection_lost_reason(code, reason))
         if proto.ready is not None and not proto.ready.called:
             proto.ready.errback(ConnectionLost(description))
             return
@@ -338,10 +338,11 @@ class OpenAIRealtimeSession:
                 if fatal:
                     self._fail(f"{code}: {message}")
                 else:
-                    self._log("warn", "backend error {code}: {message}", code=code, message=message)
+                    # "detail", not "message": legacy log observers overwrite an event's "message" key.
+                    self._log("warn", "backend error {code}: {detail}", code=code, detail=message)
             case SessionExpired(message=message):
                 self._metrics.backend_errors_total.labels(self._name, "session_expired").inc()
-                self._log("info", "backend session expired ({message}); starting a new one", message=message)
+                self._log("info", "backend session expired ({detail}); starting a new one", detail=message)
                 self._expiring = True
                 proto.sendClose(1000)
             case ResponseEnded(status=status, reason=reason) if status in ("failed", "incomplete"):
@@ -365,6 +366,7 @@ class OpenAIRealtimeSession:
     def _fail(self, reason: str) -> None:
         if self._closed:
             return
+        reason = self._redact(reason)
         self._log("error", "backend failed: {reason}", reason=reason)
         self._shut_down(abort=True)
         self._listener.backend_failed(reason)
@@ -404,7 +406,15 @@ class OpenAIRealtimeSession:
         return text[-_HISTORY_CHARS:]
 
     def _log(self, level: str, fmt: str, **kwargs: Any) -> None:
-        getattr(log, level)(fmt, call_id=self._call.call_id, backend=self._name, **kwargs)
+        # Never per frame. Server-supplied text (error messages, close reasons) is redacted in
+        # case a peer echoes the key back.
+        fields = {k: self._redact(v) if isinstance(v, str) else v for k, v in kwargs.items()}
+        getattr(log, level)(fmt, call_id=self._call.call_id, backend=self._name, **fields)
+
+    def _redact(self, text: str) -> str:
+        """``text`` without the API key (it must never reach a log line or a failure reason)."""
+        key = self._options.api_key
+        return text.replace(key, "[api key]") if key and key in text else text
 
 
 def _fatal_reason(failure: Failure) -> str | None:

@@ -142,7 +142,7 @@ RealtimeEvent = (
     | SessionExpired
     | UnknownEventReceived
 )
-"""Everything :meth:`RealtimeDialect.receive` can return."""
+"""Everything :meth:`~mediaproxy.backends.openai_dialect.RealtimeDialect.receive` can return."""
 
 # --- metric label vocabularies ---------------------------------------------------------------
 

@@ -7,13 +7,20 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import replace
-from typing import Any
+from typing import Any, get_args
 
 from twisted.trial import unittest
 
 from mediaproxy.audio.format import ALAW_8K, L16_24K, MULAW_8K, AudioFormat
-from mediaproxy.backends.openai_dialect import RealtimeDialect, usage_tokens
+from mediaproxy.backends.openai_dialect import (
+    _TOKEN_KINDS,
+    FATAL_ERROR_CODES,
+    IGNORED_EVENTS,
+    RealtimeDialect,
+    usage_tokens,
+)
 from mediaproxy.backends.openai_events import (
+    TOKEN_KIND_LABELS,
     AudioFinished,
     AudioReceived,
     RateLimitsReported,
@@ -24,10 +31,12 @@ from mediaproxy.backends.openai_events import (
     SpeechStarted,
     SpeechStopped,
     TranscriptReceived,
+    UnknownEventReceived,
     UsageReported,
+    error_code_label,
 )
 from mediaproxy.backends.openai_session_config import RealtimeOptions, wire_format
-from tests.fake_realtime import CLIENT_EVENT, check_event
+from tests.fake_realtime import _SERVER_MEMBERS, CLIENT_EVENT, check_event
 
 OPTIONS = RealtimeOptions(api_key="k", instructions="Be brief.")
 BETA_KEYS = {"input_audio_format", "output_audio_format", "modalities", "voice", "turn_detection",
@@ -257,6 +266,7 @@ class OutputAudioTests(unittest.TestCase):
             {"name": "requests", "limit": 100, "remaining": 99, "reset_seconds": 1.0},
             {"name": "tokens", "limit": 9000, "remaining": 8000, "reset_seconds": 2.5}])
         self.assertEqual(events, [RateLimitsReported({"requests": 99, "tokens": 8000})])
+        self.assertLessEqual({kind for _, _, kind in _TOKEN_KINDS}, TOKEN_KIND_LABELS)
         self.assertEqual(usage_tokens(None), {})
         self.assertEqual(usage_tokens({"input_token_details": "x"}), {})
 
@@ -432,6 +442,31 @@ class ErrorTests(unittest.TestCase):
     def test_unknown_events_ignored(self) -> None:
         h = DialectHarness(self)
         self.assertEqual(h.server("conversation.item.added", item={}), [])
+
+    def test_unknown_event_types_reported_never_fatal(self) -> None:
+        h = DialectHarness(self)
+        h.configure()
+        self.assertEqual(h.server("response.hologram.delta", delta="x"),
+                         [UnknownEventReceived("response.hologram.delta")])
+        self.assertEqual(h.sent(), [])
+        self.assertTrue(h.dialect.ready)
+        h.response_created()
+        self.assertEqual(h.delta("item_1", b"\x01" * 8), [AudioReceived("item_1", "resp_1", b"\x01" * 8)])
+
+    def test_every_ga_server_event_is_known(self) -> None:
+        # A GA event the dialect neither handles nor ignores on purpose would count as unknown.
+        h = DialectHarness(self)
+        ga_types = {t for member in _SERVER_MEMBERS for t in get_args(member.model_fields["type"].annotation)}
+        self.assertGreater(len(ga_types), 40)
+        self.assertLessEqual(IGNORED_EVENTS, ga_types)
+        for event_type in sorted(ga_types - IGNORED_EVENTS):
+            unknown = [e for e in h.server(event_type) if isinstance(e, UnknownEventReceived)]
+            self.assertEqual(unknown, [], event_type)
+
+    def test_fatal_codes_have_their_own_label(self) -> None:
+        for code in FATAL_ERROR_CODES | {"session_expired", "malformed_event", "format_mismatch"}:
+            self.assertEqual(error_code_label(code), code)
+        self.assertEqual(error_code_label("x" * 10000), "other")
 
     def test_classification(self) -> None:
         h = DialectHarness(self)

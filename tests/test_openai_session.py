@@ -4,10 +4,13 @@ Deferred that fires on an event, never a sleep."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from typing import Any
 
 from twisted.internet import defer, reactor
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from mediaproxy.audio.format import L16_16K, L16_24K, MULAW_8K
@@ -107,7 +110,8 @@ class PassThroughTests(LoopbackTestCase):
         conn.start_response()
         yield listener.when(lambda: "item_0_2" in listener.audio)
         self.assertEqual(self.metric("backend_tokens_total", backend="openai", kind="output_audio"), 30)
-        self.assertEqual(self.metric("backend_rate_limit_remaining", backend="openai", name="tokens"), 39998)  # after response 2
+        # after response 2
+        self.assertEqual(self.metric("backend_rate_limit_remaining", backend="openai", name="tokens"), 39998)
         self.assertEqual(self.metric("backend_connect_seconds_count", backend="openai"), 1)
         self.assertEqual(listener.kinds().count("ready"), 1)
 
@@ -148,7 +152,7 @@ class BargeInTests(LoopbackTestCase):
         conn = self.server.connection(0)
         yield self.server.when(lambda: conn.response is not None and conn.response.get("paused"))
         self.received_before = len(listener.audio["item_0_1"])
-        listener.on_speech_started = lambda: session.interrupt("item_0_1", played_ms, 600)
+        listener.on_speech_started = lambda: session.interrupt("item_0_1", played_ms)
         session.send_audio(LOUD_FRAME["audio/pcmu"])
         yield self.server.when(lambda: conn.truncations or conn.errors_sent)
         return listener, conn
@@ -215,7 +219,8 @@ class FaultTests(LoopbackTestCase):
         yield self.server.when(lambda: len(self.server.connections) == 2 and self.server.connection(1).received)
         self.assertFalse(listener.has("failed"))
         self.assertEqual(self.metric("backend_errors_total", backend="openai", code="session_expired"), 1,
-                         (self.server.connection(0).errors_sent, listener.events, self.metrics.registry.get_sample_value("mediaproxy_backend_reconnects_total", {"backend": "openai"})))
+                         (self.server.connection(0).errors_sent, listener.events,
+                          self.metric("backend_reconnects_total", backend="openai")))
 
     @defer.inlineCallbacks
     def test_auth_refused_fails_at_once(self) -> Any:
@@ -349,3 +354,163 @@ class IsolationAndFlowTests(LoopbackTestCase):
         session.close()
         yield self.server.when(lambda: self.server.connection(0).closed)
         self.assertEqual(listener.events, [])
+
+
+class WirelessSession:
+    """An :class:`OpenAIRealtimeSession` on a ``MemoryReactorClock``: the dial is answered by
+    hand (no socket, no handshake) and server events are fed straight to the session, so a test
+    can play a server that breaks the protocol the fake service is held to."""
+
+    def __init__(self, metrics: Metrics, options: RealtimeOptions) -> None:
+        self.reactor = MemoryReactorClock()
+        self.listener = RecordingListener()
+        self.sent: list[dict[str, Any]] = []
+        self.session = OpenAIRealtimeSession("openai", options, CallInfo("CA1", "twilio"), self.listener,
+                                             MULAW_8K, self.reactor, metrics, random=lambda: 0.5)
+        self.session.start()
+        factory = self.reactor.tcpClients[-1][2]
+        proto = factory.buildProtocol(None)
+        proto.sendMessage = lambda payload, isBinary=False: self.sent.append(json.loads(payload))
+        proto.sendClose = lambda code=None, reason=None: None
+        proto.dropConnection = lambda abort=False: None
+        proto.onOpen()
+        self.proto = proto
+
+    def server(self, event_type: str, **fields: Any) -> None:
+        self.session.message_received(self.proto, json.dumps({"type": event_type, **fields}).encode())
+
+    def configure(self) -> None:
+        self.server("session.created", session={"type": "realtime"})
+        (update,) = [e for e in self.sent if e["type"] == "session.update"]
+        self.server("session.updated", session=update["session"])
+
+
+class HostileServerTests(unittest.TestCase):
+    """Whatever the server sends, the label series of the backend metrics stay bounded."""
+
+    def setUp(self) -> None:
+        self.metrics = Metrics()
+        self.wire = WirelessSession(self.metrics, RealtimeOptions(api_key="k", url="ws://127.0.0.1:9/v1/realtime",
+                                                                  transcription_model=""))
+        self.wire.configure()
+        self.assertTrue(self.wire.listener.has("ready"))
+        self.addCleanup(self.wire.session.close)
+
+    def series(self, metric_name: str) -> list[dict[str, str]]:
+        """The label sets of ``metric_name``'s samples (a histogram's or counter's side samples
+        such as ``_created`` left out)."""
+        return [sample.labels for family in self.metrics.registry.collect() for sample in family.samples
+                if sample.name == "mediaproxy_" + metric_name]
+
+    def test_thousand_error_codes_bounded(self) -> None:
+        for n in range(1000):
+            self.wire.server("error", error={"type": f"type_{n}", "code": f"code_{n}", "message": "m"})
+            self.wire.server("error", error={"type": f"type_{n}", "message": "m"})
+        self.wire.server("error", error={"type": "invalid_request_error", "code": "invalid_value", "message": "m"})
+        self.wire.server("conversation.item.input_audio_transcription.failed", item_id="i", content_index=0,
+                         error={"code": "transcriber_on_fire"})
+        codes = {labels["code"] for labels in self.series("backend_errors_total")}
+        self.assertEqual(codes, {"other", "invalid_value"})
+        self.assertEqual(self.metric("backend_errors_total", code="other"), 2001)
+        self.assertFalse(self.wire.listener.has("failed"))
+
+    def test_thousand_event_types_bounded_and_ignored(self) -> None:
+        for n in range(1000):
+            self.wire.server(f"response.novel_{n}.delta", delta="x")
+        self.assertEqual(self.series("backend_errors_total"), [{"backend": "openai", "code": "unknown_event"}])
+        self.assertEqual(self.metric("backend_errors_total", code="unknown_event"), 1000)
+        self.assertEqual(self.wire.listener.kinds(), ["ready"])  # never fatal
+        self.wire.session.send_audio(b"\xff" * 160)
+        self.assertEqual(self.wire.sent[-1]["type"], "input_audio_buffer.append")
+
+    def test_thousand_rate_limit_names_bounded(self) -> None:
+        for n in range(1000):
+            self.wire.server("rate_limits.updated", rate_limits=[
+                {"name": f"limit_{n}", "limit": 10, "remaining": n, "reset_seconds": 1.0},
+                {"name": "tokens", "limit": 9000, "remaining": 8000, "reset_seconds": 1.0}])
+        names = sorted(labels["name"] for labels in self.series("backend_rate_limit_remaining"))
+        self.assertEqual(names, ["other", "tokens"])
+        self.assertEqual(self.metric("backend_rate_limit_remaining", name="tokens"), 8000)
+
+    def test_token_kinds_bounded(self) -> None:
+        details = {f"novel_{n}_tokens": 1 for n in range(1000)}
+        for _ in range(3):
+            self.wire.server("response.done", response={"id": "r", "status": "completed", "usage": {
+                "input_token_details": {"audio_tokens": 2, **details}, "output_token_details": details}})
+        self.assertEqual(self.series("backend_tokens_total"), [{"backend": "openai", "kind": "input_audio"}])
+        self.assertEqual(self.metric("backend_tokens_total", kind="input_audio"), 6)
+
+    def metric(self, metric_name: str, **labels: str) -> float:
+        return self.metrics.registry.get_sample_value("mediaproxy_" + metric_name,
+                                                      {"backend": "openai", **labels}) or 0.0
+
+
+KEY = "sk-test-do-not-log-4f1d2c"
+
+
+class CapturedLogs:
+    def capture_logs(self: Any) -> list[str]:
+        """Every log event from now on, flattened to text (format, formatted line and the repr of
+        every field), so a secret hidden in any field is found."""
+        lines: list[str] = []
+
+        def observe(event: Any) -> None:
+            lines.append(f"{formatEvent(event)} {event!r}")
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        return lines
+
+
+class LoggingTests(CapturedLogs, LoopbackTestCase):
+    """Log lines carry neither the API key nor transcripts (personal data)."""
+
+    KEY = KEY
+
+    @defer.inlineCallbacks
+    def test_no_key_or_transcript_in_logs(self) -> Any:
+        lines = self.capture_logs()
+        self.server.api_key = self.KEY
+        listener = RecordingListener()
+        options = replace(self.options, api_key=self.KEY, greeting="Hello.")
+        session = self.open(listener, options)
+        yield listener.when(lambda: listener.has("transcript", "bot", "bot says resp_0_1", True))
+        self.server.connection(0).drop()  # a reconnect dials with the key again
+        yield self.server.when(lambda: len(self.server.connections) == 2 and self.server.connection(1).received)
+        session.close()
+        transcripts = {e[2] for e in listener.events if e[0] == "transcript" and e[2]}
+        self.assertTrue(transcripts)
+        self.assertTrue(lines)
+        for line in lines:
+            self.assertNotIn(self.KEY, line)
+            self.assertNotIn("Bearer", line)
+            for text in transcripts:
+                self.assertNotIn(text, line)
+
+    @defer.inlineCallbacks
+    def test_no_key_in_logs_when_refused(self) -> Any:
+        lines = self.capture_logs()
+        self.server.reject_auth = True
+        listener = RecordingListener()
+        self.open(listener, replace(self.options, api_key=self.KEY))
+        yield listener.when(lambda: listener.has("failed"))
+        self.assertTrue(any("backend failed" in line for line in lines))
+        self.assertFalse([line for line in lines if self.KEY in line or "Bearer" in line])
+
+
+class RedactionTests(CapturedLogs, unittest.TestCase):
+    """A key the server echoes back is not logged or reported either."""
+
+    def test_key_echoed_by_the_server_is_redacted(self) -> None:
+        lines = self.capture_logs()
+        wire = WirelessSession(Metrics(), RealtimeOptions(api_key=KEY, url="ws://127.0.0.1:9/v1/realtime"))
+        wire.configure()
+        wire.server("error", error={"type": "invalid_request_error", "code": "invalid_value",
+                                    "message": f"bad thing near {KEY}"})
+        wire.server("error", error={"type": "invalid_request_error", "code": "invalid_api_key",
+                                    "message": f"Incorrect API key provided: {KEY}"})
+        (failed,) = [e for e in wire.listener.events if e[0] == "failed"]
+        self.assertNotIn(KEY, failed[1])
+        self.assertIn("invalid_api_key", failed[1])
+        self.assertTrue(any("bad thing near [api key]" in line for line in lines))
+        self.assertFalse([line for line in lines if KEY in line])

@@ -16,14 +16,13 @@ nothing across connections). The exchange it speaks::
             response.output_audio_transcript.*, response.done{usage}, rate_limits.updated
     client: conversation.item.truncate{audio_end_ms}, [response.cancel]   on barge-in
 
-Barge-in rules (from the service's documented errors and peers' bug reports): ``audio_end_ms`` is
-an integer, clamped to the audio received for the item (larger values are rejected), and no
-truncate is sent when nothing was played (the server refuses) or when the caller already heard
-the whole item (a needless truncate makes the model repeat itself). ``response.cancel`` is sent
-only when the server will not cancel by itself (``interrupt_response`` off, or an interrupt that
-did not come from the server's own VAD); on ``speech_started`` it goes out at once, even when
-nothing of the response has been heard yet (nothing to truncate then, but the answer must stop).
-Deltas of an interrupted item or cancelled response that are still in flight are dropped here.
+Barge-in: where to truncate (``audio_end_ms`` clamped to what arrived, none when nothing or all
+was heard) and which late deltas to drop is the bookkeeping of
+:class:`~mediaproxy.backends.openai_ledger.RealtimeLedger`; this module turns its answers into
+wire events. ``response.cancel`` is sent only when the server will not cancel by itself
+(``interrupt_response`` off, or an interrupt that did not come from the server's own VAD); on
+``speech_started`` it goes out at once, even when nothing of the response has been heard yet
+(nothing to truncate then, but the answer must stop).
 """
 
 from __future__ import annotations
@@ -31,9 +30,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from mediaproxy.audio.format import AudioFormat
@@ -49,8 +46,10 @@ from mediaproxy.backends.openai_events import (
     SpeechStarted,
     SpeechStopped,
     TranscriptReceived,
+    UnknownEventReceived,
     UsageReported,
 )
+from mediaproxy.backends.openai_ledger import RealtimeLedger
 from mediaproxy.backends.openai_session_config import (
     RealtimeOptions,
     effective_interrupt_response,
@@ -70,25 +69,48 @@ FATAL_ERROR_CODES = frozenset(
 )
 """Error codes after which retrying cannot help: the call ends at once."""
 
-# Interrupts may arrive long after an item's audio finished (the playout is behind the server),
-# so items are remembered beyond their response; this bounds the memory of one call.
-_REMEMBERED_ITEMS = 64
+IGNORED_EVENTS = frozenset(
+    {
+        "conversation.created",
+        "conversation.item.added",
+        "conversation.item.created",
+        "conversation.item.deleted",
+        "conversation.item.done",
+        "conversation.item.input_audio_transcription.segment",
+        "conversation.item.retrieved",
+        "conversation.item.truncated",
+        "input_audio_buffer.cleared",
+        "input_audio_buffer.committed",
+        "input_audio_buffer.dtmf_event_received",
+        "input_audio_buffer.timeout_triggered",
+        "mcp_list_tools.completed",
+        "mcp_list_tools.failed",
+        "mcp_list_tools.in_progress",
+        "output_audio_buffer.cleared",
+        "output_audio_buffer.started",
+        "output_audio_buffer.stopped",
+        "response.content_part.added",
+        "response.content_part.done",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "response.mcp_call.completed",
+        "response.mcp_call.failed",
+        "response.mcp_call.in_progress",
+        "response.mcp_call_arguments.delta",
+        "response.mcp_call_arguments.done",
+        "response.output_item.added",
+        "response.output_item.done",
+        "response.output_text.delta",
+        "response.output_text.done",
+    }
+)
+"""GA server events the dialect needs nothing from (lifecycle, text, tools, WebRTC-only buffer
+events). Any type neither handled nor listed here is reported as :class:`UnknownEventReceived`."""
 
 RESUME_NOTE = (
     "The connection to the caller was briefly interrupted and has been restored. This is the "
     "same call: continue the conversation where it left off and do not greet the caller again."
 )
-
-
-@dataclass
-class _ItemAudio:
-    """What arrived for one assistant audio item."""
-
-    response_id: str
-    content_index: int = 0
-    received_bytes: int = 0
-    done: bool = False
-    interrupted: bool = False
 
 
 class RealtimeDialect:
@@ -120,15 +142,12 @@ class RealtimeDialect:
         self._update_event_id: str | None = None
         self._ready = False
         self._interrupt_response = options.interrupt_response
-        self._items: OrderedDict[str, _ItemAudio] = OrderedDict()
+        self._ledger = RealtimeLedger(fmt.bytes_per_ms)
         self._active_response: str | None = None
         self._server_cancels_active = False
-        self._cancelled_responses: OrderedDict[str, None] = OrderedDict()
         # 20 ms (the smallest) means "forward each frame as it arrives": no coalescing.
         self._chunk_bytes = fmt.bytes_for_ms(options.input_chunk_ms) if options.input_chunk_ms > 20 else 0
         self._pending_input = bytearray()
-        self.late_audio_bytes_dropped = 0
-        """Bot audio that arrived for an interrupted item or cancelled response, in bytes."""
 
     # --- state ---------------------------------------------------------------------------------
 
@@ -142,10 +161,15 @@ class RealtimeDialect:
         """A response is being generated (between ``response.created`` and ``response.done``)."""
         return self._active_response is not None
 
+    @property
+    def late_audio_bytes_dropped(self) -> int:
+        """Bot audio that arrived for an interrupted item or cancelled response, in bytes."""
+        return self._ledger.late_audio_bytes_dropped
+
     def unfinished_items(self) -> list[str]:
         """Assistant items whose audio started but did not finish and were not interrupted:
         what the bridge is still waiting on when the connection drops."""
-        return [i for i, a in self._items.items() if not a.done and not a.interrupted]
+        return self._ledger.unfinished_items()
 
     def take_output(self) -> list[str]:
         """The client messages queued since the last call, oldest first, as JSON text frames."""
@@ -181,23 +205,19 @@ class RealtimeDialect:
         """Barge-in: the caller heard ``played_ms`` of assistant item ``item_id``. Truncates the
         item at what was heard, cancels its response if the server will not, and drops any more
         audio of it."""
-        item = self._items.get(item_id)
-        if item is None or item.interrupted:
+        cut = self._ledger.cut_item(item_id, played_ms)
+        if cut is None:
             return  # an item of an earlier connection, or already handled
-        item.interrupted = True
-        received_ms = item.received_bytes // self._format.bytes_per_ms
-        end_ms = min(int(played_ms), received_ms)
-        heard_all = item.done and played_ms >= received_ms
-        if end_ms >= 1 and not heard_all:
+        if cut.truncation is not None:
             self._send(
                 {
                     "type": "conversation.item.truncate",
-                    "item_id": item_id,
-                    "content_index": item.content_index,
-                    "audio_end_ms": end_ms,
+                    "item_id": cut.truncation.item_id,
+                    "content_index": cut.truncation.content_index,
+                    "audio_end_ms": cut.truncation.audio_end_ms,
                 }
             )
-        if item.response_id == self._active_response:
+        if cut.response_id == self._active_response:
             self._cancel_active_response()
 
     def send_dtmf(self, digits: str) -> None:
@@ -239,11 +259,8 @@ class RealtimeDialect:
         if kind == "response.output_audio.delta":
             return self._audio_delta(event)
         if kind == "response.output_audio.done":
-            item = self._items.get(event["item_id"])
-            if item is None or item.done:
-                return []
-            item.done = True
-            return [] if item.interrupted else [AudioFinished(event["item_id"])]
+            item_id = event["item_id"]
+            return [AudioFinished(item_id)] if self._ledger.audio_done(item_id) else []
         if kind == "input_audio_buffer.speech_started":
             if self._active_response is not None:
                 # Speech is a barge-in (the bridge flushes on it): the response in progress has
@@ -289,7 +306,9 @@ class RealtimeDialect:
             return self._session_updated(event["session"])
         if kind == "error":
             return self._error(event.get("error") or {})
-        return []  # lifecycle events we need nothing from (item.added, content_part.*, ...)
+        if kind in IGNORED_EVENTS:
+            return []
+        return [UnknownEventReceived(kind)]  # counted by the session, never fatal
 
     def _audio_delta(self, event: dict[str, Any]) -> list[RealtimeEvent]:
         item_id, response_id = str(event["item_id"]), str(event["response_id"])
@@ -297,37 +316,21 @@ class RealtimeDialect:
             data = base64.b64decode(event["delta"], validate=True)
         except (binascii.Error, ValueError):
             return [ServerError("malformed_event", "audio delta is not valid base64")]
-        item = self._items.get(item_id)
-        if item is None:
-            if response_id in self._cancelled_responses:
-                self.late_audio_bytes_dropped += len(data)
-                return []
-            item = self._items[item_id] = _ItemAudio(response_id, int(event.get("content_index", 0)))
-            while len(self._items) > _REMEMBERED_ITEMS:
-                self._items.popitem(last=False)
-        item.received_bytes += len(data)
-        if item.interrupted or response_id in self._cancelled_responses:
-            self.late_audio_bytes_dropped += len(data)
-            return []
-        return [AudioReceived(item_id, response_id, data)]
+        if self._ledger.audio_arrived(item_id, response_id, event.get("content_index", 0), len(data)):
+            return [AudioReceived(item_id, response_id, data)]
+        return []
 
     def _is_dropped(self, event: dict[str, Any]) -> bool:
-        item = self._items.get(str(event.get("item_id")))
-        return (item is not None and item.interrupted) or event.get("response_id") in self._cancelled_responses
+        return self._ledger.is_dropped(str(event.get("item_id")), event.get("response_id"))
 
     def _response_done(self, response: dict[str, Any]) -> list[RealtimeEvent]:
         response_id = str(response.get("id"))
         if response_id == self._active_response:
             self._active_response = None
             self._server_cancels_active = False
-        events: list[RealtimeEvent] = []
         # A failed or cut-short response may never send output_audio.done for its item; the
         # bridge must still learn that no more audio is coming.
-        for item_id, item in self._items.items():
-            if item.response_id == response_id and not item.done:
-                item.done = True
-                if not item.interrupted:
-                    events.append(AudioFinished(item_id))
+        events: list[RealtimeEvent] = [AudioFinished(i) for i in self._ledger.response_finished(response_id)]
         details = response.get("status_details") or {}
         events.append(ResponseEnded(response_id, str(response.get("status")), str(details.get("reason") or "")))
         tokens = usage_tokens(response.get("usage"))
@@ -402,16 +405,10 @@ class RealtimeDialect:
         """Stop the response in progress (once): its late audio is dropped from now on, and
         ``response.cancel`` goes out unless the server cancels it by itself."""
         response_id = self._active_response
-        if response_id is None or response_id in self._cancelled_responses:
+        if response_id is None or not self._ledger.cut_response(response_id):
             return
-        self._remember_cancelled(response_id)
         if not self._server_cancels_active:
             self._send({"type": "response.cancel", "response_id": response_id})
-
-    def _remember_cancelled(self, response_id: str) -> None:
-        self._cancelled_responses[response_id] = None
-        while len(self._cancelled_responses) > _REMEMBERED_ITEMS:
-            self._cancelled_responses.popitem(last=False)
 
 
 _TOKEN_KINDS = (

@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
-from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -45,7 +45,11 @@ from mediaproxy.backends.openai_events import (
     SpeechStarted,
     SpeechStopped,
     TranscriptReceived,
+    UnknownEventReceived,
     UsageReported,
+    error_code_label,
+    rate_limit_label,
+    token_kind_label,
 )
 from mediaproxy.backends.openai_session_config import RealtimeOptions
 from mediaproxy.backends.reconnect import (
@@ -53,6 +57,7 @@ from mediaproxy.backends.reconnect import (
     DialedWebSocketProtocol,
     HandshakeRejected,
     Redialer,
+    Timer,
     connection_lost_reason,
     dial_websocket,
 )
@@ -62,10 +67,6 @@ log = Logger()
 
 _HISTORY_LINES = 12
 _HISTORY_CHARS = 2000
-
-
-class FatalBackendError(Exception):
-    """A failure that retrying cannot fix."""
 
 
 class RealtimeClientProtocol(DialedWebSocketProtocol):
@@ -122,7 +123,7 @@ class OpenAIRealtimeSession:
         self._expiring = False
         self._paused = False
         self._closed = False
-        self._chunk_timer: IDelayedCall | None = None
+        self._chunk_timer: Timer | None = None
         self._history: deque[str] = deque(maxlen=_HISTORY_LINES)
         self._url = f"{options.url}?model={quote(options.model, safe='')}"
         self._redialer: Redialer[RealtimeClientProtocol] = Redialer(
@@ -140,11 +141,6 @@ class OpenAIRealtimeSession:
             on_redial=metrics.backend_reconnects_total.labels(backend_name).inc,
             random=random,
         )
-
-    @property
-    def websocket(self) -> RealtimeClientProtocol | None:
-        """The current backend connection (ready or not), for diagnostics and tests."""
-        return self._proto
 
     def start(self) -> None:
         """Dial the first connection (``open_session`` calls this; it returns at once)."""
@@ -165,9 +161,13 @@ class OpenAIRealtimeSession:
         if dialect.has_pending_audio and self._chunk_timer is None:
             self._chunk_timer = self._reactor.callLater(self._options.input_chunk_ms / 1000.0, self._flush_chunk)
 
-    def interrupt(self, response_id: str, played_ms: int, received_ms: int) -> None:
-        """Barge-in on assistant item ``response_id``: truncate at ``played_ms`` (clamped to what
-        arrived on the wire for the item, which the dialect counts itself), cancel if needed."""
+    def interrupt(self, response_id: str, played_ms: int, received_ms: int | None = None) -> None:
+        """Barge-in on assistant item ``response_id`` after the caller heard ``played_ms``
+        milliseconds of it: truncate there (clamped to the audio that arrived for the item, which
+        the dialect counts itself) and cancel the response if the server will not.
+
+        ``received_ms`` is ignored (the dialect knows what arrived); it is accepted only so that a
+        bridge still passing it keeps working until it passes two arguments."""
         if self._dialect is not None:
             self._dialect.interrupt(response_id, played_ms)
             self._send_output()
@@ -193,8 +193,8 @@ class OpenAIRealtimeSession:
         proto, self._proto, self._dialect = self._proto, None, None
         if proto is not None:
             proto.session = None
-            if self._paused and proto.transport is not None:
-                proto.transport.resumeProducing()  # so the closing handshake can complete
+            if self._paused:
+                _read_socket(proto, True)  # so the closing handshake can complete
             if abort:
                 proto.dropConnection(abort=True)
             else:
@@ -209,16 +209,16 @@ class OpenAIRealtimeSession:
             return
         self._paused = True
         # Counted once, by the playout that asks for the pause (flow_pauses_total{leg=backend}).
-        if self._proto is not None and self._proto.transport is not None:
-            self._proto.transport.pauseProducing()
+        if self._proto is not None:
+            _read_socket(self._proto, False)
 
     def resumeProducing(self) -> None:
         """Read the backend socket again."""
         if not self._paused:
             return
         self._paused = False
-        if self._proto is not None and self._proto.transport is not None:
-            self._proto.transport.resumeProducing()
+        if self._proto is not None:
+            _read_socket(self._proto, True)
 
     def stopProducing(self) -> None:
         self.close()
@@ -258,8 +258,8 @@ class OpenAIRealtimeSession:
         def adopt(proto: RealtimeClientProtocol) -> None:
             proto.session, proto.dialect, proto.ready = self, dialect, ready
             self._proto = proto
-            if self._paused and proto.transport is not None:
-                proto.transport.pauseProducing()
+            if self._paused:
+                _read_socket(proto, False)
 
         def not_opened(failure: Failure) -> None:
             if not ready.called:
@@ -293,9 +293,9 @@ class OpenAIRealtimeSession:
             return
         self._proto, self._dialect = None, None
         self._cancel_chunk_timer()
-        description = connection_lost_reason(code, reason)
+        description = self._redact(connection_lost_reason(code, reason))
         if proto.ready is not None and not proto.ready.called:
-            proto.ready.errback(Failure(ConnectionLost(description)))
+            proto.ready.errback(ConnectionLost(description))
             return
         # Nothing more will arrive for responses in flight: let the bridge finish them.
         if proto.dialect is not None:
@@ -309,40 +309,49 @@ class OpenAIRealtimeSession:
 
     def _handle(self, proto: RealtimeClientProtocol, event: RealtimeEvent) -> None:
         listener = self._listener
-        if isinstance(event, AudioReceived):
-            listener.backend_audio(event.item_id, event.data)
-        elif isinstance(event, AudioFinished):
-            listener.backend_response_done(event.item_id)
-        elif isinstance(event, SpeechStarted):
-            listener.backend_speech_started()
-        elif isinstance(event, SpeechStopped):
-            listener.backend_speech_stopped()
-        elif isinstance(event, TranscriptReceived):
-            listener.backend_transcript(event.role, event.text, event.final)
-            if event.final and event.text:
-                self._history.append(f"{'caller' if event.role == 'caller' else 'assistant'}: {event.text}")
-                self._log("info", "transcript {role}: {text}", role=event.role, text=event.text)
-        elif isinstance(event, SessionReady):
-            self._session_ready(proto, event)
-        elif isinstance(event, UsageReported):
-            for kind, count in event.tokens.items():
-                self._metrics.backend_tokens_total.labels(self._name, kind).inc(count)
-        elif isinstance(event, RateLimitsReported):
-            for name, remaining in event.remaining.items():
-                self._metrics.backend_rate_limit_remaining.labels(self._name, name).set(remaining)
-        elif isinstance(event, ServerError):
-            self._metrics.backend_errors_total.labels(self._name, event.code).inc()
-            if event.fatal:
-                self._fail(f"{event.code}: {event.message}")
-            else:
-                self._log("warn", "backend error {code}: {message}", code=event.code, message=event.message)
-        elif isinstance(event, SessionExpired):
-            self._metrics.backend_errors_total.labels(self._name, "session_expired").inc()
-            self._log("info", "backend session expired ({message}); starting a new one", message=event.message)
-            self._expiring = True
-            proto.sendClose(1000)
-        elif isinstance(event, ResponseEnded) and event.status in ("failed", "incomplete"):
-            self._log("warn", "response {status} ({reason})", status=event.status, reason=event.reason)
+        match event:
+            case AudioReceived(item_id=item_id, data=data):
+                listener.backend_audio(item_id, data)
+            case AudioFinished(item_id=item_id):
+                listener.backend_response_done(item_id)
+            case SpeechStarted():
+                listener.backend_speech_started()
+            case SpeechStopped():
+                listener.backend_speech_stopped()
+            case TranscriptReceived(role=role, text=text, final=final):
+                listener.backend_transcript(role, text, final)
+                if final and text:
+                    # Kept only for the resume note; transcripts are personal data and are never
+                    # logged here (the bridge owns the one opt-in transcript log line).
+                    self._history.append(f"{'caller' if role == 'caller' else 'assistant'}: {text}")
+                    self._log("debug", "final {role} transcript received", role=role)
+            case SessionReady():
+                self._session_ready(proto, event)
+            case UsageReported(tokens=tokens):
+                for kind, count in tokens.items():
+                    self._metrics.backend_tokens_total.labels(self._name, token_kind_label(kind)).inc(count)
+            case RateLimitsReported(remaining=remaining):
+                for name, left in remaining.items():
+                    self._metrics.backend_rate_limit_remaining.labels(self._name, rate_limit_label(name)).set(left)
+            case ServerError(code=code, message=message, fatal=fatal):
+                self._metrics.backend_errors_total.labels(self._name, error_code_label(code)).inc()
+                if fatal:
+                    self._fail(f"{code}: {message}")
+                else:
+                    # "detail", not "message": legacy log observers overwrite an event's "message" key.
+                    self._log("warn", "backend error {code}: {detail}", code=code, detail=message)
+            case SessionExpired(message=message):
+                self._metrics.backend_errors_total.labels(self._name, "session_expired").inc()
+                self._log("info", "backend session expired ({detail}); starting a new one", detail=message)
+                self._expiring = True
+                proto.sendClose(1000)
+            case ResponseEnded(status=status, reason=reason) if status in ("failed", "incomplete"):
+                self._log("warn", "response {status} ({reason})", status=status, reason=reason)
+            case ResponseEnded():
+                pass
+            case UnknownEventReceived(event_type=event_type):
+                self._metrics.backend_errors_total.labels(self._name, "unknown_event").inc()
+                self._log("debug", "ignored unknown backend event {event_type!r}", event_type=event_type[:80])
 
     def _session_ready(self, proto: RealtimeClientProtocol, event: SessionReady) -> None:
         self._log("info", "backend session configured: {summary}", summary=event.summary)
@@ -357,6 +366,7 @@ class OpenAIRealtimeSession:
     def _fail(self, reason: str) -> None:
         if self._closed:
             return
+        reason = self._redact(reason)
         self._log("error", "backend failed: {reason}", reason=reason)
         self._shut_down(abort=True)
         self._listener.backend_failed(reason)
@@ -368,7 +378,7 @@ class OpenAIRealtimeSession:
         if proto is None or proto.dialect is None:
             return
         for message in proto.dialect.take_output():
-            proto.sendMessage(message.encode("utf-8"), isBinary=False)
+            proto.sendMessage(message.encode("utf-8"), isBinary=False)  # type: ignore[no-untyped-call]  # Autobahn
 
     def _hold(self, data: bytes) -> None:
         dropped = self._held.append(data)
@@ -396,17 +406,34 @@ class OpenAIRealtimeSession:
         return text[-_HISTORY_CHARS:]
 
     def _log(self, level: str, fmt: str, **kwargs: Any) -> None:
-        getattr(log, level)(fmt, call_id=self._call.call_id, backend=self._name, **kwargs)
+        # Never per frame. Server-supplied text (error messages, close reasons) is redacted in
+        # case a peer echoes the key back.
+        fields = {k: self._redact(v) if isinstance(v, str) else v for k, v in kwargs.items()}
+        getattr(log, level)(fmt, call_id=self._call.call_id, backend=self._name, **fields)
+
+    def _redact(self, text: str) -> str:
+        """``text`` without the API key (it must never reach a log line or a failure reason)."""
+        key = self._options.api_key
+        return text.replace(key, "[api key]") if key and key in text else text
 
 
 def _fatal_reason(failure: Failure) -> str | None:
     """Failures of a dial attempt that retrying cannot fix."""
-    if failure.check(HandshakeRejected):
-        error: HandshakeRejected = failure.value
+    error = failure.value
+    if isinstance(error, HandshakeRejected):
         if error.status in (401, 403):
             return f"backend refused the credentials (HTTP {error.status})"
         if error.status == 404:
             return f"backend URL or model not found (HTTP {error.status})"
-    if failure.check(FatalBackendError):
-        return str(failure.value)
     return None
+
+
+def _read_socket(proto: RealtimeClientProtocol, reading: bool) -> None:
+    """Resume (``reading``) or pause reading ``proto``'s socket. Its transport (TCP or TLS) is a
+    push producer, which the ``ITransport`` it is declared as does not say."""
+    transport: Any = proto.transport
+    if transport is not None:
+        if reading:
+            transport.resumeProducing()
+        else:
+            transport.pauseProducing()

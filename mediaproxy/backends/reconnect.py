@@ -9,7 +9,9 @@
   fatal (bad key) or the attempts are exhausted.
 
 Time comes from the injected ``IReactorTime`` so tests drive it with ``task.Clock``. (Autobahn's
-own ping and handshake timers run on txaio's loop, which is the process reactor.)
+own ping and handshake timers run on txaio's loop, which is the process reactor.) :class:`Timers`
+and :class:`Timer` spell out the part of ``IReactorTime``/``IDelayedCall`` used, as typing
+protocols, so the types check without a zope.interface plugin.
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ import random as _random
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectError
-from twisted.internet.interfaces import IConnector, IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IConnector
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -32,11 +34,28 @@ log = Logger()
 T = TypeVar("T")
 
 
+class Timer(Protocol):
+    """A pending call (what of ``IDelayedCall`` is used)."""
+
+    def active(self) -> bool: ...
+
+    def cancel(self) -> None: ...
+
+
+class Timers(Protocol):
+    """Time and delayed calls (what of ``IReactorTime`` is used); seconds are the unit."""
+
+    def seconds(self) -> float: ...
+
+    def callLater(self, delay: float, callable: Callable[..., Any], *args: Any, **kwargs: Any) -> Timer: ...
+
+
 class HandshakeRejected(ConnectError):
     """The server answered the WebSocket upgrade with an HTTP error (``status``: 401, 403...)."""
 
     def __init__(self, status: int, reason: str) -> None:
-        super().__init__(f"WebSocket upgrade refused: HTTP {status} {reason}".strip())
+        # Twisted's error classes are unannotated.
+        super().__init__(f"WebSocket upgrade refused: HTTP {status} {reason}".strip())  # type: ignore[no-untyped-call]
         self.status = status
         self.reason = reason
 
@@ -76,7 +95,7 @@ class DialedWebSocketProtocol(WebSocketClientProtocol):
             self.closeHandshakeTimeoutCall = None
         opened: Deferred[Any] = self.factory.opened
         if not opened.called:
-            opened.errback(Failure(_opening_failure(self, reason)))
+            opened.errback(_opening_failure(self, reason))
             return
         self.link_closed(wasClean, code, reason)
 
@@ -92,7 +111,7 @@ def _opening_failure(protocol: WebSocketClientProtocol, reason: str | None) -> E
     match = re.match(r"HTTP/\d\.\d\s+(\d{3})\s*(.*)", status_line)
     if match and match.group(1) != "101":
         return HandshakeRejected(int(match.group(1)), match.group(2).strip())
-    return ClosedBeforeOpen(reason or "connection closed before the WebSocket opened")
+    return ClosedBeforeOpen(reason or "connection closed before the WebSocket opened")  # type: ignore[no-untyped-call]
 
 
 class _DialFactory(WebSocketClientFactory):
@@ -120,12 +139,14 @@ def dial_websocket(
     pong may take before the connection is dropped (0 turns pings off). The Deferred fires with
     the open protocol; cancelling it aborts the attempt.
     """
-    factory = _DialFactory(url, headers=dict(headers), reactor=reactor)
+    # Autobahn is unannotated.
+    factory = _DialFactory(url, headers=dict(headers), reactor=reactor)  # type: ignore[no-untyped-call]
     factory.protocol = protocol
-    factory.setProtocolOptions(
+    factory.setProtocolOptions(  # type: ignore[no-untyped-call]
         openHandshakeTimeout=timeout_s, autoPingInterval=keepalive_s, autoPingTimeout=keepalive_s
     )
-    connector: IConnector | None = None
+    # The reactor's connector (IConnector, plus the state and transport of a tcp.Connector).
+    connector: Any = None
 
     def cancel(d: Deferred[Any]) -> None:
         # Abort rather than disconnect: a graceful close would wait on a peer that is too slow.
@@ -182,7 +203,7 @@ class Redialer(Generic[T]):
 
     def __init__(
         self,
-        reactor: IReactorTime,
+        reactor: Timers,
         dial: Callable[[], Deferred[T]],
         policy: BackoffPolicy,
         *,
@@ -206,17 +227,8 @@ class Redialer(Generic[T]):
         self._attempts = 0
         self._up_since: float | None = None
         self._pending: Deferred[T] | None = None
-        self._timer: IDelayedCall | None = None
+        self._timer: Timer | None = None
         self._stopped = False
-
-    @property
-    def attempts(self) -> int:
-        """Dial attempts made so far (the first one included)."""
-        return self._attempts
-
-    @property
-    def stopped(self) -> bool:
-        return self._stopped
 
     def start(self) -> None:
         """Make the first attempt now."""
@@ -265,7 +277,7 @@ class Redialer(Generic[T]):
                 fatal = self._is_fatal(result)
                 if fatal is not None:
                     self._give_up(fatal)
-                elif result.check(CancelledError):
+                elif isinstance(result.value, CancelledError):
                     self._failed(f"no ready session within {self._timeout_s:g} s")
                 else:
                     self._failed(result.getErrorMessage())
@@ -303,6 +315,8 @@ __all__ = [
     "DialedWebSocketProtocol",
     "HandshakeRejected",
     "Redialer",
+    "Timer",
+    "Timers",
     "connection_lost_reason",
     "dial_websocket",
 ]

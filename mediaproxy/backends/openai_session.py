@@ -161,13 +161,10 @@ class OpenAIRealtimeSession:
         if dialect.has_pending_audio and self._chunk_timer is None:
             self._chunk_timer = self._reactor.callLater(self._options.input_chunk_ms / 1000.0, self._flush_chunk)
 
-    def interrupt(self, response_id: str, played_ms: int, received_ms: int | None = None) -> None:
+    def interrupt(self, response_id: str, played_ms: int) -> None:
         """Barge-in on assistant item ``response_id`` after the caller heard ``played_ms``
         milliseconds of it: truncate there (clamped to the audio that arrived for the item, which
-        the dialect counts itself) and cancel the response if the server will not.
-
-        ``received_ms`` is ignored (the dialect knows what arrived); it is accepted only so that a
-        bridge still passing it keeps working until it passes two arguments."""
+        the dialect counts itself) and cancel the response if the server will not."""
         if self._dialect is not None:
             self._dialect.interrupt(response_id, played_ms)
             self._send_output()

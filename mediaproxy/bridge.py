@@ -181,7 +181,7 @@ class CallBridge:
             self._caller_paused = event.paused  # type: ignore[union-attr]
         elif kind is PlaybackFlowChanged:
             if self._playout is not None and event.retry_after_ms > 0:  # type: ignore[union-attr]
-                self._playout.hold(event.retry_after_ms)  # type: ignore[union-attr]
+                self._playout.back_off(event.retry_after_ms)  # type: ignore[union-attr]
         elif kind is CallEnded:
             self.end(COMPLETED, f"platform ended the call: {event.reason}")  # type: ignore[union-attr]
 

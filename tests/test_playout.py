@@ -379,14 +379,14 @@ class LifecycleTests(PlayoutTestCase):
         self.assertEqual({len(s.packets) for s in sinks}, {50})
 
 
-class HoldTests(PlayoutTestCase):
-    def test_hold_sends_nothing_then_restarts_without_burst(self) -> None:
+class BackOffTests(PlayoutTestCase):
+    def test_back_off_sends_nothing_then_restarts_without_burst(self) -> None:
         """A platform's 'slow down' (Genesys 429 retryAfter) stops sending for that long."""
         playout = self.make()
         playout.write("r1", tone(2000))
         self.run_for(0.2)
         sent = len(self.sink.packets)
-        playout.hold(500)
+        playout.back_off(500)
         self.run_for(0.48)
         self.assertEqual(len(self.sink.packets), sent)
         self.run_for(0.04)

@@ -113,7 +113,7 @@ class Playout:
         self._dry_mid_response = False
         self._missed_due = 0.0
 
-        self._hold_until = 0.0
+        self._back_off_until = 0.0
 
         self._producer: IPushProducer | None = None
         self._producer_paused = False
@@ -187,10 +187,11 @@ class Playout:
             self._mark_time = self._clock.seconds()
         return True
 
-    def hold(self, ms: int) -> None:
+    def back_off(self, ms: int) -> None:
         """The platform asked us to send nothing for ``ms`` milliseconds (Genesys 429
-        ``retryAfter``). Audio keeps queueing; afterwards it restarts on a fresh anchor."""
-        self._hold_until = max(self._hold_until, self._clock.seconds() + ms / 1000.0)
+        ``retryAfter``): a rate limit, not a held call. Audio keeps queueing; once the back-off
+        is over it restarts on a fresh anchor."""
+        self._back_off_until = max(self._back_off_until, self._clock.seconds() + ms / 1000.0)
         if self._queued_bytes:
             self._clock.add(self)
 
@@ -287,9 +288,9 @@ class Playout:
         if self._stopped or self._transport_paused:
             self._clock.discard(self)
             return
-        if now < self._hold_until:
+        if now < self._back_off_until:
             if self._queued_bytes:
-                self._clock.add(self)  # keep ticking to notice the end of the hold
+                self._clock.add(self)  # keep ticking to notice the end of the back-off
             return
         if self._anchor is not None and now < self._spurt_started_at:
             # The clock stepped backwards: the old anchor would hold audio back until it

@@ -214,14 +214,6 @@ class Playout:
         self._resume_producer_if_drained()
         return heard
 
-    def played_ms(self, response_id: str) -> int | None:
-        """Milliseconds of ``response_id`` the caller has heard so far (None if unknown)."""
-        response = self._responses.get(response_id)
-        if response is None or response.start_pos_ms is None:
-            return None
-        played = self.played_position_ms(self._clock.seconds()) - response.start_pos_ms
-        return round(min(max(played, 0.0), response.sent_ms))
-
     def played_position_ms(self, now: float) -> float:
         """The call's played position at ``now``, in milliseconds of sent audio."""
         if self._anchor is None:

@@ -242,7 +242,7 @@ class CallBridge:
         if self._down is not None:
             self._down.reset()
         if self._backend_session is not None:
-            self._backend_session.interrupt(heard.response_id, heard.played_ms, heard.received_ms)
+            self._backend_session.interrupt(heard.response_id, heard.played_ms)
 
     def backend_speech_stopped(self) -> None:
         if not self.ended:

@@ -24,7 +24,7 @@ class RecordingBackendSession:
         self.listener = listener
         self.audio_format = audio_format
         self.audio = bytearray()
-        self.interrupts: list[tuple[str, int, int]] = []
+        self.interrupts: list[tuple[str, int]] = []
         self.dtmf: list[str] = []
         self.closed = False
         self.paused = False
@@ -32,8 +32,8 @@ class RecordingBackendSession:
     def send_audio(self, data: bytes) -> None:
         self.audio.extend(data)
 
-    def interrupt(self, response_id: str, played_ms: int, received_ms: int) -> None:
-        self.interrupts.append((response_id, played_ms, received_ms))
+    def interrupt(self, response_id: str, played_ms: int) -> None:
+        self.interrupts.append((response_id, played_ms))
 
     def send_dtmf(self, digits: str) -> None:
         self.dtmf.append(digits)

@@ -182,7 +182,7 @@ class ConnectorPlaybackTests(SynchronousTestCase):
         self.assertEqual(barge_at, t0 + 0.5)
         self.assertEqual(barge_in["parameters"], {"entities": [{"type": "barge_in", "data": {}}]})
         # The backend is told what the caller heard: 500 ms of the 2 s it delivered.
-        self.assertEqual(call.backend_session.interrupts, [("r1", 500, 2000)])
+        self.assertEqual(call.backend_session.interrupts, [("r1", 500)])
         # Late audio of the interrupted response is dropped; nothing of it follows the event.
         listener.backend_audio("r1", bot_audio(400))
         listener.backend_response_done("r1")

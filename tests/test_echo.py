@@ -103,7 +103,7 @@ class ParrotTests(EchoTestCase):
             session.send_audio(frame)
         self.clock.advance(0)
         self.assertNotIn("audio", self.listener.kinds())
-        session.interrupt("echo-1", 0, 0)
+        session.interrupt("echo-1", 0)
         session.resumeProducing()
         self.assertNotIn("audio", self.listener.kinds())
 

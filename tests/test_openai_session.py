@@ -148,7 +148,7 @@ class BargeInTests(LoopbackTestCase):
         conn = self.server.connection(0)
         yield self.server.when(lambda: conn.response is not None and conn.response.get("paused"))
         self.received_before = len(listener.audio["item_0_1"])
-        listener.on_speech_started = lambda: session.interrupt("item_0_1", played_ms, 600)
+        listener.on_speech_started = lambda: session.interrupt("item_0_1", played_ms)
         session.send_audio(LOUD_FRAME["audio/pcmu"])
         yield self.server.when(lambda: conn.truncations or conn.errors_sent)
         return listener, conn

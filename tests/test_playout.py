@@ -253,7 +253,6 @@ class BargeInTests(PlayoutTestCase):
         heard = playout.clear()
         assert heard is not None
         self.assertEqual(heard.response_id, "r1")
-        self.assertEqual(heard.received_ms, 3000)
         self.assertFalse(heard.done)
         echo_pos = float(first.split(":")[1])
         self.assertGreaterEqual(heard.played_ms, echo_pos)
@@ -305,7 +304,7 @@ class BargeInTests(PlayoutTestCase):
         self.run_for(1.0)
         heard = playout.clear()
         assert heard is not None
-        self.assertEqual((heard.played_ms, heard.received_ms, heard.done), (100, 100, True))
+        self.assertEqual((heard.played_ms, heard.done), (100, True))
 
 
 class FlowControlTests(PlayoutTestCase):

@@ -69,9 +69,9 @@ class BackendSession(Protocol):
     def send_audio(self, data: bytes) -> None:
         """Caller audio in ``audio_format``, any size. Never blocks; bounded internally."""
 
-    def interrupt(self, response_id: str, played_ms: int, received_ms: int) -> None:
-        """Barge-in: the caller heard ``played_ms`` of the ``received_ms`` milliseconds of
-        ``response_id`` that arrived; forget the rest and stop producing it."""
+    def interrupt(self, response_id: str, played_ms: int) -> None:
+        """Barge-in: the caller heard the first ``played_ms`` milliseconds of ``response_id``;
+        forget the rest and stop producing it."""
 
     def send_dtmf(self, digits: str) -> None:
         """The caller pressed keys."""

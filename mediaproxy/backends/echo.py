@@ -209,7 +209,7 @@ class EchoSession:
 
     # --- control -----------------------------------------------------------------------------------
 
-    def interrupt(self, response_id: str, played_ms: int, received_ms: int) -> None:
+    def interrupt(self, response_id: str, played_ms: int) -> None:
         """Forget the rest of ``response_id`` (a real backend would truncate its memory here)."""
         self._cancelled.add(response_id)
 

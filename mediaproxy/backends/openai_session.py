@@ -165,7 +165,7 @@ class OpenAIRealtimeSession:
         if dialect.has_pending_audio and self._chunk_timer is None:
             self._chunk_timer = self._reactor.callLater(self._options.input_chunk_ms / 1000.0, self._flush_chunk)
 
-    def interrupt(self, response_id: str, played_ms: int, received_ms: int) -> None:
+    def interrupt(self, response_id: str, played_ms: int) -> None:
         """Barge-in on assistant item ``response_id``: truncate at ``played_ms`` (clamped to what
         arrived on the wire for the item, which the dialect counts itself), cancel if needed."""
         if self._dialect is not None:

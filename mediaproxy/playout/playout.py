@@ -98,7 +98,7 @@ class Playout:
 
         self._queue: deque[tuple[ResponseProgress, bytearray]] = deque()
         self._queued_bytes = 0
-        self._responses = ResponseLedger(self._bytes_per_ms)
+        self._responses = ResponseLedger()
 
         self._position_ms = 0.0
         self._anchor: float | None = None
@@ -147,7 +147,6 @@ class Playout:
                 # A new response means the backend has moved on from the previous one.
                 self._queue[-1][0].done = True
             response = self._responses.open(response_id, self._is_queued)
-        response.received_bytes += len(data)
         if self._queue and self._queue[-1][0] is response:
             self._queue[-1][1].extend(data)
         else:

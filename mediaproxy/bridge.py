@@ -290,6 +290,9 @@ class CallBridge:
         self.session.playback_finished()
         self.leg.flush()
 
+    def flush(self) -> None:
+        self.leg.flush()
+
     # --- lifecycle -----------------------------------------------------------------------------------
 
     def end(self, outcome: str, reason: str = "") -> None:

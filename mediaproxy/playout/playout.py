@@ -18,7 +18,9 @@ Timeline terms used below (all milliseconds of audio):
 * *played*: what the caller has heard, from mark echoes when the platform has them (the last
   echo plus the time since, capped at what was sent) and from the clock otherwise.
 
-Times are reactor seconds.
+Times are reactor seconds. A service pass (a clock tick, a ``write``, a ``finish``, a resume)
+that told the sink anything ends with one ``sink.flush()``: the platform's writes go out once
+per tick, not once per packet.
 
 ``clear()`` (barge-in) drops everything queued, remembers the responses it cut so their late
 audio is dropped, starts a new mark generation so the echoes the platform sends for its flushed
@@ -57,6 +59,10 @@ class PlayoutSink(Protocol):
     def mark(self, name: str) -> None: ...
 
     def playback_finished(self) -> None: ...
+
+    def flush(self) -> None:
+        """Send what ``play``, ``mark`` and ``playback_finished`` queued. Called once at the
+        end of every service pass that called any of them, never when none was called."""
 
 
 @implementer(IPushProducer)
@@ -261,8 +267,8 @@ class Playout:
             if not queue.queued_bytes or not (
                 queue.queued_bytes >= self._prefill_bytes or queue.has_finished_response()
             ):
-                if queue.settle_finished():
-                    self._close_stream()
+                if queue.settle_finished() and self._close_stream():
+                    self._sink.flush()
                 self._clock.discard(self)
                 return
             if self._dry_mid_response and self._stream_open:
@@ -277,7 +283,7 @@ class Playout:
         lead_s = self._lead_s
         started_at = played.spurt_started_at
         sink = self._sink
-        sent_any = False
+        sent_any = closed = False
         while queue.queued_bytes:
             due = anchor + self._spurt_sent_ms / 1000.0 - lead_s
             if due > now + 1e-9:
@@ -296,14 +302,17 @@ class Playout:
                 ms = len(packet) / self._bytes_per_ms
                 self._spurt_sent_ms += ms
                 played.sent_ms += ms
-            if ended:
-                self._close_stream()
-        if not queue.queued_bytes and queue.settle_finished():
-            self._close_stream()
+            if ended and self._close_stream():
+                closed = True
+        if not queue.queued_bytes and queue.settle_finished() and self._close_stream():
+            closed = True
         if sent_any:
             name = played.next_mark(not queue.queued_bytes)
             if name is not None:
                 sink.mark(name)
+        if sent_any or closed:
+            # Before resuming the backend: that may deliver (and send) more audio at once.
+            sink.flush()
         self._resume_producer_if_drained()
         if queue.queued_bytes:
             self._clock.add(self)

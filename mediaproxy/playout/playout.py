@@ -253,7 +253,7 @@ class Playout:
             return
         played = self._played
         if self._anchor is not None and now < played.spurt_started_at:
-            # The clock stepped backwards: the old anchor would hold audio back until it
+            # The clock stepped backwards: the old anchor would keep audio back until it
             # caught up. Start a new spurt here instead.
             self._end_spurt()
         if self._anchor is not None and self._platform_dry(now):

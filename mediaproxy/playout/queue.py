@@ -5,7 +5,7 @@ per response, in the order the responses arrived, and cuts exact packets of ``pa
 the head response. Only the tail of a *finished* response may be shorter than a packet; it is
 padded with the format's silence to a whole frame (never to a whole packet: the platform needs
 whole frames, and padding further would only delay the next response). An unfinished response
-with less than a packet queued holds the queue back until more audio (or its end) arrives.
+with less than a packet queued keeps the queue waiting until more audio (or its end) arrives.
 
 The queue also keeps each response's bookkeeping (:mod:`mediaproxy.playout.responses`): where in
 the call's stream its first packet went out and how many milliseconds of it were sent, so a

@@ -28,6 +28,7 @@ class RecordingSink:
         self.packets: list[tuple[float, bytes]] = []
         self.marks: list[str] = []
         self.finished = 0
+        self.flushes = 0
 
     def play(self, packet: bytes) -> None:
         self.packets.append((self.clock.seconds(), packet))
@@ -37,6 +38,9 @@ class RecordingSink:
 
     def playback_finished(self) -> None:
         self.finished += 1
+
+    def flush(self) -> None:
+        self.flushes += 1
 
 
 class RecordingProducer:
@@ -253,7 +257,6 @@ class BargeInTests(PlayoutTestCase):
         heard = playout.clear()
         assert heard is not None
         self.assertEqual(heard.response_id, "r1")
-        self.assertEqual(heard.received_ms, 3000)
         self.assertFalse(heard.done)
         echo_pos = float(first.split(":")[1])
         self.assertGreaterEqual(heard.played_ms, echo_pos)
@@ -279,7 +282,8 @@ class BargeInTests(PlayoutTestCase):
         playout = self.make(NO_FLUSH)
         playout.write("r1", tone(1000))
         self.run_for(0.3)
-        self.assertEqual(playout.played_ms("r1"), 300)
+        # r1 started at position 0, so the call's played position is what r1 has played.
+        self.assertEqual(round(playout.played_position_ms(self.clock.seconds())), 300)
         heard = playout.clear()
         assert heard is not None
         self.assertEqual(heard.played_ms, 300)
@@ -304,7 +308,76 @@ class BargeInTests(PlayoutTestCase):
         self.run_for(1.0)
         heard = playout.clear()
         assert heard is not None
-        self.assertEqual((heard.played_ms, heard.received_ms, heard.done), (100, 100, True))
+        self.assertEqual((heard.played_ms, heard.done), (100, True))
+
+
+class SinkFlushTests(PlayoutTestCase):
+    """The sink is flushed once per service pass that told it anything, after all of it."""
+
+    def make_counting(self) -> tuple[Playout, list[int]]:
+        playout = self.make()
+        sent_at_flush: list[int] = []
+        flush = self.sink.flush
+
+        def counting_flush() -> None:
+            flush()
+            sent_at_flush.append(len(self.sink.packets))
+
+        self.sink.flush = counting_flush  # type: ignore[method-assign]
+        return playout, sent_at_flush
+
+    def test_burst_then_ticks_flush_once_per_pass(self) -> None:
+        playout, sent_at_flush = self.make_counting()
+        for _ in range(50):  # 5 s arriving within 10 ms
+            playout.write("r1", tone(100))
+            self.clock.advance(0.0002)
+        # The first write sent the lead (4 packets): one flush, after all of them; the other
+        # writes sent nothing and flushed nothing.
+        self.assertEqual(sent_at_flush, [4])
+        self.run_for(0.1)
+        # Each tick sent one packet (and sometimes a mark) and flushed once.
+        self.assertEqual(sent_at_flush, [4, 5, 6, 7, 8, 9])
+        playout.finish("r1")
+        self.assertEqual(self.sink.flushes, 6)  # nothing was due at once
+        self.run_for(6.0)
+        self.assertEqual(len(self.sink.packets), 250)
+        self.assertEqual(self.sink.finished, 1)
+        distinct_send_times = len({round(t, 6) for t, _ in self.sink.packets})
+        self.assertEqual(self.sink.flushes, distinct_send_times)
+
+    def test_nothing_emitted_nothing_flushed(self) -> None:
+        playout, sent_at_flush = self.make_counting()
+        playout.write("r1", b"\x10" * 100)  # less than a packet of an unfinished response
+        self.run_for(0.1)
+        self.assertEqual((self.sink.packets, self.sink.flushes), ([], 0))
+        playout.finish("r1")  # the padded tail goes out, the stream ends: one pass, one flush
+        self.assertEqual((len(self.sink.packets), self.sink.finished, self.sink.flushes), (1, 1, 1))
+        playout.write("r2", b"\x10" * 100)
+        self.assertEqual(self.sink.flushes, 1)
+        playout.clear()
+        playout.write("r2", tone(100))  # cut: dropped, nothing sent
+        self.run_for(0.1)
+        self.assertEqual((len(self.sink.packets), self.sink.flushes), (1, 1))
+
+    def test_stream_end_alone_is_flushed(self) -> None:
+        """A response finished after its last packet went out: the pass that only tells the sink
+        playback finished flushes too."""
+        playout, sent_at_flush = self.make_counting()
+        playout.write("r1", tone(40))
+        self.assertEqual(sent_at_flush, [2])
+        self.run_for(0.1)
+        playout.finish("r1")
+        self.assertEqual((self.sink.finished, self.sink.flushes), (1, 2))
+
+    def test_resume_flushes_what_it_sent(self) -> None:
+        playout, sent_at_flush = self.make_counting()
+        playout.write("r1", tone(1000))
+        playout.pauseProducing()
+        self.run_for(0.3)
+        self.assertEqual(sent_at_flush, [4])
+        playout.resumeProducing()
+        self.assertEqual(len(sent_at_flush), 2)
+        self.assertEqual(sent_at_flush[-1], len(self.sink.packets))
 
 
 class FlowControlTests(PlayoutTestCase):
@@ -379,14 +452,14 @@ class LifecycleTests(PlayoutTestCase):
         self.assertEqual({len(s.packets) for s in sinks}, {50})
 
 
-class HoldTests(PlayoutTestCase):
-    def test_hold_sends_nothing_then_restarts_without_burst(self) -> None:
+class BackOffTests(PlayoutTestCase):
+    def test_back_off_sends_nothing_then_restarts_without_burst(self) -> None:
         """A platform's 'slow down' (Genesys 429 retryAfter) stops sending for that long."""
         playout = self.make()
         playout.write("r1", tone(2000))
         self.run_for(0.2)
         sent = len(self.sink.packets)
-        playout.hold(500)
+        playout.back_off(500)
         self.run_for(0.48)
         self.assertEqual(len(self.sink.packets), sent)
         self.run_for(0.04)

@@ -1,11 +1,12 @@
-"""The per-call playout: the pacing jitter buffer between the backend's bursts and the caller.
+"""The per-call playout: the pacer between the backend's bursts and the caller, with flow control.
 
 The backend delivers bot audio in bursts of any size, faster than real time. The playout queues
-it per response, cuts exact packets for the platform (padding only the tail of a finished
-response with silence), and sends them on the shared clock's absolute grid: packet ``n`` of a
-talk spurt anchored at grid time ``t0`` is due at ``t0 + n * packet - lead``. So at most ``lead``
-of audio is ever queued at the platform beyond what it is playing, which bounds what a barge-in
-must flush, and the rate never drifts.
+it (:class:`~mediaproxy.playout.queue.PacketQueue`: per response, cut into exact packets) and
+sends the packets on the shared clock's absolute grid: packet ``n`` of a talk spurt anchored at
+grid time ``t0`` is due at ``t0 + n * packet - lead``. So at most ``lead`` of audio is ever
+queued at the platform beyond what it is playing, which bounds what a barge-in must flush, and
+the rate never drifts. What the caller has heard is estimated by
+:class:`~mediaproxy.playout.position.PlayedPosition`.
 
 Timeline terms used below (all milliseconds of audio):
 
@@ -16,6 +17,10 @@ Timeline terms used below (all milliseconds of audio):
   starts a new spurt at the current grid time instead of bursting to catch up.
 * *played*: what the caller has heard, from mark echoes when the platform has them (the last
   echo plus the time since, capped at what was sent) and from the clock otherwise.
+
+Times are reactor seconds. A service pass (a clock tick, a ``write``, a ``finish``, a resume)
+that told the sink anything ends with one ``sink.flush()``: the platform's writes go out once
+per tick, not once per packet.
 
 ``clear()`` (barge-in) drops everything queued, remembers the responses it cut so their late
 audio is dropped, starts a new mark generation so the echoes the platform sends for its flushed
@@ -28,7 +33,6 @@ it below half of that.
 
 from __future__ import annotations
 
-from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
 from zope.interface import implementer
@@ -37,7 +41,9 @@ from twisted.internet.interfaces import IPushProducer
 
 from mediaproxy.audio.format import AudioFormat
 from mediaproxy.platforms.base import PlatformCapabilities
-from mediaproxy.playout.responses import PlayedAudio, ResponseLedger, ResponseProgress
+from mediaproxy.playout.position import PlayedPosition
+from mediaproxy.playout.queue import PacketQueue
+from mediaproxy.playout.responses import PlayedAudio
 
 if TYPE_CHECKING:
     from mediaproxy.config import PlayoutSettings
@@ -53,6 +59,10 @@ class PlayoutSink(Protocol):
     def mark(self, name: str) -> None: ...
 
     def playback_finished(self) -> None: ...
+
+    def flush(self) -> None:
+        """Send what ``play``, ``mark`` and ``playback_finished`` queued. Called once at the
+        end of every service pass that called any of them, never when none was called."""
 
 
 @implementer(IPushProducer)
@@ -81,7 +91,6 @@ class Playout:
         self._format = audio_format
         self._bytes_per_ms = audio_format.bytes_per_ms
         self._frame_bytes = audio_format.bytes_for_ms(frame_ms)
-        self._packet_bytes = audio_format.bytes_for_ms(capabilities.packet_ms)
         lead_ms = settings.lead_ms
         if capabilities.max_lead_ms is not None:
             lead_ms = min(lead_ms, capabilities.max_lead_ms)
@@ -93,27 +102,18 @@ class Playout:
         self._dry_tolerance_ms = frame_ms / 2
         self._prefill_bytes = audio_format.bytes_for_ms(settings.prefill_ms)
         self._max_bytes = audio_format.bytes_for_ms(settings.max_buffer_ms)
-        self._has_marks = capabilities.has_marks
-        self._mark_interval_ms = settings.mark_interval_ms
 
-        self._queue: deque[tuple[ResponseProgress, bytearray]] = deque()
-        self._queued_bytes = 0
-        self._responses = ResponseLedger(self._bytes_per_ms)
+        self._queue = PacketQueue(audio_format, frame_ms, capabilities.packet_ms)
+        self._played = PlayedPosition(capabilities.has_marks, settings.mark_interval_ms)
 
-        self._position_ms = 0.0
+        # The spurt's schedule: its grid anchor (None between spurts) and the audio sent in it.
         self._anchor: float | None = None
         self._spurt_sent_ms = 0.0
-        self._spurt_pos_ms = 0.0
-        self._spurt_started_at = 0.0
-        self._generation = 0
-        self._mark_pos_ms: float | None = None
-        self._mark_time = 0.0
-        self._last_mark_pos_ms = 0.0
         self._stream_open = False
         self._dry_mid_response = False
         self._missed_due = 0.0
 
-        self._hold_until = 0.0
+        self._back_off_until = 0.0
 
         self._producer: IPushProducer | None = None
         self._producer_paused = False
@@ -126,7 +126,6 @@ class Playout:
         self._frames_out = metrics.frames_total.labels(platform, "out")
         self._dropped_bargein = metrics.frames_dropped_total.labels("out", "bargein")
         self._flow_pauses = metrics.flow_pauses_total.labels("backend")
-        self._frame_ms = frame_ms
 
     # --- inputs from the backend side ------------------------------------------------------
 
@@ -138,23 +137,13 @@ class Playout:
         """Queue bot audio (platform format, any size) belonging to ``response_id``."""
         if self._stopped or not data:
             return
-        if self._responses.is_cancelled(response_id):
+        queue = self._queue
+        if not queue.write(response_id, data):
             self._dropped_bargein.inc(len(data) / self._frame_bytes)
             return
-        response = self._responses.get(response_id)
-        if response is None:
-            if self._queue and not self._queue[-1][0].done:
-                # A new response means the backend has moved on from the previous one.
-                self._queue[-1][0].done = True
-            response = self._responses.open(response_id, self._is_queued)
-        response.received_bytes += len(data)
-        if self._queue and self._queue[-1][0] is response:
-            self._queue[-1][1].extend(data)
-        else:
-            self._queue.append((response, bytearray(data)))
-        self._queued_bytes += len(data)
-        self._buffer_seconds.observe(self._queued_bytes / self._bytes_per_ms / 1000.0)
-        if self._queued_bytes > self._max_bytes and self._producer is not None and not self._producer_paused:
+        queued = queue.queued_bytes
+        self._buffer_seconds.observe(queued / self._bytes_per_ms / 1000.0)
+        if queued > self._max_bytes and self._producer is not None and not self._producer_paused:
             self._producer_paused = True
             self._flow_pauses.inc()
             self._producer.pauseProducing()
@@ -163,10 +152,8 @@ class Playout:
 
     def finish(self, response_id: str) -> None:
         """``response_id`` has delivered all its audio; its tail may now be padded and sent."""
-        response = self._responses.get(response_id)
-        if self._stopped or response is None or response.done:
+        if self._stopped or not self._queue.finish(response_id):
             return
-        response.done = True
         now = self._clock.seconds()
         self._service(now, self._clock.grid_time(now))
 
@@ -175,61 +162,34 @@ class Playout:
     def mark_echoed(self, name: str) -> bool:
         """The platform played up to (or flushed) the mark ``name``. Returns False for an echo
         of another generation (flushed by a barge-in) or a name we did not send."""
-        gen_text, _, pos_text = name.partition(":")
-        try:
-            generation, pos_ms = int(gen_text), float(pos_text)
-        except ValueError:
-            return False
-        if generation != self._generation or self._anchor is None or pos_ms > self._position_ms:
-            return False
-        if pos_ms >= self._spurt_pos_ms and (self._mark_pos_ms is None or pos_ms > self._mark_pos_ms):
-            self._mark_pos_ms = pos_ms
-            self._mark_time = self._clock.seconds()
-        return True
+        return self._played.mark_echoed(name, self._clock.seconds())
 
-    def hold(self, ms: int) -> None:
+    def back_off(self, ms: int) -> None:
         """The platform asked us to send nothing for ``ms`` milliseconds (Genesys 429
-        ``retryAfter``). Audio keeps queueing; afterwards it restarts on a fresh anchor."""
-        self._hold_until = max(self._hold_until, self._clock.seconds() + ms / 1000.0)
-        if self._queued_bytes:
+        ``retryAfter``): a rate limit, not a held call. Audio keeps queueing; once the back-off
+        is over it restarts on a fresh anchor."""
+        self._back_off_until = max(self._back_off_until, self._clock.seconds() + ms / 1000.0)
+        if self._queue.queued_bytes:
             self._clock.add(self)
 
     def clear(self) -> PlayedAudio | None:
         """Barge-in: drop all queued audio and cut every unfinished response. Returns what the
         caller heard of the response playing now (None when nothing had started playing)."""
-        now = self._clock.seconds()
-        heard = self._responses.heard(self.played_position_ms(now))
-        if self._queued_bytes:
-            self._dropped_bargein.inc(self._queued_bytes / self._frame_bytes)
-        self._responses.cut_unfinished()
-        self._queue.clear()
-        self._queued_bytes = 0
-        self._generation += 1
+        queue = self._queue
+        if queue.queued_bytes:
+            self._dropped_bargein.inc(queue.queued_bytes / self._frame_bytes)
+        heard = queue.cut(self._played.played_ms(self._clock.seconds()))
+        self._played.cut()
         self._anchor = None
-        self._mark_pos_ms = None
         self._stream_open = False
         self._dry_mid_response = False
         self._clock.discard(self)
         self._resume_producer_if_drained()
         return heard
 
-    def played_ms(self, response_id: str) -> int | None:
-        """Milliseconds of ``response_id`` the caller has heard so far (None if unknown)."""
-        response = self._responses.get(response_id)
-        if response is None or response.start_pos_ms is None:
-            return None
-        played = self.played_position_ms(self._clock.seconds()) - response.start_pos_ms
-        return round(min(max(played, 0.0), response.sent_ms))
-
     def played_position_ms(self, now: float) -> float:
         """The call's played position at ``now``, in milliseconds of sent audio."""
-        if self._anchor is None:
-            return self._position_ms
-        if self._mark_pos_ms is not None:
-            estimate = self._mark_pos_ms + (now - self._mark_time) * 1000.0
-        else:
-            estimate = self._spurt_pos_ms + (now - self._spurt_started_at) * 1000.0
-        return min(self._position_ms, estimate)
+        return self._played.played_ms(now)
 
     @property
     def audio_format(self) -> AudioFormat:
@@ -239,27 +199,26 @@ class Playout:
     @property
     def queued_ms(self) -> float:
         """Bot audio waiting in the playout, in milliseconds."""
-        return self._queued_bytes / self._bytes_per_ms
+        return self._queue.queued_ms
 
     @property
     def generation(self) -> int:
         """The mark generation; bumped by every :meth:`clear`."""
-        return self._generation
+        return self._played.generation
 
     def stop(self) -> None:
         """End of call: drop everything and leave the clock. Idempotent."""
         self._stopped = True
-        self._queue.clear()
-        self._queued_bytes = 0
-        self._responses.clear()
+        self._queue.reset()
         self._clock.discard(self)
         self._producer = None
 
     # --- IPushProducer (toward the platform transport) ---------------------------------------
 
     def pauseProducing(self) -> None:
-        """The platform socket is full (or gone, while a call waits for a resume): hold packets
-        until it drains. A paused playout leaves the shared clock; resuming brings it back."""
+        """The platform socket is full (or gone, while a call waits for a resume): keep packets
+        queued until it drains. A paused playout leaves the shared clock; resuming brings it
+        back."""
         self._transport_paused = True
         self._clock.discard(self)
 
@@ -271,7 +230,7 @@ class Playout:
 
     def stopProducing(self) -> None:
         """The platform transport is gone (Twisted calls this before the protocol hears of
-        the lost connection). Only hold packets: the call may outlive its socket (AudioCodes
+        the lost connection). Only stop sending: the call may outlive its socket (AudioCodes
         ``session.resume`` moves it onto a new connection, which resumes us), and the bridge
         stops the playout when the call ends, at once for platforms whose calls die with the
         socket."""
@@ -287,24 +246,29 @@ class Playout:
         if self._stopped or self._transport_paused:
             self._clock.discard(self)
             return
-        if now < self._hold_until:
-            if self._queued_bytes:
-                self._clock.add(self)  # keep ticking to notice the end of the hold
+        queue = self._queue
+        if now < self._back_off_until:
+            if queue.queued_bytes:
+                self._clock.add(self)  # keep ticking to notice the end of the back-off
             return
-        if self._anchor is not None and now < self._spurt_started_at:
-            # The clock stepped backwards: the old anchor would hold audio back until it
+        played = self._played
+        if self._anchor is not None and now < played.spurt_started_at:
+            # The clock stepped backwards: the old anchor would keep audio back until it
             # caught up. Start a new spurt here instead.
-            self._anchor = None
+            self._end_spurt()
         if self._anchor is not None and self._platform_dry(now):
             # Counted only if more audio of the same response follows: a backend that is merely
             # slow to say "done" after its last delta caused no gap the caller could hear.
             self._dry_mid_response = self._stream_open
             # The next packet was due on the schedule we are abandoning; it is that late.
             self._missed_due = self._anchor + self._spurt_sent_ms / 1000.0 - self._lead_s
-            self._anchor = None
+            self._end_spurt()
         if self._anchor is None:
-            if not self._queued_bytes or not self._prefilled():
-                self._settle_finished()
+            if not queue.queued_bytes or not (
+                queue.queued_bytes >= self._prefill_bytes or queue.has_finished_response()
+            ):
+                if queue.settle_finished() and self._close_stream():
+                    self._sink.flush()
                 self._clock.discard(self)
                 return
             if self._dry_mid_response and self._stream_open:
@@ -314,43 +278,43 @@ class Playout:
             # A new spurt, on the grid; the platform starts playing it now.
             self._anchor = grid
             self._spurt_sent_ms = 0.0
-            self._spurt_pos_ms = self._position_ms
-            self._spurt_started_at = now
-            self._mark_pos_ms = None
+            played.start_spurt(now)
         anchor = self._anchor
         lead_s = self._lead_s
-        sent_any = False
-        while self._queued_bytes:
+        started_at = played.spurt_started_at
+        sink = self._sink
+        sent_any = closed = False
+        while queue.queued_bytes:
             due = anchor + self._spurt_sent_ms / 1000.0 - lead_s
             if due > now + 1e-9:
                 break
-            cut = self._cut_packet()
+            cut = queue.next_packet(played.sent_ms)
             if cut is None:
                 break
-            packet, response, finished = cut
-            if due > self._spurt_started_at + 1e-9:
-                self._late.observe(now - due)
-            self._sink.play(packet)
-            self._frames_out.inc()
-            sent_any = True
-            self._stream_open = True
-            ms = len(packet) / self._bytes_per_ms
-            if response.start_pos_ms is None:
-                response.start_pos_ms = self._position_ms
-            response.sent_ms += ms
-            self._spurt_sent_ms += ms
-            self._position_ms += ms
-            if finished:
-                self._response_sent()
-        if not self._queued_bytes:
-            self._settle_finished()
-        if sent_any and self._has_marks and (
-            self._position_ms - self._last_mark_pos_ms >= self._mark_interval_ms or not self._queued_bytes
-        ):
-            self._sink.mark(f"{self._generation}:{self._position_ms:g}")
-            self._last_mark_pos_ms = self._position_ms
+            packet, ended = cut
+            if packet:
+                if due > started_at + 1e-9:
+                    self._late.observe(now - due)
+                sink.play(packet)
+                self._frames_out.inc()
+                sent_any = True
+                self._stream_open = True
+                ms = len(packet) / self._bytes_per_ms
+                self._spurt_sent_ms += ms
+                played.sent_ms += ms
+            if ended and self._close_stream():
+                closed = True
+        if not queue.queued_bytes and queue.settle_finished() and self._close_stream():
+            closed = True
+        if sent_any:
+            name = played.next_mark(not queue.queued_bytes)
+            if name is not None:
+                sink.mark(name)
+        if sent_any or closed:
+            # Before resuming the backend: that may deliver (and send) more audio at once.
+            sink.flush()
         self._resume_producer_if_drained()
-        if self._queued_bytes:
+        if queue.queued_bytes:
             self._clock.add(self)
         else:
             self._clock.discard(self)
@@ -360,55 +324,22 @@ class Playout:
         played = (now - self._anchor) * 1000.0
         return played > self._spurt_sent_ms + self._dry_tolerance_ms
 
-    def _prefilled(self) -> bool:
-        if self._queued_bytes >= self._prefill_bytes:
-            return True
-        return any(response.done for response, _ in self._queue)
+    def _end_spurt(self) -> None:
+        """Abandon the spurt's schedule; the next audio starts a new one on the grid."""
+        self._anchor = None
+        self._played.end_spurt()
 
-    def _cut_packet(self) -> tuple[bytes, ResponseProgress, bool] | None:
-        """The next packet, the response it belongs to, and whether it ends that response; None
-        while the head response has too little audio for a packet yet."""
-        while self._queue:
-            response, buf = self._queue[0]
-            size = len(buf)
-            if size >= self._packet_bytes:
-                packet = bytes(buf[: self._packet_bytes])
-                del buf[: self._packet_bytes]
-                self._queued_bytes -= self._packet_bytes
-                finished = response.done and not buf
-                if finished:
-                    self._queue.popleft()
-                return packet, response, finished
-            if not response.done:
-                return None
-            self._queue.popleft()
-            if not size:
-                self._response_sent()
-                continue
-            # The tail of a finished response: pad to a whole frame with silence.
-            short = size % self._frame_bytes
-            packet = bytes(buf) + (self._format.silence(self._frame_bytes - short) if short else b"")
-            self._queued_bytes -= size
-            return packet, response, True
-        return None
-
-    def _settle_finished(self) -> None:
-        """Pop finished responses whose audio has all gone out."""
-        while self._queue and not self._queue[0][1] and self._queue[0][0].done:
-            self._queue.popleft()
-            self._response_sent()
-
-    def _response_sent(self) -> None:
-        """Every packet of the current response has gone out: close the platform's stream."""
-        if self._stream_open:
-            self._stream_open = False
-            self._sink.playback_finished()
-
-    def _is_queued(self, response: ResponseProgress) -> bool:
-        return any(r is response for r, _ in self._queue)
+    def _close_stream(self) -> bool:
+        """Every packet of the current response has gone out: close the platform's stream.
+        Returns whether that told the sink anything."""
+        if not self._stream_open:
+            return False
+        self._stream_open = False
+        self._sink.playback_finished()
+        return True
 
     def _resume_producer_if_drained(self) -> None:
-        if self._producer_paused and self._queued_bytes <= self._max_bytes // 2:
+        if self._producer_paused and self._queue.queued_bytes <= self._max_bytes // 2:
             self._producer_paused = False
             if self._producer is not None:
                 self._producer.resumeProducing()

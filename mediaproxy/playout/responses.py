@@ -1,4 +1,4 @@
-"""Per-response bookkeeping for the playout: what arrived, what was sent, what was heard, and
+"""Per-response bookkeeping for the playout: what was sent, what was heard, and
 which responses a barge-in cut (so their late audio is dropped)."""
 
 from __future__ import annotations
@@ -14,20 +14,18 @@ class PlayedAudio:
 
     response_id: str
     played_ms: int
-    received_ms: int
     done: bool
     """The response had delivered all its audio before the interruption."""
 
 
 class ResponseProgress:
-    """One response's audio: bytes received, milliseconds sent, and the call's stream position
-    (ms) at which its first packet went out (None until then)."""
+    """One response's audio: whether it is complete, milliseconds sent, and the call's stream
+    position (ms) at which its first packet went out (None until then)."""
 
-    __slots__ = ("id", "received_bytes", "done", "start_pos_ms", "sent_ms")
+    __slots__ = ("id", "done", "start_pos_ms", "sent_ms")
 
     def __init__(self, response_id: str) -> None:
         self.id = response_id
-        self.received_bytes = 0
         self.done = False
         self.start_pos_ms: float | None = None
         self.sent_ms = 0.0
@@ -37,8 +35,7 @@ class ResponseLedger:
     """The recent responses of one call (at most ``recent`` are remembered, oldest forgotten
     first unless still queued) and the ids of the last ``cancelled_memory`` cut responses."""
 
-    def __init__(self, bytes_per_ms: int, recent: int = 8, cancelled_memory: int = 64) -> None:
-        self._bytes_per_ms = bytes_per_ms
+    def __init__(self, recent: int = 8, cancelled_memory: int = 64) -> None:
         self._recent = recent
         self._responses: OrderedDict[str, ResponseProgress] = OrderedDict()
         self._cancelled: deque[str] = deque(maxlen=cancelled_memory)
@@ -88,6 +85,5 @@ class ResponseLedger:
         return PlayedAudio(
             response_id=heard.id,
             played_ms=round(played),
-            received_ms=round(heard.received_bytes / self._bytes_per_ms),
             done=heard.done,
         )

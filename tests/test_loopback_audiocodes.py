@@ -393,7 +393,7 @@ class WholeCallTests(ServiceTestCase):
     @inlineCallbacks
     def test_send_dtmf_from_the_bot(self) -> Any:
         factory, client = yield self.open_call(["raw/mulaw"])
-        self.live_bridge().session.send_dtmf("1234")
+        self.live_bridge().leg.session.send_dtmf("1234")
         self.live_bridge().leg.flush()
         def send_dtmf_activities(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             return [m for m in msgs if m["type"] == "activities" and m["activities"][0]["name"] == "sendDtmf"]

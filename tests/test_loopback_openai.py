@@ -189,8 +189,7 @@ def events_of(connection: FakeRealtimeConnection, kind: str) -> list[dict[str, A
 class OpenAILoopbackTests(LoopbackService, TestCase):
     timeout = 30
 
-    @inlineCallbacks
-    def start_proxy(self, **backend: str) -> Any:
+    def start_proxy(self, **backend: str) -> None:
         self.service = MediaProxyService(proxy_config(self.fake_url, **backend), reactor, tune_gc=False)
         self.service.startService()
         address = self.service.platform_listener.address()

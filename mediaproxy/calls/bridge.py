@@ -228,6 +228,7 @@ class CallBridge:
         leg.adopt(self, session)
         session.resumed()
         if self._playout is not None:
+            self._playout.move_to(leg)
             leg.register_producer(self._playout)
             self._playout.resumeProducing()
         leg.flush()

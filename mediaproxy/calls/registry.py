@@ -60,11 +60,11 @@ class CallRegistry:
         """A platform connection opened on ``endpoint``: its call (not started yet). Over
         capacity (only platforms that refuse in-band get this far), the session is told to
         refuse, in its own protocol."""
-        refusal = self.refusal()
+        full = len(self._connections) >= self.max_calls
         bridge = CallBridge(endpoint, self.context, leg, self)
         self._connections[leg] = bridge
-        if refusal is not None:
-            leg.session.refuse(f"no capacity: {refusal}")
+        if full:
+            leg.session.refuse(f"no capacity ({self.max_calls} calls)")
             leg.flush()
         return bridge
 

@@ -129,6 +129,10 @@ class Playout:
 
     # --- inputs from the backend side ------------------------------------------------------
 
+    def move_to(self, sink: PlayoutSink) -> None:
+        """The call continues on another platform connection (a resume): send there from now on."""
+        self._sink = sink
+
     def attach_producer(self, producer: IPushProducer) -> None:
         """The backend session to pause when too much audio is queued."""
         self._producer = producer

@@ -1,7 +1,7 @@
 """Loopback integration of issue 3: the real service on 127.0.0.1:0 with ``[platform:twilio]``
 wired to ``[backend:openai] type = openai-realtime``, pointed at the fake GA Realtime server
-(tests/fake_realtime.py), and a scripted Twilio client that plays what it receives at real time
-and echoes each mark when the audio before it has played, as Twilio does.
+(mediaproxy/testing/fake_realtime.py), and a scripted Twilio client that plays what it receives at
+real time and echoes each mark when the audio before it has played, as Twilio does.
 
 Nothing here sleeps: every step waits on a Deferred fired by the event it needs (a message at the
 client, an event at the fake server). The client's player runs on reactor timers because that is
@@ -16,7 +16,11 @@ import socket
 from collections import deque
 from typing import Any
 
-from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol, connectWS
+from autobahn.twisted.websocket import (
+    WebSocketClientFactory,
+    WebSocketClientProtocol,
+    connectWS,
+)
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.internet.interfaces import IDelayedCall
@@ -25,8 +29,17 @@ from twisted.trial.unittest import TestCase
 from mediaproxy.backends.openai_session import RealtimeClientProtocol
 from mediaproxy.config import parse_config
 from mediaproxy.service import MediaProxyService
-from tests.support import ConditionWaiting, LoopbackService, cancel_autobahn_timer_buckets
-from tests.fake_realtime import LOUD_FRAME, FakeRealtimeConnection, FakeRealtimeServer, pattern
+from mediaproxy.testing.fake_realtime import (
+    LOUD_FRAME,
+    FakeRealtimeConnection,
+    FakeRealtimeServer,
+    pattern,
+)
+from tests.support import (
+    ConditionWaiting,
+    LoopbackService,
+    cancel_autobahn_timer_buckets,
+)
 
 FRAME_BYTES = 160
 FRAME_MS = 20

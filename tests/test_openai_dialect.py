@@ -27,7 +27,7 @@ from mediaproxy.backends.openai_events import (
     UsageReported,
 )
 from mediaproxy.backends.openai_session_config import RealtimeOptions, wire_format
-from tests.fake_realtime import CLIENT_EVENT, check_event
+from mediaproxy.testing.fake_realtime import CLIENT_EVENT, check_event
 
 OPTIONS = RealtimeOptions(api_key="k", instructions="Be brief.")
 BETA_KEYS = {"input_audio_format", "output_audio_format", "modalities", "voice", "turn_detection",

@@ -19,19 +19,23 @@ import cProfile
 import json
 import os
 import struct
+import sys
 import time
 
-from twisted.internet.address import IPv4Address
-from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+# This checkout's package, not whichever one the environment has installed.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mediaproxy.backends.echo import new_backend
-from mediaproxy.calls import CallContext, CallRegistry
-from mediaproxy.config import parse_config
-from mediaproxy.metrics import Metrics
-from mediaproxy.platforms import twilio
-from mediaproxy.platforms.websocket import PlatformServerFactory
-from mediaproxy.playout import PlayoutClock
+from twisted.internet.address import IPv4Address  # noqa: E402
+from twisted.internet.task import Clock  # noqa: E402
+from twisted.internet.testing import StringTransport  # noqa: E402
+
+from mediaproxy.backends.echo import new_backend  # noqa: E402
+from mediaproxy.calls import CallContext, CallRegistry  # noqa: E402
+from mediaproxy.config import parse_config  # noqa: E402
+from mediaproxy.metrics import Metrics  # noqa: E402
+from mediaproxy.platforms import twilio  # noqa: E402
+from mediaproxy.platforms.websocket import PlatformServerFactory  # noqa: E402
+from mediaproxy.playout import PlayoutClock  # noqa: E402
 
 UPGRADE = (
     b"GET /twilio HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

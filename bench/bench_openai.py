@@ -6,7 +6,8 @@ service in another process (issue 3: µ-law pass-through, pacing of 10× bursts,
 
 Processes (all on 127.0.0.1, all stopped at the end, each bounded in time):
 
-* ``bench/fake_realtime_server.py``: speaks the GA protocol; its VAD has the echo parrot's timing
+* ``python -m mediaproxy.testing.fake_realtime`` (the tests' fake, without validation or
+  history): speaks the GA protocol; its VAD is the echo parrot's detector
   and each answer lasts as long as the caller's turn, so the simulator's accounting of replies
   (frames expected, lost, interrupted) holds unchanged; answers are delivered at ``--speed``
   (10) × real time in irregular delta sizes; speech during an answer still in generation cancels
@@ -113,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         proxy_port, metrics_port, fake_port = free_port(), free_port(), free_port()
         bound_s = args.ramp + args.duration + 120
         fake = subprocess.Popen(
-            nice + [sys.executable, str(HERE / "fake_realtime_server.py"), "--port", str(fake_port),
+            nice + [sys.executable, "-m", "mediaproxy.testing.fake_realtime", "--port", str(fake_port),
                     "--api-key", API_KEY, "--speed", str(args.speed), "--stats", str(work / "fake.json"),
                     "--max-seconds", str(bound_s)],
             cwd=ROOT, stdout=open(work / "fake.log", "wb"), stderr=subprocess.STDOUT)

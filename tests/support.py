@@ -5,7 +5,6 @@ that records what the platform session queued, stamped with the clock time it le
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -19,6 +18,7 @@ from mediaproxy.metrics import Metrics
 from mediaproxy.platforms.base import PlatformSession
 from mediaproxy.platforms.twilio import TWILIO
 from mediaproxy.playout import PlayoutClock
+from mediaproxy.testing.waiting import ConditionWaiting as ConditionWaiting  # re-exported for the suites
 
 
 class RecordingBackendSession:
@@ -133,33 +133,6 @@ def make_bridge(leg: Any, backend: Any, clock: IReactorTime, *, platform: str = 
     context = CallContext(clock, pacing, metrics, settings or PlayoutSettings(), log_transcripts)
     # The platform type only matters to the registry (resume grace): any will do here.
     return CallBridge(Endpoint(platform, TWILIO, None, backend), context, leg)
-
-
-class ConditionWaiting:
-    """Deferreds that fire when a condition becomes true, for loopback tests that must wait on
-    events rather than on time. The owner calls :meth:`poke` after anything that may change the
-    answer (a message received, an event recorded)."""
-
-    def when(self, condition: Callable[[], bool]) -> Deferred[None]:
-        """A Deferred that fires once ``condition()`` is true."""
-        d: Deferred[None] = Deferred()
-        if condition():
-            d.callback(None)
-        else:
-            self.__dict__.setdefault("_condition_waiters", []).append((condition, d))
-        return d
-
-    def poke(self) -> None:
-        """Fire the Deferreds whose condition now holds."""
-        waiting = self.__dict__.get("_condition_waiters")
-        if not waiting:
-            return
-        self._condition_waiters: list[tuple[Callable[[], bool], Deferred[None]]] = []
-        for condition, d in waiting:
-            if condition():
-                d.callback(None)
-            else:
-                self._condition_waiters.append((condition, d))
 
 
 def cancel_autobahn_timer_buckets() -> None:

@@ -1,7 +1,7 @@
 """Loopback integration for AudioCodes VoiceAI Connect (Bot API, streaming mode): the real
 service on 127.0.0.1:0 with ``[platform:audiocodes]``, a scripted VAIC client speaking the
 official SDK's message shapes (``audiocodes/ac-bot-api``), and either the echo parrot or the fake
-OpenAI Realtime service (tests/fake_realtime.py).
+OpenAI Realtime service (mediaproxy/testing/fake_realtime.py).
 
 Nothing here waits on a timer: every step waits for the event it needs (a message from the proxy,
 a closed socket, a held call, a backend call). The one timer under test, the resume grace period,
@@ -17,7 +17,11 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol, connectWS
+from autobahn.twisted.websocket import (
+    WebSocketClientFactory,
+    WebSocketClientProtocol,
+    connectWS,
+)
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import Clock
@@ -33,9 +37,9 @@ from mediaproxy.calls import CallBridge, CallRegistry
 from mediaproxy.config import Config, parse_config
 from mediaproxy.platforms.audiocodes import VALIDATION_BODY
 from mediaproxy.service import MediaProxyService
-from tests.fake_realtime import FakeRealtimeServer
-from tests.test_audiocodes import check_play_streams
+from mediaproxy.testing.fake_realtime import FakeRealtimeServer
 from tests.support import LoopbackService
+from tests.test_audiocodes import check_play_streams
 
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -1,7 +1,7 @@
 """Loopback integration of issue 3: the real service on 127.0.0.1:0 with ``[platform:twilio]``
 wired to ``[backend:openai] type = openai-realtime``, pointed at the fake GA Realtime server
-(tests/fake_realtime.py), and a scripted Twilio client that plays what it receives at real time
-and echoes each mark when the audio before it has played, as Twilio does.
+(mediaproxy/testing/fake_realtime.py), and a scripted Twilio client that plays what it receives at
+real time and echoes each mark when the audio before it has played, as Twilio does.
 
 Nothing here sleeps: every step waits on a Deferred fired by the event it needs (a message at the
 client, an event at the fake server). The client's player runs on reactor timers because that is
@@ -13,20 +13,32 @@ from __future__ import annotations
 import base64
 import json
 import socket
-from collections import deque
 from typing import Any
 
-from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol, connectWS
+from autobahn.twisted.websocket import (
+    WebSocketClientFactory,
+    WebSocketClientProtocol,
+    connectWS,
+)
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
-from twisted.internet.interfaces import IDelayedCall
 from twisted.trial.unittest import TestCase
 
 from mediaproxy.backends.openai_session import RealtimeClientProtocol
 from mediaproxy.config import parse_config
 from mediaproxy.service import MediaProxyService
-from tests.support import ConditionWaiting, LoopbackService, cancel_autobahn_timer_buckets
-from tests.fake_realtime import LOUD_FRAME, FakeRealtimeConnection, FakeRealtimeServer, pattern
+from mediaproxy.sim.twilio_player import TwilioPlayer
+from mediaproxy.testing.fake_realtime import (
+    LOUD_FRAME,
+    FakeRealtimeConnection,
+    FakeRealtimeServer,
+    pattern,
+)
+from tests.support import (
+    ConditionWaiting,
+    LoopbackService,
+    cancel_autobahn_timer_buckets,
+)
 
 FRAME_BYTES = 160
 FRAME_MS = 20
@@ -86,9 +98,7 @@ class PlayingTwilio(WebSocketClientProtocol):
         self.sent_audio = bytearray()
         self.heard_at_clear_ms: list[float] = []
         """What the caller had heard when each ``clear`` arrived (ms of received audio)."""
-        self._play_end = 0.0
-        self._pending_marks: deque[tuple[float, str]] = deque()
-        self._mark_timer: IDelayedCall | None = None
+        self.player = TwilioPlayer(reactor, self._echo)
         self.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
         self.send({
             "event": "start", "sequenceNumber": "1", "streamSid": f"MZ{sid}",
@@ -114,56 +124,32 @@ class PlayingTwilio(WebSocketClientProtocol):
         self.send({"event": "stop", "streamSid": f"MZ{self.factory.sid}",
                    "stop": {"accountSid": "AC1", "callSid": f"CA{self.factory.sid}"}})
 
-    def play_position_ms(self, now: float) -> float:
-        """Milliseconds of received audio the caller has heard by ``now``."""
-        queued_s = max(0.0, self._play_end - now)
-        return len(self.audio()) / 8.0 - queued_s * 1000.0
-
     def audio(self) -> bytes:
         return b"".join(payload for _, payload in self.media)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         message = json.loads(payload)
-        now = reactor.seconds()
         self.received.append(message)
         kind = message["event"]
         if kind == "media":
             data = base64.b64decode(message["media"]["payload"])
-            self.media.append((now, data))
-            self._play_end = max(self._play_end, now) + len(data) / 8000.0
+            self.media.append((reactor.seconds(), data))
+            self.player.media(data)
         elif kind == "mark":
-            self._pending_marks.append((self._play_end, message["mark"]["name"]))
-            self._arm()
+            self.player.mark(message["mark"]["name"])
         elif kind == "clear":
-            self.heard_at_clear_ms.append(self.play_position_ms(now))
-            self._play_end = now
-            while self._pending_marks:
-                self._echo(self._pending_marks.popleft()[1])
-        self.factory.poke()
-
-    def _arm(self) -> None:
-        if self._mark_timer is not None and self._mark_timer.active():
-            self._mark_timer.cancel()
-        self._mark_timer = None
-        if self._pending_marks:
-            delay = max(0.0, self._pending_marks[0][0] - reactor.seconds())
-            self._mark_timer = reactor.callLater(delay, self._due)
-
-    def _due(self) -> None:
-        self._mark_timer = None
-        now = reactor.seconds()
-        while self._pending_marks and self._pending_marks[0][0] <= now + 1e-6:
-            self._echo(self._pending_marks.popleft()[1])
-        self._arm()
+            # How far playback had gone through the received audio when the flush arrived.
+            self.heard_at_clear_ms.append(self.player.position_ms)
+            self.player.clear()
         self.factory.poke()
 
     def _echo(self, name: str) -> None:
         self.echoed.append((reactor.seconds(), name))
         self.send({"event": "mark", "streamSid": f"MZ{self.factory.sid}", "mark": {"name": name}})
+        self.factory.poke()
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        if self._mark_timer is not None and self._mark_timer.active():
-            self._mark_timer.cancel()
+        self.player.stop()
         if not self.factory.closed.called:
             self.factory.closed.callback(code)
         self.factory.poke()

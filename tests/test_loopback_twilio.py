@@ -15,6 +15,7 @@ from twisted.web.client import Agent, readBody
 
 from mediaproxy.config import parse_config
 from mediaproxy.service import MediaProxyService
+from mediaproxy.sim.twilio_player import TwilioPlayer
 from tests.support import LoopbackService, cancel_autobahn_timer_buckets
 
 SPEECH = bytes([0x10, 0x90]) * 80  # 20 ms of loud µ-law (±~12 kdB below full scale)
@@ -35,12 +36,14 @@ def config(**platform: str) -> Any:
 
 
 class ScriptedTwilio(WebSocketClientProtocol):
-    """Speaks Twilio: start, media frames, mark echoes (as Twilio does), stop."""
+    """Speaks Twilio: start, media frames, mark echoes when playback reaches them (as Twilio
+    does, :class:`TwilioPlayer`), stop."""
 
     factory: ScriptedTwilioFactory
 
     def onOpen(self) -> None:
         self.received: list[dict[str, Any]] = []
+        self.player = TwilioPlayer(reactor, self._echo)
         self.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
         self.send({
             "event": "start", "sequenceNumber": "1", "streamSid": "MZ1",
@@ -62,14 +65,23 @@ class ScriptedTwilio(WebSocketClientProtocol):
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         message = json.loads(payload)
         self.received.append(message)
-        if message["event"] == "mark":
-            self.send({"event": "mark", "streamSid": "MZ1", "mark": message["mark"]})
+        if message["event"] == "media":
+            self.player.media(base64.b64decode(message["media"]["payload"]))
+        elif message["event"] == "mark":
+            self.player.mark(message["mark"]["name"])
+        elif message["event"] == "clear":
+            self.player.clear()
         for predicate, d in list(self.factory.waiters):
             if predicate(self.received):
                 self.factory.waiters.remove((predicate, d))
                 d.callback(self.received)
 
+    def _echo(self, name: str) -> None:
+        self.send({"event": "mark", "streamSid": "MZ1", "mark": {"name": name}})
+
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if hasattr(self, "player"):
+            self.player.stop()
         if not self.factory.closed.called:
             self.factory.closed.callback(code)
 

@@ -36,7 +36,7 @@ from mediaproxy.backends.openai_events import (
     error_code_label,
 )
 from mediaproxy.backends.openai_session_config import RealtimeOptions, wire_format
-from tests.fake_realtime import _SERVER_MEMBERS, CLIENT_EVENT, check_event
+from mediaproxy.testing.fake_realtime import CLIENT_EVENT, check_event, server_event_types
 
 OPTIONS = RealtimeOptions(api_key="k", instructions="Be brief.")
 BETA_KEYS = {"input_audio_format", "output_audio_format", "modalities", "voice", "turn_detection",
@@ -456,7 +456,7 @@ class ErrorTests(unittest.TestCase):
     def test_every_ga_server_event_is_known(self) -> None:
         # A GA event the dialect neither handles nor ignores on purpose would count as unknown.
         h = DialectHarness(self)
-        ga_types = {t for member in _SERVER_MEMBERS for t in get_args(member.model_fields["type"].annotation)}
+        ga_types = server_event_types()
         self.assertGreater(len(ga_types), 40)
         self.assertLessEqual(IGNORED_EVENTS, ga_types)
         for event_type in sorted(ga_types - IGNORED_EVENTS):

@@ -1,6 +1,6 @@
 """Loopback tests of the OpenAI Realtime connector against the fake GA service
-(tests/fake_realtime.py). The real reactor carries real sockets on 127.0.0.1; every wait is a
-Deferred that fires on an event, never a sleep."""
+(mediaproxy/testing/fake_realtime.py). The real reactor carries real sockets on 127.0.0.1; every
+wait is a Deferred that fires on an event, never a sleep."""
 
 from __future__ import annotations
 
@@ -16,10 +16,17 @@ from twisted.trial import unittest
 from mediaproxy.audio.format import L16_16K, L16_24K, MULAW_8K
 from mediaproxy.backends.base import CallInfo
 from mediaproxy.backends.openai import OpenAIRealtimeBackend
-from mediaproxy.backends.openai_session import OpenAIRealtimeSession, RealtimeClientProtocol
+from mediaproxy.backends.openai_session import (
+    OpenAIRealtimeSession,
+    RealtimeClientProtocol,
+)
 from mediaproxy.backends.openai_session_config import RealtimeOptions
 from mediaproxy.metrics import Metrics
-from tests.fake_realtime import LOUD_FRAME, FakeRealtimeServer, RecordingListener
+from mediaproxy.testing.fake_realtime import (
+    LOUD_FRAME,
+    FakeRealtimeServer,
+    RecordingListener,
+)
 
 
 def quiet_frames(count: int, seed: int = 0) -> list[bytes]:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from mediaproxy.audio.chunks import FrameCarry
 from mediaproxy.audio.format import AudioFormat
 from mediaproxy.audio.g711 import ALAW_TO_LINEAR, ULAW_TO_LINEAR, alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from mediaproxy.audio.resample import StreamResampler
@@ -47,7 +48,7 @@ class Transcoder:
         self.passthrough: bool = src == dst
         self._resampler: StreamResampler | None = None
         self._translate: bytes | None = None
-        self._carry = b""
+        self._samples = FrameCarry(2)  # half an l16 sample, completed by the next chunk
         if self.passthrough:
             return
         if src.channels != 1 or dst.channels != 1:
@@ -81,16 +82,13 @@ class Transcoder:
         decode = _DECODERS.get(self.src.encoding)
         if decode is not None:
             return decode(data)
-        if self._carry:
-            data = self._carry + data
-        self._carry = bytes(data[-1:]) if len(data) % 2 else b""
-        # count= stops at the last whole sample without copying the input.
-        samples = np.frombuffer(data, dtype="<i2", count=len(data) // 2)
+        # A view of the whole samples: the input is not copied.
+        samples = np.frombuffer(self._samples.whole(data), dtype="<i2")
         return samples.astype(np.int16, copy=False)
 
     def reset(self) -> None:
         """Drops carried state (resampler history, a pending odd byte): a new stream starts."""
-        self._carry = b""
+        self._samples.reset()
         if self._resampler is not None:
             self._resampler.reset()
 

@@ -17,13 +17,13 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 from zope.interface import implementer
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 
+from mediaproxy.audio.chunks import FrameCarry
 from mediaproxy.audio.format import AudioFormat
-from mediaproxy.audio.g711 import ALAW_TO_LINEAR, ULAW_TO_LINEAR
+from mediaproxy.audio.vad import EnergyDetector
 from mediaproxy.backends.base import BackendListener, BackendType, CallInfo
 from mediaproxy.metrics import Metrics
 from mediaproxy.options import choice, integer, number, option
@@ -70,11 +70,6 @@ class EchoBackend:
         return session
 
 
-# Squared sample value of every G.711 code: the energy of a frame is one lookup and one sum.
-_ULAW_SQUARED = ULAW_TO_LINEAR.astype(np.int64) ** 2
-_ALAW_SQUARED = ALAW_TO_LINEAR.astype(np.int64) ** 2
-
-
 @implementer(IPushProducer)
 class EchoSession:
     """One call's echo leg."""
@@ -86,18 +81,10 @@ class EchoSession:
         self._listener = listener
         self._mode: str = options.mode
         self._delay_s = options.delay_ms / 1000.0
-        threshold = 32768.0 * 10 ** (options.speech_threshold_dbfs / 20.0)
-        self._frame_bytes = audio_format.bytes_for_ms(_ANALYSIS_MS)
-        samples_per_frame = self._frame_bytes // audio_format.sample_bytes
-        self._threshold_energy = threshold * threshold * samples_per_frame
-        self._squared = {"pcmu": _ULAW_SQUARED, "pcma": _ALAW_SQUARED}.get(audio_format.encoding)
-        self._silence_frames = options.silence_ms // _ANALYSIS_MS
-        self._max_bytes = audio_format.bytes_for_ms(options.max_utterance_ms)
-        self._pending = bytearray()  # partial analysis frame
+        self._detector = EnergyDetector(audio_format, options.speech_threshold_dbfs, _SPEECH_ONSET_FRAMES,
+                                        options.silence_ms, _ANALYSIS_MS, options.max_utterance_ms)
+        self._frames = FrameCarry(self._detector.frame_bytes)  # the partial analysis frame
         self._utterance = bytearray()
-        self._speaking = False
-        self._onset = 0
-        self._quiet = 0
         self._responses = 0
         self._outgoing: deque[tuple[str, bytes | None]] = deque()  # (response id, chunk or None=done)
         self._cancelled: set[str] = set()
@@ -123,44 +110,27 @@ class EchoSession:
         if self._mode == "stream":
             self._stream(data)
             return
-        pending = self._pending
-        pending.extend(data)
-        size = self._frame_bytes
-        while len(pending) >= size:
-            frame = bytes(pending[:size])
-            del pending[:size]
+        for frame in self._frames.frames(data):
             self._analyse(frame)
 
     def _analyse(self, frame: bytes) -> None:
-        loud = self._energy(frame) > self._threshold_energy
-        if not self._speaking:
-            if loud:
-                self._onset += 1
+        transition = self._detector.analyse(frame)
+        if transition is None:
+            # The utterance is the turn's frames, its onset included; a broken onset is dropped.
+            if self._detector.in_turn:
                 self._utterance.extend(frame)
             else:
-                self._onset = 0
                 self._utterance.clear()
-            if self._onset >= _SPEECH_ONSET_FRAMES:
-                self._speaking = True
-                self._quiet = 0
-                self._listener.backend_speech_started()
             return
         self._utterance.extend(frame)
-        self._quiet = 0 if loud else self._quiet + 1
-        if self._quiet >= self._silence_frames or len(self._utterance) >= self._max_bytes:
-            self._speaking = False
-            self._onset = 0
-            self._listener.backend_speech_stopped()
-            utterance = bytes(self._utterance)
-            self._utterance.clear()
-            self._respond(utterance)
-
-    def _energy(self, frame: bytes) -> int:
-        """Sum of squared samples of one analysis frame."""
-        if self._squared is not None:
-            return int(self._squared[np.frombuffer(frame, dtype=np.uint8)].sum())
-        samples = np.frombuffer(frame, dtype="<i2").astype(np.int64)
-        return int(np.dot(samples, samples))
+        if transition.started:
+            self._listener.backend_speech_started()
+            return
+        # The turn ended: silence_ms of quiet (kept in the reply) or max_utterance_ms.
+        self._listener.backend_speech_stopped()
+        utterance = bytes(self._utterance)
+        self._utterance.clear()
+        self._respond(utterance)
 
     def _respond(self, utterance: bytes) -> None:
         self._responses += 1

@@ -6,10 +6,11 @@ same script (the load generator must not be the bottleneck). It is built either 
 speech-like utterances (a 300 Hz tone with harmonics at -12 dBFS, then silence) or from a WAV file
 (8 kHz mono, 16-bit PCM or µ-law).
 
-:func:`expected_replies` replays the echo backend's parrot detector over the script (speech is a
-frame above ``threshold_dbfs``; two loud frames start an utterance; ``silence_ms`` of quiet ends
-it, the quiet included) so the simulator knows how many reply frames to expect and when each
-utterance ended.
+:func:`expected_replies` runs the echo backend's parrot detector
+(:class:`~mediaproxy.audio.vad.EnergyDetector`, with the parrot's settings: speech is a frame
+above ``threshold_dbfs``; two loud frames start an utterance; ``silence_ms`` of quiet ends it, the
+quiet included) over the script, so the simulator knows how many reply frames to expect and when
+each utterance ended.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mediaproxy.audio.g711 import ULAW_TO_LINEAR, ulaw_encode
+from mediaproxy.audio.format import MULAW_8K
+from mediaproxy.audio.g711 import ulaw_encode
+from mediaproxy.audio.vad import EnergyDetector
 
 FRAME_MS = 20
 FRAME_BYTES = 160
@@ -149,32 +152,16 @@ def _wav_data_chunk(path: str) -> bytes:
 def expected_replies(script: CallScript, threshold_dbfs: float = -40.0, silence_ms: int = 600,
                      max_utterance_ms: int = 30000) -> list[Reply]:
     """The replies the echo backend's parrot mode sends for ``script`` (its detector, replayed)."""
-    threshold = 32768.0 * 10 ** (threshold_dbfs / 20.0)
-    threshold_ms = threshold * threshold
-    silence_frames = silence_ms // FRAME_MS
-    max_frames = max_utterance_ms // FRAME_MS
+    detector = EnergyDetector(MULAW_8K, threshold_dbfs, _ONSET_FRAMES, silence_ms, FRAME_MS, max_utterance_ms)
+    # A script repeats a few distinct frames: judge each once.
     loud_cache: dict[bytes, bool] = {}
     replies: list[Reply] = []
-    speaking, onset, quiet, length, start = False, 0, 0, 0, 0
-    for i, frame in enumerate(script.frames):
+    for frame in script.frames:
         loud = loud_cache.get(frame)
         if loud is None:
-            x = ULAW_TO_LINEAR[np.frombuffer(frame, dtype=np.uint8)].astype(np.float64)
-            loud = loud_cache[frame] = float(np.dot(x, x)) / len(x) > threshold_ms
-        if not speaking:
-            if loud:
-                if onset == 0:
-                    start = i
-                onset += 1
-                length += 1
-            else:
-                onset, length = 0, 0
-            if onset >= _ONSET_FRAMES:
-                speaking, quiet = True, 0
-            continue
-        length += 1
-        quiet = 0 if loud else quiet + 1
-        if quiet >= silence_frames or length >= max_frames:
-            replies.append(Reply(start, i, length, i + 1 - quiet))
-            speaking, onset, length = False, 0, 0
+            loud = loud_cache[frame] = detector.is_loud(frame)
+        transition = detector.step(loud)
+        if transition is not None and not transition.started:
+            replies.append(Reply(transition.turn_start_frame, transition.frame, transition.turn_frames,
+                                 transition.speech_end_frame))
     return replies

@@ -1,15 +1,16 @@
 """A scripted Twilio Media Streams caller (the platform side of ``<Connect><Stream>``).
 
-It speaks what Twilio sends (see shared/protocols/platforms.md §1): ``connected``, ``start`` (a
+It speaks what Twilio sends: ``connected``, ``start`` (a
 unique ``callSid``/``streamSid``, ``audio/x-mulaw`` 8 kHz mono), one ``media`` message of 160
 µ-law bytes every 20 ms on an absolute schedule (``start + n * 20 ms``; after a stall it sends
 every frame that came due, as Twilio's bunched frames do), then ``stop``; and it behaves like
-Twilio's player toward the proxy: received audio is queued and "played" at real time, a ``mark``
-is echoed when the audio queued before it has played, and ``clear`` empties the queue and
-echoes every pending mark at once.
+Twilio's player toward the proxy (:class:`~mediaproxy.sim.twilio_player.TwilioPlayer`): received
+audio is queued and "played" at real time, a ``mark`` is echoed when the audio queued before it
+has played, and ``clear`` empties the queue and echoes every pending mark at once.
 
 Every received media frame is recorded with its arrival time (:class:`CallRecord`), as are
-``clear`` messages and mark echoes. Analysis (lateness, gaps the caller would hear, latency) lives in :mod:`mediaproxy.sim.report`.
+``clear`` messages and mark echoes. Analysis (lateness, gaps the caller would hear, latency)
+lives in :mod:`mediaproxy.sim.report`.
 
 Time comes from the injected ``IReactorTime``; the client may run on the real reactor.
 """
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import json
 from array import array
-from collections import deque
 from dataclasses import dataclass, field
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
@@ -26,6 +26,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from mediaproxy.sim.script import FRAME_BYTES, FRAME_MS, CallScript
+from mediaproxy.sim.twilio_player import TwilioPlayer
 
 _FRAME_S = FRAME_MS / 1000.0
 _PAYLOAD_CHARS = (FRAME_BYTES + 2) // 3 * 4
@@ -71,9 +72,7 @@ class TwilioCallerProtocol(WebSocketClientProtocol):
         self._send_call: IDelayedCall | None = None
         self._next = 0
         self._seq = 0
-        self._play_end = 0.0
-        self._pending_marks: deque[tuple[float, str]] = deque()
-        self._mark_call: IDelayedCall | None = None
+        self._player: TwilioPlayer | None = None
         self._stopped = False
 
     # --- Autobahn callbacks ---------------------------------------------------------------------
@@ -87,6 +86,7 @@ class TwilioCallerProtocol(WebSocketClientProtocol):
         record = factory.record
         reactor = factory.clock
         self._reactor = reactor
+        self._player = TwilioPlayer(reactor, self._echo_mark)
         record.opened_at = reactor.seconds()
         self._send_json({"event": "connected", "protocol": "Call", "version": "1.0.0"})
         self._seq = 1
@@ -111,8 +111,8 @@ class TwilioCallerProtocol(WebSocketClientProtocol):
         self._arm(record.script_start)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        reactor = self._reactor
-        if reactor is None:
+        reactor, player = self._reactor, self._player
+        if reactor is None or player is None:
             return
         now = reactor.seconds()
         record = self.factory.record
@@ -131,10 +131,8 @@ class TwilioCallerProtocol(WebSocketClientProtocol):
             record.arrivals.append(now)
             if len(text) != _PAYLOAD_CHARS:
                 record.odd_frames += 1
-                frame_s = len(text) * 3 // 4 / 8000.0
-            else:
-                frame_s = _FRAME_S
-            self._play_end = max(self._play_end, now) + frame_s
+            # The payload is never decoded: its size is all the player needs.
+            player.queue_bytes(len(text) * 3 // 4)
         elif event == "mark":
             record.marks_received += 1
             try:
@@ -142,21 +140,10 @@ class TwilioCallerProtocol(WebSocketClientProtocol):
             except (KeyError, TypeError):
                 record.other_messages += 1
                 return
-            if self._play_end <= now:
-                # Nothing queued before it: the mark has already been "played".
-                self._echo_mark(name)
-            else:
-                self._pending_marks.append((self._play_end, name))
-                if self._mark_call is None:
-                    self._mark_call = reactor.callLater(self._play_end - now, self._marks_due)
+            player.mark(name)
         elif event == "clear":
             record.clears.append(now)
-            self._play_end = now
-            if self._mark_call is not None and self._mark_call.active():
-                self._mark_call.cancel()
-            self._mark_call = None
-            while self._pending_marks:
-                self._echo_mark(self._pending_marks.popleft()[1])
+            player.clear()
         else:
             record.other_messages += 1
 
@@ -166,10 +153,11 @@ class TwilioCallerProtocol(WebSocketClientProtocol):
             record.closed_at = self._reactor.seconds()
         if not self._stopped:
             record.close_reason = f"closed by proxy ({code} {reason or ''})".strip()
-        for call in (self._send_call, self._mark_call):
-            if call is not None and call.active():
-                call.cancel()
-        self._send_call = self._mark_call = None
+        if self._send_call is not None and self._send_call.active():
+            self._send_call.cancel()
+        self._send_call = None
+        if self._player is not None:
+            self._player.stop()
         self.factory.finished()
 
     # --- sending ----------------------------------------------------------------------------------
@@ -223,16 +211,6 @@ class TwilioCallerProtocol(WebSocketClientProtocol):
         self.sendMessage(json.dumps(message, separators=(",", ":")).encode())
 
     # --- marks ------------------------------------------------------------------------------------
-
-    def _marks_due(self) -> None:
-        self._mark_call = None
-        reactor = self._reactor
-        assert reactor is not None
-        now = reactor.seconds()
-        while self._pending_marks and self._pending_marks[0][0] <= now + 1e-6:
-            self._echo_mark(self._pending_marks.popleft()[1])
-        if self._pending_marks:
-            self._mark_call = reactor.callLater(max(0.0, self._pending_marks[0][0] - now), self._marks_due)
 
     def _echo_mark(self, name: str) -> None:
         record = self.factory.record

@@ -1,19 +1,27 @@
-"""A local stand-in for the OpenAI Realtime service (GA protocol) and a recording backend
-listener, for loopback tests of the OpenAI connector.
+"""A local stand-in for the OpenAI Realtime service (GA protocol), for tests and benchmarks.
 
-:class:`FakeRealtimeServer` listens on ``127.0.0.1`` port 0 (Autobahn). Per connection it:
-checks ``Authorization: Bearer``; sends ``session.created`` with the service defaults (24 kHz PCM)
-and answers ``session.update`` with the merged effective session; runs an energy VAD over the
-appended caller audio (speech_started / speech_stopped, response on end of turn when
-``create_response``); streams responses faster than real time in irregular chunk sizes; applies
-the real service's truncate rules (error when ``audio_end_ms`` exceeds the item's audio, or the
-item is not assistant audio); cancels (by VAD with ``interrupt_response``, or ``response.cancel``);
-and can be told to drop, expire or refuse credentials.
+:class:`FakeRealtimeServer` listens on ``127.0.0.1`` (Autobahn). Per connection it: checks
+``Authorization: Bearer``; sends ``session.created`` with the service defaults (24 kHz PCM) and
+answers ``session.update`` with the merged effective session; runs an energy VAD
+(:class:`~mediaproxy.audio.vad.EnergyDetector`) over the appended caller audio, 20 ms at a time
+whatever the append sizes (speech_started / speech_stopped, a response at the end of a turn when
+``create_response``); streams responses in irregular delta sizes, either one delta per reactor
+turn (far faster than real time) or, with ``speed``, at that multiple of real time from one
+shared 10 ms timer; applies the real service's truncate rules (error when ``audio_end_ms``
+exceeds the item's audio, or the item is not assistant audio); cancels (by VAD with
+``interrupt_response``, or ``response.cancel``); and can be told to drop, expire or refuse
+credentials. Counts of what it saw are kept in ``server.stats``.
 
-Every client event is validated with the ``openai`` package's GA pydantic models (a
-discriminated union, unknown keys rejected by walking ``model_extra``), and every event the fake
-sends is validated against the GA server models, so both sides are held to the real protocol.
-Violations are collected in ``server.violations``; tests assert it stays empty.
+With ``validate`` (the default, for tests) every client event is validated with the ``openai``
+package's GA pydantic models (a discriminated union, unknown keys rejected by walking
+``model_extra``), and every event the fake sends is validated against the GA server models, so
+both sides are held to the real protocol; violations are collected in ``server.violations``.
+``openai`` and ``pydantic`` are imported only then: a benchmark runs the fake without them, and
+with ``record=False`` it keeps no per-event history, so that it costs little.
+
+Run it alone (its own process, so that its CPU is not the proxy's)::
+
+    python -m mediaproxy.testing.fake_realtime --port 9123 --speed 10 --stats out.json
 
 Nothing here sleeps: tests wait on Deferreds from :meth:`FakeRealtimeServer.when` and
 :meth:`RecordingListener.when`, which fire as soon as a condition holds.
@@ -21,31 +29,71 @@ Nothing here sleeps: tests wait on Deferreds from :meth:`FakeRealtimeServer.when
 
 from __future__ import annotations
 
+import argparse
 import base64
+import functools
 import json
-from collections.abc import Callable, Mapping
-from typing import Annotated, Any, Union, get_args
+import math
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
-from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.task import LoopingCall
 
-from mediaproxy.audio.g711 import alaw_decode, ulaw_decode
-from tests.support import ConditionWaiting
+from mediaproxy.audio.format import ALAW_8K, L16_24K, MULAW_8K, AudioFormat
+from mediaproxy.audio.vad import EnergyDetector, Transition
+from mediaproxy.testing.waiting import ConditionWaiting
 
-# --- validation with the openai package's models (backends-and-peers §1.7) ---------------------
+__all__ = [
+    "BENCH_VAD", "TEST_VAD", "FakeRealtimeConnection", "FakeRealtimeServer",
+    "RecordingListener", "Stats", "VadSettings", "check_event", "main", "server_event_types", "pattern", "reply_audio", "unknown_keys",
+]
 
-_CLIENT_MEMBERS = get_args(get_args(RealtimeClientEvent)[0])  # strip the SDK's Annotated wrapper
-CLIENT_EVENT: TypeAdapter[Any] = TypeAdapter(Annotated[Union[_CLIENT_MEMBERS], Field(discriminator="type")])
-_SERVER_MEMBERS = get_args(get_args(RealtimeServerEvent)[0])
-SERVER_EVENT: TypeAdapter[Any] = TypeAdapter(Annotated[Union[_SERVER_MEMBERS], Field(discriminator="type")])
+# --- validation with the openai package's models, imported only when asked for -----------------
+
+
+@functools.cache
+def _adapters() -> tuple[Any, Any]:
+    from typing import Annotated, Union, get_args
+
+    from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
+    from pydantic import Field, TypeAdapter
+
+    client = get_args(get_args(RealtimeClientEvent)[0])  # strip the SDK's Annotated wrapper
+    server = get_args(get_args(RealtimeServerEvent)[0])
+    client_union: Any = Annotated[Union[client], Field(discriminator="type")]  # noqa: UP007
+    server_union: Any = Annotated[Union[server], Field(discriminator="type")]  # noqa: UP007
+    return TypeAdapter(client_union), TypeAdapter(server_union)
+
+
+def server_event_types() -> frozenset[str]:
+    """Every ``type`` of the GA server event union (importing ``openai``)."""
+    from typing import get_args
+
+    from openai.types.realtime import RealtimeServerEvent
+
+    members = get_args(get_args(RealtimeServerEvent)[0])
+    return frozenset(t for member in members for t in get_args(member.model_fields["type"].annotation))
+
+
+def __getattr__(name: str) -> Any:
+    """``CLIENT_EVENT`` / ``SERVER_EVENT``: the GA event unions as pydantic ``TypeAdapter`` s,
+    built on first use (importing ``openai``)."""
+    if name == "CLIENT_EVENT":
+        return _adapters()[0]
+    if name == "SERVER_EVENT":
+        return _adapters()[1]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def unknown_keys(model: Any, path: str = "$") -> list[str]:
     """Keys the models accepted only because they allow extras (misspelled or beta keys)."""
+    from pydantic import BaseModel
+
     if isinstance(model, BaseModel):
         found = [f"{path}.{key}" for key in (model.model_extra or {})]
         for key, value in model:
@@ -56,8 +104,10 @@ def unknown_keys(model: Any, path: str = "$") -> list[str]:
     return []
 
 
-def check_event(adapter: TypeAdapter[Any], event: Any) -> list[str]:
+def check_event(adapter: Any, event: Any) -> list[str]:
     """Problems with ``event`` against ``adapter``'s union; empty when it is valid GA."""
+    from pydantic import ValidationError
+
     try:
         model = adapter.validate_python(event)
     except ValidationError as e:
@@ -67,8 +117,8 @@ def check_event(adapter: TypeAdapter[Any], event: Any) -> list[str]:
 
 # --- audio helpers -----------------------------------------------------------------------------
 
-FORMAT_BYTES_PER_MS = {"audio/pcmu": 8, "audio/pcma": 8, "audio/pcm": 48}
-SILENCE_BYTE = {"audio/pcmu": 0xFF, "audio/pcma": 0xD5, "audio/pcm": 0x00}
+FORMATS: Mapping[str, AudioFormat] = {"audio/pcmu": MULAW_8K, "audio/pcma": ALAW_8K, "audio/pcm": L16_24K}
+FORMAT_BYTES_PER_MS = {name: fmt.bytes_per_ms for name, fmt in FORMATS.items()}
 LOUD_FRAME = {  # 20 ms of a full-scale square wave
     "audio/pcmu": bytes([0x00, 0x80] * 80),
     "audio/pcma": bytes([0xAA, 0x2A] * 80),
@@ -76,24 +126,42 @@ LOUD_FRAME = {  # 20 ms of a full-scale square wave
 }
 
 
-def mean_level(data: bytes, fmt: str) -> float:
-    """Mean absolute sample value of ``data`` in the GA format named ``fmt``."""
-    if not data:
-        return 0.0
-    if fmt == "audio/pcmu":
-        samples = ulaw_decode(data)
-    elif fmt == "audio/pcma":
-        samples = alaw_decode(data)
-    else:
-        samples = np.frombuffer(data[: len(data) // 2 * 2], dtype="<i2")
-    return float(np.abs(samples.astype(np.int32)).mean())
-
-
 def pattern(nbytes: int, seed: int) -> bytes:
     """Recognisable, non-silent bot audio: every byte differs from its neighbours, so a byte
     lost, duplicated or reordered anywhere shows up in a comparison."""
     return bytes((seed * 37 + i * 7 + (i >> 8)) % 251 for i in range(nbytes))
 
+
+@functools.lru_cache(maxsize=256)
+def reply_audio(ms: int, bytes_per_ms: int = 8) -> bytes:
+    """``ms`` of recognisable, non-silent G.711: a 400 Hz-ish square wave of mid-level codes."""
+    frame = bytes([0x20] * 10 + [0xA0] * 10) * 8
+    nbytes = ms * bytes_per_ms
+    return (frame * (nbytes // len(frame) + 1))[:nbytes]
+
+
+class VadSettings:
+    """The fake's notion of speech: RMS above ``threshold_dbfs`` for ``onset_frames`` frames
+    of 20 ms. The end of a turn is the session's ``silence_duration_ms``."""
+
+    __slots__ = ("threshold_dbfs", "onset_frames")
+
+    def __init__(self, threshold_dbfs: float, onset_frames: int) -> None:
+        self.threshold_dbfs = threshold_dbfs
+        self.onset_frames = onset_frames
+
+
+#: For tests: any frame at RMS above 1000 (about -30 dBFS) is speech at once, as the service
+#: reacts to clearly loud audio.
+TEST_VAD = VadSettings(20 * math.log10(1000 / 32768), 1)
+#: For benchmarks: the echo parrot's detector (-40 dBFS, two frames of onset), so that the
+#: simulator's accounting of replies holds unchanged against either backend.
+BENCH_VAD = VadSettings(-40.0, 2)
+
+TICK_S = 0.010
+"""The shared delivery timer's period with ``speed``, in seconds."""
+
+_APPEND_PREFIX = b'{"type":"input_audio_buffer.append","audio":"'
 
 # --- the server --------------------------------------------------------------------------------
 
@@ -128,6 +196,22 @@ def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     return base
 
 
+class Stats:
+    """What the fake saw (all counts), written as JSON by the command line at exit."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.refused = 0
+        self.appends = 0
+        self.speech_started = 0
+        self.responses = 0
+        self.responses_cancelled_by_vad = 0
+        self.cancels_received = 0
+        self.truncates_ok = 0
+        self.truncate_errors = 0
+        self.truncate_ms: list[int] = []
+
+
 class FakeRealtimeConnection(WebSocketServerProtocol):
     """One client connection to the fake service."""
 
@@ -139,17 +223,20 @@ class FakeRealtimeConnection(WebSocketServerProtocol):
         server = self.factory.server
         self.headers = dict(request.headers)
         self.params = dict(request.params)
-        server.handshakes.append(self.headers)
+        if server.record:
+            server.handshakes.append(self.headers)
         if any(k.lower() == "openai-beta" for k in self.headers):
             server.violations.append("client sent the retired OpenAI-Beta header")
         if server.reject_auth or self.headers.get("authorization") != f"Bearer {server.api_key}":
-            raise ConnectionDeny(401, "Unauthorized")
+            server.stats.refused += 1
+            raise ConnectionDeny(401, "Unauthorized")  # type: ignore[no-untyped-call]
 
     def connectionMade(self) -> None:
         super().connectionMade()
         # As the real service would: no Nagle delay between the deltas of a burst (Autobahn's
         # own attempt to set this fails silently; see reconnect.DialedWebSocketProtocol).
-        self.transport.setTcpNoDelay(True)
+        transport: Any = self.transport
+        transport.setTcpNoDelay(True)
 
     def onOpen(self) -> None:
         server = self.factory.server
@@ -157,9 +244,7 @@ class FakeRealtimeConnection(WebSocketServerProtocol):
         self.session: dict[str, Any] = json.loads(json.dumps(DEFAULT_SESSION))
         self.received: list[dict[str, Any]] = []
         self.input_audio = bytearray()
-        self.input_ms = 0.0
-        self.speaking = False
-        self.silence_ms = 0.0
+        self.input_bytes = 0
         self.user_items = 0
         self.assistant_audio_ms: dict[str, int] = {}
         self.truncations: list[tuple[str, int]] = []
@@ -169,8 +254,11 @@ class FakeRealtimeConnection(WebSocketServerProtocol):
         self.responses = 0
         self.closed = False
         self.held_update: dict[str, Any] | None = None
+        self._detector: EnergyDetector | None = None
+        self._detector_key: tuple[str, int] | None = None
         self._events = 0
         server.connections.append(self)
+        server.stats.connections += 1
         self.send({"type": "session.created", "session": self.session})
         if server.error_after_created is not None:
             self.send_error(server.error_after_created["code"], server.error_after_created["message"])
@@ -184,23 +272,30 @@ class FakeRealtimeConnection(WebSocketServerProtocol):
         self.closed = True
         if self.response is not None:
             self.response["stopped"] = True
+        self.factory.server.streaming.pop(self, None)
         self.factory.server.poke()
 
     # --- client events -------------------------------------------------------------------------
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         server = self.factory.server
+        if server.fast_appends and payload.startswith(_APPEND_PREFIX):
+            # The benchmark's hot path (every 20 ms per call): no JSON parse of the proxy's appends.
+            end = payload.index(b'"', len(_APPEND_PREFIX))
+            self.append_audio(base64.b64decode(payload[len(_APPEND_PREFIX): end]))
+            return
         try:
             event = json.loads(payload)
         except ValueError:
             server.violations.append(f"not JSON: {payload[:80]!r}")
             return
-        problems = check_event(CLIENT_EVENT, event)
+        problems = check_event(_adapters()[0], event) if server.validate else []
         if problems:
             server.violations.append(f"{event.get('type')}: {problems}")
         if not event.get("event_id"):
             server.violations.append(f"{event.get('type')} without event_id")
-        self.received.append(event)
+        if server.record:
+            self.received.append(event)
         handler = getattr(self, "on_" + str(event.get("type")).replace(".", "_"), None)
         if handler is not None and not problems:
             handler(event)
@@ -238,43 +333,55 @@ class FakeRealtimeConnection(WebSocketServerProtocol):
     def turn_detection(self) -> dict[str, Any]:
         return self.session["audio"]["input"].get("turn_detection") or {}
 
-    def on_input_audio_buffer_append(self, event: dict[str, Any]) -> None:
-        data = base64.b64decode(event["audio"], validate=True)
-        fmt = self.input_format
-        self.input_audio += data
-        # The VAD runs over the audio, not the appends: a big append (audio held while the
-        # session was not ready) is judged 20 ms at a time, as the service would.
-        step = 20 * FORMAT_BYTES_PER_MS[fmt]
-        for offset in range(0, len(data), step):
-            self._detect(data[offset: offset + step], fmt)
+    @property
+    def input_ms(self) -> float:
+        """Milliseconds of caller audio appended so far."""
+        return self.input_bytes / FORMAT_BYTES_PER_MS[self.input_format]
 
-    def _detect(self, data: bytes, fmt: str) -> None:
-        chunk_ms = len(data) / FORMAT_BYTES_PER_MS[fmt]
-        self.input_ms += chunk_ms
-        loud = mean_level(data, fmt) > 1000
+    def on_input_audio_buffer_append(self, event: dict[str, Any]) -> None:
+        self.append_audio(base64.b64decode(event["audio"], validate=True))
+
+    def append_audio(self, data: bytes) -> None:
+        """Caller audio: kept (``record``) and run through the VAD, which judges the audio 20 ms
+        at a time whatever the appends (a big append of audio held while the session was not
+        ready is judged as the service would)."""
+        self.factory.server.stats.appends += 1
+        if self.factory.server.record:
+            self.input_audio += data
+        self.input_bytes += len(data)
         detection = self.turn_detection
-        if loud and not self.speaking:
-            self.speaking, self.silence_ms = True, 0.0
-            self.user_items += 1
-            start = max(0, int(self.input_ms - chunk_ms) - int(detection.get("prefix_padding_ms", 300)))
-            self.send({"type": "input_audio_buffer.speech_started", "audio_start_ms": start,
-                       "item_id": f"user_{self.user_items}"})
-            if self.response is not None and detection.get("interrupt_response"):
-                for _ in range(self.factory.server.late_deltas):
-                    self._deliver_chunk()
-                self.finish_response("cancelled", "turn_detected")
-        elif self.speaking and not loud:
-            self.silence_ms += chunk_ms
-            if self.silence_ms >= detection.get("silence_duration_ms", 500):
-                self.speaking = False
-                item_id = f"user_{self.user_items}"
-                self.send({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": int(self.input_ms),
-                           "item_id": item_id})
-                self.send({"type": "input_audio_buffer.committed", "item_id": item_id})
-                if detection.get("create_response", True):
-                    self.start_response()
-        elif loud:
-            self.silence_ms = 0.0
+        key = (self.input_format, int(detection.get("silence_duration_ms", 500)))
+        detector = self._detector
+        if key != self._detector_key or detector is None:
+            vad = self.factory.server.vad
+            detector = self._detector = EnergyDetector(FORMATS[key[0]], vad.threshold_dbfs, vad.onset_frames, key[1])
+            self._detector_key = key
+        for transition in detector.feed(data):
+            if transition.started:
+                self._speech_started(transition, detection)
+            else:
+                self._speech_stopped(transition, detection)
+
+    def _speech_started(self, transition: Transition, detection: Mapping[str, Any]) -> None:
+        server = self.factory.server
+        server.stats.speech_started += 1
+        self.user_items += 1
+        start = max(0, transition.start_ms - int(detection.get("prefix_padding_ms", 300)))
+        self.send({"type": "input_audio_buffer.speech_started", "audio_start_ms": start,
+                   "item_id": f"user_{self.user_items}"})
+        if self.response is not None and detection.get("interrupt_response"):
+            for _ in range(server.late_deltas):
+                self._deliver_chunk()
+            server.stats.responses_cancelled_by_vad += 1
+            self.finish_response("cancelled", "turn_detected")
+
+    def _speech_stopped(self, transition: Transition, detection: Mapping[str, Any]) -> None:
+        item_id = f"user_{self.user_items}"
+        self.send({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": transition.end_ms,
+                   "item_id": item_id})
+        self.send({"type": "input_audio_buffer.committed", "item_id": item_id})
+        if detection.get("create_response", True):
+            self.start_response(transition.turn_frames * transition.frame_ms)
 
     def on_conversation_item_create(self, event: dict[str, Any]) -> None:
         item = dict(event["item"])
@@ -286,6 +393,7 @@ class FakeRealtimeConnection(WebSocketServerProtocol):
         self.start_response()
 
     def on_response_cancel(self, event: dict[str, Any]) -> None:
+        self.factory.server.stats.cancels_received += 1
         if self.response is None:
             self.send_error("response_cancel_not_active", "Cancellation failed: no active response found",
                             event.get("event_id"))
@@ -293,30 +401,41 @@ class FakeRealtimeConnection(WebSocketServerProtocol):
         self.finish_response("cancelled", "client_cancelled")
 
     def on_conversation_item_truncate(self, event: dict[str, Any]) -> None:
+        stats = self.factory.server.stats
         item_id, end_ms = event["item_id"], event["audio_end_ms"]
         if item_id not in self.assistant_audio_ms:
+            stats.truncate_errors += 1
             self.send_error("invalid_value", "Only model output audio messages can be truncated", event.get("event_id"))
             return
         audio_ms = self.assistant_audio_ms[item_id]
-        if end_ms > audio_ms or end_ms < 0:
+        if not isinstance(end_ms, int) or end_ms > audio_ms or end_ms < 0:
+            stats.truncate_errors += 1
             self.send_error("invalid_value", f"Audio content of {audio_ms}ms is already shorter than {end_ms}ms",
                             event.get("event_id"))
             return
+        stats.truncates_ok += 1
+        stats.truncate_ms.append(end_ms)
         self.truncations.append((item_id, end_ms))
         self.send({"type": "conversation.item.truncated", "item_id": item_id,
-                   "content_index": event["content_index"], "audio_end_ms": end_ms})
+                   "content_index": event.get("content_index", 0), "audio_end_ms": end_ms})
 
     # --- responses -----------------------------------------------------------------------------
 
-    def start_response(self) -> None:
+    def start_response(self, turn_ms: int | None = None) -> None:
+        """A response: to a caller turn of ``turn_ms`` (VAD), else to ``response.create``."""
         server = self.factory.server
         if self.response is not None:
             self.send_error("conversation_already_has_active_response", "Conversation already has an active response")
             return
         self.responses += 1
+        server.stats.responses += 1
         n = self.responses
         response_id, item_id = f"resp_{self.index}_{n}", f"item_{self.index}_{n}"
-        audio = server.response_audio(self.index, n, FORMAT_BYTES_PER_MS[self.output_format])
+        bpm = FORMAT_BYTES_PER_MS[self.output_format]
+        if turn_ms is not None and server.turn_audio is not None:
+            audio = server.turn_audio(turn_ms, bpm)
+        else:
+            audio = server.response_audio(self.index, n, bpm)
         self.response = {"id": response_id, "item_id": item_id, "audio": audio, "sent": 0, "chunk": 0,
                          "stopped": False}
         self.assistant_audio_ms[item_id] = 0
@@ -330,18 +449,30 @@ class FakeRealtimeConnection(WebSocketServerProtocol):
         self.send({"type": "response.output_item.added", "response_id": response_id, "output_index": 0, "item": item})
         self.send({"type": "response.content_part.added", "response_id": response_id, "item_id": item_id,
                    "output_index": 0, "content_index": 0, "part": {"type": "audio", "transcript": ""}})
-        self.factory.reactor.callLater(0, self._stream, self.response)
+        self._resume_stream()
+
+    def _resume_stream(self) -> None:
+        server = self.factory.server
+        if server.speed is None:
+            self.factory.reactor.callLater(0, self._stream, self.response)
+        else:
+            server.streaming[self] = None
+
+    def _paused_here(self, response: dict[str, Any]) -> bool:
+        """True (and the response marked paused) once it reached ``pause_after_ms``."""
+        server = self.factory.server
+        pause_ms = server.pause_after_ms
+        if pause_ms is None or response["sent"] < pause_ms * FORMAT_BYTES_PER_MS[self.output_format]:
+            return False
+        response["paused"] = True
+        server.streaming.pop(self, None)
+        server.poke()
+        return True
 
     def _stream(self, response: dict[str, Any]) -> None:
         """Deliver one irregular chunk per reactor turn (much faster than real time), so that
         client events can interleave with a response in progress."""
-        if response is not self.response or response["stopped"]:
-            return
-        pause_ms = self.factory.server.pause_after_ms
-        bpm = FORMAT_BYTES_PER_MS[self.output_format]
-        if pause_ms is not None and response["sent"] >= pause_ms * bpm:
-            response["paused"] = True
-            self.factory.server.poke()
+        if response is not self.response or response["stopped"] or self._paused_here(response):
             return
         if response["sent"] >= len(response["audio"]):
             self.finish_response("completed", None)
@@ -349,12 +480,29 @@ class FakeRealtimeConnection(WebSocketServerProtocol):
         self._deliver_chunk()
         self.factory.reactor.callLater(0, self._stream, response)
 
-    def _deliver_chunk(self) -> None:
+    def tick(self, budget: int) -> None:
+        """With ``speed``: send the next ``budget`` bytes of the response (the shared timer)."""
+        response = self.response
+        if response is None:
+            self.factory.server.streaming.pop(self, None)
+            return
+        audio = response["audio"]
+        while budget > 0 and response["sent"] < len(audio):
+            if self._paused_here(response):
+                return
+            budget -= self._deliver_chunk(budget)
+        if response["sent"] >= len(audio):
+            self.finish_response("completed", None)
+
+    def _deliver_chunk(self, limit: int | None = None) -> int:
+        """Sends the next delta (at most ``limit`` bytes); returns its size."""
         response = self.response
         if response is None or response["sent"] >= len(response["audio"]):
-            return
+            return 0
         sizes = self.factory.server.chunk_sizes
         size = sizes[response["chunk"] % len(sizes)]
+        if limit is not None:
+            size = min(size, limit)
         response["chunk"] += 1
         chunk = response["audio"][response["sent"]: response["sent"] + size]
         response["sent"] += len(chunk)
@@ -362,17 +510,19 @@ class FakeRealtimeConnection(WebSocketServerProtocol):
         self.send({"type": "response.output_audio.delta", "response_id": response["id"],
                    "item_id": response["item_id"], "output_index": 0, "content_index": 0,
                    "delta": base64.b64encode(chunk).decode("ascii")})
+        return len(chunk)
 
     def continue_response(self) -> None:
         """Resume a response held at ``pause_after_ms`` (it then runs to the end)."""
         if self.response is not None and self.response.pop("paused", False):
             self.factory.server.pause_after_ms = None
-            self.factory.reactor.callLater(0, self._stream, self.response)
+            self._resume_stream()
 
     def finish_response(self, status: str, reason: str | None) -> None:
         response, self.response = self.response, None
         if response is None:
             return
+        self.factory.server.streaming.pop(self, None)
         response["stopped"] = True
         rid, iid = response["id"], response["item_id"]
         item_status = "completed" if status == "completed" else "incomplete"
@@ -396,13 +546,14 @@ class FakeRealtimeConnection(WebSocketServerProtocol):
 
     def drop(self) -> None:
         """Cut the TCP connection without a closing handshake (a mid-call network failure)."""
-        self.transport.abortConnection()
+        transport: Any = self.transport
+        transport.abortConnection()
 
     def expire(self) -> None:
         """End the session the way the service does at 60 minutes."""
         self.send_error("session_expired", "Your session hit the maximum duration of 60 minutes.")
         # 1001 "going away" is the service's code; Autobahn's sendClose only allows 1000/3000+.
-        self.sendCloseFrame(1001, "Your session hit the maximum duration of 60 minutes.".encode(), isReply=False)
+        self.sendCloseFrame(1001, b"Your session hit the maximum duration of 60 minutes.", isReply=False)
 
     # --- sending -------------------------------------------------------------------------------
 
@@ -418,56 +569,87 @@ class FakeRealtimeConnection(WebSocketServerProtocol):
             return
         self._events += 1
         event = {"event_id": f"event_{self.index}_{self._events}", **event}
-        problems = check_event(SERVER_EVENT, event)
-        if problems:
-            self.factory.server.violations.append(f"fake server sent bad {event['type']}: {problems}")
-        self.sendMessage(json.dumps(event).encode("utf-8"), isBinary=False)
+        server = self.factory.server
+        if server.validate:
+            problems = check_event(_adapters()[1], event)
+            if problems:
+                server.violations.append(f"fake server sent bad {event['type']}: {problems}")
+        self.sendMessage(json.dumps(event, separators=(",", ":")).encode("utf-8"),  # type: ignore[no-untyped-call]
+                         isBinary=False)
 
 
 class FakeRealtimeFactory(WebSocketServerFactory):
-    protocol = FakeRealtimeConnection
+    protocol = FakeRealtimeConnection  # type: ignore[assignment]
     server: FakeRealtimeServer
 
 
 class FakeRealtimeServer(ConditionWaiting):
-    """The fake service. Knobs (set before the client connects):
+    """The fake service. Construction: ``reactor`` (listening and time), ``api_key`` (the key
+    accepted), ``validate`` (hold both sides to the ``openai`` models), ``record`` (keep every
+    received event, handshake and input byte for inspection), ``speed`` (None: one delta per
+    reactor turn; a number: that multiple of real time, from one shared 10 ms timer), ``vad``
+    (:data:`TEST_VAD` or :data:`BENCH_VAD`).
 
-    ``api_key``: the key accepted. ``reject_auth``: refuse every upgrade with HTTP 401.
+    Knobs (set before the client connects): ``reject_auth``: refuse every upgrade with HTTP 401.
     ``error_after_created``: ``{code, message}`` of an error sent right after
     ``session.created`` (then the socket closes), e.g. ``invalid_api_key``.
     ``hold_session_updated``: keep ``session.update`` unanswered until
     ``connection.release_session_updated()``. ``force_output_format``: report this output format
     in ``session.updated`` whatever was asked. ``response_audio(conn, n, bytes_per_ms)``: the
     audio of response ``n`` on connection ``conn`` (default: 1 s of :func:`pattern`).
-    ``chunk_sizes``: the delta sizes cycled through, in bytes. ``pause_after_ms``: hold every
-    response after this much audio until ``connection.continue_response()``. ``late_deltas``:
-    deltas still sent after a VAD barge-in before the response is cancelled (in flight).
+    ``turn_audio(turn_ms, bytes_per_ms)``: when set, the audio of a response to a caller turn of
+    ``turn_ms`` (the benchmark answers as long as the caller talked). ``chunk_sizes``: the delta
+    sizes cycled through, in bytes. ``pause_after_ms``: hold every response after this much
+    audio until ``connection.continue_response()``. ``late_deltas``: deltas still sent after a
+    VAD barge-in before the response is cancelled (in flight).
     """
 
-    def __init__(self, reactor: Any, api_key: str = "test-key") -> None:
+    def __init__(self, reactor: Any, api_key: str = "test-key", validate: bool = True, record: bool = True,
+                 speed: float | None = None, vad: VadSettings = TEST_VAD) -> None:
         self.reactor = reactor
         self.api_key = api_key
+        self.validate = validate
+        self.record = record
+        self.speed = speed
+        self.vad = vad
+        # Appends are parsed by hand only when nothing needs the parsed event.
+        self.fast_appends = not validate and not record
         self.reject_auth = False
         self.error_after_created: dict[str, str] | None = None
         self.hold_session_updated = False
         self.force_output_format: dict[str, Any] | None = None
         self.response_audio: Callable[[int, int, int], bytes] = lambda conn, n, bpm: pattern(1000 * bpm, conn * 10 + n)
-        self.chunk_sizes: tuple[int, ...] = (160, 333, 97, 801, 41, 1200, 7, 512)
+        self.turn_audio: Callable[[int, int], bytes] | None = None
+        self.chunk_sizes: Sequence[int] = (160, 333, 97, 801, 41, 1200, 7, 512)
         self.pause_after_ms: int | None = None
         self.late_deltas = 0
         self.connections: list[FakeRealtimeConnection] = []
         self.handshakes: list[dict[str, str]] = []
         self.violations: list[str] = []
+        self.stats = Stats()
+        #: With ``speed``: the connections whose response is being delivered (insertion order).
+        self.streaming: dict[FakeRealtimeConnection, None] = {}
+        self._ticker: LoopingCall | None = None
         self._port: Any = None
 
-    def listen(self) -> str:
-        """Start listening on 127.0.0.1, port 0; return the ws:// URL to configure."""
-        factory = FakeRealtimeFactory("ws://127.0.0.1", reactor=self.reactor)
+    def listen(self, port: int = 0, backlog: int = 50) -> str:
+        """Start listening on 127.0.0.1 (``port`` 0: any free one); return the ws:// URL to configure."""
+        url = "ws://127.0.0.1" + (f":{port}" if port else "")
+        factory = FakeRealtimeFactory(url, reactor=self.reactor)  # type: ignore[no-untyped-call]
         factory.server = self
-        self._port = self.reactor.listenTCP(0, factory, interface="127.0.0.1")
+        factory.setProtocolOptions(maxMessagePayloadSize=16 * 1024 * 1024)  # type: ignore[no-untyped-call]
+        self._port = self.reactor.listenTCP(port, factory, interface="127.0.0.1", backlog=backlog)
+        if self.speed is not None and self._ticker is None:
+            self._ticker = LoopingCall(self._tick)
+            self._ticker.clock = self.reactor
+            self._ticker.start(TICK_S, now=False)
         return f"ws://127.0.0.1:{self._port.getHost().port}/v1/realtime"
 
-
+    def _tick(self) -> None:
+        """Every 10 ms: each response in progress sends its next ``speed * 10`` ms of audio."""
+        assert self.speed is not None
+        for connection in list(self.streaming):
+            connection.tick(int(self.speed * TICK_S * 1000 * FORMAT_BYTES_PER_MS[connection.output_format]))
 
     def connection(self, index: int = -1) -> FakeRealtimeConnection:
         return self.connections[index]
@@ -479,6 +661,9 @@ class FakeRealtimeServer(ConditionWaiting):
 
     def stop(self) -> Deferred[Any]:
         """Stop listening and wait until every connection has closed."""
+        if self._ticker is not None and self._ticker.running:
+            self._ticker.stop()
+        self._ticker = None
         closing = [self.stop_listening(), self.when(lambda: all(c.closed for c in self.connections))]
         return DeferredList(closing, fireOnOneErrback=True)
 
@@ -495,7 +680,6 @@ class RecordingListener(ConditionWaiting):
         self.events: list[tuple[Any, ...]] = []
         self.audio: dict[str, bytearray] = {}
         self.on_speech_started: Callable[[], None] | None = None
-
 
     def kinds(self) -> list[str]:
         return [e[0] for e in self.events]
@@ -533,3 +717,53 @@ class RecordingListener(ConditionWaiting):
 
     def backend_failed(self, reason: str) -> None:
         self._record("failed", reason)
+
+
+# --- the command line (benchmarks) -------------------------------------------------------------
+
+#: The delta sizes the benchmark cycles through, in bytes.
+BENCH_CHUNK_SIZES = (160, 333, 97, 801, 41, 1200, 7, 512, 250, 640)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the fake in this process for a benchmark: no validation, no history, the echo
+    parrot's VAD, answers as long as the caller's turn at ``--speed`` times real time. Counts go
+    to ``--stats`` (JSON) when the process gets SIGTERM or after ``--max-seconds``."""
+    import signal
+
+    from twisted.internet import reactor as installed
+
+    reactor: Any = installed
+
+    p = argparse.ArgumentParser(description="A fake OpenAI Realtime service (GA protocol) for benchmarks.")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--api-key", default="dummy")
+    p.add_argument("--speed", type=float, default=10.0, help="delivery speed, times real time (default 10)")
+    p.add_argument("--reply-ms", type=int, default=2000,
+                   help="audio of a response not provoked by caller speech (greeting, response.create), ms")
+    p.add_argument("--stats", default="", help="write counts here as JSON on exit")
+    p.add_argument("--max-seconds", type=float, default=600.0, help="stop by itself after this long")
+    args = p.parse_args(argv)
+
+    server = FakeRealtimeServer(reactor, api_key=args.api_key, validate=False, record=False, speed=args.speed,
+                                vad=BENCH_VAD)
+    server.chunk_sizes = BENCH_CHUNK_SIZES
+    server.response_audio = lambda conn, n, bpm: reply_audio(args.reply_ms, bpm)
+    server.turn_audio = reply_audio
+    server.listen(args.port, backlog=1024)
+
+    def write_stats() -> None:
+        if args.stats:
+            with open(args.stats, "w") as f:
+                json.dump(vars(server.stats), f)
+
+    reactor.addSystemEventTrigger("before", "shutdown", write_stats)
+    reactor.callLater(args.max_seconds, reactor.stop)
+    signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))
+    print("fake realtime ready", flush=True)
+    reactor.run(installSignalHandlers=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Benchmark: N concurrent Twilio calls through one real proxy process to a fake OpenAI Realtime
-service in another process (issue 3: µ-law pass-through, pacing of 10× bursts, barge-in).
+service in another process (µ-law pass-through, pacing of 10× bursts, barge-in).
 
     .venv/bin/python bench/bench_openai.py --calls 150 --duration 30
 

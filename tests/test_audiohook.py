@@ -430,13 +430,6 @@ class OpenTimingTests(SessionTestCase):
         genesys.drain()
         self.assertEqual((genesys.types(), session.awaits_close), ([], False))
 
-    def test_reconnect_request(self) -> None:
-        session, genesys, _ = self.opened()
-        session.request_reconnect("draining")
-        genesys.drain()
-        self.assertEqual((genesys.last()["type"], genesys.last()["parameters"]), ("reconnect", {"info": "draining"}))
-        self.assertFalse(session.awaits_close)
-
 
 class ProbeTests(SessionTestCase):
     def test_probe_never_becomes_a_call(self) -> None:

@@ -250,6 +250,22 @@ class ConnectorPlaybackTests(SynchronousTestCase):
             "mediaproxy_calls_total", {"platform": "audiohook", "outcome": Outcome.BOT_HANGUP}), 1)
         call.finish()
 
+    def test_start_paused_resumes_once_the_backend_is_ready(self) -> None:
+        """``start_paused``: Genesys holds the caller's audio until we ask for it, which we do
+        as soon as the backend can hear it (before, the caller was never heard)."""
+        call = Call(self, "connector", [EXTERNAL], start_paused=True)
+        self.assertTrue(call.leg.messages("opened")[0][1]["parameters"]["startPaused"])
+        self.assertEqual(call.leg.messages("resume"), [])
+        call.backend_session.listener.backend_ready()
+        (_, resume), = call.leg.messages("resume")
+        self.assertEqual(resume["parameters"], {})
+        call.backend_session.listener.backend_ready()  # a reconnect: nothing more to ask
+        self.assertEqual(len(call.leg.messages("resume")), 1)
+        call.send("resumed", {"start": "PT0S", "discarded": "PT0S"})
+        call.audio(b"\x11" * 1600)
+        self.assertEqual(len(call.backend_session.audio), 1600)
+        call.finish()
+
     def test_input_variables_reach_the_backend_session(self) -> None:
         call = Call(self, "connector", [EXTERNAL], {"inputVariables": {"Lang": "en", "Tier": 2}})
         info = call.backend_session.call

@@ -57,3 +57,13 @@ class SelfContainedTests(SynchronousTestCase):
                 if not ast.get_docstring(tree) and tree.body:
                     missing.append(path.path)
         self.assertEqual(missing, [])
+
+
+class MetricsReferenceTests(SynchronousTestCase):
+    def test_every_exported_family_is_documented_and_nothing_else(self) -> None:
+        from mediaproxy.metrics import Metrics
+
+        exported = {family.name for family in Metrics().registry.collect()}
+        text = ROOT.descendant(["docs", "metrics.md"]).getContent().decode("utf-8")
+        documented = {name.removesuffix("_total") for name in re.findall(r"^\| `(mediaproxy_\w+)`", text, re.M)}
+        self.assertEqual(documented, exported)

@@ -1,5 +1,5 @@
-"""Loopback integration of issue 3: the real service on 127.0.0.1:0 with ``[platform:twilio]``
-wired to ``[backend:openai] type = openai-realtime``, pointed at the fake GA Realtime server
+"""Loopback integration of the OpenAI Realtime backend: the real service on 127.0.0.1:0 with
+``[platform:twilio]`` wired to ``[backend:openai] type = openai-realtime``, pointed at the fake GA Realtime server
 (mediaproxy/testing/fake_realtime.py), and a scripted Twilio client that plays what it receives at
 real time and echoes each mark when the audio before it has played, as Twilio does.
 

@@ -34,7 +34,7 @@ class ConfigTests(unittest.TestCase):
         self.assertEqual(options.url, "wss://api.openai.com/v1/realtime")
         self.assertEqual((options.model, options.voice, options.input_chunk_ms), ("gpt-realtime", "marin", 20))
         self.assertTrue(options.interrupt_response)
-        self.assertEqual(options.hold_audio_ms, 1000)
+        self.assertEqual(options.early_audio_ms, 1000)
 
     def test_api_key_required(self) -> None:
         sections = {"platform:twilio": {"path": "/twilio", "backend": "openai"},

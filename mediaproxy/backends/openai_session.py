@@ -4,7 +4,7 @@
 The session dials ``url?model=...`` with ``Authorization: Bearer`` (never the retired
 ``OpenAI-Beta`` header) through the shared :class:`~mediaproxy.backends.reconnect.Redialer`: an
 attempt counts as up only once ``session.updated`` confirmed the formats. Caller audio that
-arrives before that (or while reconnecting) is held up to ``hold_audio_ms``, oldest dropped and
+arrives before that (or while reconnecting) is kept up to ``early_audio_ms``, oldest dropped and
 counted. A mid-call drop or the 60-minute session limit redials with backoff and replays the
 configuration with a note that the conversation continues; the bridge is told nothing but the
 audio it would otherwise have waited for. Fatal errors (bad key, no quota, refused config, format
@@ -31,7 +31,7 @@ from zope.interface import implementer
 
 from mediaproxy.audio.format import AudioFormat
 from mediaproxy.backends.base import BackendListener, CallInfo
-from mediaproxy.backends.held_audio import HeldAudio
+from mediaproxy.backends.early_audio import EarlyAudio
 from mediaproxy.backends.openai_dialect import RealtimeDialect
 from mediaproxy.backends.openai_events import (
     AudioFinished,
@@ -112,7 +112,7 @@ class OpenAIRealtimeSession:
         self._listener = listener
         self._reactor = reactor
         self._metrics = metrics
-        self._held = HeldAudio(audio_format.bytes_for_ms(options.hold_audio_ms))
+        self._early = EarlyAudio(audio_format.bytes_for_ms(options.early_audio_ms))
         self._frame_bytes = audio_format.bytes_for_ms(20)
         self._dropped_bytes = 0
         self._proto: RealtimeClientProtocol | None = None
@@ -353,7 +353,7 @@ class OpenAIRealtimeSession:
     def _session_ready(self, proto: RealtimeClientProtocol, event: SessionReady) -> None:
         self._log("info", "backend session configured: {summary}", summary=event.summary)
         self._dialect = proto.dialect
-        held = self._held.take()
+        held = self._early.take()
         if held and self._dialect is not None:
             self._dialect.send_audio(held)
         self._send_output(proto)
@@ -378,7 +378,7 @@ class OpenAIRealtimeSession:
             proto.sendMessage(message.encode("utf-8"), isBinary=False)  # type: ignore[no-untyped-call]  # Autobahn
 
     def _hold(self, data: bytes) -> None:
-        dropped = self._held.append(data)
+        dropped = self._early.append(data)
         if dropped:
             self._dropped_bytes += dropped
             frames, self._dropped_bytes = divmod(self._dropped_bytes, self._frame_bytes)

@@ -145,8 +145,8 @@ class CallBridge:
                         self._backend_session.send_dtmf(digits)
                 case CallerStreamPaused(paused):
                     if paused and not self._caller_paused:
-                        # The platform stopped the caller stream (Genesys hold, secure pause): a
-                        # flow pause on the platform leg, counted once per pause.
+                        # The platform stopped the caller stream (the caller is on hold, a secure
+                        # pause): a flow pause on the platform leg, counted once per pause.
                         self._metrics.flow_pauses_total.labels("platform").inc()
                     self._caller_paused = paused
                 case PlaybackFlowChanged(retry_after_ms):
@@ -256,7 +256,11 @@ class CallBridge:
     # --- backend → bridge (BackendListener) ------------------------------------------------------
 
     def backend_ready(self) -> None:
+        """The backend hears us now: a platform told to start paused (AudioHook ``startPaused``)
+        may send the caller's audio."""
         log.debug("call {call_id}: backend ready", call_id=self.call_id)
+        if not self.ended and self.leg.session.pause_caller_audio(False):
+            self.leg.flush()
 
     def backend_audio(self, response_id: str, data: bytes) -> None:
         if self._listen_only:

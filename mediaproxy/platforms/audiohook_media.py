@@ -12,7 +12,8 @@ offsets are taken from it.
 
 from __future__ import annotations
 
-import numpy as np
+from mediaproxy.audio.channels import deinterleave
+from mediaproxy.audio.chunks import FrameCarry
 
 
 class ChannelSplitter:
@@ -24,29 +25,18 @@ class ChannelSplitter:
         self.channels = channels
         self.sample_bytes = sample_bytes
         self.frame_bytes = channels * sample_bytes
-        self._carry = b""
+        self._carry = FrameCarry(self.frame_bytes)
 
     @property
     def pending_bytes(self) -> int:
         """Bytes of an incomplete sample frame held back for the next call."""
-        return len(self._carry)
+        return self._carry.pending_bytes
 
     def split(self, data: bytes) -> tuple[int, list[bytes]]:
         """Feed one binary frame; return (whole sample frames consumed, one ``bytes`` per
         channel in interleaving order). Channels are empty when no whole sample frame is ready."""
-        if self._carry:
-            data = self._carry + data
-        usable = len(data) - len(data) % self.frame_bytes
-        self._carry = data[usable:]
-        frames = usable // self.frame_bytes
-        if self.channels == 1:
-            return frames, [data[:usable] if self._carry else data]
-        whole = data[:usable]
-        if self.sample_bytes == 1:
-            # Extended slices on bytes run in C: no per-sample Python work.
-            return frames, [whole[k::self.channels] for k in range(self.channels)]
-        samples = np.frombuffer(whole, dtype=np.uint8).reshape(frames, self.channels, self.sample_bytes)
-        return frames, [samples[:, k, :].tobytes() for k in range(self.channels)]
+        whole = self._carry.whole(data)
+        return len(whole) // self.frame_bytes, deinterleave(whole, self.channels, self.sample_bytes)
 
 
 class StreamTimeline:

@@ -414,9 +414,3 @@ class AudioHookSession(PlatformSession):
                 parameters["outputVariables"] = {str(k): str(v) for k, v in variables.items()}
             self._send("disconnect", parameters)
             self._state = _State.DISCONNECTING
-
-    def request_reconnect(self, info: str = "") -> None:
-        """Ask Genesys to reconnect the session elsewhere (``reconnect``; today Genesys only logs
-        it, so draining still needs :meth:`hangup`)."""
-        if self._state is _State.OPEN:
-            self._send("reconnect", {"info": info} if info else {})

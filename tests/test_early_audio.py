@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from mediaproxy.backends.held_audio import HeldAudio
+from mediaproxy.backends.early_audio import EarlyAudio
 
 
-class HeldAudioTests(SynchronousTestCase):
+class EarlyAudioTests(SynchronousTestCase):
     def test_keeps_everything_within_the_bound(self) -> None:
-        held = HeldAudio(480)
+        held = EarlyAudio(480)
         self.assertEqual(held.append(b"a" * 160), 0)
         self.assertEqual(held.append(b"b" * 160), 0)
         self.assertEqual(len(held), 320)
@@ -18,13 +18,13 @@ class HeldAudioTests(SynchronousTestCase):
         self.assertEqual(held.take(), b"")
 
     def test_drops_the_oldest_and_reports_how_much(self) -> None:
-        held = HeldAudio(320)
+        held = EarlyAudio(320)
         for chunk in (b"a" * 160, b"b" * 160, b"c" * 160):
             dropped = held.append(chunk)
         self.assertEqual(dropped, 160)
         self.assertEqual(held.take(), b"b" * 160 + b"c" * 160)
 
     def test_a_chunk_larger_than_the_bound_keeps_its_freshest_part(self) -> None:
-        held = HeldAudio(100)
+        held = EarlyAudio(100)
         self.assertEqual(held.append(bytes(range(250))), 150)
         self.assertEqual(held.take(), bytes(range(150, 250)))

@@ -1,10 +1,10 @@
-"""A bounded hold for caller audio while a backend session is not ready (connecting,
-reconnecting): any backend connector keeps at most ``hold_audio_ms`` of it, oldest dropped first."""
+"""A bounded buffer for caller audio that arrives while a backend session is not ready (connecting,
+reconnecting): any backend connector keeps at most ``early_audio_ms`` of it, oldest dropped first."""
 
 from __future__ import annotations
 
 
-class HeldAudio:
+class EarlyAudio:
     """Caller audio kept while no backend session is ready, bounded to ``max_bytes``: the oldest
     audio goes first (the freshest speech matters most once the backend is there)."""
 

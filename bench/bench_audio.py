@@ -42,7 +42,8 @@ def per_frame_us(step: Callable[[], object], frames: int, repeats: int = 7) -> f
 def speech_like(rate_hz: int, ms: int) -> np.ndarray:
     rng = np.random.default_rng(1)
     t = np.arange(rate_hz * ms // 1000) / rate_hz
-    x = sum(np.sin(2 * np.pi * f * t + p) for f, p in zip(rng.uniform(200, 3000, 12), rng.uniform(0, 6.3, 12)))
+    partials = zip(rng.uniform(200, 3000, 12), rng.uniform(0, 6.3, 12), strict=True)
+    x = sum(np.sin(2 * np.pi * f * t + p) for f, p in partials)
     return np.rint(x / 12 * 20000).astype(np.int16)
 
 
@@ -72,11 +73,13 @@ def main() -> None:
         rows.append((f"resample {src // 1000}k -> {dst // 1000}k", cost, f"{delay:.3f} (reported {r.delay_ms:.3f})"))
 
     up = Transcoder(MULAW_8K, L16_24K)
-    rows.append(("Transcoder pcmu/8000 -> l16/24000", per_frame_us(lambda: up.convert(mulaw), frames), f"{up.delay_ms:.3f}"))
+    rows.append(("Transcoder pcmu/8000 -> l16/24000", per_frame_us(lambda: up.convert(mulaw), frames),
+                 f"{up.delay_ms:.3f}"))
     down = Transcoder(L16_24K, MULAW_8K)
     l16_frame = speech_like(24000, FRAME_MS).astype("<i2").tobytes()
     rows.append(
-        ("Transcoder l16/24000 -> pcmu/8000", per_frame_us(lambda: down.convert(l16_frame), frames), f"{down.delay_ms:.3f}")
+        ("Transcoder l16/24000 -> pcmu/8000", per_frame_us(lambda: down.convert(l16_frame), frames),
+         f"{down.delay_ms:.3f}")
     )
     same = Transcoder(MULAW_8K, MULAW_8K)
     rows.append(("Transcoder pcmu/8000 -> pcmu/8000", per_frame_us(lambda: same.convert(mulaw), frames), "0"))

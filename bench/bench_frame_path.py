@@ -119,14 +119,18 @@ def main() -> None:
         profile.disable()
         profile.dump_stats(args.profile)
     frames_in = ticks * len(calls)
-    frames_out = metrics.registry.get_sample_value("mediaproxy_frames_total", {"platform": "twilio", "direction": "out"}) or 0
+    out_labels = {"platform": "twilio", "direction": "out"}
+    frames_out = metrics.registry.get_sample_value("mediaproxy_frames_total", out_labels) or 0
     seconds = ticks * 0.02
-    print(f"calls {len(calls)}, simulated {seconds:.0f} s, inbound frames {frames_in}, outbound frames {frames_out:.0f}")
+    print(f"calls {len(calls)}, simulated {seconds:.0f} s, inbound frames {frames_in}, "
+          f"outbound frames {frames_out:.0f}")
     print(f"inbound: {cpu_in / frames_in * 1e6:.1f} µs CPU per media frame (parse, bridge, echo analysis)")
     if frames_out:
-        print(f"outbound + echo bursts: {cpu_out / frames_out * 1e6:.1f} µs CPU per frame sent (pacing, encode, framing)")
+        print(f"outbound + echo bursts: {cpu_out / frames_out * 1e6:.1f} µs CPU per frame sent "
+              "(pacing, encode, framing)")
     print(f"core share at {len(calls)} calls: {(cpu_in + cpu_out) / seconds * 100:.0f} % "
-          f"(inbound {cpu_in / seconds * 100:.0f} %, outbound {cpu_out / seconds * 100:.0f} %) — excludes the kernel's socket work")
+          f"(inbound {cpu_in / seconds * 100:.0f} %, outbound {cpu_out / seconds * 100:.0f} %) "
+          "— excludes the kernel's socket work")
     del sent_before
 
 

@@ -64,7 +64,8 @@ class ProxySettings:
     public_url: str = option(ws_url, "", "the public wss:// URL platforms dial (no trailing slash); "
                                          "needed to check Twilio signatures")
     max_calls: int = option(integer(1, 100000), 1000, "calls accepted at once; beyond it new calls are refused")
-    drain_seconds: int = option(integer(0, 3600), 30, "on shutdown, seconds live calls may continue before they are ended")
+    drain_seconds: int = option(integer(0, 3600), 30,
+                                "on shutdown, seconds live calls may continue before they are ended")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -16,12 +16,21 @@ from twisted.trial.unittest import SynchronousTestCase
 from mediaproxy.audio.format import L16_8K, MULAW_8K, AudioFormat, FormatPreference
 from mediaproxy.options import option_keys
 from mediaproxy.platforms.audiohook import (
-    AudioHookOptions, AudioHookSession, PlatformError, new_session,
+    AudioHookOptions,
+    AudioHookSession,
+    PlatformError,
+    new_session,
 )
 from mediaproxy.platforms.audiohook_messages import SERVER_TYPES, format_duration, parse_duration
 from mediaproxy.platforms.base import (
-    CallEnded, CallerAudio, CallerStreamPaused, CallStarted, DtmfReceived, PlaybackFlowChanged,
-    ProtocolViolation, UpgradeRequest,
+    CallEnded,
+    CallerAudio,
+    CallerStreamPaused,
+    CallStarted,
+    DtmfReceived,
+    PlaybackFlowChanged,
+    ProtocolViolation,
+    UpgradeRequest,
 )
 
 SESSION = "c2d8f4a1-7e39-4b6a-8f20-5a1b9c3d6e77"

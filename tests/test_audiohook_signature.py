@@ -168,7 +168,7 @@ class CheckUpgradeTests(SynchronousTestCase):
                 host: str = "proxy.example.net", public_url: str = "") -> UpgradeRequest:
         return UpgradeRequest(target, host, headers, public_url)
 
-    def assertRefused(self, request: UpgradeRequest, config: PlatformSettings, code: int = 401) -> None:
+    def assertRefused(self, request: UpgradeRequest, config: AudioHookOptions, code: int = 401) -> None:
         error = self.assertRaises(UpgradeRefused, check_upgrade, request, config, NOW)
         self.assertEqual(error.code, code)
 

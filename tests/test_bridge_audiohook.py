@@ -18,11 +18,14 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from mediaproxy.calls import Outcome
-from mediaproxy.config import PlayoutSettings
 from mediaproxy.metrics import Metrics
 from mediaproxy.platforms.audiohook import AudioHookSession
 from mediaproxy.platforms.base import (
-    CallEnded, CallerAudio, CallStarted, PlatformError, ProtocolViolation, UpgradeRequest,
+    CallerAudio,
+    CallStarted,
+    PlatformError,
+    ProtocolViolation,
+    UpgradeRequest,
 )
 from mediaproxy.playout import PlayoutClock
 from tests.support import RecordingBackend, RecordingBackendSession, RecordingLeg, make_bridge
@@ -284,7 +287,7 @@ class MonitorTests(SynchronousTestCase):
     def test_transcripts_come_back_per_channel(self) -> None:
         call = self.stereo_call(STEREO)
         caller, agent = bytes([0x10]) * 1600, bytes([0x20]) * 1600
-        frame = bytes(b for pair in zip(caller, agent) for b in pair)
+        frame = bytes(b for pair in zip(caller, agent, strict=True) for b in pair)
         call.audio(frame)
         self.assertEqual(len(call.backend.sessions), 2)
         external, internal = call.backend.sessions
@@ -320,7 +323,7 @@ class MonitorTests(SynchronousTestCase):
     def test_swapped_channel_order(self) -> None:
         call = self.stereo_call(SWAPPED)
         agent, caller = bytes([0x20]) * 800, bytes([0x10]) * 800
-        call.audio(bytes(b for pair in zip(agent, caller) for b in pair))
+        call.audio(bytes(b for pair in zip(agent, caller, strict=True) for b in pair))
         external, internal = call.backend.sessions
         self.assertEqual((bytes(external.audio), bytes(internal.audio)), (caller, agent))
         external.listener.backend_transcript("caller", "hello", True)

@@ -88,7 +88,8 @@ class ConfigTests(SynchronousTestCase):
                                "unknown key")
 
     def test_bad_endpoint(self) -> None:
-        self.assertConfigError(GOOD.replace("listen = tcp:0:interface=127.0.0.1\n[metrics]", "listen = tpc:80\n[metrics]"),
+        bad = GOOD.replace("listen = tcp:0:interface=127.0.0.1\n[metrics]", "listen = tpc:80\n[metrics]")
+        self.assertConfigError(bad,
                                "proxy", "listen", "bad endpoint")
 
     def test_missing_backend(self) -> None:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from zope.interface.verify import verifyObject
-
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
 from mediaproxy.audio.format import ALAW_8K, L16_16K, MULAW_8K, AudioFormat
 from mediaproxy.backends.base import CallInfo
@@ -124,7 +123,8 @@ class ParrotTests(EchoTestCase):
         self.assertEqual(len(self.listener.audio("echo-1")), 8000)
 
     def test_other_formats(self) -> None:
-        for fmt, loud in ((ALAW_8K, bytes([0x2A, 0xAA]) * 80), (L16_16K, (12000).to_bytes(2, "little", signed=True) * 320)):
+        loud_l16 = (12000).to_bytes(2, "little", signed=True) * 320
+        for fmt, loud in ((ALAW_8K, bytes([0x2A, 0xAA]) * 80), (L16_16K, loud_l16)):
             session = self.open(fmt, silence_ms=200)
             for frame in [loud] * 5 + [fmt.silence(len(loud))] * 10:
                 session.send_audio(frame)

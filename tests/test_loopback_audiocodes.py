@@ -593,7 +593,8 @@ class AdmissionTests(ServiceTestCase):
         good, good_client = yield self.open_call(["raw/mulaw"], conversation="conv-good")
         bad_inputs = [
             ("{not json", "bad_json"),
-            (json.dumps({"type": "userStream.chunk", "conversationId": "x", "audioChunk": "not base64!"}), "bad_base64"),
+            (json.dumps({"type": "userStream.chunk", "conversationId": "x", "audioChunk": "not base64!"}),
+             "bad_base64"),
             (json.dumps({"type": "no.such.type", "conversationId": "x"}), "unknown_type"),
         ]
         for n, (text, kind) in enumerate(bad_inputs):

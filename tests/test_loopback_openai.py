@@ -381,7 +381,8 @@ class OpenAILoopbackTests(LoopbackService, TestCase):
         yield factory.opened
         yield factory.closed
         self.assertEqual(self.metric("mediaproxy_calls_total", {"platform": "twilio", "outcome": "backend_failed"}), 1)
-        self.assertEqual(self.metric("mediaproxy_backend_errors_total", {"backend": "openai", "code": "invalid_api_key"}),
+        labels = {"backend": "openai", "code": "invalid_api_key"}
+        self.assertEqual(self.metric("mediaproxy_backend_errors_total", labels),
                          1)
         self.assertEqual(len(self.fake.handshakes), 1)
 
@@ -393,20 +394,21 @@ class OpenAILoopbackTests(LoopbackService, TestCase):
         yield self.fake.when(lambda: len(self.ready_connections()) == 2)
         for n, client in enumerate(clients):
             client.send_audio(quiet_frames(4, seed=10 + n) + [LOUD] * 5 + quiet_frames(12, seed=20 + n))
-        yield DeferredList([f.when(lambda c=c: len(c.audio()) >= 8000) for f, c in zip(factories, clients)])
+        pairs = list(zip(factories, clients, strict=True))
+        yield DeferredList([f.when(lambda c=c: len(c.audio()) >= 8000) for f, c in pairs])
         # Each fake connection heard exactly one caller, and that caller got that connection's
         # answer: match them up by content.
         by_input = {bytes(c.input_audio): c for c in self.fake.connections}
         self.assertEqual(len(by_input), 2)
         conns = [by_input[bytes(client.sent_audio)] for client in clients]
-        for client, conn in zip(clients, conns):
+        for client, conn in zip(clients, conns, strict=True):
             self.assertEqual(client.audio(), pattern(1000 * 8, conn.index * 10 + 1))
         # Barge-in on one call leaves the other alone.
         self.fake.pause_after_ms = 500
         self.fake.response_audio = lambda conn, n, bpm: pattern(3000 * bpm, conn * 10 + n)
         for client in clients:
             client.send_audio([LOUD] * 3 + quiet_frames(12, seed=30))
-        yield DeferredList([f.when(lambda c=c: len(c.audio()) >= 8000 + 160 * 15) for f, c in zip(factories, clients)])
+        yield DeferredList([f.when(lambda c=c: len(c.audio()) >= 8000 + 160 * 15) for f, c in pairs])
         seen = [len(client.received) for client in clients]
         clients[0].send_audio([LOUD])
         yield factories[0].when(lambda: any(m["event"] == "clear" for m in clients[0].received[seen[0]:]))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import replace
-from typing import Any, get_args
+from typing import Any
 
 from twisted.trial import unittest
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from zope.interface.verify import verifyObject
-
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
 from mediaproxy.audio.format import MULAW_8K
 from mediaproxy.config import PlayoutSettings
@@ -125,7 +124,7 @@ class SteadyStateTests(PlayoutTestCase):
         """5 s of audio arriving within 10 ms leaves at real time, never more than lead ahead."""
         playout = self.make()
         start = self.clock.seconds()
-        for i in range(50):
+        for _ in range(50):
             playout.write("r1", tone(100))
             self.clock.advance(0.0002)
         playout.finish("r1")

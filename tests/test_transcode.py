@@ -23,7 +23,7 @@ _PHASES = _RNG.uniform(0, 2 * np.pi, 20)
 def voice_band(rate_hz: int, seconds: float, delay_ms: float = 0.0) -> np.ndarray:
     """20 tones between 200 Hz and 3 kHz (a stand-in for speech), peak 20000, float."""
     t = np.arange(int(rate_hz * seconds)) / rate_hz - delay_ms / 1000
-    x = sum(np.sin(2 * np.pi * f * t + p) for f, p in zip(_FREQS, _PHASES))
+    x = sum(np.sin(2 * np.pi * f * t + p) for f, p in zip(_FREQS, _PHASES, strict=True))
     return x / 15.0 * 20000  # fixed scale, so signals at different rates match
 
 
@@ -91,7 +91,7 @@ class ConversionTests(SynchronousTestCase):
             whole = Transcoder(L16_24K, dst).convert(source)
             t = Transcoder(L16_24K, dst)
             cuts = sorted(rng.integers(0, len(source), 25).tolist())  # odd and even byte offsets
-            pieces = [source[a:b] for a, b in zip([0, *cuts], [*cuts, len(source)])]
+            pieces = [source[a:b] for a, b in zip([0, *cuts], [*cuts, len(source)], strict=True)]
             self.assertEqual(b"".join(t.convert(p) for p in pieces), whole, str(dst))
 
     def test_odd_trailing_byte_is_carried_over(self) -> None:

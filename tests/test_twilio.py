@@ -582,7 +582,7 @@ class IsolationTests(SynchronousTestCase):
         a, b = session(), session()
         a_events: list[PlatformEvent] = []
         b_events: list[PlatformEvent] = []
-        for am, bm in zip(a_messages, b_messages):
+        for am, bm in zip(a_messages, b_messages, strict=True):
             a_events.extend(a.receive_text(am))
             b_events.extend(b.receive_text(bm))
             b.play(b"\x7f" * FRAME_BYTES)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from mediaproxy.audio.format import AudioFormat
-
 __all__ = ["deinterleave"]
 
 

@@ -17,9 +17,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from zope.interface import implementer
-
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from zope.interface import implementer
 
 from mediaproxy.audio.chunks import FrameCarry
 from mediaproxy.audio.format import AudioFormat

@@ -23,7 +23,6 @@ from mediaproxy.backends.openai_session_config import (
 )
 from mediaproxy.metrics import Metrics
 
-
 # Cheapest first: G.711 passes through untouched; 24 kHz PCM needs a transcode but no resampling;
 # other PCM rates are resampled, from a higher rate first (it keeps more of the voice band).
 FORMAT_PREFERENCE: FormatPreference = (

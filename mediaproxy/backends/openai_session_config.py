@@ -59,7 +59,8 @@ class RealtimeOptions:
     transcription_model: str = option(text, "gpt-4o-mini-transcribe", "caller transcription model, empty: off")
     transcription_language: str = option(text, "", "caller language hint (ISO-639-1), empty: detect")
     input_chunk_ms: int = option(_chunk_ms, 20, "caller audio per append, ms: 20 = each frame, or 40 to 100")
-    early_audio_ms: int = option(integer(0, 10000), 1000, "caller audio kept while the backend is not ready (connecting, reconnecting); the oldest goes first, ms")
+    early_audio_ms: int = option(integer(0, 10000), 1000, "caller audio kept while the backend is not ready "
+                                 "(connecting, reconnecting); the oldest goes first, ms")
     connect_timeout_seconds: float = option(number(1.0, 120.0), 10.0, "time for a ready session, s")
     keepalive_seconds: float = option(number(0.0, 300.0), 20.0, "WebSocket ping interval and pong timeout, s; 0 off")
     reconnect_attempts: int = option(integer(0, 100), 5, "failed attempts in a row before the call ends")

@@ -120,8 +120,8 @@ def play_start(stream_id: str, media_format: str) -> str:
 def play_chunk(stream_id: str, audio: bytes) -> str:
     """One chunk of bot audio. Hand-built: it runs 50 times a second per call, and both values
     are JSON-safe (our own stream id, base64 text)."""
-    return '{"type":"playStream.chunk","streamId":"%s","audioChunk":"%s"}' % (
-        stream_id, binascii.b2a_base64(audio, newline=False).decode("ascii"))
+    chunk = binascii.b2a_base64(audio, newline=False).decode("ascii")
+    return f'{{"type":"playStream.chunk","streamId":"{stream_id}","audioChunk":"{chunk}"}}'
 
 
 def play_stop(stream_id: str) -> str:

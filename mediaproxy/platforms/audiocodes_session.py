@@ -14,8 +14,8 @@ from __future__ import annotations
 import binascii
 import json
 import re
-from collections.abc import Mapping
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from mediaproxy.audio.format import AudioFormat, FormatPreference, choose_format
 from mediaproxy.platforms import audiocodes_messages as msg
@@ -42,7 +42,8 @@ class AudioCodesSession(PlatformSession):
     """One VoiceAI Connect / Live Hub conversation over one WebSocket (or several, after resumes).
 
     ``formats`` (the backend's preference) chooses the media format at ``session.initiate``;
-    ``barge_in`` sends the ``config`` activity enabling VAIC barge-in after the ``start`` activity. Bot audio goes out in play
+    ``barge_in`` sends the ``config`` activity enabling VAIC barge-in after the ``start`` activity.
+    Bot audio goes out in play
     streams that the session opens on the first packet of an utterance and closes on
     :meth:`playback_finished`, :meth:`clear`, hang-up and the end of the session.
     """

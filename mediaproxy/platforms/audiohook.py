@@ -100,7 +100,8 @@ class AudioHookOptions:
     packet_ms: int = option(_packet_ms, 200, "connector: duration of each outbound audio message, ms (200 ms = 1600 B)")
     start_paused: bool = option(boolean, False, "answer open with startPaused: audio starts on resume")
     discard_to_ms: int = option(integer(0, 3_600_000), 0, "ask Genesys to skip the first N ms of audio")
-    languages: tuple[str, ...] = option(name_list, (), "comma-separated supportedLanguages, sent when open asks for them")
+    languages: tuple[str, ...] = option(name_list, (),
+                                        "comma-separated supportedLanguages, sent when open asks for them")
 
 
 def _public_authority(public_url: str) -> str:

@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any, Union
+from typing import Any
 
 from mediaproxy.audio.format import AudioFormat
 
@@ -210,7 +210,7 @@ class ErrorReport:
     retry_after_us: int | None
 
 
-Parameters = Union[OpenParameters, PositionSpan, ErrorReport, str, None]
+Parameters = OpenParameters | PositionSpan | ErrorReport | str | None
 
 
 def _string_map(value: object) -> dict[str, str] | None:

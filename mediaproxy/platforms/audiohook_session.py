@@ -17,14 +17,36 @@ from typing import Any
 from mediaproxy.audio.format import AudioFormat, FormatPreference, choose_format
 from mediaproxy.platforms.audiohook_media import ChannelSplitter, StreamTimeline
 from mediaproxy.platforms.audiohook_messages import (
-    CLIENT_TYPES, ERROR_CODES, NULL_UUID, SERVER_TYPES, Envelope, ErrorReport, Malformed, MediaOffer,
-    OpenParameters, PositionSpan, choose_offer, format_duration, is_uuid, parse_envelope,
-    parse_parameters, server_message, transcript_entity,
+    CLIENT_TYPES,
+    ERROR_CODES,
+    NULL_UUID,
+    SERVER_TYPES,
+    Envelope,
+    ErrorReport,
+    Malformed,
+    MediaOffer,
+    OpenParameters,
+    PositionSpan,
+    choose_offer,
+    format_duration,
+    is_uuid,
+    parse_envelope,
+    parse_parameters,
+    server_message,
+    transcript_entity,
 )
 from mediaproxy.platforms.base import (
+    CallEnded,
+    CallerAudio,
+    CallerStreamPaused,
+    CallStarted,
+    DtmfReceived,
+    PlatformCapabilities,
     PlatformError,
-    CallEnded, CallerAudio, CallerStreamPaused, CallStarted, DtmfReceived, PlatformCapabilities,
-    PlatformSession, PlaybackFlowChanged, ProtocolViolation, UpgradeRequest,
+    PlatformSession,
+    PlaybackFlowChanged,
+    ProtocolViolation,
+    UpgradeRequest,
 )
 
 __all__ = ["AudioHookSession", "MAX_PACKET_BYTES", "DEFAULT_RETRY_AFTER_MS"]
@@ -190,7 +212,8 @@ class AudioHookSession(PlatformSession):
         if self._session_id is None:
             self._session_id = parsed.id
         if parsed.serverseq > self._seq:
-            return self._violation("bad_serverseq", f"serverseq {str(parsed.serverseq)[:20]} is above our seq {self._seq}") \
+            detail = f"serverseq {str(parsed.serverseq)[:20]} is above our seq {self._seq}"
+            return self._violation("bad_serverseq", detail) \
                 + self._close_too(parsed)
         if parsed.id.lower() != self._session_id.lower():
             return self._violation("bad_id", "Session identifier mismatch") + self._close_too(parsed)
@@ -343,7 +366,7 @@ class AudioHookSession(PlatformSession):
         self._timeline.add_samples(frames)
         if not frames or not self._call_started:
             return []
-        return [CallerAudio(chunk, name) for name, chunk in zip(self._offer.channels, channels)]
+        return [CallerAudio(chunk, name) for name, chunk in zip(self._offer.channels, channels, strict=True)]
 
     # --- commands from the call bridge --------------------------------------------------------
 

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar, Union
+from typing import Generic, TypeVar
 
 from mediaproxy.audio.format import AudioFormat, FormatPreference
 
-Outbound = Union[str, bytes]
+Outbound = str | bytes
 """A queued wire message: ``str`` goes out as a text frame, ``bytes`` as a binary frame."""
 
 
@@ -138,18 +138,18 @@ class ProtocolViolation:
     detail: str
 
 
-PlatformEvent = Union[
-    CallStarted,
-    CallerAudio,
-    DtmfReceived,
-    MarkPlayed,
-    PlaybackFlowChanged,
-    CallerStreamPaused,
-    CallEnded,
-    PlatformError,
-    ResumeRequested,
-    ProtocolViolation,
-]
+PlatformEvent = (
+    CallStarted
+    | CallerAudio
+    | DtmfReceived
+    | MarkPlayed
+    | PlaybackFlowChanged
+    | CallerStreamPaused
+    | CallEnded
+    | PlatformError
+    | ResumeRequested
+    | ProtocolViolation
+)
 
 
 class PlatformSession:

@@ -53,7 +53,6 @@ from mediaproxy.platforms.base import (
 )
 
 
-
 @dataclass(frozen=True, kw_only=True)
 class TwilioOptions:
     """The keys of a ``[platform:NAME] type = twilio`` section."""

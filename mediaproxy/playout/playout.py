@@ -35,9 +35,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-from zope.interface import implementer
-
 from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
 
 from mediaproxy.audio.format import AudioFormat
 from mediaproxy.platforms.base import PlatformCapabilities

@@ -50,7 +50,8 @@ from mediaproxy.testing.waiting import ConditionWaiting
 
 __all__ = [
     "BENCH_VAD", "TEST_VAD", "FakeRealtimeConnection", "FakeRealtimeServer",
-    "RecordingListener", "Stats", "VadSettings", "check_event", "main", "server_event_types", "pattern", "reply_audio", "unknown_keys",
+    "RecordingListener", "Stats", "VadSettings", "check_event", "main", "server_event_types", "pattern",
+    "reply_audio", "unknown_keys",
 ]
 
 # --- validation with the openai package's models, imported only when asked for -----------------

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.logger import Logger
@@ -94,7 +94,8 @@ class Listener(Service):
         port, self._port = self._port, None
         if port is None:
             return None
-        d: Deferred[None] = maybeDeferred(port.stopListening)
+        stopped = port.stopListening()
+        d: Deferred[None] = stopped if isinstance(stopped, Deferred) else succeed(None)
         d.addErrback(lambda failure: log.failure("stopping the listener on {endpoint} failed", failure,
                                                  endpoint=self._description))
         return d
@@ -169,7 +170,8 @@ class MediaProxyService(MultiService):
             self.clock.stop()
             if self.gc_meter in gc.callbacks:
                 gc.callbacks.remove(self.gc_meter)
-            return super(MediaProxyService, self).stopService()
+            stopped: Deferred[None] | None = super(MediaProxyService, self).stopService()
+            return stopped
 
         drained = self.registry.drain(self.config.proxy.drain_seconds)
         drained.addCallback(stop_listeners)

@@ -46,7 +46,8 @@ def _ulaw_encode_table() -> np.ndarray:
         exponent = np.where(magnitude >= (0x40 << (e - 1)), e, exponent)
     # Past the last segment the code saturates at exponent 7, mantissa 15.
     mantissa = np.where(magnitude >= 0x2000, 0x0F, (magnitude >> (exponent + 1)) & 0x0F)
-    return ((sign | (exponent << 4) | mantissa) ^ 0x7F).astype(np.uint8)
+    table: np.ndarray = ((sign | (exponent << 4) | mantissa) ^ 0x7F).astype(np.uint8)
+    return table
 
 
 def _alaw_encode_table() -> np.ndarray:
@@ -60,7 +61,8 @@ def _alaw_encode_table() -> np.ndarray:
     for e in range(1, 8):
         exponent = np.where(magnitude >= (0x20 << (e - 1)), e, exponent)
     mantissa = np.where(exponent == 0, magnitude >> 1, magnitude >> exponent) & 0x0F
-    return ((sign | (exponent << 4) | mantissa) ^ 0x55).astype(np.uint8)
+    table: np.ndarray = ((sign | (exponent << 4) | mantissa) ^ 0x55).astype(np.uint8)
+    return table
 
 
 ULAW_TO_LINEAR: np.ndarray = _ulaw_decode_table()

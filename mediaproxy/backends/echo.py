@@ -21,7 +21,7 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTim
 from zope.interface import implementer
 
 from mediaproxy.audio.chunks import FrameCarry
-from mediaproxy.audio.format import AudioFormat
+from mediaproxy.audio.format import AudioFormat, FormatPreference
 from mediaproxy.audio.vad import EnergyDetector
 from mediaproxy.backends.base import BackendListener, BackendType, CallInfo
 from mediaproxy.metrics import Metrics
@@ -50,7 +50,7 @@ _CHUNK_PATTERN = (700, 1300, 260, 2400, 900)  # irregular delivery sizes, in byt
 class EchoBackend:
     """A configured echo backend; see the module docstring."""
 
-    format_preference = ()
+    format_preference: FormatPreference = ()
     """Any format costs the same: the platform's first choice is taken."""
 
     def __init__(self, name: str, options: EchoOptions, reactor: IReactorTime,

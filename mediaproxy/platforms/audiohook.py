@@ -58,14 +58,9 @@ from urllib.parse import urlsplit
 from mediaproxy.audio.format import FormatPreference
 from mediaproxy.options import boolean, choice, integer, name_list, option
 from mediaproxy.platforms.audiohook_messages import is_uuid
-from mediaproxy.platforms.audiohook_session import (
-    DEFAULT_RETRY_AFTER_MS,
-    MAX_PACKET_BYTES,
-    AudioHookSession,
-    PlatformError,
-)
+from mediaproxy.platforms.audiohook_session import DEFAULT_RETRY_AFTER_MS, MAX_PACKET_BYTES, AudioHookSession
 from mediaproxy.platforms.audiohook_signature import decode_client_secret, verify_signature
-from mediaproxy.platforms.base import PlatformType, UpgradeRefused, UpgradeRequest
+from mediaproxy.platforms.base import PlatformError, PlatformType, UpgradeRefused, UpgradeRequest
 
 __all__ = [
     "AUDIOHOOK", "AudioHookOptions", "check_upgrade", "new_session", "AudioHookSession", "PlatformError",

@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TypeGuard
 
 from mediaproxy.audio.format import AudioFormat
 
@@ -43,7 +43,7 @@ _CHANNELS = frozenset({"external", "internal"})
 _FORMATS = {"PCMU": "pcmu", "L16": "l16"}
 
 
-def is_uuid(value: object) -> bool:
+def is_uuid(value: object) -> TypeGuard[str]:
     """True for a UUID string in the 8-4-4-4-12 hex form (any version, either case)."""
     return isinstance(value, str) and _UUID.match(value) is not None
 
@@ -97,7 +97,7 @@ class Envelope:
     parameters: Mapping[str, Any]
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

@@ -64,6 +64,14 @@ class PlayoutSink(Protocol):
         end of every service pass that called any of them, never when none was called."""
 
 
+class Pausable(Protocol):
+    """What the playout pauses when too much audio is queued (the backend session)."""
+
+    def pauseProducing(self) -> None: ...
+
+    def resumeProducing(self) -> None: ...
+
+
 @implementer(IPushProducer)
 class Playout:
     """Paces one call's bot audio to its platform. See the module docstring for the model.
@@ -114,7 +122,7 @@ class Playout:
 
         self._back_off_until = 0.0
 
-        self._producer: IPushProducer | None = None
+        self._producer: Pausable | None = None
         self._producer_paused = False
         self._transport_paused = False
         self._stopped = False
@@ -132,7 +140,7 @@ class Playout:
         """The call continues on another platform connection (a resume): send there from now on."""
         self._sink = sink
 
-    def attach_producer(self, producer: IPushProducer) -> None:
+    def attach_producer(self, producer: Pausable) -> None:
         """The backend session to pause when too much audio is queued."""
         self._producer = producer
 

@@ -8,6 +8,7 @@ answer (AudioCodes Live Hub validation), 426 Upgrade Required otherwise. Autobah
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
@@ -60,7 +61,7 @@ class PathRouter(Resource):
 
     isLeaf = True
 
-    def __init__(self, routes: dict[str, Resource]) -> None:
+    def __init__(self, routes: Mapping[str, Resource]) -> None:
         super().__init__()
         self.routes = {path.rstrip("/") or "/": resource for path, resource in routes.items()}
 

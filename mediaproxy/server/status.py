@@ -8,7 +8,6 @@ reactor the only thread.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from twisted.web.resource import Resource
@@ -46,7 +45,8 @@ class StatusPage(Resource):
 
 
 def metrics_root(registry: CollectorRegistry, ready: Callable[[], bool]) -> Resource:
-    root: Any = Resource()
+    """The metrics listener's root resource: /metrics, /health and /ready."""
+    root = Resource()
     root.putChild(b"metrics", MetricsPage(registry))
     root.putChild(b"health", StatusPage(lambda: True, b"down\n"))
     root.putChild(b"ready", StatusPage(ready, b"draining\n"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
@@ -49,7 +49,8 @@ class PlatformServerProtocol(WebSocketServerProtocol):
         # second. Go straight to the framing code.
         self._dataReceived(data)
 
-    def onConnect(self, request: ConnectionRequest) -> Deferred[None] | None:
+    # Autobahn's annotation omits it, but onConnect may return a Deferred (a delayed refusal).
+    def onConnect(self, request: ConnectionRequest) -> Deferred[None] | None:  # type: ignore[override]
         factory = self.factory
         endpoint = factory.endpoint
         if factory.registry.draining:
@@ -104,7 +105,7 @@ class PlatformServerProtocol(WebSocketServerProtocol):
         if type(message) is str:
             self.sendMessage(message.encode("utf-8"), False)
         else:
-            self.sendMessage(message, True)  # type: ignore[arg-type]
+            self.sendMessage(message, True)
 
     def close_socket(self) -> None:
         if self.state == WebSocketServerProtocol.STATE_OPEN:
@@ -125,18 +126,18 @@ class PlatformServerProtocol(WebSocketServerProtocol):
         # takeover; the playout replaces it.
         self.unregister_producer()
         if self.transport is not None:
-            self.transport.registerProducer(producer, True)
+            IConsumer(self.transport).registerProducer(producer, True)
 
     def unregister_producer(self) -> None:
         transport = self.transport
         if transport is not None and getattr(transport, "producer", None) is not None:
-            transport.unregisterProducer()
+            IConsumer(transport).unregisterProducer()
 
 
 class PlatformServerFactory(WebSocketServerFactory):
     """The Autobahn factory of one configured platform endpoint."""
 
-    protocol = PlatformServerProtocol
+    protocol = PlatformServerProtocol  # type: ignore[assignment]  # Autobahn's factories take a protocol class
 
     def __init__(self, endpoint: Endpoint, registry: CallRegistry, public_url: str) -> None:
         super().__init__()

@@ -71,7 +71,9 @@ def run_calls(args: argparse.Namespace, script: CallScript) -> list[Any]:
     from twisted.internet import reactor
     from twisted.internet.defer import DeferredList
     from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
+    from twisted.internet.interfaces import IStreamClientEndpoint
     from twisted.internet.ssl import optionsForClientTLS
+    from twisted.python.failure import Failure
 
     from mediaproxy.sim.twilio import TwilioCallerFactory
 
@@ -88,11 +90,15 @@ def run_calls(args: argparse.Namespace, script: CallScript) -> list[Any]:
         factories.append(factory)
 
         def dial(factory: TwilioCallerFactory = factory) -> None:
-            endpoint = TCP4ClientEndpoint(reactor, host, port, timeout=30)
+            endpoint: IStreamClientEndpoint = TCP4ClientEndpoint(reactor, host, port, timeout=30)
             if url.scheme == "wss":
                 endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
             d = endpoint.connect(factory)
-            d.addErrback(lambda failure, f=factory: f.clientConnectionFailed(None, failure.value))
+
+            def failed(failure: Failure, f: TwilioCallerFactory = factory) -> None:
+                f.clientConnectionFailed(None, failure.value)
+
+            d.addErrback(failed)
 
         reactor.callLater(start_at - 0.5 - now, dial)
 

@@ -47,11 +47,11 @@ class CallRecord:
     frames_sent: int = 0
     send_late_max_s: float = 0.0
     """Worst lateness of our own sends (a busy simulator shows here, not in the proxy)."""
-    arrivals: array = field(default_factory=lambda: array("d"))
+    arrivals: array[float] = field(default_factory=lambda: array("d"))
     """Arrival time of every received media frame."""
     odd_frames: int = 0
     """Received media payloads that were not exactly 160 bytes."""
-    clears: array = field(default_factory=lambda: array("d"))
+    clears: array[float] = field(default_factory=lambda: array("d"))
     marks_received: int = 0
     marks_echoed: int = 0
     other_messages: int = 0
@@ -80,8 +80,9 @@ class TwilioCallerProtocol(WebSocketClientProtocol):
     def onOpen(self) -> None:
         # Autobahn's own tcpNoDelay option fails silently on Twisted; without it a mark echo can
         # wait ~40 ms for a delayed ACK, as real Twilio's would not.
-        if hasattr(self.transport, "setTcpNoDelay"):
-            self.transport.setTcpNoDelay(True)
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
         factory = self.factory
         record = factory.record
         reactor = factory.clock
@@ -231,7 +232,7 @@ class TwilioCallerFactory(WebSocketClientFactory):
     ``done`` fires with the :class:`CallRecord` when the connection has closed.
     """
 
-    protocol = TwilioCallerProtocol
+    protocol = TwilioCallerProtocol  # type: ignore[assignment]  # Autobahn's factories take a protocol class
 
     def __init__(self, url: str, script: CallScript, clock: IReactorTime, index: int, start_at: float,
                  run_id: str = "sim") -> None:

@@ -230,7 +230,7 @@ class FakeRealtimeConnection(WebSocketServerProtocol):
             server.violations.append("client sent the retired OpenAI-Beta header")
         if server.reject_auth or self.headers.get("authorization") != f"Bearer {server.api_key}":
             server.stats.refused += 1
-            raise ConnectionDeny(401, "Unauthorized")  # type: ignore[no-untyped-call]
+            raise ConnectionDeny(401, "Unauthorized")
 
     def connectionMade(self) -> None:
         super().connectionMade()

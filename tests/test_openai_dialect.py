@@ -36,7 +36,7 @@ from mediaproxy.backends.openai_events import (
     error_code_label,
 )
 from mediaproxy.backends.openai_session_config import RealtimeOptions, wire_format
-from mediaproxy.testing.fake_realtime import CLIENT_EVENT, check_event, server_event_types
+from mediaproxy.testing.realtime_schema import CLIENT_EVENT, check_event, server_event_types
 
 OPTIONS = RealtimeOptions(api_key="k", instructions="Be brief.")
 BETA_KEYS = {"input_audio_format", "output_audio_format", "modalities", "voice", "turn_detection",

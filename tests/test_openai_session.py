@@ -22,11 +22,8 @@ from mediaproxy.backends.openai_session import (
 )
 from mediaproxy.backends.openai_session_config import RealtimeOptions
 from mediaproxy.metrics import Metrics
-from mediaproxy.testing.fake_realtime import (
-    LOUD_FRAME,
-    FakeRealtimeServer,
-    RecordingListener,
-)
+from mediaproxy.testing.fake_realtime import LOUD_FRAME, FakeRealtimeServer
+from mediaproxy.testing.recording_listener import RecordingListener
 
 
 def quiet_frames(count: int, seed: int = 0) -> list[bytes]:

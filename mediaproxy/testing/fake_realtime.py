@@ -24,7 +24,7 @@ Run it alone (its own process, so that its CPU is not the proxy's)::
     python -m mediaproxy.testing.fake_realtime --port 9123 --speed 10 --stats out.json
 
 Nothing here sleeps: tests wait on Deferreds from :meth:`FakeRealtimeServer.when` and
-:meth:`RecordingListener.when`, which fire as soon as a condition holds.
+:meth:`~mediaproxy.testing.recording_listener.RecordingListener.when`, which fire as soon as a condition holds.
 """
 
 from __future__ import annotations
@@ -46,75 +46,13 @@ from twisted.internet.task import LoopingCall
 
 from mediaproxy.audio.format import ALAW_8K, L16_24K, MULAW_8K, AudioFormat
 from mediaproxy.audio.vad import EnergyDetector, Transition
+from mediaproxy.testing.realtime_schema import adapters, check_event
 from mediaproxy.testing.waiting import ConditionWaiting
 
 __all__ = [
-    "BENCH_VAD", "TEST_VAD", "FakeRealtimeConnection", "FakeRealtimeServer",
-    "RecordingListener", "Stats", "VadSettings", "check_event", "main", "server_event_types", "pattern",
-    "reply_audio", "unknown_keys",
+    "BENCH_VAD", "TEST_VAD", "FakeRealtimeConnection", "FakeRealtimeServer", "Stats", "VadSettings", "main",
+    "pattern", "reply_audio",
 ]
-
-# --- validation with the openai package's models, imported only when asked for -----------------
-
-
-@functools.cache
-def _adapters() -> tuple[Any, Any]:
-    from typing import Annotated, Union, get_args
-
-    from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
-    from pydantic import Field, TypeAdapter
-
-    client = get_args(get_args(RealtimeClientEvent)[0])  # strip the SDK's Annotated wrapper
-    server = get_args(get_args(RealtimeServerEvent)[0])
-    client_union: Any = Annotated[Union[client], Field(discriminator="type")]  # noqa: UP007
-    server_union: Any = Annotated[Union[server], Field(discriminator="type")]  # noqa: UP007
-    return TypeAdapter(client_union), TypeAdapter(server_union)
-
-
-def server_event_types() -> frozenset[str]:
-    """Every ``type`` of the GA server event union (importing ``openai``)."""
-    from typing import get_args
-
-    from openai.types.realtime import RealtimeServerEvent
-
-    members = get_args(get_args(RealtimeServerEvent)[0])
-    return frozenset(t for member in members for t in get_args(member.model_fields["type"].annotation))
-
-
-def __getattr__(name: str) -> Any:
-    """``CLIENT_EVENT`` / ``SERVER_EVENT``: the GA event unions as pydantic ``TypeAdapter`` s,
-    built on first use (importing ``openai``)."""
-    if name == "CLIENT_EVENT":
-        return _adapters()[0]
-    if name == "SERVER_EVENT":
-        return _adapters()[1]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def unknown_keys(model: Any, path: str = "$") -> list[str]:
-    """Keys the models accepted only because they allow extras (misspelled or beta keys)."""
-    from pydantic import BaseModel
-
-    if isinstance(model, BaseModel):
-        found = [f"{path}.{key}" for key in (model.model_extra or {})]
-        for key, value in model:
-            found += unknown_keys(value, f"{path}.{key}")
-        return found
-    if isinstance(model, (list, tuple)):
-        return [k for i, v in enumerate(model) for k in unknown_keys(v, f"{path}[{i}]")]
-    return []
-
-
-def check_event(adapter: Any, event: Any) -> list[str]:
-    """Problems with ``event`` against ``adapter``'s union; empty when it is valid GA."""
-    from pydantic import ValidationError
-
-    try:
-        model = adapter.validate_python(event)
-    except ValidationError as e:
-        return [f"{err['loc']}: {err['msg']}" for err in e.errors()]
-    return [f"unknown key {key}" for key in unknown_keys(model)]
-
 
 # --- audio helpers -----------------------------------------------------------------------------
 
@@ -290,7 +228,7 @@ class FakeRealtimeConnection(WebSocketServerProtocol):
         except ValueError:
             server.violations.append(f"not JSON: {payload[:80]!r}")
             return
-        problems = check_event(_adapters()[0], event) if server.validate else []
+        problems = check_event(adapters()[0], event) if server.validate else []
         if problems:
             server.violations.append(f"{event.get('type')}: {problems}")
         if not event.get("event_id"):
@@ -572,7 +510,7 @@ class FakeRealtimeConnection(WebSocketServerProtocol):
         event = {"event_id": f"event_{self.index}_{self._events}", **event}
         server = self.factory.server
         if server.validate:
-            problems = check_event(_adapters()[1], event)
+            problems = check_event(adapters()[1], event)
             if problems:
                 server.violations.append(f"fake server sent bad {event['type']}: {problems}")
         self.sendMessage(json.dumps(event, separators=(",", ":")).encode("utf-8"),  # type: ignore[no-untyped-call]
@@ -667,57 +605,6 @@ class FakeRealtimeServer(ConditionWaiting):
         self._ticker = None
         closing = [self.stop_listening(), self.when(lambda: all(c.closed for c in self.connections))]
         return DeferredList(closing, fireOnOneErrback=True)
-
-
-# --- the listener side -------------------------------------------------------------------------
-
-
-class RecordingListener(ConditionWaiting):
-    """A :class:`~mediaproxy.backends.base.BackendListener` that records every call in
-    ``events`` and the audio per response in ``audio``. ``on_speech_started`` runs inside
-    ``backend_speech_started`` (the bridge interrupts synchronously there)."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[Any, ...]] = []
-        self.audio: dict[str, bytearray] = {}
-        self.on_speech_started: Callable[[], None] | None = None
-
-    def kinds(self) -> list[str]:
-        return [e[0] for e in self.events]
-
-    def has(self, kind: str, *args: Any) -> bool:
-        return any(e[0] == kind and e[1:1 + len(args)] == args for e in self.events)
-
-    def _record(self, *event: Any) -> None:
-        self.events.append(event)
-        self.poke()
-
-    def backend_ready(self) -> None:
-        self._record("ready")
-
-    def backend_audio(self, response_id: str, data: bytes) -> None:
-        self.audio.setdefault(response_id, bytearray()).extend(data)
-        self._record("audio", response_id, len(data))
-
-    def backend_response_done(self, response_id: str) -> None:
-        self._record("done", response_id)
-
-    def backend_speech_started(self) -> None:
-        if self.on_speech_started is not None:
-            self.on_speech_started()
-        self._record("speech_started")
-
-    def backend_speech_stopped(self) -> None:
-        self._record("speech_stopped")
-
-    def backend_transcript(self, role: str, text: str, final: bool) -> None:
-        self._record("transcript", role, text, final)
-
-    def backend_hangup(self, reason: str, variables: Mapping[str, str] | None = None) -> None:
-        self._record("hangup", reason)
-
-    def backend_failed(self, reason: str) -> None:
-        self._record("failed", reason)
 
 
 # --- the command line (benchmarks) -------------------------------------------------------------

@@ -1,0 +1,57 @@
+"""A recording :class:`~mediaproxy.backends.base.BackendListener`, for tests of backend sessions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from mediaproxy.testing.waiting import ConditionWaiting
+
+__all__ = ["RecordingListener"]
+
+class RecordingListener(ConditionWaiting):
+    """A :class:`~mediaproxy.backends.base.BackendListener` that records every call in
+    ``events`` and the audio per response in ``audio``. ``on_speech_started`` runs inside
+    ``backend_speech_started`` (the bridge interrupts synchronously there)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+        self.audio: dict[str, bytearray] = {}
+        self.on_speech_started: Callable[[], None] | None = None
+
+    def kinds(self) -> list[str]:
+        return [e[0] for e in self.events]
+
+    def has(self, kind: str, *args: Any) -> bool:
+        return any(e[0] == kind and e[1:1 + len(args)] == args for e in self.events)
+
+    def _record(self, *event: Any) -> None:
+        self.events.append(event)
+        self.poke()
+
+    def backend_ready(self) -> None:
+        self._record("ready")
+
+    def backend_audio(self, response_id: str, data: bytes) -> None:
+        self.audio.setdefault(response_id, bytearray()).extend(data)
+        self._record("audio", response_id, len(data))
+
+    def backend_response_done(self, response_id: str) -> None:
+        self._record("done", response_id)
+
+    def backend_speech_started(self) -> None:
+        if self.on_speech_started is not None:
+            self.on_speech_started()
+        self._record("speech_started")
+
+    def backend_speech_stopped(self) -> None:
+        self._record("speech_stopped")
+
+    def backend_transcript(self, role: str, text: str, final: bool) -> None:
+        self._record("transcript", role, text, final)
+
+    def backend_hangup(self, reason: str, variables: Mapping[str, str] | None = None) -> None:
+        self._record("hangup", reason)
+
+    def backend_failed(self, reason: str) -> None:
+        self._record("failed", reason)

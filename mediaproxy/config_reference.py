@@ -56,34 +56,26 @@ def _table(cls: type[Any]) -> list[str]:
     return lines
 
 
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+
+
+def _kind(kind: str, common: type[Any], types: dict[str, tuple[str, type[Any]]]) -> list[str]:
+    """One ``[kind:NAME]`` chapter: the keys every section has, then each type's own."""
+    out = [f"## `[{kind}:NAME]`\n", f"Every {kind} section has these keys:\n", *_table(common), ""]
+    for name, (summary, options) in types.items():
+        out += [f"### `type = {name}`\n", _sentence(summary) + "\n", *_table(options), ""]
+    return out
+
+
 def render() -> str:
     """The whole reference, as Markdown."""
-    out = [_INTRO]
-    out.append("## Fixed sections\n")
+    out = [_INTRO, "## Fixed sections\n"]
     for name, cls in FIXED_SECTIONS.items():
-        out.append(f"### `[{name}]`\n")
         summary = (cls.__doc__ or "").strip().split("\n")[0].partition("``: ")[2]
-        out.append(summary[:1].upper() + summary[1:] + "\n")
-        out.extend(_table(cls))
-        out.append("")
-    out.append("## `[platform:NAME]`\n")
-    out.append("Every platform section has these keys:\n")
-    out.extend(_table(PlatformCommon))
-    out.append("")
-    for name, platform in PLATFORM_TYPES.items():
-        out.append(f"### `type = {name}`\n")
-        out.append(f"{platform.summary}.\n")
-        out.extend(_table(platform.options))
-        out.append("")
-    out.append("## `[backend:NAME]`\n")
-    out.append("Every backend section has these keys:\n")
-    out.extend(_table(BackendCommon))
-    out.append("")
-    for name, backend in BACKEND_TYPES.items():
-        out.append(f"### `type = {name}`\n")
-        out.append(f"{backend.summary[0].upper()}{backend.summary[1:]}.\n")
-        out.extend(_table(backend.options))
-        out.append("")
+        out += [f"### `[{name}]`\n", _sentence(summary.rstrip(".")) + "\n", *_table(cls), ""]
+    out += _kind("platform", PlatformCommon, {n: (t.summary, t.options) for n, t in PLATFORM_TYPES.items()})
+    out += _kind("backend", BackendCommon, {n: (t.summary, t.options) for n, t in BACKEND_TYPES.items()})
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mediaproxy.audio.format import L16_8K, L16_16K, L16_24K, MULAW_8K, AudioFormat, FormatPreference
 from mediaproxy.options import option_keys
+from mediaproxy.outcome import Outcome
 from mediaproxy.platforms import audiocodes
 from mediaproxy.platforms.audiocodes import AudioCodesOptions, AudioCodesSession
 from mediaproxy.platforms.base import (
@@ -25,6 +26,7 @@ from mediaproxy.platforms.base import (
     UpgradeRefused,
     UpgradeRequest,
 )
+from mediaproxy.transcripts import Transcript
 
 ALL_FORMATS = ["wav/lpcm16", "raw/lpcm16", "raw/mulaw", "raw/lpcm16_8", "raw/lpcm16_24"]
 
@@ -266,9 +268,9 @@ class PlayStreamTests(SynchronousTestCase):
         session.clear()
         self.assertIsNone(session.play_stream_id)
         session.caller_speech(False)
-        session.transcript("caller", "I want to", final=False)
-        session.transcript("caller", "I want to pay", final=True)
-        session.transcript("bot", "Sure", final=True)
+        session.transcript(Transcript("caller", "I want to", final=False))
+        session.transcript(Transcript("caller", "I want to pay", final=True))
+        session.transcript(Transcript("bot", "Sure", final=True))
         session.play(b"\x7f" * 160)  # the next response
         session.playback_finished()
         replies = peer.replies()
@@ -307,7 +309,7 @@ class PlayStreamTests(SynchronousTestCase):
                 else:
                     session.caller_speech(rng.random() < 0.5)
             if rng.random() < 0.5:
-                session.hangup("done")
+                session.hangup(Outcome.BOT_HANGUP, "done")
             else:
                 peer.send({"type": "session.end", "conversationId": "conv-1", "reasonCode": "error"})
             session.play(b"\xff" * 160)  # late audio after the end goes nowhere
@@ -324,7 +326,7 @@ class PlayStreamTests(SynchronousTestCase):
         session = audiocodes.new_session(settings(), FakeBackend(MULAW_8K))
         session.play(b"\xff" * 160)
         session.caller_speech(True)
-        session.transcript("caller", "hi", True)
+        session.transcript(Transcript("caller", "hi", True))
         session.send_dtmf("1")
         self.assertEqual(session.take_output(), [])
 
@@ -442,7 +444,7 @@ class ResumeTests(SynchronousTestCase):
         peer = open_call()
         peer.session.play(b"\xff" * 160)
         peer.replies()
-        peer.session.hangup("done", {"ignored": "x"})
+        peer.session.hangup(Outcome.BOT_HANGUP, "done", {"ignored": "x"})
         self.assertEqual(peer.replies(), [
             {"type": "playStream.stop", "streamId": "play-1"},
             {"type": "activities", "activities": [
@@ -469,7 +471,7 @@ class RefusalTests(SynchronousTestCase):
 
     def test_hangup_before_initiate_refuses(self) -> None:
         session = audiocodes.new_session(settings(), FakeBackend(MULAW_8K))
-        session.hangup("draining")
+        session.hangup(Outcome.DRAINED, "draining")
         peer = Peer(session)
         peer.initiate(["raw/mulaw"])
         self.assertEqual(peer.replies(), [{"type": "session.error", "reason": "draining"}])

@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mediaproxy.audio.format import L16_8K, MULAW_8K, AudioFormat, FormatPreference
 from mediaproxy.options import option_keys
+from mediaproxy.outcome import Outcome
 from mediaproxy.platforms.audiohook import (
     AudioHookOptions,
     AudioHookSession,
@@ -32,6 +33,7 @@ from mediaproxy.platforms.base import (
     ProtocolViolation,
     UpgradeRequest,
 )
+from mediaproxy.transcripts import Transcript
 
 SESSION = "c2d8f4a1-7e39-4b6a-8f20-5a1b9c3d6e77"
 ORG = "6f1c2a9e-3b7d-4c21-9a55-0d2e8b4f7a10"
@@ -215,11 +217,11 @@ class MonitorSessionTests(SessionTestCase):
 
         session.caller_speech(True)  # at 0.2 s
         genesys.binary(b"\x11\x22" * 4000)  # to 0.7 s
-        session.transcript("caller", "I need", False)
+        session.transcript(Transcript("caller", "I need", False))
         self.assertEqual(genesys.types(), ["opened", "pong"], "partials are not sent")
         genesys.binary(b"\x11\x22" * 800)  # to 0.8 s
-        session.transcript("caller", "I need help", True)
-        session.transcript("bot", "How can I help?", True)
+        session.transcript(Transcript("caller", "I need help", True))
+        session.transcript(Transcript("bot", "How can I help?", True))
         genesys.drain()
         caller, agent = genesys.messages[-2:]
         self.assertEqual(caller["type"], "event")
@@ -245,7 +247,7 @@ class MonitorSessionTests(SessionTestCase):
         self.assertFalse(session.awaits_close)
         # Nothing more after closed, whatever arrives or is commanded.
         self.assertEqual(genesys.binary(b"\x11\x22"), [])
-        session.transcript("caller", "late", True)
+        session.transcript(Transcript("caller", "late", True))
         genesys.drain()
         self.assertEqual(genesys.types()[-1], "closed")
 
@@ -255,7 +257,7 @@ class MonitorSessionTests(SessionTestCase):
         self.assertEqual(genesys.last()["parameters"]["media"], [STEREO_SWAPPED])
         events = genesys.binary(b"\x22\x11" * 4)
         self.assertEqual(events, [CallerAudio(b"\x22" * 4, "internal"), CallerAudio(b"\x11" * 4, "external")])
-        session.transcript("caller", "hello", True)
+        session.transcript(Transcript("caller", "hello", True))
         genesys.drain()
         self.assertEqual(genesys.last()["parameters"]["entities"][0]["data"]["channelId"], 1)
 
@@ -347,7 +349,7 @@ class ConnectorSessionTests(SessionTestCase):
         self.assertFalse(session.playback_active)
         self.assertEqual(genesys.send("dtmf", {"digit": "5"}), [DtmfReceived("5")])
 
-        session.hangup("caller asked for agent", {"Intent": "billing", "Escalate": "true"})
+        session.hangup(Outcome.BOT_HANGUP, "caller asked for agent", {"Intent": "billing", "Escalate": "true"})
         genesys.drain()
         disconnect = genesys.last()
         self.assertEqual(disconnect["type"], "disconnect")
@@ -357,7 +359,7 @@ class ConnectorSessionTests(SessionTestCase):
             "outputVariables": {"Intent": "billing", "Escalate": "true"},
         })
         session.play(b"\x03" * 1600)  # the playout may still tick: nothing goes out
-        session.hangup("again")
+        session.hangup(Outcome.BOT_HANGUP, "again")
         genesys.drain()
         self.assertEqual(len(genesys.audio), 2)
         self.assertEqual(genesys.last()["seq"], disconnect["seq"])
@@ -381,7 +383,7 @@ class ConnectorSessionTests(SessionTestCase):
 
     def test_error_hangup_and_variables_as_strings(self) -> None:
         session, genesys, _ = self.opened("connector")
-        session.hangup("backend failed", {"Count": 3})  # type: ignore[dict-item]
+        session.hangup(Outcome.BACKEND_FAILED, "backend failed", {"Count": 3})  # type: ignore[dict-item]
         genesys.drain()
         params = genesys.last()["parameters"]
         self.assertEqual((params["reason"], params["outputVariables"]), ("error", {"Count": "3"}))
@@ -389,9 +391,10 @@ class ConnectorSessionTests(SessionTestCase):
 
     def test_monitor_hangup_has_no_output_variables(self) -> None:
         session, genesys, _ = self.opened()
-        session.hangup("draining", {"x": "y"})
+        session.hangup(Outcome.DRAINED, "draining", {"x": "y"})
         genesys.drain()
-        self.assertEqual(genesys.last()["parameters"], {"reason": "completed", "info": "draining"})
+        # A drain is not a finished conversation: Architect must not take the success path.
+        self.assertEqual(genesys.last()["parameters"], {"reason": "error", "info": "draining"})
 
     def test_rate_limit_slows_the_sender(self) -> None:
         session, genesys, _ = self.opened("connector")
@@ -405,7 +408,7 @@ class ConnectorSessionTests(SessionTestCase):
 
     def test_transcripts_are_not_sent_to_a_connector(self) -> None:
         session, genesys, _ = self.opened("connector")
-        session.transcript("caller", "hi", True)
+        session.transcript(Transcript("caller", "hi", True))
         genesys.drain()
         self.assertEqual(genesys.types(), ["opened"])
 
@@ -426,7 +429,7 @@ class OpenTimingTests(SessionTestCase):
     def test_hangup_before_open(self) -> None:
         """A drain before open still ends the session properly (the id is known from the header)."""
         session, genesys, _ = self.make()
-        session.hangup("draining")
+        session.hangup(Outcome.DRAINED, "draining")
         genesys.drain()
         self.assertEqual(genesys.types(), ["disconnect"])
         self.assertEqual(genesys.send("open", open_parameters()), [])
@@ -435,7 +438,7 @@ class OpenTimingTests(SessionTestCase):
 
     def test_hangup_before_open_without_an_id_sends_nothing(self) -> None:
         session, genesys, _ = self.make(bind=False)
-        session.hangup("draining")
+        session.hangup(Outcome.DRAINED, "draining")
         genesys.drain()
         self.assertEqual((genesys.types(), session.awaits_close), ([], False))
 
@@ -484,7 +487,7 @@ class FlowControlTests(SessionTestCase):
         self.assertEqual(genesys.send("resumed", {"start": "PT1S", "discarded": "PT1.4S"}), [])
         self.assertEqual(session.position_us, 2_400_000)
         genesys.binary(b"\x11\x22" * 4800)  # 0.6 s more
-        session.transcript("caller", "after the pause", True)
+        session.transcript(Transcript("caller", "after the pause", True))
         genesys.drain()
         data = genesys.last()["parameters"]["entities"][0]["data"]
         self.assertEqual((data["offset"], data["duration"]), ("PT0S", "PT3S"))
@@ -514,7 +517,7 @@ class FlowControlTests(SessionTestCase):
         self.assertEqual(session.position_us, 1_300_000)
         session.caller_speech(True)
         genesys.binary(b"\x11\x22" * 800)
-        session.transcript("caller", "hi", True)
+        session.transcript(Transcript("caller", "hi", True))
         genesys.drain()
         data = genesys.last()["parameters"]["entities"][0]["data"]
         self.assertEqual((data["offset"], data["duration"]), ("PT1.3S", "PT0.1S"))

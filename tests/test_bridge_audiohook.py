@@ -28,6 +28,7 @@ from mediaproxy.platforms.base import (
     UpgradeRequest,
 )
 from mediaproxy.playout import PlayoutClock
+from mediaproxy.transcripts import Transcript
 from tests.support import RecordingBackend, RecordingBackendSession, RecordingLeg, make_bridge
 
 SESSION = "c2d8f4a1-7e39-4b6a-8f20-5a1b9c3d6e77"
@@ -296,10 +297,10 @@ class MonitorTests(SynchronousTestCase):
         # The caller starts speaking at 0.2 s and finishes at 0.6 s of the stream.
         external.listener.backend_speech_started()
         call.audio(frame * 2)
-        external.listener.backend_transcript("caller", "I need help", False)
-        external.listener.backend_transcript("caller", "I need help", True)
-        internal.listener.backend_transcript("caller", "Sure", True)
-        internal.listener.backend_transcript("bot", "ignored: a listener never answers", True)
+        external.listener.backend_transcript(Transcript("caller", "I need help", False))
+        external.listener.backend_transcript(Transcript("caller", "I need help", True))
+        internal.listener.backend_transcript(Transcript("caller", "Sure", True))
+        internal.listener.backend_transcript(Transcript("bot", "ignored: a listener never answers", True))
         events = [m for _, m in call.leg.messages("event")]
         self.assertEqual(len(events), 2)
         said = [e["parameters"]["entities"][0]["data"] for e in events]
@@ -326,8 +327,8 @@ class MonitorTests(SynchronousTestCase):
         call.audio(bytes(b for pair in zip(agent, caller, strict=True) for b in pair))
         external, internal = call.backend.sessions
         self.assertEqual((bytes(external.audio), bytes(internal.audio)), (caller, agent))
-        external.listener.backend_transcript("caller", "hello", True)
-        internal.listener.backend_transcript("caller", "hi", True)
+        external.listener.backend_transcript(Transcript("caller", "hello", True))
+        internal.listener.backend_transcript(Transcript("caller", "hi", True))
         said = [m["parameters"]["entities"][0]["data"] for _, m in call.leg.messages("event")]
         self.assertEqual([d["channelId"] for d in said], [1, 0])  # external is channel 1 here
         call.finish()

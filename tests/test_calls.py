@@ -16,6 +16,7 @@ from mediaproxy.metrics import Metrics
 from mediaproxy.platforms.audiocodes import AUDIOCODES, AudioCodesOptions
 from mediaproxy.platforms.twilio import TWILIO, TwilioOptions
 from mediaproxy.playout import PlayoutClock
+from mediaproxy.transcripts import Transcript
 from tests.support import RecordingBackend, RecordingLeg, make_bridge
 
 
@@ -189,8 +190,8 @@ class TranscriptLogTests(SynchronousTestCase):
         leg = RecordingLeg(clock, session)
         bridge = make_bridge(leg, RecordingBackend(), clock, log_transcripts=log_transcripts)
         bridge.handle(session.receive_text(twilio_start()))
-        bridge.backend_transcript("caller", "my card number is 4111 1111", True)
-        bridge.backend_transcript("bot", "thank you", False)
+        bridge.backend_transcript(Transcript("caller", "my card number is 4111 1111", True))
+        bridge.backend_transcript(Transcript("bot", "thank you", False))
         bridge.end(Outcome.COMPLETED)
         return [e for e in events if "4111" in repr(e) or "thank you" in repr(e)]
 

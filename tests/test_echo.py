@@ -36,8 +36,11 @@ class RecordingListener:
     def backend_speech_stopped(self) -> None:
         self.events.append(("speech_stopped",))
 
-    def backend_transcript(self, role: str, text: str, final: bool) -> None:
-        self.events.append(("transcript", role, text))
+    def backend_transcript(self, transcript: Any) -> None:
+        self.events.append(("transcript", transcript.role, transcript.text))
+
+    def backend_tool_call(self, call_id: str, name: str, arguments: str) -> None:
+        self.events.append(("tool_call", call_id, name))
 
     def backend_hangup(self, reason: str, variables: Any = None) -> None:
         self.events.append(("hangup", reason))

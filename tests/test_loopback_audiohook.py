@@ -23,6 +23,7 @@ from twisted.trial.unittest import TestCase
 from mediaproxy.config import parse_config
 from mediaproxy.platforms.audiohook_messages import SERVER_TYPES, format_duration, is_uuid
 from mediaproxy.service import MediaProxyService
+from mediaproxy.transcripts import Transcript
 from tests.support import LoopbackService
 
 ORG = "6f1c2a9e-3b7d-4c21-9a55-0d2e8b4f7a10"
@@ -374,8 +375,8 @@ class MonitorLoopbackTests(AudioHookLoopbackCase):
         self.assertEqual(bytes(self.recorder.audio[1]), AGENT * 5)
         # Transcripts from each channel's backend session come back on that channel.
         (_, caller_listener, _), (_, agent_listener, _) = self.recorder.opened
-        caller_listener.backend_transcript("caller", "I need help", True)
-        agent_listener.backend_transcript("caller", "Sure, one moment", True)
+        caller_listener.backend_transcript(Transcript("caller", "I need help", True))
+        agent_listener.backend_transcript(Transcript("caller", "Sure, one moment", True))
         yield factory.wait_for(has("event", 2))
         entities = [e for m in client.of_type("event") for e in m["parameters"]["entities"]]
         self.assertEqual([e["type"] for e in entities], ["transcript", "transcript"])

@@ -15,6 +15,7 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from mediaproxy.audio.format import MULAW_8K
+from mediaproxy.outcome import Outcome
 from mediaproxy.platforms import base, twilio
 from mediaproxy.platforms.base import (
     CallEnded,
@@ -28,6 +29,7 @@ from mediaproxy.platforms.base import (
     UpgradeRequest,
 )
 from mediaproxy.platforms.twilio import TwilioOptions, TwilioSession
+from mediaproxy.transcripts import Transcript
 
 STREAM_SID = "MZ18ad3ab5a668481ce02b83e7395059f0"
 ACCOUNT_SID = "AC25e16e9a716a4a1786a7c83f58e30482"
@@ -279,7 +281,7 @@ class OutboundTests(SynchronousTestCase):
 
     def test_nothing_after_hangup(self) -> None:
         s = started()
-        s.hangup("bot hung up")
+        s.hangup(Outcome.BOT_HANGUP, "bot hung up")
         self.assertSilent(s)
 
     def test_nothing_after_stop(self) -> None:
@@ -296,7 +298,7 @@ class OutboundTests(SynchronousTestCase):
         s = started()
         s.playback_finished()
         s.caller_speech(True)
-        s.transcript("bot", "hi", True)
+        s.transcript(Transcript("bot", "hi", True))
         s.send_dtmf("1")
         self.assertFalse(s.pause_caller_audio(True))
         self.assertEqual(s.take_output(), [])

@@ -19,17 +19,30 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from mediaproxy.audio.format import AudioFormat, FormatPreference
 from mediaproxy.metrics import Metrics
+from mediaproxy.transcripts import Transcript
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A function the model may call: ``name``, what it does (``description``, for the model)
+    and its arguments as a JSON Schema object (``parameters``)."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
 class CallInfo:
-    """What a backend session may know about the call it serves."""
+    """What a backend session may know about the call it serves. ``tools`` are the functions the
+    model is offered for this call (the call actions and the operator's own tools)."""
 
     call_id: str
     platform: str
     metadata: Mapping[str, str] = field(default_factory=dict)
     listen_only: bool = False
     """The platform plays nothing back (AudioHook Monitor): transcribe, never respond."""
+    tools: tuple[ToolSpec, ...] = ()
 
 
 class BackendListener(Protocol):
@@ -51,8 +64,13 @@ class BackendListener(Protocol):
     def backend_speech_stopped(self) -> None:
         """The backend heard the caller stop speaking (end of the caller's turn)."""
 
-    def backend_transcript(self, role: str, text: str, final: bool) -> None:
-        """Transcript text; ``role`` is ``caller`` or ``bot``."""
+    def backend_transcript(self, transcript: Transcript) -> None:
+        """What was said; ``role`` is ``caller`` or ``bot``, times on this session's input
+        timeline (ms since the first caller audio it was sent)."""
+
+    def backend_tool_call(self, call_id: str, name: str, arguments: str) -> None:
+        """The model calls the tool ``name`` with ``arguments`` (JSON text, unvalidated); the
+        answer goes back with :meth:`BackendSession.tool_result` under the same ``call_id``."""
 
     def backend_hangup(self, reason: str, variables: Mapping[str, str] | None = None) -> None:
         """The bot ends the call."""
@@ -75,7 +93,10 @@ class BackendSession(Protocol):
         forget the rest and stop producing it."""
 
     def send_dtmf(self, digits: str) -> None:
-        """The caller pressed keys."""
+        """The caller entered ``digits`` (collected: one entry, not one call per key)."""
+
+    def tool_result(self, call_id: str, output: str) -> None:
+        """The answer (JSON text) to the model's tool call ``call_id``; the model goes on."""
 
     def close(self) -> None:
         """End the session; no listener calls follow. Idempotent."""

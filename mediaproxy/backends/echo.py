@@ -185,6 +185,9 @@ class EchoSession:
     def send_dtmf(self, digits: str) -> None:
         """The echo has nothing to do with digits."""
 
+    def tool_result(self, call_id: str, output: str) -> None:
+        """The echo calls no tools."""
+
     def close(self) -> None:
         self._closed = True
         self._outgoing.clear()

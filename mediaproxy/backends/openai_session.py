@@ -62,6 +62,7 @@ from mediaproxy.backends.reconnect import (
     dial_websocket,
 )
 from mediaproxy.metrics import Metrics
+from mediaproxy.transcripts import Transcript
 
 log = Logger()
 
@@ -174,6 +175,9 @@ class OpenAIRealtimeSession:
         if self._dialect is not None and digits:
             self._dialect.send_dtmf(digits)
             self._send_output()
+
+    def tool_result(self, call_id: str, output: str) -> None:
+        """The answer to the model's tool call ``call_id`` (function calling is not wired yet)."""
 
     def close(self) -> None:
         """End the session; no listener calls follow. Idempotent."""
@@ -316,7 +320,7 @@ class OpenAIRealtimeSession:
             case SpeechStopped():
                 listener.backend_speech_stopped()
             case TranscriptReceived(role=role, text=text, final=final):
-                listener.backend_transcript(role, text, final)
+                listener.backend_transcript(Transcript(role, text, final))
                 if final and text:
                     # Kept only for the resume note; transcripts are personal data and are never
                     # logged here (the bridge owns the one opt-in transcript log line).

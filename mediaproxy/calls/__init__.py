@@ -4,7 +4,7 @@
 from mediaproxy.calls.bridge import CallBridge
 from mediaproxy.calls.context import CallContext, Endpoint
 from mediaproxy.calls.leg import PlatformLeg
-from mediaproxy.calls.outcome import Outcome
 from mediaproxy.calls.registry import CallRegistry
+from mediaproxy.outcome import Outcome
 
 __all__ = ["CallBridge", "CallContext", "CallRegistry", "Endpoint", "Outcome", "PlatformLeg"]

@@ -18,6 +18,7 @@ Nothing is shared between calls except the context (clock, metrics) and the regi
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
@@ -26,7 +27,7 @@ from mediaproxy.audio.transcode import Transcoder
 from mediaproxy.backends.base import BackendSession, CallInfo
 from mediaproxy.calls.context import CallContext, Endpoint
 from mediaproxy.calls.leg import PlatformLeg
-from mediaproxy.calls.outcome import Outcome
+from mediaproxy.outcome import Outcome
 from mediaproxy.platforms.base import (
     CallEnded,
     CallerAudio,
@@ -41,6 +42,7 @@ from mediaproxy.platforms.base import (
     ResumeRequested,
 )
 from mediaproxy.playout import Playout
+from mediaproxy.transcripts import Transcript
 
 if TYPE_CHECKING:
     from mediaproxy.calls.registry import CallRegistry
@@ -61,9 +63,11 @@ class _ChannelListener:
         self._bridge = bridge
         self._role = role
 
-    def backend_transcript(self, role: str, text: str, final: bool) -> None:
-        if role == "caller":  # what this channel's party said
-            self._bridge.backend_transcript(self._role, text, final)
+    def backend_transcript(self, transcript: Transcript) -> None:
+        if transcript.role == "caller":  # what this channel's party said
+            self._bridge.backend_transcript(replace(transcript, role=self._role))
+
+    def backend_tool_call(self, call_id: str, name: str, arguments: str) -> None: ...
 
     def backend_failed(self, reason: str) -> None:
         self._bridge.backend_failed(reason)
@@ -249,7 +253,7 @@ class CallBridge:
     def drain(self, reason: str = "proxy shutting down") -> None:
         """Shutdown: say goodbye the platform's way, end the call, close the connection."""
         if self._started and not self.ended:
-            self.leg.session.hangup(reason, None)
+            self.leg.session.hangup(Outcome.DRAINED, reason)
             self.end(Outcome.DRAINED, reason)
         self.leg.close()
 
@@ -299,19 +303,24 @@ class CallBridge:
             self.leg.session.caller_speech(False)
             self.leg.flush()
 
-    def backend_transcript(self, role: str, text: str, final: bool) -> None:
+    def backend_transcript(self, transcript: Transcript) -> None:
         if self.ended:
             return
-        if final and self._context.log_transcripts:
-            log.info("call {call_id} {role}: {text}", call_id=self.call_id, role=role, text=text,
-                     platform=self.platform, backend=self.backend.name)
-        self.leg.session.transcript(role, text, final)
+        if transcript.final and self._context.log_transcripts:
+            log.info("call {call_id} {role}: {text}", call_id=self.call_id, role=transcript.role,
+                     text=transcript.text, platform=self.platform, backend=self.backend.name)
+        self.leg.session.transcript(transcript)
         self.leg.flush()
+
+    def backend_tool_call(self, call_id: str, name: str, arguments: str) -> None:
+        """The model calls a tool (no tools are offered yet: it is told so)."""
+        if self._backend_session is not None and not self.ended:
+            self._backend_session.tool_result(call_id, '{"error": "no such tool"}')
 
     def backend_hangup(self, reason: str, variables: Mapping[str, str] | None = None) -> None:
         if self.ended:
             return
-        self.leg.session.hangup(reason, variables)
+        self.leg.session.hangup(Outcome.BOT_HANGUP, reason, variables)
         self.end(Outcome.BOT_HANGUP, reason)
         self.leg.close()
 
@@ -320,7 +329,7 @@ class CallBridge:
             return
         log.warn("call {call_id}: backend {backend} failed: {reason}", call_id=self.call_id,
                  backend=self.backend.name, reason=reason)
-        self.leg.session.hangup("error", None)
+        self.leg.session.hangup(Outcome.BACKEND_FAILED, reason)
         self.end(Outcome.BACKEND_FAILED, reason)
         self.leg.close()
 

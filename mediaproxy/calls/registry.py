@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from mediaproxy.calls.bridge import CallBridge
 from mediaproxy.calls.context import CallContext, Endpoint
 from mediaproxy.calls.leg import PlatformLeg
-from mediaproxy.calls.outcome import Outcome
+from mediaproxy.outcome import Outcome
 
 log = Logger()
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from mediaproxy.audio.format import AudioFormat, FormatPreference, choose_format
+from mediaproxy.outcome import Outcome
 from mediaproxy.platforms import audiocodes_messages as msg
 from mediaproxy.platforms.audiocodes_messages import MEDIA_FORMATS
 from mediaproxy.platforms.base import (
@@ -31,6 +32,7 @@ from mediaproxy.platforms.base import (
     ProtocolViolation,
     ResumeRequested,
 )
+from mediaproxy.transcripts import Transcript
 
 # What the official SDK answers when VAIC names no formats: it always accepts raw/lpcm16.
 _DEFAULT_OFFER = ("raw/lpcm16",)
@@ -312,12 +314,13 @@ class AudioCodesSession(PlatformSession):
             self._send(msg.SPEECH_STOPPED)
             self._send(msg.SPEECH_COMMITTED)
 
-    def transcript(self, role: str, text: str, final: bool) -> None:
+    def transcript(self, transcript: Transcript) -> None:
         """Forward the caller's transcript: partial as a hypothesis, final as a recognition.
         Bot transcripts have no Bot API message and are dropped."""
-        if self._state != _OPEN or role != "caller" or not text:
+        text = transcript.text
+        if self._state != _OPEN or transcript.role != "caller" or not text:
             return
-        self._send(msg.recognition(text) if final else msg.hypothesis(text))
+        self._send(msg.recognition(text) if transcript.final else msg.hypothesis(text))
 
     def send_dtmf(self, digits: str) -> None:
         """Play DTMF to the caller (``0-9*#``; other characters are dropped; 20 per activity)."""
@@ -327,9 +330,10 @@ class AudioCodesSession(PlatformSession):
         if clean:
             self._send(msg.send_dtmf(clean))
 
-    def hangup(self, reason: str, variables: Mapping[str, str] | None = None) -> None:
+    def hangup(self, outcome: Outcome, reason: str = "", variables: Mapping[str, str] | None = None) -> None:
         """End the call from the bot's side with a ``hangup`` activity (``variables`` have no Bot
         API counterpart). Before acceptance this refuses the session instead."""
+        reason = reason or outcome.value
         if self._state in (_NEW, _RESUMING):
             self.refuse(reason)
             return

@@ -8,13 +8,13 @@ that numbers every message we send, the session phase, the selected media and th
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 from typing import Any
 
 from mediaproxy.audio.format import AudioFormat, FormatPreference, choose_format
+from mediaproxy.outcome import Outcome
 from mediaproxy.platforms.audiohook_media import ChannelSplitter, StreamTimeline
 from mediaproxy.platforms.audiohook_messages import (
     CLIENT_TYPES,
@@ -48,6 +48,7 @@ from mediaproxy.platforms.base import (
     ProtocolViolation,
     UpgradeRequest,
 )
+from mediaproxy.transcripts import Transcript
 
 __all__ = ["AudioHookSession", "MAX_PACKET_BYTES", "DEFAULT_RETRY_AFTER_MS"]
 
@@ -71,9 +72,19 @@ def _random_id() -> str:
     return str(uuid.uuid4())
 
 
-def _disconnect_reason(reason: str) -> str:
-    """Map the bridge's free-form hang-up reason onto AudioHook's two server reasons."""
-    return "error" if re.search(r"error|fail|timeout", reason, re.IGNORECASE) else "completed"
+DISCONNECT_REASONS: Mapping[Outcome, str] = {
+    Outcome.COMPLETED: "completed",
+    Outcome.BOT_HANGUP: "completed",
+    Outcome.TRANSFERRED: "completed",
+    Outcome.BACKEND_FAILED: "error",
+    Outcome.PROTOCOL_ERROR: "error",
+    Outcome.DISCONNECTED: "error",
+    Outcome.DRAINED: "error",
+    Outcome.TIMEOUT: "error",
+}
+"""The ``disconnect`` reason for each way a call ends. Architect routes ``completed`` down the
+success path, so only a conversation the bot finished (or handed on) says it; a failure, a drain
+or a timeout says ``error`` and the flow's failure path (an agent queue) takes over."""
 
 
 class AudioHookSession(PlatformSession):
@@ -390,13 +401,14 @@ class AudioHookSession(PlatformSession):
         if started and self._state is _State.OPEN:
             self._utterance_start_us["caller"] = self._timeline.position_us
 
-    def transcript(self, role: str, text: str, final: bool) -> None:
+    def transcript(self, transcript: Transcript) -> None:
         """Monitor: send a final transcript as an ``event`` entity, positioned on the stream
         timeline (offset = utterance start, duration up to now). Partials only mark the start:
         backends send them as fragments, which are not a transcript hypothesis."""
         if self.mode != "monitor" or self._state is not _State.OPEN or self._offer is None:
             return
-        role = "caller" if role == "caller" else "bot"
+        text, final = transcript.text, transcript.final
+        role = "caller" if transcript.role == "caller" else "bot"
         now_us = self._timeline.position_us
         start_us = self._utterance_start_us.get(role)
         if not final:
@@ -427,12 +439,13 @@ class AudioHookSession(PlatformSession):
             self._send("resume", {})
         return True
 
-    def hangup(self, reason: str, variables: Mapping[str, str] | None = None) -> None:
-        """End the session: ``disconnect{reason, info, [outputVariables]}``; then
-        :attr:`awaits_close` holds until Genesys's ``close`` is answered. ``reason`` containing
-        error/fail/timeout maps to ``error``, anything else to ``completed``."""
+    def hangup(self, outcome: Outcome, reason: str = "", variables: Mapping[str, str] | None = None) -> None:
+        """End the session: ``disconnect{reason, info, [outputVariables]}`` with the reason
+        :data:`DISCONNECT_REASONS` gives ``outcome``; then :attr:`awaits_close` holds until
+        Genesys's ``close`` is answered."""
         if self._state is _State.OPEN or (self._state is _State.AWAIT_OPEN and self._session_id):
-            parameters: dict[str, Any] = {"reason": _disconnect_reason(reason), "info": reason[:200]}
+            info = (reason or outcome.value)[:200]
+            parameters: dict[str, Any] = {"reason": DISCONNECT_REASONS[outcome], "info": info}
             if variables and self.mode == "connector":
                 parameters["outputVariables"] = {str(k): str(v) for k, v in variables.items()}
             self._send("disconnect", parameters)

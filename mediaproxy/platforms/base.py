@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from mediaproxy.audio.format import AudioFormat, FormatPreference
+from mediaproxy.outcome import Outcome
+from mediaproxy.transcripts import Transcript
 
 Outbound = str | bytes
 """A queued wire message: ``str`` goes out as a text frame, ``bytes`` as a binary frame."""
@@ -44,6 +46,10 @@ class PlatformCapabilities:
     packet_ms: int
     plays_audio: bool = True
     """False for listen-only endpoints (AudioHook Monitor): the backend only listens."""
+    can_transfer: bool = False
+    """:meth:`PlatformSession.transfer` hands the caller on in the platform's own way."""
+    can_send_dtmf: bool = False
+    """:meth:`PlatformSession.send_dtmf` plays digits to the far end (IVR navigation)."""
 
 
 # --- events: platform → proxy -------------------------------------------------------------------
@@ -198,23 +204,33 @@ class PlatformSession:
     def caller_speech(self, started: bool) -> None:
         """The backend's VAD saw the caller start (``True``) or stop speaking."""
 
-    def transcript(self, role: str, text: str, final: bool) -> None:
+    def transcript(self, transcript: Transcript) -> None:
         """A transcript from the backend: ``role`` is ``caller`` (external party), ``agent``
-        (internal party, AudioHook Monitor) or ``bot``."""
+        (internal party, AudioHook Monitor) or ``bot``; its times are on the backend's timeline
+        of this call's channel (see :mod:`mediaproxy.transcripts`)."""
 
     def send_dtmf(self, digits: str) -> None:
-        """Ask the platform to play DTMF digits to the caller."""
+        """Ask the platform to play DTMF digits (only called when ``capabilities.can_send_dtmf``)."""
 
     def pause_caller_audio(self, paused: bool) -> bool:
         """Ask the platform to stop (``True``) or restart sending caller audio. Returns whether
         the platform supports it; the caller falls back to dropping audio when it does not."""
         return False
 
-    def hangup(self, reason: str, variables: Mapping[str, str] | None = None) -> None:
-        """End the call from our side (the bot hung up, the backend failed, the proxy drains).
-        ``variables`` are returned to the platform where it supports it (AudioHook
-        outputVariables). After this the glue closes the socket once the output is sent, unless
-        :attr:`awaits_close` says the protocol runs a close transaction first."""
+    def hangup(self, outcome: Outcome, reason: str = "", variables: Mapping[str, str] | None = None) -> None:
+        """End the call from our side, saying why in the platform's own terms: ``outcome`` is the
+        neutral why (the bot is done, the backend failed, the proxy drains, ...), ``reason`` a
+        short text for the platform's logs. ``variables`` are returned to the platform where it
+        supports it (AudioHook outputVariables). After this the glue closes the socket once the
+        output is sent, unless :attr:`awaits_close` says the protocol runs a close transaction
+        first."""
+
+    def transfer(self, target: str, summary: str, variables: Mapping[str, str] | None = None) -> bool:
+        """Hand the caller to a person at ``target`` (already in the platform's own terms: a
+        queue or flow variable, a SIP URI, a number) in the platform's own way, ending our leg.
+        ``summary`` is what the bot tells the person. Returns False when the platform cannot
+        (only called when ``capabilities.can_transfer``)."""
+        return False
 
     # connection hooks the glue calls on every platform (no-ops unless a platform needs them)
     def bind_upgrade(self, request: UpgradeRequest) -> None:
@@ -222,7 +238,7 @@ class PlatformSession:
 
     def refuse(self, reason: str) -> None:
         """The proxy is at capacity: answer the platform's session request with a refusal."""
-        self.hangup(reason, None)
+        self.hangup(Outcome.DRAINED, reason)
 
     @property
     def finished(self) -> bool:

@@ -37,6 +37,7 @@ from typing import Any
 
 from mediaproxy.audio.format import MULAW_8K, FormatPreference
 from mediaproxy.options import OptionError, integer, option, text
+from mediaproxy.outcome import Outcome
 from mediaproxy.platforms.base import (
     CallEnded,
     CallerAudio,
@@ -249,7 +250,7 @@ class TwilioSession(PlatformSession):
         if self._started and not self._ended:
             self._output.append(self._clear)
 
-    def hangup(self, reason: str, variables: Mapping[str, str] | None = None) -> None:
+    def hangup(self, outcome: Outcome, reason: str = "", variables: Mapping[str, str] | None = None) -> None:
         # Closing the socket is all a media stream can do; Twilio then runs the next TwiML verb.
         self._ended = True
 

@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from mediaproxy.testing.waiting import ConditionWaiting
+from mediaproxy.transcripts import Transcript
 
 __all__ = ["RecordingListener"]
 
@@ -18,6 +19,7 @@ class RecordingListener(ConditionWaiting):
         self.events: list[tuple[Any, ...]] = []
         self.audio: dict[str, bytearray] = {}
         self.on_speech_started: Callable[[], None] | None = None
+        self.transcripts: list[Transcript] = []
 
     def kinds(self) -> list[str]:
         return [e[0] for e in self.events]
@@ -47,8 +49,12 @@ class RecordingListener(ConditionWaiting):
     def backend_speech_stopped(self) -> None:
         self._record("speech_stopped")
 
-    def backend_transcript(self, role: str, text: str, final: bool) -> None:
-        self._record("transcript", role, text, final)
+    def backend_transcript(self, transcript: Transcript) -> None:
+        self._record("transcript", transcript.role, transcript.text, transcript.final)
+        self.transcripts.append(transcript)
+
+    def backend_tool_call(self, call_id: str, name: str, arguments: str) -> None:
+        self._record("tool_call", call_id, name, arguments)
 
     def backend_hangup(self, reason: str, variables: Mapping[str, str] | None = None) -> None:
         self._record("hangup", reason)

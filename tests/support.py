@@ -31,6 +31,8 @@ class RecordingBackendSession:
         self.audio = bytearray()
         self.interrupts: list[tuple[str, int]] = []
         self.dtmf: list[str] = []
+        self.tool_results: list[tuple[str, str]] = []
+        self.languages: list[str] = []
         self.closed = False
         self.paused = False
 
@@ -42,6 +44,12 @@ class RecordingBackendSession:
 
     def send_dtmf(self, digits: str) -> None:
         self.dtmf.append(digits)
+
+    def tool_result(self, call_id: str, output: str) -> None:
+        self.tool_results.append((call_id, output))
+
+    def set_language(self, language: str) -> None:
+        self.languages.append(language)
 
     def close(self) -> None:
         self.closed = True

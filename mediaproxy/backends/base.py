@@ -98,6 +98,9 @@ class BackendSession(Protocol):
     def tool_result(self, call_id: str, output: str) -> None:
         """The answer (JSON text) to the model's tool call ``call_id``; the model goes on."""
 
+    def set_language(self, language: str) -> None:
+        """The conversation's language changed (a BCP-47 tag): transcribe in it from now on."""
+
     def close(self) -> None:
         """End the session; no listener calls follow. Idempotent."""
 

@@ -188,6 +188,9 @@ class EchoSession:
     def tool_result(self, call_id: str, output: str) -> None:
         """The echo calls no tools."""
 
+    def set_language(self, language: str) -> None:
+        """The echo does not transcribe."""
+
     def close(self) -> None:
         self._closed = True
         self._outgoing.clear()

@@ -179,6 +179,9 @@ class OpenAIRealtimeSession:
     def tool_result(self, call_id: str, output: str) -> None:
         """The answer to the model's tool call ``call_id`` (function calling is not wired yet)."""
 
+    def set_language(self, language: str) -> None:
+        """Transcribe the caller in ``language`` from now on (not wired yet)."""
+
     def close(self) -> None:
         """End the session; no listener calls follow. Idempotent."""
         self._shut_down(abort=False)

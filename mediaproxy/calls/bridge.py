@@ -34,7 +34,9 @@ from mediaproxy.platforms.base import (
     CallerStreamPaused,
     CallStarted,
     DtmfReceived,
+    LanguageChanged,
     MarkPlayed,
+    MessageIgnored,
     PlatformError,
     PlatformEvent,
     PlaybackFlowChanged,
@@ -168,6 +170,13 @@ class CallBridge:
                     self.end(Outcome.COMPLETED, f"platform ended the call: {reason}")
                     # The platform said goodbye; close once our reply (if any) is out.
                     self.leg.close()
+                case MessageIgnored(kind):
+                    self._metrics.protocol_errors_total.labels(self.platform, kind).inc()
+                case LanguageChanged(language):
+                    if self._backend_session is not None and not self.ended:
+                        self._backend_session.set_language(language)
+                    for session, _ in self._extra_channels.values():
+                        session.set_language(language)
                 case ProtocolViolation(kind, detail):
                     self._metrics.protocol_errors_total.labels(self.platform, kind).inc()
                     log.info("{platform}: protocol error {kind}: {detail}", platform=self.platform,

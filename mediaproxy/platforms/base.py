@@ -135,6 +135,24 @@ class ResumeRequested:
 
 
 @dataclass(frozen=True)
+class MessageIgnored:
+    """The platform sent something well-formed that we do not act on (a message type the vendor
+    added since, a chunk outside a started stream): counted under ``kind`` (a short, bounded
+    label, never a value from the input) in ``protocol_errors_total`` and otherwise ignored.
+    The call goes on."""
+
+    kind: str
+
+
+@dataclass(frozen=True)
+class LanguageChanged:
+    """The platform says the conversation's language changed (AudioHook ``update``): a BCP-47
+    tag for the backend's transcription."""
+
+    language: str
+
+
+@dataclass(frozen=True)
 class ProtocolViolation:
     """The platform sent something the protocol does not allow. ``kind`` is a short, bounded
     label for the ``protocol_errors_total{kind}`` metric (never a value taken from the input);
@@ -154,6 +172,8 @@ PlatformEvent = (
     | CallEnded
     | PlatformError
     | ResumeRequested
+    | MessageIgnored
+    | LanguageChanged
     | ProtocolViolation
 )
 
@@ -286,6 +306,17 @@ class UpgradeRequest:
     public_url: str = ""
 
 
+@dataclass(frozen=True)
+class HttpRequest:
+    """An HTTP request a platform needs made on a call's behalf (Twilio's REST API to redirect a
+    live call), as plain data: the call layer sends it and reports the status."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes = b""
+
+
 class UpgradeRefused(Exception):
     """Raised by a platform's ``check_upgrade`` to refuse the WebSocket upgrade with an HTTP
     status (401 bad credentials, 403 bad signature, 503 no capacity) and a reason."""
@@ -322,6 +353,10 @@ class PlatformType(Generic[OptionsT]):
     for platforms whose calls end with their socket.
     ``validate(options, public_url)``: cross-checks at start-up; raises
     :class:`~mediaproxy.options.OptionError`.
+    ``transfer_request(options, session, target)``: where the platform moves a live call through
+    an HTTP API rather than on the media socket (Twilio REST with account credentials), the
+    request that transfers ``session``'s call to ``target``; None: :meth:`PlatformSession.transfer`
+    on the socket is all there is.
     """
 
     name: str
@@ -333,3 +368,4 @@ class PlatformType(Generic[OptionsT]):
     refuses_in_band: bool = False
     resume_grace_s: Callable[[OptionsT], float] | None = None
     validate: Callable[[OptionsT, str], None] | None = None
+    transfer_request: Callable[[OptionsT, PlatformSession, str], HttpRequest | None] | None = None

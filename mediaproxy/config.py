@@ -17,7 +17,7 @@ import configparser
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -27,12 +27,18 @@ from mediaproxy.options import (
     KeySpec,
     OptionError,
     boolean,
+    choice,
     endpoint,
+    http_url,
     integer,
+    json_object,
+    name_list,
+    name_map,
     option,
     option_keys,
     text,
     url_path,
+    word,
     ws_url,
 )
 from mediaproxy.platforms.base import PlatformType
@@ -107,6 +113,10 @@ FIXED_SECTIONS: Mapping[str, type[Any]] = {
 }
 
 
+BUILTIN_TOOLS = ("end_call", "transfer_call", "send_dtmf")
+"""The call actions a backend may offer its model by name in ``tools`` (besides ``[tool:NAME]``)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class PlatformCommon:
     """The keys every ``[platform:NAME]`` section has, whatever its type."""
@@ -114,6 +124,15 @@ class PlatformCommon:
     type: str = option(text, "", "the platform type; default: NAME")
     path: str = option(url_path, doc="the URL path this platform dials, such as /twilio")
     backend: str = option(text, doc="the [backend:NAME] section that answers these calls")
+    transfer_targets: Mapping[str, str] = option(
+        name_map, MappingProxyType({}),
+        "name=TARGET pairs the bot may transfer callers to, TARGET in the platform's own terms (a queue or "
+        "flow variable for Genesys, a SIP URI or phone number for AudioCodes and Twilio); transfer_call's target "
+        "is one of the names")
+    allow_unauthenticated: bool = option(
+        boolean, False,
+        "accept calls without a credential on a listener other hosts can reach (an open socket spends your "
+        "AI minutes); without it start-up refuses such a platform")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,6 +140,28 @@ class BackendCommon:
     """The keys every ``[backend:NAME]`` section has, whatever its type."""
 
     type: str = option(text, "", "the backend type; default: NAME")
+    tools: tuple[str, ...] = option(
+        name_list, (),
+        "what the model may call: end_call, transfer_call, send_dtmf and the names of [tool:NAME] sections")
+    dtmf_timeout_ms: int = option(integer(200, 60000), 3000,
+                                  "caller digits are collected until this much time passes after the last one, ms")
+    dtmf_terminator: str = option(choice("#", "*", ""), "#",
+                                  "a key that ends the digits at once (not passed on); empty: none")
+    dtmf_max_digits: int = option(integer(1, 64), 16, "digits collected at most before they are passed on")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolSettings:
+    """``[tool:NAME]``: a function of the operator's that the model may call (an HTTPS webhook)."""
+
+    url: str = option(http_url, doc="where the arguments and the call context are POSTed as JSON (https://)")
+    description: str = option(text, doc="what the tool does, for the model")
+    parameters: Mapping[str, Any] = option(
+        json_object, MappingProxyType({"type": "object", "properties": {}}),
+        "the arguments as a JSON Schema object")
+    timeout_ms: int = option(integer(100, 60000), 3000,
+                             "how long the endpoint may take before the model is told the tool failed, ms")
+    secret: str = option(text, "", "HMAC-SHA256 key for the X-Mediaproxy-Signature header; use ${ENV}")
 
 
 # --- typed platform and backend sections -------------------------------------------------------
@@ -135,15 +176,18 @@ class PlatformSettings:
     path: str
     backend: str
     options: Any
+    transfer_targets: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True)
 class BackendSettings:
-    """One ``[backend:NAME]`` section: its type and that type's parsed options."""
+    """One ``[backend:NAME]`` section: its type and that type's parsed options, and the keys every
+    backend has (``common``: tools, digit collection)."""
 
     name: str
     type: BackendType[Any]
     options: Any
+    common: BackendCommon = field(default_factory=BackendCommon)
 
 
 @dataclass(frozen=True)
@@ -157,6 +201,7 @@ class Config:
     log: LogSettings
     platforms: tuple[PlatformSettings, ...]
     backends: Mapping[str, BackendSettings]
+    tools: Mapping[str, ToolSettings] = field(default_factory=lambda: MappingProxyType({}))
 
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -197,7 +242,7 @@ def _options(path: str, section: str, cls: type[Any], raw: Mapping[str, str], en
     """Parse ``raw`` into ``cls``; keys in ``common`` are parsed too and returned apart."""
     keys = {**(common or {}), **option_keys(cls)}
     values = _parse_keys(path, section, raw, keys, env)
-    shared = {key: values.pop(key) for key in list(values) if common and key in common}
+    shared = {key: values.pop(key, spec.default) for key, spec in (common or {}).items()}
     return cls(**values), shared
 
 
@@ -223,6 +268,7 @@ def parse_config(path: str, sections: Mapping[str, Mapping[str, str]], env: Mapp
     fixed: dict[str, Any] = {}
     platform_raw: dict[str, Mapping[str, str]] = {}
     backend_raw: dict[str, Mapping[str, str]] = {}
+    tools: dict[str, ToolSettings] = {}
     for section, raw in sections.items():
         if section in FIXED_SECTIONS:
             fixed[section], _ = _options(path, section, FIXED_SECTIONS[section], raw, env)
@@ -230,10 +276,20 @@ def parse_config(path: str, sections: Mapping[str, Mapping[str, str]], env: Mapp
             platform_raw[section] = raw
         elif section.startswith("backend:") and section[8:]:
             backend_raw[section] = raw
+        elif section.startswith("tool:") and section[5:]:
+            name = section[5:]
+            try:
+                word(name)
+            except ValueError as e:
+                raise ConfigError(path, section, None, f"tool name: {e}") from None
+            if name in BUILTIN_TOOLS:
+                raise ConfigError(path, section, None, f"{name} is a built-in call action")
+            tools[name], _ = _options(path, section, ToolSettings, raw, env)
         else:
             raise ConfigError(
                 path, section, None,
-                "unknown section (expected " + ", ".join(FIXED_SECTIONS) + ", platform:NAME or backend:NAME)",
+                "unknown section (expected " + ", ".join(FIXED_SECTIONS)
+                + ", platform:NAME, backend:NAME or tool:NAME)",
             )
     for section, cls in FIXED_SECTIONS.items():
         if section not in fixed:
@@ -244,9 +300,13 @@ def parse_config(path: str, sections: Mapping[str, Mapping[str, str]], env: Mapp
     for section, raw in backend_raw.items():
         name = section.split(":", 1)[1]
         backend_type = _lookup(path, section, raw, env, BACKEND_TYPES, "backend", name)
-        options, _ = _options(path, section, backend_type.options, raw, env, option_keys(BackendCommon))
+        options, common = _options(path, section, backend_type.options, raw, env, option_keys(BackendCommon))
         _validate(path, section, backend_type.validate, options)
-        backends[name] = BackendSettings(name, backend_type, options)
+        for tool in common["tools"]:
+            if tool not in BUILTIN_TOOLS and tool not in tools:
+                raise ConfigError(path, section, "tools",
+                                  f"{tool!r} is neither a call action ({', '.join(BUILTIN_TOOLS)}) nor a [tool:{tool}]")
+        backends[name] = BackendSettings(name, backend_type, options, BackendCommon(**common))
 
     platforms: list[PlatformSettings] = []
     seen_paths: dict[str, str] = {}
@@ -262,7 +322,19 @@ def parse_config(path: str, sections: Mapping[str, Mapping[str, str]], env: Mapp
             raise ConfigError(path, section, "path",
                               f"{common['path']} is already used by [{seen_paths[common['path']]}]")
         seen_paths[common["path"]] = section
-        platforms.append(PlatformSettings(name, platform_type, common["path"], common["backend"], options))
+        if "transfer_call" in backends[common["backend"]].common.tools and not common["transfer_targets"]:
+            raise ConfigError(path, section, "transfer_targets",
+                              f"[backend:{common['backend']}] offers transfer_call: name the allowed targets here")
+        if not common["allow_unauthenticated"] and not _reachable_only_locally(proxy.listen):
+            keys = platform_type.credential_keys
+            if keys and not any(getattr(options, key) for key in keys):
+                raise ConfigError(
+                    path, section, keys[0],
+                    f"no credential is set ({' or '.join(keys)}) and [proxy] listen = {proxy.listen} accepts "
+                    "other hosts: anyone could place calls on your backend; set one, listen on loopback, or "
+                    "set allow_unauthenticated = true")
+        platforms.append(PlatformSettings(name, platform_type, common["path"], common["backend"], options,
+                                          common["transfer_targets"]))
     if not platforms:
         raise ConfigError(path, None, None, "no [platform:NAME] section: nothing would accept calls")
 
@@ -278,7 +350,23 @@ def parse_config(path: str, sections: Mapping[str, Mapping[str, str]], env: Mapp
         log=fixed["log"],
         platforms=tuple(platforms),
         backends=MappingProxyType(backends),
+        tools=MappingProxyType(tools),
     )
+
+
+def _reachable_only_locally(listen: str) -> bool:
+    """Whether a server endpoint string only accepts local connections (a loopback interface or a
+    UNIX socket)."""
+    kind, _, rest = listen.partition(":")
+    if kind == "unix":
+        return True
+    # Endpoint strings escape a literal colon as "\:" (an IPv6 interface).
+    for part in re.split(r"(?<!\\):", rest):
+        name, sep, value = part.partition("=")
+        if sep and name == "interface":
+            host = value.replace("\\:", ":").strip("[]").lower()
+            return host.startswith("127.") or host in ("::1", "localhost")
+    return False
 
 
 def _lookup(path: str, section: str, raw: Mapping[str, str], env: Mapping[str, str],

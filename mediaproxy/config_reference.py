@@ -8,7 +8,9 @@ key added, renamed or given another default without regenerating the file fails 
 
 from __future__ import annotations
 
+import json
 import sys
+from collections.abc import Mapping
 from dataclasses import MISSING
 from typing import Any
 
@@ -43,6 +45,8 @@ def _default(value: Any) -> str:
         return "`" + ", ".join(str(v) for v in value) + "`" if value else "empty"
     if isinstance(value, bytes):
         return "empty" if not value else "(set)"
+    if isinstance(value, Mapping):
+        return "empty" if not value else f"`{json.dumps(dict(value))}`"
     if value == "":
         return "empty"
     return f"`{value}`"

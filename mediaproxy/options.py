@@ -16,9 +16,11 @@ modules declare their options with it and import nothing above it.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass
+from types import MappingProxyType
 from typing import Any
 
 from twisted.internet.endpoints import serverFromString
@@ -33,6 +35,8 @@ def option(parse: Callable[[str], Any], default: Any = MISSING, doc: str = "") -
     metadata = {_PARSE: parse, _DOC: doc}
     if default is MISSING:
         return dataclasses.field(metadata=metadata)
+    if isinstance(default, Mapping):  # dataclasses refuse unhashable defaults: share a read-only one
+        return dataclasses.field(default_factory=lambda: default, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -56,7 +60,8 @@ def option_keys(cls: type[Any]) -> dict[str, KeySpec]:
     for f in dataclasses.fields(cls):
         parse = f.metadata.get(_PARSE)
         if parse is not None:
-            keys[f.name] = KeySpec(f.name, parse, f.default, f.metadata.get(_DOC, ""))
+            default = f.default if f.default_factory is MISSING else f.default_factory()
+            keys[f.name] = KeySpec(f.name, parse, default, f.metadata.get(_DOC, ""))
     return keys
 
 
@@ -169,3 +174,53 @@ def ws_url(value: str) -> str:
 def name_list(value: str) -> tuple[str, ...]:
     """A comma-separated list of words (empty entries dropped)."""
     return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+
+
+def name_map(value: str) -> Mapping[str, str]:
+    """A comma-separated list of ``name=value`` pairs (``agent=sip:queue@pbx, billing=+15551234``);
+    names are words, values anything without a comma."""
+    pairs: dict[str, str] = {}
+    for part in value.split(","):
+        if not part.strip():
+            continue
+        name, sep, target = part.partition("=")
+        name, target = name.strip(), target.strip()
+        if not sep or not _NAME.match(name) or not target:
+            raise ValueError(f"expected name=value pairs separated by commas, got {part.strip()!r}")
+        if name in pairs:
+            raise ValueError(f"{name!r} is named twice")
+        pairs[name] = target
+    return MappingProxyType(pairs)
+
+
+def word(value: str) -> str:
+    """One short word (letters, digits, ``_``, ``-``; starts with a letter)."""
+    if not _NAME.match(value):
+        raise ValueError(f"expected a word such as lookup_order, got {value!r}")
+    return value
+
+
+def http_url(value: str) -> str:
+    """An http:// or https:// URL. Plain http is only for loopback addresses (tests, a sidecar):
+    anything that leaves the host must be https."""
+    match = re.match(r"^(https?)://(\[[^\]]+\]|[^/:\s]+)(:\d+)?(/\S*)?$", value)
+    if not match:
+        raise ValueError(f"expected an https:// URL, got {value!r}")
+    host = match.group(2).strip("[]").lower()
+    if match.group(1) == "http" and host not in ("localhost", "::1") and not host.startswith("127."):
+        raise ValueError(f"plain http is allowed only to loopback addresses; use https://, got {value!r}")
+    return value
+
+
+def json_object(value: str) -> Mapping[str, Any]:
+    """A JSON object (such as a JSON Schema)."""
+    try:
+        parsed = json.loads(value)
+    except ValueError as e:
+        raise ValueError(f"not valid JSON: {e}") from None
+    if not isinstance(parsed, dict):
+        raise ValueError("expected a JSON object")
+    return MappingProxyType(parsed)

@@ -57,7 +57,7 @@ class ConfigTests(SynchronousTestCase):
         """The commented platform examples in etc/*.ini are valid when an operator enables them."""
         env = {"OPENAI_API_KEY": "sk-test", "AUDIOHOOK_API_KEY": "bXlBcGlLZXk=",
                "AUDIOHOOK_CLIENT_SECRET": "c2VjcmV0", "AUDIOCODES_TOKEN": "t", "TWILIO_AUTH_TOKEN": "t"}
-        keys = "type|path|backend|mode|api_key|client_secret|packet_ms|token|barge_in|resume_seconds"
+        keys = "type|path|backend|mode|api_key|client_secret|packet_ms|token|barge_in|resume_seconds|allow_unauthenticated"
         for name in ("mediaproxy.ini", "openai.ini"):
             text = ROOT.child("etc").child(name).getContent().decode()
             enabled = re.sub(rf"^; ?(\[platform:[^\]]+\]|(?:{keys}) += .*)$", r"\1", text, flags=re.M)
@@ -113,6 +113,48 @@ class ConfigTests(SynchronousTestCase):
 
     def test_required_key_missing(self) -> None:
         self.assertConfigError(GOOD.replace("path = /twilio\n", ""), "platform:twilio", "path", "required")
+
+    def test_open_listener_needs_a_credential(self) -> None:
+        """A platform without a credential on a listener other hosts reach would let anyone spend
+        the operator's AI minutes: refused unless allowed in so many words."""
+        open_listener = GOOD.replace("listen = tcp:0:interface=127.0.0.1\n[metrics]", "listen = tcp:8080\n[metrics]")
+        error = self.assertConfigError(open_listener, "platform:twilio", "auth_token", "allow_unauthenticated")
+        self.assertIn("tcp:8080", str(error))
+        path = self.write(open_listener.replace("backend = echo", "backend = echo\nallow_unauthenticated = true"))
+        self.assertEqual(len(load_config(path, {}).platforms), 1)
+        path = self.write(open_listener.replace("[proxy]", "[proxy]\npublic_url = wss://p.example.com")
+                          .replace("backend = echo", "backend = echo\nauth_token = t"))
+        self.assertEqual(load_config(path, {}).platforms[0].options.auth_token, "t")
+        for local in ("tcp:8080:interface=127.0.0.1", "tcp:8080:interface=\\:\\:1", "unix:/run/mediaproxy.sock"):
+            path = self.write(GOOD.replace("listen = tcp:0:interface=127.0.0.1\n[metrics]", f"listen = {local}\n[metrics]"))
+            self.assertEqual(len(load_config(path, {}).platforms), 1, local)
+
+    def test_tools_and_transfer_targets(self) -> None:
+        text = (GOOD.replace("type = echo", "type = echo\ntools = end_call, transfer_call, lookup_order")
+                .replace("backend = echo", "backend = echo\ntransfer_targets = agent=+15551230000, billing=sip:b@pbx")
+                + '[tool:lookup_order]\nurl = https://tools.example.com/orders\ndescription = Find an order\n'
+                + 'parameters = {"type": "object", "properties": {"order": {"type": "string"}}}\n'
+                + "secret = ${TOOL_SECRET}\ntimeout_ms = 1500\n")
+        config = load_config(self.write(text), {"TOOL_SECRET": "k"})
+        self.assertEqual(config.backends["echo"].common.tools, ("end_call", "transfer_call", "lookup_order"))
+        self.assertEqual(dict(config.platforms[0].transfer_targets), {"agent": "+15551230000", "billing": "sip:b@pbx"})
+        tool = config.tools["lookup_order"]
+        self.assertEqual((tool.url, tool.timeout_ms, tool.secret), ("https://tools.example.com/orders", 1500, "k"))
+        self.assertEqual(tool.parameters["properties"], {"order": {"type": "string"}})
+
+    def test_tool_errors_name_the_key(self) -> None:
+        self.assertConfigError(GOOD.replace("type = echo", "type = echo\ntools = fly"), "backend:echo", "tools",
+                               "[tool:fly]")
+        self.assertConfigError(GOOD.replace("type = echo", "type = echo\ntools = transfer_call"), "platform:twilio",
+                               "transfer_targets", "offers transfer_call")
+        self.assertConfigError(GOOD.replace("backend = echo", "backend = echo\ntransfer_targets = agent"),
+                               "platform:twilio", "transfer_targets", "name=value")
+        tool = "[tool:t]\nurl = https://x.example.com\ndescription = d\n"
+        self.assertConfigError(GOOD + tool.replace("https://x.example.com", "http://x.example.com"), "tool:t", "url",
+                               "loopback")
+        self.assertConfigError(GOOD + tool + "parameters = [1]\n", "tool:t", "parameters", "JSON object")
+        self.assertConfigError(GOOD + tool.replace("[tool:t]", "[tool:end_call]"), "tool:end_call", None, "built-in")
+        self.assertConfigError(GOOD + "[tool:t]\ndescription = d\n", "tool:t", "url", "required")
 
     def test_not_an_ini_file(self) -> None:
         self.assertConfigError("listen = 1\n", None, None, "not a valid ini file")

@@ -20,6 +20,7 @@ EXAMPLE = os.path.join(HERE, "..", "etc", "openai.ini")
 def settings(**raw: str) -> RealtimeOptions:
     """A parsed backend section's options, going through the real config loader."""
     sections = {
+        "proxy": {"listen": "tcp:0:interface=127.0.0.1"},
         "platform:twilio": {"path": "/twilio", "backend": "openai"},
         "backend:openai": {"type": "openai-realtime", "api_key": "k", **raw},
     }
@@ -36,7 +37,8 @@ class ConfigTests(unittest.TestCase):
         self.assertEqual(options.early_audio_ms, 1000)
 
     def test_api_key_required(self) -> None:
-        sections = {"platform:twilio": {"path": "/twilio", "backend": "openai"},
+        sections = {"proxy": {"listen": "tcp:0:interface=127.0.0.1"},
+                    "platform:twilio": {"path": "/twilio", "backend": "openai"},
                     "backend:openai": {"type": "openai-realtime"}}
         with self.assertRaises(ConfigError) as caught:
             parse_config("test.ini", sections, {})

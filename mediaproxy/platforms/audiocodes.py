@@ -110,6 +110,7 @@ AUDIOCODES = PlatformType(
     options=AudioCodesOptions,
     check_upgrade=check_upgrade,
     new_session=new_session,
+    credential_keys=("token",),
     plain_get=plain_get,
     # At capacity the upgrade is accepted and session.initiate is answered with session.error
     # (VAIC then ends the call cleanly) instead of an HTTP 503.

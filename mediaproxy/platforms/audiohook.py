@@ -157,5 +157,6 @@ AUDIOHOOK = PlatformType(
     options=AudioHookOptions,
     check_upgrade=check_upgrade,
     new_session=new_session,
+    credential_keys=("api_key", "client_secret"),
     summary="Genesys Cloud AudioHook v2 (Monitor) and Audio Connector: JSON text control, binary PCMU audio",
 )

@@ -260,6 +260,7 @@ TWILIO = PlatformType(
     options=TwilioOptions,
     check_upgrade=check_upgrade,
     new_session=new_session,
+    credential_keys=("auth_token",),
     validate=validate,
     summary="Twilio Media Streams, bidirectional (<Connect><Stream>): JSON text frames, µ-law 8 kHz",
 )

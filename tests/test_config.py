@@ -57,7 +57,8 @@ class ConfigTests(SynchronousTestCase):
         """The commented platform examples in etc/*.ini are valid when an operator enables them."""
         env = {"OPENAI_API_KEY": "sk-test", "AUDIOHOOK_API_KEY": "bXlBcGlLZXk=",
                "AUDIOHOOK_CLIENT_SECRET": "c2VjcmV0", "AUDIOCODES_TOKEN": "t", "TWILIO_AUTH_TOKEN": "t"}
-        keys = "type|path|backend|mode|api_key|client_secret|packet_ms|token|barge_in|resume_seconds|allow_unauthenticated"
+        keys = ("type|path|backend|mode|api_key|client_secret|packet_ms|token|barge_in|resume_seconds"
+                "|allow_unauthenticated")
         for name in ("mediaproxy.ini", "openai.ini"):
             text = ROOT.child("etc").child(name).getContent().decode()
             enabled = re.sub(rf"^; ?(\[platform:[^\]]+\]|(?:{keys}) += .*)$", r"\1", text, flags=re.M)
@@ -126,7 +127,8 @@ class ConfigTests(SynchronousTestCase):
                           .replace("backend = echo", "backend = echo\nauth_token = t"))
         self.assertEqual(load_config(path, {}).platforms[0].options.auth_token, "t")
         for local in ("tcp:8080:interface=127.0.0.1", "tcp:8080:interface=\\:\\:1", "unix:/run/mediaproxy.sock"):
-            path = self.write(GOOD.replace("listen = tcp:0:interface=127.0.0.1\n[metrics]", f"listen = {local}\n[metrics]"))
+            text = GOOD.replace("listen = tcp:0:interface=127.0.0.1\n[metrics]", f"listen = {local}\n[metrics]")
+            path = self.write(text)
             self.assertEqual(len(load_config(path, {}).platforms), 1, local)
 
     def test_tools_and_transfer_targets(self) -> None:

@@ -126,3 +126,17 @@ class Metrics:
             ["platform", "outcome"],
             registry=r,
         )
+        self.call_actions_total = Counter(
+            p + "call_actions_total",
+            "Call actions and tools the model used (action: end_call, transfer_call, send_dtmf or a "
+            "configured [tool:NAME]; outcome: ok, refused, failed, timeout).",
+            ["action", "platform", "outcome"],
+            registry=r,
+        )
+        self.tool_seconds = Histogram(
+            p + "tool_seconds",
+            "Time a [tool:NAME] endpoint took to answer (or to fail).",
+            ["tool"],
+            buckets=_CONNECT_SECONDS,
+            registry=r,
+        )

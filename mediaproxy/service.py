@@ -19,9 +19,11 @@ from twisted.python.failure import Failure
 from twisted.web.server import Site
 
 from mediaproxy.calls import CallContext, CallRegistry, Endpoint
+from mediaproxy.calls.webhook import ToolWebhook
 from mediaproxy.config import Config
 from mediaproxy.metrics import Metrics
 from mediaproxy.playout import PlayoutClock
+from mediaproxy.server.http_client import TreqHttpClient
 from mediaproxy.server.routing import PathRouter, PlatformResource
 from mediaproxy.server.status import metrics_root
 from mediaproxy.server.websocket import PlatformServerFactory
@@ -111,12 +113,16 @@ class MediaProxyService(MultiService):
         self.reactor = reactor
         self.metrics = Metrics()
         self.clock = PlayoutClock(reactor, config.playout.frame_ms, self.metrics)
+        http = TreqHttpClient(reactor)
         self.context = CallContext(
             reactor=reactor,
             clock=self.clock,
             metrics=self.metrics,
             playout=config.playout,
             log_transcripts=config.log.transcripts,
+            http=http,
+            webhooks={name: ToolWebhook(name, tool, http, reactor, self.metrics)
+                      for name, tool in config.tools.items()},
         )
         self.registry = CallRegistry(self.context, config.proxy.max_calls)
         self.backends = {
@@ -125,7 +131,9 @@ class MediaProxyService(MultiService):
         }
         routes = {}
         for settings in config.platforms:
-            endpoint = Endpoint(settings.name, settings.type, settings.options, self.backends[settings.backend])
+            backend = config.backends[settings.backend]
+            endpoint = Endpoint(settings.name, settings.type, settings.options, self.backends[settings.backend],
+                                backend.common, settings.transfer_targets)
             factory = PlatformServerFactory(endpoint, self.registry, config.proxy.public_url)
             routes[settings.path] = PlatformResource(factory)
         self.site = Site(PathRouter(routes))

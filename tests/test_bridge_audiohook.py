@@ -238,6 +238,8 @@ class ConnectorPlaybackTests(SynchronousTestCase):
     def test_bot_hangup_returns_output_variables(self) -> None:
         call = Call(self, "connector", [EXTERNAL], packet_ms=200)
         call.send("dtmf", {"digit": "7"})
+        self.assertEqual(call.backend_session.dtmf, [], "keys are collected into one entry")
+        call.advance(3.01)  # the inter-digit timeout: the entry is complete
         self.assertEqual(call.backend_session.dtmf, ["7"])
         call.backend_session.listener.backend_hangup("caller asked for agent", {"Intent": "billing"})
         (_, disconnect), = call.leg.messages("disconnect")

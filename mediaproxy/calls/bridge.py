@@ -25,8 +25,11 @@ from twisted.logger import Logger
 
 from mediaproxy.audio.transcode import Transcoder
 from mediaproxy.backends.base import BackendSession, CallInfo
+from mediaproxy.calls.actions import CallActions
 from mediaproxy.calls.context import CallContext, Endpoint
+from mediaproxy.calls.digits import DigitCollector
 from mediaproxy.calls.leg import PlatformLeg
+from mediaproxy.metrics import Metrics
 from mediaproxy.outcome import Outcome
 from mediaproxy.platforms.base import (
     CallEnded,
@@ -120,6 +123,12 @@ class CallBridge:
         self._call_info: CallInfo | None = None
         self._frames_in = context.metrics.frames_total.labels(self.platform, "in")
         self._started = False
+        self._metadata: Mapping[str, str] = {}
+        calls = endpoint.calls
+        self._actions = CallActions(self, calls.tools, endpoint.transfer_targets, context.webhooks)
+        self._digits = DigitCollector(context.reactor, self._digits_entered, timeout_ms=calls.dtmf_timeout_ms,
+                                      terminator=calls.dtmf_terminator, max_digits=calls.dtmf_max_digits)
+
 
     @property
     def started(self) -> bool:
@@ -132,6 +141,24 @@ class CallBridge:
     @property
     def playout(self) -> Playout | None:
         return self._playout
+
+    @property
+    def metrics(self) -> Metrics:
+        return self._metrics
+
+    @property
+    def context(self) -> CallContext:
+        return self._context
+
+    @property
+    def digits(self) -> DigitCollector:
+        """The caller's key presses being collected."""
+        return self._digits
+
+    @property
+    def metadata(self) -> Mapping[str, str]:
+        """The call's parameters from the platform (``CallStarted.metadata``)."""
+        return self._metadata
 
     # --- platform → bridge ---------------------------------------------------------------------
 
@@ -148,7 +175,7 @@ class CallBridge:
                     self.start(event)
                 case DtmfReceived(digits):
                     if self._backend_session is not None and not self.ended:
-                        self._backend_session.send_dtmf(digits)
+                        self._digits.feed(digits)
                 case CallerStreamPaused(paused):
                     if paused and not self._caller_paused:
                         # The platform stopped the caller stream (the caller is on hold, a secure
@@ -200,7 +227,9 @@ class CallBridge:
         self._metrics.calls_active.labels(self.platform).inc()
         log.info("call {call_id} started on {platform} ({fmt}), backend {backend}",
                  call_id=self.call_id, platform=self.platform, fmt=str(fmt), backend=self.backend.name)
-        self._call_info = CallInfo(event.call_id, self.platform, dict(event.metadata), self._listen_only)
+        self._metadata = dict(event.metadata)
+        tools = self._actions.specs(session.capabilities)
+        self._call_info = CallInfo(event.call_id, self.platform, self._metadata, self._listen_only, tools)
         backend_session = self.backend.open_session(self._call_info, self, fmt)
         self._backend_session = backend_session
         self._up = Transcoder(fmt, backend_session.audio_format)
@@ -322,9 +351,26 @@ class CallBridge:
         self.leg.flush()
 
     def backend_tool_call(self, call_id: str, name: str, arguments: str) -> None:
-        """The model calls a tool (no tools are offered yet: it is told so)."""
+        """The model calls a tool: a call action or the operator's own (see :mod:`.actions`)."""
+        if not self.ended:
+            self._actions.call(call_id, name, arguments)
+
+    # --- call actions (used by CallActions) ------------------------------------------------------
+
+    def tool_result(self, call_id: str, output: str) -> None:
+        """Answer the model's tool call."""
         if self._backend_session is not None and not self.ended:
-            self._backend_session.tool_result(call_id, '{"error": "no such tool"}')
+            self._backend_session.tool_result(call_id, output)
+
+    def send_dtmf(self, digits: str) -> None:
+        """Play ``digits`` to the far end."""
+        if not self.ended:
+            self.leg.session.send_dtmf(digits)
+            self.leg.flush()
+
+    def _digits_entered(self, digits: str) -> None:
+        if self._backend_session is not None and not self.ended:
+            self._backend_session.send_dtmf(digits)
 
     def backend_hangup(self, reason: str, variables: Mapping[str, str] | None = None) -> None:
         if self.ended:
@@ -349,6 +395,8 @@ class CallBridge:
         if self.ended:
             return
         self.outcome = outcome
+        self._digits.stop()
+        self._actions.stop()
         if self._playout is not None:
             self._playout.stop()
         if self._backend_session is not None:

@@ -11,6 +11,8 @@ from typing import Any
 import treq
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred
+from twisted.internet.defer import TimeoutError as DeferredTimeout
+from twisted.python.failure import Failure
 from twisted.web.client import Agent
 
 from mediaproxy.calls.http import HttpRequest, HttpResponse
@@ -33,8 +35,24 @@ class TreqHttpClient:
         d: Deferred[Any] = self._client.request(request.method, request.url, headers=headers,
                                                 data=request.body or None)
         d.addCallback(self._read)
-        d.addTimeout(timeout_s, self._reactor)
-        return d
+        timed_out = False
+
+        def give_up() -> None:
+            nonlocal timed_out
+            timed_out = True
+            d.cancel()
+
+        timer = self._reactor.callLater(timeout_s, give_up)
+
+        def settle(result: Any) -> Any:
+            if timer.active():
+                timer.cancel()
+            if timed_out and isinstance(result, Failure):
+                # Cancelling surfaces as whatever treq/the agent wraps it in: say what happened.
+                raise DeferredTimeout(f"no answer within {timeout_s} s")
+            return result
+
+        return d.addBoth(settle)
 
     def _read(self, response: Any) -> Deferred[HttpResponse]:
         chunks: list[bytes] = []

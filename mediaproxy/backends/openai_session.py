@@ -10,8 +10,10 @@ configuration with a note that the conversation continues; the bridge is told no
 audio it would otherwise have waited for. Fatal errors (bad key, no quota, refused config, format
 mismatch) end the call through ``backend_failed`` at once.
 
-The session is an ``IPushProducer``: pausing it pauses the socket's transport, so the kernel
-buffers fill and the server's sends slow down instead of our memory growing.
+The session is an ``IPushProducer`` only in name: its socket is always read, whatever the
+playout holds, because control events (``input_audio_buffer.speech_started`` above all) arrive
+on the same socket as the audio and must be handled at once. The playout bounds its own queue
+(it drops audio beyond ``max_buffer_ms``).
 """
 
 from __future__ import annotations
@@ -122,7 +124,6 @@ class OpenAIRealtimeSession:
         self._dial_started = 0.0
         self._ever_ready = False
         self._expiring = False
-        self._paused = False
         self._closed = False
         self._chunk_timer: Timer | None = None
         self._history: deque[str] = deque(maxlen=_HISTORY_LINES)
@@ -197,8 +198,6 @@ class OpenAIRealtimeSession:
         proto, self._proto, self._dialect = self._proto, None, None
         if proto is not None:
             proto.session = None
-            if self._paused:
-                _read_socket(proto, True)  # so the closing handshake can complete
             if abort:
                 proto.dropConnection(abort=True)
             else:
@@ -208,21 +207,10 @@ class OpenAIRealtimeSession:
     # --- IPushProducer -------------------------------------------------------------------------
 
     def pauseProducing(self) -> None:
-        """Stop reading the backend socket (the playout holds too much audio)."""
-        if self._paused or self._closed:
-            return
-        self._paused = True
-        # Counted once, by the playout that asks for the pause (flow_pauses_total{leg=backend}).
-        if self._proto is not None:
-            _read_socket(self._proto, False)
+        """Ignored: the backend socket is always read (barge-in must never wait behind audio)."""
 
     def resumeProducing(self) -> None:
-        """Read the backend socket again."""
-        if not self._paused:
-            return
-        self._paused = False
-        if self._proto is not None:
-            _read_socket(self._proto, True)
+        """Ignored (see :meth:`pauseProducing`)."""
 
     def stopProducing(self) -> None:
         self.close()
@@ -262,8 +250,6 @@ class OpenAIRealtimeSession:
         def adopt(proto: RealtimeClientProtocol) -> None:
             proto.session, proto.dialect, proto.ready = self, dialect, ready
             self._proto = proto
-            if self._paused:
-                _read_socket(proto, False)
 
         def not_opened(failure: Failure) -> None:
             if not ready.called:
@@ -430,14 +416,3 @@ def _fatal_reason(failure: Failure) -> str | None:
         if error.status == 404:
             return f"backend URL or model not found (HTTP {error.status})"
     return None
-
-
-def _read_socket(proto: RealtimeClientProtocol, reading: bool) -> None:
-    """Resume (``reading``) or pause reading ``proto``'s socket. Its transport (TCP or TLS) is a
-    push producer, which the ``ITransport`` it is declared as does not say."""
-    transport: Any = proto.transport
-    if transport is not None:
-        if reading:
-            transport.resumeProducing()
-        else:
-            transport.pauseProducing()

@@ -5,13 +5,16 @@ fed server events by hand."""
 from __future__ import annotations
 
 import base64
+import json
 from dataclasses import replace
 from typing import Any
 
 from twisted.trial import unittest
 
+from mediaproxy.audio.format import MULAW_8K
 from mediaproxy.backends.base import CallInfo, ToolSpec
 from mediaproxy.backends.openai_events import ResponseFailed, SessionExpired, ToolCalled, TranscriptReceived
+from mediaproxy.backends.openai_session import OpenAIRealtimeSession
 from mediaproxy.backends.openai_session_config import RealtimeOptions
 from mediaproxy.metrics import Metrics
 from tests.test_openai_dialect import DialectHarness
@@ -40,14 +43,12 @@ class Wire(WirelessSession):
         if tools:  # the dial already happened: rebuild with the tools
             self.session.close()
             self.reactor = type(self.reactor)()
-            from mediaproxy.audio.format import MULAW_8K
-            from mediaproxy.backends.openai_session import OpenAIRealtimeSession
             self.session = OpenAIRealtimeSession("openai", options, CallInfo("CA1", "twilio", tools=tools),
                                                  self.listener, MULAW_8K, self.reactor, self.metrics,
                                                  random=lambda: 0.5)
             self.session.start()
             proto = self.reactor.tcpClients[-1][2].buildProtocol(None)
-            proto.sendMessage = lambda payload, isBinary=False: self.sent.append(__import__("json").loads(payload))
+            proto.sendMessage = lambda payload, isBinary=False: self.sent.append(json.loads(payload))
             proto.sendClose = lambda code=None, reason=None: None
             proto.dropConnection = lambda abort=False: None
             proto.onOpen()
@@ -257,7 +258,7 @@ class HeardTranscriptTests(unittest.TestCase):
         w.reactor.advance(1)
         sent: list[dict[str, Any]] = []
         proto = w.reactor.tcpClients[-1][2].buildProtocol(None)
-        proto.sendMessage = lambda payload, isBinary=False: sent.append(__import__("json").loads(payload))
+        proto.sendMessage = lambda payload, isBinary=False: sent.append(json.loads(payload))
         proto.sendClose = lambda code=None, reason=None: None
         proto.dropConnection = lambda abort=False: None
         proto.onOpen()
@@ -316,7 +317,7 @@ class ToolTests(unittest.TestCase):
         w.reactor.advance(1)
         sent: list[dict[str, Any]] = []
         proto = w.reactor.tcpClients[-1][2].buildProtocol(None)
-        proto.sendMessage = lambda payload, isBinary=False: sent.append(__import__("json").loads(payload))
+        proto.sendMessage = lambda payload, isBinary=False: sent.append(json.loads(payload))
         proto.sendClose = lambda code=None, reason=None: None
         proto.dropConnection = lambda abort=False: None
         proto.onOpen()

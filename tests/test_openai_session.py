@@ -516,3 +516,33 @@ class RedactionTests(CapturedLogs, unittest.TestCase):
         self.assertIn("invalid_api_key", failed[1])
         self.assertTrue(any("bad thing near [api key]" in line for line in lines))
         self.assertFalse([line for line in lines if KEY in line])
+
+
+class FunctionCallLoopbackTests(LoopbackTestCase):
+    @defer.inlineCallbacks
+    def test_model_calls_a_tool_and_speaks_its_result(self) -> Any:
+        from mediaproxy.backends.base import ToolSpec
+
+        tool = ToolSpec("end_call", "Hang up.", {"type": "object", "properties": {}})
+        listener = RecordingListener()
+        backend = OpenAIRealtimeBackend("openai", self.options, reactor, self.metrics, random=lambda: 0.5)
+        session = backend.open_session(CallInfo("CA1", "twilio", tools=(tool,)), listener, MULAW_8K)
+        self.sessions.append(session)
+        self.server.next_function_call = ("end_call", '{"reason":"done"}')
+        yield listener.when(lambda: listener.has("ready"))
+        for _ in range(5):
+            session.send_audio(LOUD_FRAME["audio/pcmu"])
+        for _ in range(30):
+            session.send_audio(SILENT_FRAME)
+        yield listener.when(lambda: listener.has("tool_call"))
+        [call] = [e for e in listener.events if e[0] == "tool_call"]
+        self.assertEqual(call[2:], ("end_call", '{"reason":"done"}'))
+        self.assertEqual(listener.kinds().count("tool_call"), 1)
+        session.tool_result(call[1], '{"ok":true}')
+        yield listener.when(lambda: any(e[0] == "done" for e in listener.events))
+        conn = self.server.connection(0)
+        outputs = [i for i in conn.items_created if i.get("type") == "function_call_output"]
+        self.assertEqual(outputs, [{"type": "function_call_output", "call_id": call[1], "output": '{"ok":true}',
+                                    "id": outputs[0]["id"]}])
+        self.assertEqual(conn.errors_sent, [])
+        self.assertEqual(conn.session["tools"][0]["name"], "end_call")

@@ -163,3 +163,37 @@ class StreamModeTests(EchoTestCase):
         session = self.open(mode="stream")
         session.send_audio(b"\x07" * 160)
         self.assertEqual(self.listener.audio("stream"), b"\x07" * 160)
+
+
+class StreamEndTests(EchoTestCase):
+    def test_stream_ends_after_silence_and_restarts_on_loud_audio(self) -> None:
+        session = self.open(mode="stream", silence_ms=200)
+        for _ in range(5):
+            session.send_audio(LOUD)
+        for _ in range(9):  # 180 ms of quiet: not yet
+            session.send_audio(QUIET)
+        self.assertNotIn("done", self.listener.kinds())
+        session.send_audio(QUIET)  # 200 ms
+        self.assertEqual(self.listener.events[-1], ("done", "stream"))
+        self.assertEqual(self.listener.audio("stream"), LOUD * 5 + QUIET * 10)
+        # Quiet between responses is not echoed; the next loud audio opens a new response.
+        for _ in range(20):
+            session.send_audio(QUIET)
+        self.assertEqual(self.listener.events[-1], ("done", "stream"))
+        session.send_audio(LOUD)
+        self.assertEqual(self.listener.events[-1], ("audio", "stream-2", LOUD))
+        for _ in range(10):
+            session.send_audio(QUIET)
+        self.assertEqual(self.listener.events[-1], ("done", "stream-2"))
+        self.assertEqual(self.listener.kinds().count("done"), 2)
+
+    def test_stream_end_follows_the_delayed_audio(self) -> None:
+        session = self.open(mode="stream", silence_ms=100, delay_ms=300)
+        session.send_audio(LOUD)
+        for _ in range(5):
+            session.send_audio(QUIET)
+        self.assertEqual(self.listener.kinds(), ["ready"])
+        self.clock.advance(0.3)
+        self.assertEqual(self.listener.kinds(), ["ready"] + ["audio"] * 6 + ["done"])
+        session.close()
+        self.assertEqual(self.clock.getDelayedCalls(), [])

@@ -53,12 +53,13 @@ def quiet_frames(count: int, seed: int) -> list[bytes]:
             for n in range(count)]
 
 
-def proxy_config(fake_url: str, **backend: str) -> Any:
+def proxy_config(fake_url: str, playout: dict[str, str] | None = None, **backend: str) -> Any:
     """The service's config: Twilio → OpenAI Realtime at the fake server."""
     return parse_config(
         "test.ini",
         {
             "proxy": {"listen": "tcp:0:interface=127.0.0.1", "drain_seconds": "1"},
+            **({"playout": playout} if playout else {}),
             "metrics": {"listen": "tcp:0:interface=127.0.0.1"},
             "platform:twilio": {"path": "/twilio", "backend": "openai"},
             "backend:openai": {
@@ -97,6 +98,7 @@ class PlayingTwilio(WebSocketClientProtocol):
         """(time, name) of every mark echo sent, in order."""
         self.sent_audio = bytearray()
         self.heard_at_clear_ms: list[float] = []
+        self.clear_times: list[float] = []
         """What the caller had heard when each ``clear`` arrived (ms of received audio)."""
         self.player = TwilioPlayer(reactor, self._echo)
         self.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
@@ -138,6 +140,7 @@ class PlayingTwilio(WebSocketClientProtocol):
         elif kind == "mark":
             self.player.mark(message["mark"]["name"])
         elif kind == "clear":
+            self.clear_times.append(reactor.seconds())
             # How far playback had gone through the received audio when the flush arrived.
             self.heard_at_clear_ms.append(self.player.position_ms)
             self.player.clear()
@@ -175,8 +178,8 @@ def events_of(connection: FakeRealtimeConnection, kind: str) -> list[dict[str, A
 class OpenAILoopbackTests(LoopbackService, TestCase):
     timeout = 30
 
-    def start_proxy(self, **backend: str) -> None:
-        self.service = MediaProxyService(proxy_config(self.fake_url, **backend), reactor, tune_gc=False)
+    def start_proxy(self, playout: dict[str, str] | None = None, **backend: str) -> None:
+        self.service = MediaProxyService(proxy_config(self.fake_url, playout, **backend), reactor, tune_gc=False)
         self.service.startService()
         address = self.service.platform_listener.address()
         self.url = f"ws://127.0.0.1:{address.port}/twilio"
@@ -517,3 +520,102 @@ class OpenAILoopbackTests(LoopbackService, TestCase):
         client.stop()
         yield factory.closed
         self.assertEqual(self.metric("mediaproxy_calls_total", {"platform": "twilio", "outcome": "completed"}), 1)
+
+    # --- failed responses ------------------------------------------------------------------------
+
+    @inlineCallbacks
+    def assert_ends_backend_failed(self, factory: PlayingTwilioFactory) -> Any:
+        code = yield factory.closed
+        self.assertIsNotNone(code)
+        self.assertEqual(self.metric("mediaproxy_calls_total", {"platform": "twilio", "outcome": "backend_failed"}), 1)
+        self.assertEqual(self.metric("mediaproxy_calls_active", {"platform": "twilio"}), 0)
+
+    @inlineCallbacks
+    def test_failed_response_fatal_ends_the_call(self) -> Any:
+        self.fake.fail_responses = ["insufficient_quota"]
+        yield self.start_proxy(greeting="Hello.")
+        factory = self.call()
+        yield factory.opened
+        yield self.assert_ends_backend_failed(factory)
+        self.assertEqual(self.metric("mediaproxy_backend_errors_total",
+                                     {"backend": "openai", "code": "insufficient_quota"}), 1)
+        self.assertEqual(len(events_of(self.fake.connection(0), "response.create")), 1)  # never retried
+
+    @inlineCallbacks
+    def test_failed_response_transient_is_retried_and_the_bot_speaks(self) -> Any:
+        self.fake.fail_responses = ["server_error"]
+        yield self.start_proxy(greeting="Hello.", response_retry_backoff_ms="10")
+        factory = self.call()
+        client = yield factory.opened
+        expected = pattern(1000 * 8, 2)  # the second response on connection 0
+        yield factory.when(lambda: len(client.audio()) >= len(expected))
+        self.assertEqual(client.audio(), expected)
+        self.assertEqual(len(events_of(self.fake.connection(0), "response.create")), 2)
+        errors = {"backend": "openai", "code": "server_error"}
+        self.assertEqual(self.metric("mediaproxy_backend_errors_total", errors), 1)
+        self.assertFalse(factory.closed.called)
+        client.stop()
+        yield factory.closed
+        self.assertEqual(self.metric("mediaproxy_calls_total", {"platform": "twilio", "outcome": "completed"}), 1)
+
+    @inlineCallbacks
+    def test_failed_response_transient_exhausted_ends_the_call(self) -> Any:
+        self.fake.fail_responses = ["rate_limit_exceeded"] * 3
+        yield self.start_proxy(greeting="Hello.", response_retries="2", response_retry_backoff_ms="10")
+        factory = self.call()
+        yield factory.opened
+        yield self.assert_ends_backend_failed(factory)
+        self.assertEqual(len(events_of(self.fake.connection(0), "response.create")), 3)
+        self.assertEqual(self.metric("mediaproxy_backend_errors_total",
+                                     {"backend": "openai", "code": "rate_limit_exceeded"}), 3)
+
+    # --- flow control and barge-in ----------------------------------------------------------------
+
+    @inlineCallbacks
+    def test_barge_in_at_ten_times_real_time_is_never_held_behind_queued_audio(self) -> Any:
+        # 60 s of answer at 10x real time against a 10 s playout bound: the bound is passed
+        # within about a second. The caller talks at 2 s: the flush must follow the server's
+        # speech_started within a frame, the truncate must be at what was heard, and nothing of
+        # the cut answer may follow the clear.
+        yield self.fake.stop()
+        self.fake = FakeRealtimeServer(reactor, api_key=API_KEY, speed=10.0)
+        self.fake_url = self.fake.listen()
+        self.fake.response_audio = lambda conn, n, bpm: pattern(60000 * bpm, conn * 10 + n)
+        sent_at: dict[str, float] = {}
+        send = FakeRealtimeConnection.send
+
+        def stamped(conn: FakeRealtimeConnection, event: dict[str, Any]) -> None:
+            sent_at.setdefault(event["type"], reactor.seconds())
+            send(conn, event)
+
+        self.patch(FakeRealtimeConnection, "send", stamped)
+        yield self.start_proxy({"max_buffer_ms": "10000"}, greeting="Hello.")
+        factory = self.call()
+        client = yield factory.opened
+        yield factory.when(lambda: client.player.position_ms >= 2000)
+        seen = len(client.received)
+        client.send_audio([LOUD])
+        yield factory.when(lambda: any(m["event"] == "clear" for m in client.received[seen:]))
+        conn = self.fake.connection(0)
+        self.assertLessEqual(client.clear_times[-1] - sent_at["input_audio_buffer.speech_started"], 0.020)
+        heard_ms = client.heard_at_clear_ms[-1]
+        yield self.fake.when(lambda: bool(conn.truncations) or bool(conn.errors_sent))
+        self.assertEqual(conn.errors_sent, [])
+        [(_, end_ms)] = conn.truncations
+        mark_ms = self.service.config.playout.mark_interval_ms
+        self.assertGreaterEqual(end_ms, 2000 - mark_ms - FRAME_MS)
+        self.assertLessEqual(end_ms, heard_ms + mark_ms + FRAME_MS)
+        # A round trip after the clear: nothing of the cut answer came after it.
+        clear_index = max(i for i, m in enumerate(client.received) if m["event"] == "clear")
+        client.send_audio(quiet_frames(1, seed=9))
+        yield self.fake.when(lambda: len(conn.input_audio) >= len(client.sent_audio))
+        self.assertEqual([m for m in client.received[clear_index + 1:] if m["event"] == "media"], [])
+        self.assertEqual(client.audio(), pattern(60000 * 8, 1)[: len(client.audio())])  # an exact prefix
+        # The queue never held more than max_buffer_ms: every observation is in the 10 s bucket.
+        count = self.metric("mediaproxy_playout_buffer_seconds_count")
+        self.assertGreater(count, 0)
+        self.assertEqual(self.metric("mediaproxy_playout_buffer_seconds_bucket", {"le": "10.0"}), count)
+        overflow = {"direction": "out", "reason": "overflow"}
+        self.assertGreater(self.metric("mediaproxy_frames_dropped_total", overflow), 0)
+        client.stop()
+        yield factory.closed

@@ -275,16 +275,16 @@ class OutputAudioTests(unittest.TestCase):
         h.configure()
         base = {"response_id": "r", "item_id": "i", "output_index": 0, "content_index": 0}
         self.assertEqual(h.server("response.output_audio_transcript.delta", **base, delta="Hel"),
-                         [TranscriptReceived("bot", "Hel", False)])
+                         [TranscriptReceived("bot", "Hel", False, "i")])
         self.assertEqual(h.server("response.output_audio_transcript.done", **base, transcript="Hello"),
-                         [TranscriptReceived("bot", "Hello", True)])
+                         [TranscriptReceived("bot", "Hello", True, "i")])
         self.assertEqual(h.server("conversation.item.input_audio_transcription.delta", item_id="u",
                                   content_index=0, delta="I wa"),
-                         [TranscriptReceived("caller", "I wa", False)])
+                         [TranscriptReceived("caller", "I wa", False, "u")])
         self.assertEqual(h.server("conversation.item.input_audio_transcription.completed", item_id="u",
                                   content_index=0, transcript="I want a refund",
                                   usage={"type": "duration", "seconds": 1.2}),
-                         [TranscriptReceived("caller", "I want a refund", True)])
+                         [TranscriptReceived("caller", "I want a refund", True, "u")])
 
     def test_speech_events(self) -> None:
         h = DialectHarness(self)

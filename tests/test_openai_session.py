@@ -319,23 +319,21 @@ class IsolationAndFlowTests(LoopbackTestCase):
         self.assertFalse(a.has("failed") or b.has("failed"))
 
     @defer.inlineCallbacks
-    def test_pause_stops_delivery_and_resume_restarts_it(self) -> Any:
+    def test_pause_never_stops_reading_the_socket(self) -> Any:
+        # The playout no longer pauses backends, and a paused session still reads its socket:
+        # speech_started (barge-in) must never wait behind queued audio.
         options = replace(self.options, greeting="Hi.")
-        paused, running = RecordingListener(), RecordingListener()
+        listener = RecordingListener()
         holder: list[OpenAIRealtimeSession] = []
-        paused.backend_ready = lambda: (holder[0].pauseProducing(), RecordingListener.backend_ready(paused))  # type: ignore[method-assign]
-        holder.append(self.open(paused, options, call_id="CA-paused"))
-        self.open(running, options, call_id="CA-running")
-        yield paused.when(lambda: paused.has("ready"))
-        # the other call's whole response crosses the same reactor: the paused one would have too
-        yield running.when(lambda: any(e[0] == "done" for e in running.events))
-        yield self.server.when(lambda: all(c.response is None and c.responses for c in self.server.connections))
-        self.assertEqual(paused.audio, {})
+        listener.backend_ready = lambda: (holder[0].pauseProducing(), RecordingListener.backend_ready(listener))  # type: ignore[method-assign]
+        holder.append(self.open(listener, options))
+        yield listener.when(lambda: any(e[0] == "done" for e in listener.events))
+        (item,) = listener.audio
+        self.assertEqual(bytes(listener.audio[item]), self.server.response_audio(0, 1, 8))
+        for _ in range(3):
+            holder[0].send_audio(LOUD_FRAME["audio/pcmu"])
+        yield listener.when(lambda: listener.has("speech_started"))
         holder[0].resumeProducing()
-        yield paused.when(lambda: any(e[0] == "done" for e in paused.events))
-        (item,) = paused.audio
-        index, n = (int(x) for x in item.split("_")[1:])
-        self.assertEqual(bytes(paused.audio[item]), self.server.response_audio(index, n, 8))
 
     @defer.inlineCallbacks
     def test_close_is_idempotent_and_silent(self) -> Any:
@@ -518,3 +516,33 @@ class RedactionTests(CapturedLogs, unittest.TestCase):
         self.assertIn("invalid_api_key", failed[1])
         self.assertTrue(any("bad thing near [api key]" in line for line in lines))
         self.assertFalse([line for line in lines if KEY in line])
+
+
+class FunctionCallLoopbackTests(LoopbackTestCase):
+    @defer.inlineCallbacks
+    def test_model_calls_a_tool_and_speaks_its_result(self) -> Any:
+        from mediaproxy.backends.base import ToolSpec
+
+        tool = ToolSpec("end_call", "Hang up.", {"type": "object", "properties": {}})
+        listener = RecordingListener()
+        backend = OpenAIRealtimeBackend("openai", self.options, reactor, self.metrics, random=lambda: 0.5)
+        session = backend.open_session(CallInfo("CA1", "twilio", tools=(tool,)), listener, MULAW_8K)
+        self.sessions.append(session)
+        self.server.next_function_call = ("end_call", '{"reason":"done"}')
+        yield listener.when(lambda: listener.has("ready"))
+        for _ in range(5):
+            session.send_audio(LOUD_FRAME["audio/pcmu"])
+        for _ in range(30):
+            session.send_audio(SILENT_FRAME)
+        yield listener.when(lambda: listener.has("tool_call"))
+        [call] = [e for e in listener.events if e[0] == "tool_call"]
+        self.assertEqual(call[2:], ("end_call", '{"reason":"done"}'))
+        self.assertEqual(listener.kinds().count("tool_call"), 1)
+        session.tool_result(call[1], '{"ok":true}')
+        yield listener.when(lambda: any(e[0] == "done" for e in listener.events))
+        conn = self.server.connection(0)
+        outputs = [i for i in conn.items_created if i.get("type") == "function_call_output"]
+        self.assertEqual(outputs, [{"type": "function_call_output", "call_id": call[1], "output": '{"ok":true}',
+                                    "id": outputs[0]["id"]}])
+        self.assertEqual(conn.errors_sent, [])
+        self.assertEqual(conn.session["tools"][0]["name"], "end_call")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -383,27 +385,46 @@ class FlowControlTests(PlayoutTestCase):
     def test_is_a_push_producer(self) -> None:
         self.assertTrue(verifyObject(IPushProducer, self.make()))
 
-    def test_backend_paused_above_max_buffer_and_resumed_below_half(self) -> None:
+    def test_backend_never_paused_queue_bounded_by_dropping_the_newest(self) -> None:
         playout = self.make(max_buffer_ms=2000)
         producer = RecordingProducer()
-        playout.attach_producer(producer)
-        playout.write("r1", tone(1500))
+        playout.attach_producer(producer)  # kept for the bridge: a no-op
+        playout.write("r1", tone(1500, 0x11))
+        playout.write("r1", tone(1000, 0x22))
         self.assertEqual(producer.events, [])
-        playout.write("r1", tone(1000))
-        self.assertEqual(producer.events, ["pause"])
-        self.assertEqual(self.metric("mediaproxy_flow_pauses_total", {"leg": "backend"}), 1)
+        self.assertEqual(self.metric("mediaproxy_flow_pauses_total", {"leg": "backend"}), 0)
+        self.assertLessEqual(playout.queued_ms, 2000)
+        # The rest of the overflowing response is dropped even once there is room again, so
+        # what plays is an exact prefix of what the backend sent.
         self.run_for(1.0)
-        self.assertEqual(producer.events, ["pause"])  # ~1.5 s still queued
-        self.run_for(0.6)
-        self.assertEqual(producer.events, ["pause", "resume"])
+        playout.write("r1", tone(500, 0x33))
+        playout.finish("r1")
+        self.run_for(3.0)
+        heard = b"".join(p for _, p in self.sink.packets)
+        sent = tone(1500, 0x11) + tone(1000, 0x22)
+        self.assertEqual(heard, sent[: len(heard)])
+        self.assertGreaterEqual(len(heard), 8 * 2000)
+        self.assertLess(len(heard), 8 * 2100)
+        # 60 ms dropped of the first overflow + all 500 ms of the later write: 28 frames.
+        dropped = self.metric("mediaproxy_frames_dropped_total", {"direction": "out", "reason": "overflow"})
+        self.assertEqual(dropped, (len(sent) + 8 * 500 - len(heard)) // FRAME)
+        self.assertEqual(producer.events, [])
+        # The next response is not affected.
+        playout.write("r2", tone(200, 0x44))
+        playout.finish("r2")
+        self.run_for(0.5)
+        self.assertTrue(b"".join(p for _, p in self.sink.packets).endswith(tone(200, 0x44)))
 
-    def test_clear_resumes_a_paused_backend(self) -> None:
-        playout = self.make(max_buffer_ms=1000)
-        producer = RecordingProducer()
-        playout.attach_producer(producer)
-        playout.write("r1", tone(1500))
-        playout.clear()
-        self.assertEqual(producer.events, ["pause", "resume"])
+    def test_played_position_exact_after_overflow(self) -> None:
+        playout = self.make(NO_FLUSH, max_buffer_ms=1000)
+        playout.write("r1", tone(3000))
+        self.assertLessEqual(playout.queued_ms, 1000)
+        self.run_for(0.5)
+        heard = playout.clear()
+        assert heard is not None
+        self.assertEqual(heard.played_ms, 500)
+        self.assertEqual(self.metric("mediaproxy_frames_dropped_total", {"direction": "out", "reason": "overflow"}),
+                         (3000 - 1000) // 20)
 
     def test_transport_pause_holds_packets(self) -> None:
         playout = self.make()
@@ -449,6 +470,94 @@ class LifecycleTests(PlayoutTestCase):
         self.assertEqual(len(self.clock.getDelayedCalls()), 1)
         self.run_for(1.2)
         self.assertEqual({len(s.packets) for s in sinks}, {50})
+
+
+class PlayedOutTests(PlayoutTestCase):
+    def fired(self, d) -> list[object]:  # type: ignore[no-untyped-def]
+        results: list[object] = []
+        d.addBoth(results.append)
+        return results
+
+    def test_fires_at_once_when_idle(self) -> None:
+        playout = self.make()
+        self.assertEqual(self.fired(playout.when_played_out()), [None])
+
+    def test_clock_without_marks_fires_when_the_last_packet_has_played(self) -> None:
+        playout = self.make(NO_FLUSH)
+        start = self.clock.seconds()
+        playout.write("r1", tone(1000))
+        results = self.fired(playout.when_played_out())
+        self.run_for(0.98)
+        self.assertEqual(results, [])  # all sent, but the response is still open
+        playout.finish("r1")
+        self.assertEqual(results, [])  # sent, not yet played
+        self.clock.advance(0.01)
+        self.assertEqual(results, [])
+        self.clock.advance(0.0101)
+        self.assertEqual(results, [None])
+        self.assertAlmostEqual(self.clock.seconds() - start, 1.0, places=3)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_more_audio_moves_the_end(self) -> None:
+        playout = self.make(NO_FLUSH)
+        playout.write("r1", tone(200))
+        playout.finish("r1")
+        results = self.fired(playout.when_played_out())
+        self.run_for(0.1)
+        playout.write("r2", tone(200))
+        playout.finish("r2")
+        self.run_for(0.28)
+        self.assertEqual(results, [])
+        self.clock.advance(0.021)
+        self.assertEqual(results, [None])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_with_marks_waits_for_the_echo_of_the_last_mark(self) -> None:
+        playout = self.make()
+        playout.write("r1", tone(500))
+        playout.finish("r1")
+        results = self.fired(playout.when_played_out())
+        self.run_for(2.0)  # all sent long ago: the clock alone does not count, the echo does
+        self.assertEqual(results, [])
+        for name in self.sink.marks[:-1]:
+            playout.mark_echoed(name)
+        self.assertEqual(results, [])
+        playout.mark_echoed(self.sink.marks[-1])
+        self.assertEqual(results, [None])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_clear_counts_as_played_out(self) -> None:
+        playout = self.make()
+        playout.write("r1", tone(2000))
+        results = self.fired(playout.when_played_out())
+        self.run_for(0.2)
+        playout.clear()
+        self.assertEqual(results, [None])
+
+    def test_stop_cancels_and_leaves_no_timer(self) -> None:
+        playout = self.make(NO_FLUSH)
+        playout.write("r1", tone(300))
+        playout.finish("r1")
+        self.run_for(0.28)  # everything sent; the timer for its end is armed
+        results = self.fired(playout.when_played_out())
+        playout.stop()
+        self.assertEqual(len(results), 1)
+        self.assertIsInstance(results[0], Failure)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        after = self.fired(playout.when_played_out())
+        self.assertIsInstance(after[0], Failure)
+        self.flushLoggedErrors(CancelledError)
+
+    def test_cancelling_the_wait_disarms_its_timer(self) -> None:
+        playout = self.make(NO_FLUSH)
+        playout.write("r1", tone(300))
+        playout.finish("r1")
+        self.run_for(0.28)
+        d = playout.when_played_out()
+        self.assertNotEqual(self.clock.getDelayedCalls(), [])
+        d.addErrback(lambda f: f.trap(CancelledError))
+        d.cancel()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
 class BackOffTests(PlayoutTestCase):

@@ -5,7 +5,8 @@ utterance; when the caller has been quiet for ``silence_ms`` the utterance comes
 response, delivered at once in irregular chunks (far faster than real time, as real backends do),
 so the playout must pace it. Caller speech while a response plays is reported as
 ``speech_started``: a barge-in. ``mode = stream`` returns the caller's audio continuously after
-``delay_ms``.
+``delay_ms``; after ``silence_ms`` of caller quiet the stream's response is finished (so a platform
+closes its play stream, AudioCodes ``playStream.stop``) and the next loud audio starts a new one.
 
 The session speaks the platform's own format (no transcoding) and is a push producer: while
 paused it holds the rest of a response (at most one utterance, ``max_utterance_ms``).
@@ -38,7 +39,8 @@ class EchoOptions:
     delay_ms: int = option(integer(0, 10000), 0, "stream mode: how long caller audio is held before it comes back, ms")
     speech_threshold_dbfs: float = option(number(-90.0, 0.0), -40.0,
                                           "parrot mode: frame energy above which the caller is speaking, dBFS")
-    silence_ms: int = option(integer(100, 5000), 600, "parrot mode: quiet that ends an utterance, ms")
+    silence_ms: int = option(integer(100, 5000), 600, "quiet that ends an utterance (parrot mode) or the "
+                             "play stream (stream mode), ms")
     max_utterance_ms: int = option(integer(1000, 120000), 30000,
                                    "parrot mode: longest utterance kept; longer ones are answered at once, ms")
 
@@ -89,7 +91,13 @@ class EchoSession:
         self._cancelled: set[str] = set()
         self._paused = False
         self._closed = False
-        self._stream_due: deque[tuple[float, bytes]] = deque()
+        # Stream mode: the open response (None between them), its number, and the caller quiet
+        # since the last loud frame (ms). The first audio opens a response whatever its level.
+        self._stream_id: str | None = None
+        self._streams = 0
+        self._quiet_ms = 0
+        self._silence_ms = options.silence_ms
+        self._stream_due: deque[tuple[float, str, bytes | None]] = deque()
         self._timer: IDelayedCall | None = None
         self._deliver_call: IDelayedCall | None = None
         self.on_ready: Callable[[], None] | None = None
@@ -161,18 +169,46 @@ class EchoSession:
     # --- stream mode -------------------------------------------------------------------------------
 
     def _stream(self, data: bytes) -> None:
+        """Echo caller audio (in analysis frames) on the open stream response; close it after
+        ``silence_ms`` of quiet, open the next on loud audio."""
+        frame_ms = _ANALYSIS_MS
+        for frame in self._frames.frames(data):
+            loud = self._detector.is_loud(frame)
+            if self._stream_id is None:
+                if not loud and self._streams:
+                    continue  # between responses: quiet is not echoed (the play stream is closed)
+                self._streams += 1
+                # The first keeps the historical id: "stream", then "stream-2", "stream-3", ...
+                self._stream_id = "stream" if self._streams == 1 else f"stream-{self._streams}"
+                self._quiet_ms = 0
+            response_id = self._stream_id
+            self._emit(response_id, frame)
+            self._quiet_ms = 0 if loud else self._quiet_ms + frame_ms
+            if self._quiet_ms >= self._silence_ms:
+                self._stream_id = None
+                self._emit(response_id, None)
+
+    def _emit(self, response_id: str, data: bytes | None) -> None:
+        """Deliver ``data`` (None: the response is done) now or after ``delay_ms``."""
         if not self._delay_s:
-            self._listener.backend_audio("stream", data)
+            self._deliver_stream(response_id, data)
             return
-        self._stream_due.append((self._reactor.seconds() + self._delay_s, data))
+        self._stream_due.append((self._reactor.seconds() + self._delay_s, response_id, data))
         if self._timer is None:
             self._timer = self._reactor.callLater(self._delay_s, self._release)
+
+    def _deliver_stream(self, response_id: str, data: bytes | None) -> None:
+        if data is None:
+            self._listener.backend_response_done(response_id)
+        elif response_id not in self._cancelled:
+            self._listener.backend_audio(response_id, data)
 
     def _release(self) -> None:
         self._timer = None
         now = self._reactor.seconds()
         while self._stream_due and self._stream_due[0][0] <= now + 1e-9 and not self._closed:
-            self._listener.backend_audio("stream", self._stream_due.popleft()[1])
+            _, response_id, data = self._stream_due.popleft()
+            self._deliver_stream(response_id, data)
         if self._stream_due and not self._closed:
             self._timer = self._reactor.callLater(max(0.0, self._stream_due[0][0] - now), self._release)
 
@@ -181,6 +217,8 @@ class EchoSession:
     def interrupt(self, response_id: str, played_ms: int) -> None:
         """Forget the rest of ``response_id`` (a real backend would truncate its memory here)."""
         self._cancelled.add(response_id)
+        if response_id == self._stream_id:
+            self._stream_id = None  # the next loud audio opens a new stream response
 
     def send_dtmf(self, digits: str) -> None:
         """The echo has nothing to do with digits."""

@@ -15,6 +15,9 @@ nothing across connections). The exchange it speaks::
     server: response.created, response.output_audio.delta*, response.output_audio.done,
             response.output_audio_transcript.*, response.done{usage}, rate_limits.updated
     client: conversation.item.truncate{audio_end_ms}, [response.cancel]   on barge-in
+    server: response.output_item.done{function_call}   the model calls a tool (reported once)
+    client: conversation.item.create{function_call_output} + response.create   its result
+    client: session.update{audio.input.transcription.language}   the language changed
 
 Barge-in: where to truncate (``audio_end_ms`` clamped to what arrived, none when nothing or all
 was heard) and which late deltas to drop is the bookkeeping of
@@ -30,21 +33,25 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mediaproxy.audio.format import AudioFormat
+from mediaproxy.backends.base import ToolSpec
 from mediaproxy.backends.openai_events import (
     AudioFinished,
     AudioReceived,
     RateLimitsReported,
     RealtimeEvent,
     ResponseEnded,
+    ResponseFailed,
     ServerError,
     SessionExpired,
     SessionReady,
     SpeechStarted,
     SpeechStopped,
+    ToolCalled,
     TranscriptReceived,
     UnknownEventReceived,
     UsageReported,
@@ -69,6 +76,16 @@ FATAL_ERROR_CODES = frozenset(
 )
 """Error codes after which retrying cannot help: the call ends at once."""
 
+FATAL_ERROR_TYPES = frozenset({"authentication_error", "permission_error", "insufficient_quota"})
+"""Error types (when the code says nothing known) after which retrying cannot help."""
+
+SESSION_LIMIT_TEXT = "maximum duration"
+"""What the service's message says at the session limit ("Your session hit the maximum duration
+of 60 minutes."), matched case-insensitively: recognised even without ``session_expired``."""
+
+_REMEMBERED_ITEMS = 64
+"""Transcripts, caller speech times and tool calls remembered per connection (oldest first out)."""
+
 IGNORED_EVENTS = frozenset(
     {
         "conversation.created",
@@ -92,6 +109,8 @@ IGNORED_EVENTS = frozenset(
         "response.content_part.added",
         "response.content_part.done",
         "response.function_call_arguments.delta",
+        # The call is reported from response.output_item.done (the whole item, once); the
+        # arguments' done event is also sent for interrupted calls, so it is not used.
         "response.function_call_arguments.done",
         "response.mcp_call.completed",
         "response.mcp_call.failed",
@@ -99,7 +118,6 @@ IGNORED_EVENTS = frozenset(
         "response.mcp_call_arguments.delta",
         "response.mcp_call_arguments.done",
         "response.output_item.added",
-        "response.output_item.done",
         "response.output_text.delta",
         "response.output_text.done",
     }
@@ -131,6 +149,7 @@ class RealtimeDialect:
         resumed: bool = False,
         resume_context: str = "",
         event_prefix: str = "mp",
+        tools: Sequence[ToolSpec] = (),
     ) -> None:
         self._options = options
         self._format = fmt
@@ -148,6 +167,15 @@ class RealtimeDialect:
         # 20 ms (the smallest) means "forward each frame as it arrives": no coalescing.
         self._chunk_bytes = fmt.bytes_for_ms(options.input_chunk_ms) if options.input_chunk_ms > 20 else 0
         self._pending_input = bytearray()
+        self._tools = tuple(tools)
+        # Per item, bounded: the text so far (deltas), the final bot text, the caller's speech
+        # times on this connection, and what the caller heard of a cut item (ms; None: all).
+        self._partial: OrderedDict[str, str] = OrderedDict()
+        self._bot_final: OrderedDict[str, str] = OrderedDict()
+        self._speech: OrderedDict[str, list[int | None]] = OrderedDict()
+        self._heard_ms: OrderedDict[str, int] = OrderedDict()
+        self._tool_calls: OrderedDict[str, None] = OrderedDict()
+        self._create_after_done = False
 
     # --- state ---------------------------------------------------------------------------------
 
@@ -209,6 +237,10 @@ class RealtimeDialect:
         if cut is None:
             return  # an item of an earlier connection, or already handled
         if cut.truncation is not None:
+            _remember(self._heard_ms, item_id, cut.truncation.audio_end_ms)
+        elif played_ms < 1:
+            _remember(self._heard_ms, item_id, 0)
+        if cut.truncation is not None:
             self._send(
                 {
                     "type": "conversation.item.truncate",
@@ -219,6 +251,68 @@ class RealtimeDialect:
             )
         if cut.response_id == self._active_response:
             self._cancel_active_response()
+
+    def heard_transcript(self, item_id: str) -> str | None:
+        """The final bot transcript of ``item_id`` cut to what the caller heard, when both the
+        transcript and a cut are known (a transcript that arrived before the barge-in); None
+        otherwise."""
+        text = self._bot_final.get(item_id)
+        return None if text is None or item_id not in self._heard_ms else self._heard_text(item_id, text)
+
+    def _heard_text(self, item_id: str, text: str) -> str:
+        """``text`` of ``item_id`` cut in proportion to what of its audio the caller heard.
+
+        Proportional truncation rather than dropping: the caller did hear the first part, and
+        the replay after a reconnect should say so; speech runs at a roughly even number of
+        characters per second, so heard ms / received ms of the item's audio is a fair measure
+        of the words heard. The cut goes back to a word boundary (a half word was not said)."""
+        heard = self._heard_ms.get(item_id)
+        if heard is None:
+            return text
+        total = self._ledger.received_ms(item_id)
+        if heard <= 0 or total <= 0:
+            return ""
+        if heard >= total:
+            return text
+        end = len(text) * heard // total
+        if end < len(text) and not text[end].isspace():
+            space = text.rfind(" ", 0, end + 1)
+            end = space if space >= 0 else 0
+        return text[:end].rstrip()
+
+    def create_response(self) -> None:
+        """Ask for a response now (a retry of a failed turn); after the active one if any."""
+        if self._active_response is not None:
+            self._create_after_done = True
+        else:
+            self._send({"type": "response.create"})
+
+    def tool_result(self, call_id: str, output: str) -> None:
+        """The answer to the tool call ``call_id``, then a response so the model speaks it (once
+        the response that made the call is done: the server refuses a second active one)."""
+        self._send(
+            {"type": "conversation.item.create",
+             "item": {"type": "function_call_output", "call_id": call_id, "output": output}}
+        )
+        self.create_response()
+
+    def has_tool_call(self, call_id: str) -> bool:
+        """``call_id`` was called on this connection."""
+        return call_id in self._tool_calls
+
+    def set_language(self, language: str) -> None:
+        """Transcribe the caller in ``language`` (an ISO-639-1 code) from now on."""
+        if not self._options.transcription_model:
+            return  # no transcription configured: nothing to change
+        self._send(
+            {"type": "session.update",
+             "session": {"type": "realtime", "audio": {"input": {"transcription": {
+                 "model": self._options.transcription_model, "language": language}}}}}
+        )
+
+    def send_system_note(self, text: str) -> None:
+        """A system message in the conversation (no response asked for)."""
+        self._send_system_message(text)
 
     def send_dtmf(self, digits: str) -> None:
         """Tell the model which keys the caller pressed (the WebSocket API has no DTMF event),
@@ -269,9 +363,16 @@ class RealtimeDialect:
                 # cancels it by itself on this event; otherwise we do.
                 self._server_cancels_active = self._interrupt_response
                 self._cancel_active_response()
-            return [SpeechStarted(int(event.get("audio_start_ms", 0)))]
+            start = int(event.get("audio_start_ms", 0))
+            if event.get("item_id"):
+                _remember(self._speech, str(event["item_id"]), [start, None])
+            return [SpeechStarted(start)]
         if kind == "input_audio_buffer.speech_stopped":
-            return [SpeechStopped(int(event.get("audio_end_ms", 0)))]
+            end = int(event.get("audio_end_ms", 0))
+            times = self._speech.get(str(event.get("item_id")))
+            if times is not None:
+                times[1] = end
+            return [SpeechStopped(end)]
         if kind == "response.created":
             self._active_response = str(event["response"]["id"])
             self._server_cancels_active = False
@@ -279,13 +380,25 @@ class RealtimeDialect:
         if kind == "response.done":
             return self._response_done(event["response"])
         if kind == "response.output_audio_transcript.delta":
-            return [] if self._is_dropped(event) else [TranscriptReceived("bot", str(event["delta"]), False)]
+            if self._is_dropped(event):
+                return []  # a cut item: the rest was not said
+            return self._partial_transcript("bot", event)
         if kind == "response.output_audio_transcript.done":
-            return [TranscriptReceived("bot", str(event["transcript"]), True)]
+            item_id = str(event["item_id"])
+            text = _text(event.get("transcript"))
+            self._partial.pop(item_id, None)
+            _remember(self._bot_final, item_id, text)
+            return [TranscriptReceived("bot", self._heard_text(item_id, text), True, item_id)]
         if kind == "conversation.item.input_audio_transcription.delta":
-            return [TranscriptReceived("caller", str(event["delta"]), False)]
+            return self._partial_transcript("caller", event)
         if kind == "conversation.item.input_audio_transcription.completed":
-            return [TranscriptReceived("caller", str(event["transcript"]), True)]
+            item_id = str(event["item_id"])
+            self._partial.pop(item_id, None)
+            spoke_from, spoke_to = self._speech_times(item_id)
+            text = _text(event.get("transcript"))
+            return [TranscriptReceived("caller", text, True, item_id, spoke_from, spoke_to)]
+        if kind == "response.output_item.done":
+            return self._output_item(event["item"], event.get("response_id"))
         if kind == "conversation.item.input_audio_transcription.failed":
             error = event.get("error") or {}
             return [ServerError(str(error.get("code") or "transcription_failed"), str(error.get("message", "")))]
@@ -299,7 +412,7 @@ class RealtimeDialect:
         if kind == "session.created":
             if self._update_event_id is None:
                 self._update_event_id = self._send(
-                    {"type": "session.update", "session": session_config(self._options, self._format)}
+                    {"type": "session.update", "session": session_config(self._options, self._format, self._tools)}
                 )
             return []
         if kind == "session.updated":
@@ -309,6 +422,33 @@ class RealtimeDialect:
         if kind in IGNORED_EVENTS:
             return []
         return [UnknownEventReceived(kind)]  # counted by the session, never fatal
+
+    def _partial_transcript(self, role: str, event: dict[str, Any]) -> list[RealtimeEvent]:
+        """A delta: the item's whole text so far (a null or empty delta adds nothing)."""
+        item_id = str(event["item_id"])
+        delta = _text(event.get("delta"))
+        if not delta:
+            return []
+        text = self._partial.get(item_id, "") + delta
+        _remember(self._partial, item_id, text)
+        start, end = self._speech_times(item_id) if role == "caller" else (None, None)
+        return [TranscriptReceived(role, text, False, item_id, start, end)]
+
+    def _speech_times(self, item_id: str) -> tuple[int | None, int | None]:
+        """Where the caller's item lies on this connection's input audio (ms), when known."""
+        times = self._speech.get(item_id)
+        return (None, None) if times is None else (times[0], times[1])
+
+    def _output_item(self, item: Mapping[str, Any], response_id: Any) -> list[RealtimeEvent]:
+        """A finished output item: a completed function call is reported (once per call_id;
+        ``response.done`` lists the same items again). A call of a cut response is not."""
+        if item.get("type") != "function_call" or item.get("status") not in (None, "completed"):
+            return []
+        call_id = str(item["call_id"])
+        if call_id in self._tool_calls or self._ledger.is_dropped("", response_id):
+            return []
+        _remember(self._tool_calls, call_id, None)
+        return [ToolCalled(call_id, str(item["name"]), _text(item.get("arguments")) or "{}")]
 
     def _audio_delta(self, event: dict[str, Any]) -> list[RealtimeEvent]:
         item_id, response_id = str(event["item_id"]), str(event["response_id"])
@@ -331,8 +471,23 @@ class RealtimeDialect:
         # A failed or cut-short response may never send output_audio.done for its item; the
         # bridge must still learn that no more audio is coming.
         events: list[RealtimeEvent] = [AudioFinished(i) for i in self._ledger.response_finished(response_id)]
+        for item in response.get("output") or ():
+            if isinstance(item, Mapping):
+                events += self._output_item(item, response_id)
+        status = str(response.get("status"))
         details = response.get("status_details") or {}
-        events.append(ResponseEnded(response_id, str(response.get("status")), str(details.get("reason") or "")))
+        events.append(ResponseEnded(response_id, status, str(details.get("reason") or "")))
+        if status == "failed":
+            # The cause is in status_details.error ({type, code, message}); reason is only for
+            # cancelled/incomplete responses.
+            error = details.get("error") or {}
+            kind = str(error.get("type") or "")
+            code = str(error.get("code") or kind or "unknown")
+            fatal = code in FATAL_ERROR_CODES or (code not in _TRANSIENT_CODES and kind in FATAL_ERROR_TYPES)
+            events.append(ResponseFailed(response_id, code, str(error.get("message") or ""), fatal))
+        if self._create_after_done and self._active_response is None:
+            self._create_after_done = False
+            self._send({"type": "response.create"})
         tokens = usage_tokens(response.get("usage"))
         if tokens:
             events.append(UsageReported(tokens))
@@ -365,7 +520,7 @@ class RealtimeDialect:
     def _error(self, error: Mapping[str, Any]) -> list[RealtimeEvent]:
         code = str(error.get("code") or error.get("type") or "unknown")
         message = str(error.get("message") or "")
-        if code == "session_expired":
+        if code == "session_expired" or is_session_limit(message):
             return [SessionExpired(message)]
         if code in FATAL_ERROR_CODES:
             return [ServerError(code, message, fatal=True)]
@@ -409,6 +564,26 @@ class RealtimeDialect:
             return
         if not self._server_cancels_active:
             self._send({"type": "response.cancel", "response_id": response_id})
+
+
+_TRANSIENT_CODES = frozenset({"rate_limit_exceeded", "server_error"})
+
+
+def is_session_limit(text: str | None) -> bool:
+    """``text`` (an error message or close reason) says the session hit its maximum duration."""
+    return bool(text) and SESSION_LIMIT_TEXT in str(text).lower()
+
+
+def _text(value: Any) -> str:
+    """A peer's text field: itself when a string, empty otherwise (never ``"None"``)."""
+    return value if isinstance(value, str) else ""
+
+
+def _remember(table: OrderedDict[str, Any], key: str, value: Any) -> None:
+    table[key] = value
+    table.move_to_end(key)
+    while len(table) > _REMEMBERED_ITEMS:
+        table.popitem(last=False)
 
 
 _TOKEN_KINDS = (

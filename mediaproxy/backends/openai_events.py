@@ -59,6 +59,19 @@ class ResponseEnded:
 
 
 @dataclass(frozen=True)
+class ResponseFailed:
+    """``response.done`` with ``status: failed``: the cause from ``status_details.error``.
+    ``code`` is the error's code (its type when it has none, ``unknown`` when neither): a peer
+    string, see :func:`error_code_label`. ``fatal``: retrying cannot help (bad key, no quota);
+    otherwise the turn may be retried (rate limit, server error)."""
+
+    response_id: str
+    code: str
+    message: str
+    fatal: bool
+
+
+@dataclass(frozen=True)
 class SpeechStarted:
     """The server's VAD heard the caller start speaking (barge-in). ``audio_start_ms`` counts
     from the start of all audio appended on this connection."""
@@ -75,12 +88,28 @@ class SpeechStopped:
 
 @dataclass(frozen=True)
 class TranscriptReceived:
-    """Transcript text; ``role`` is ``caller`` or ``bot``; ``final`` for a complete utterance
-    (partial deltas otherwise)."""
+    """Transcript text; ``role`` is ``caller`` or ``bot``; ``final`` for a complete utterance,
+    else a partial: the whole text of the item so far (deltas accumulated), never a fragment.
+    ``item_id``: the conversation item. ``start_ms``/``end_ms``: for the caller, where the
+    utterance lies on this connection's input audio (ms since its first append), None when the
+    server did not say."""
 
     role: str
     text: str
     final: bool
+    item_id: str = ""
+    start_ms: int | None = None
+    end_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class ToolCalled:
+    """The model called the function ``name`` (``arguments``: JSON text, as the model wrote it)
+    under ``call_id``; reported once per call."""
+
+    call_id: str
+    name: str
+    arguments: str
 
 
 @dataclass(frozen=True)
@@ -133,6 +162,7 @@ RealtimeEvent = (
     | AudioReceived
     | AudioFinished
     | ResponseEnded
+    | ResponseFailed
     | SpeechStarted
     | SpeechStopped
     | TranscriptReceived
@@ -141,6 +171,7 @@ RealtimeEvent = (
     | ServerError
     | SessionExpired
     | UnknownEventReceived
+    | ToolCalled
 )
 """Everything :meth:`~mediaproxy.backends.openai_dialect.RealtimeDialect.receive` can return."""
 
@@ -176,6 +207,9 @@ ERROR_CODE_LABELS = frozenset(
         # error.type values, used when the server sends no code
         "invalid_request_error",
         "server_error",
+        "authentication_error",
+        "permission_error",
+        "rate_limit_error",
         # the connector's own
         "malformed_event",
         "format_mismatch",

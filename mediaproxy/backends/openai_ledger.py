@@ -120,6 +120,11 @@ class RealtimeLedger:
         bridge is still waiting on when the connection drops."""
         return [i for i, a in self._items.items() if not a.done and not a.interrupted]
 
+    def received_ms(self, item_id: str) -> int:
+        """Whole milliseconds of audio that arrived for ``item_id`` (0 when unknown)."""
+        item = self._items.get(item_id)
+        return 0 if item is None else item.received_bytes // self._bytes_per_ms
+
     # --- barge-in ------------------------------------------------------------------------------
 
     def cut_item(self, item_id: str, played_ms: float) -> Cut | None:

@@ -8,17 +8,26 @@ arrives before that (or while reconnecting) is kept up to ``early_audio_ms``, ol
 counted. A mid-call drop or the 60-minute session limit redials with backoff and replays the
 configuration with a note that the conversation continues; the bridge is told nothing but the
 audio it would otherwise have waited for. Fatal errors (bad key, no quota, refused config, format
-mismatch) end the call through ``backend_failed`` at once.
+mismatch) end the call through ``backend_failed`` at once. A response that fails for a transient
+cause (``response.done`` ``failed``: rate limit, server error) is asked for again with backoff,
+``response_retries`` times, then the call ends the same way, so a failed answer is never silence.
 
-The session is an ``IPushProducer``: pausing it pauses the socket's transport, so the kernel
-buffers fill and the server's sends slow down instead of our memory growing.
+Transcripts go to the listener as the whole text so far per item; the caller's carry their
+times on this session's input timeline (the server counts from 0 on each connection: the audio
+sent before it is added). A barge-in cuts the bot's transcript to what the caller heard.
+
+The session is an ``IPushProducer`` only in name: its socket is always read, whatever the
+playout holds, because control events (``input_audio_buffer.speech_started`` above all) arrive
+on the same socket as the audio and must be handled at once. The playout bounds its own queue
+(it drops audio beyond ``max_buffer_ms``).
 """
 
 from __future__ import annotations
 
 import random as _random
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 from urllib.parse import quote
 
@@ -32,18 +41,20 @@ from zope.interface import implementer
 from mediaproxy.audio.format import AudioFormat
 from mediaproxy.backends.base import BackendListener, CallInfo
 from mediaproxy.backends.early_audio import EarlyAudio
-from mediaproxy.backends.openai_dialect import RealtimeDialect
+from mediaproxy.backends.openai_dialect import RealtimeDialect, is_session_limit
 from mediaproxy.backends.openai_events import (
     AudioFinished,
     AudioReceived,
     RateLimitsReported,
     RealtimeEvent,
     ResponseEnded,
+    ResponseFailed,
     ServerError,
     SessionExpired,
     SessionReady,
     SpeechStarted,
     SpeechStopped,
+    ToolCalled,
     TranscriptReceived,
     UnknownEventReceived,
     UsageReported,
@@ -51,7 +62,7 @@ from mediaproxy.backends.openai_events import (
     rate_limit_label,
     token_kind_label,
 )
-from mediaproxy.backends.openai_session_config import RealtimeOptions
+from mediaproxy.backends.openai_session_config import RealtimeOptions, transcription_language
 from mediaproxy.backends.reconnect import (
     BackoffPolicy,
     DialedWebSocketProtocol,
@@ -68,6 +79,8 @@ log = Logger()
 
 _HISTORY_LINES = 12
 _HISTORY_CHARS = 2000
+_TOOL_CALLS = 32
+"""Tool calls remembered per session (their names, for a result that outlives its connection)."""
 
 
 class RealtimeClientProtocol(DialedWebSocketProtocol):
@@ -122,10 +135,19 @@ class OpenAIRealtimeSession:
         self._dial_started = 0.0
         self._ever_ready = False
         self._expiring = False
-        self._paused = False
         self._closed = False
         self._chunk_timer: Timer | None = None
-        self._history: deque[str] = deque(maxlen=_HISTORY_LINES)
+        # Final transcript lines by item id (a barge-in rewrites a bot line to what was heard).
+        self._history: OrderedDict[str, str] = OrderedDict()
+        self._language: str | None = options.transcription_language or None
+        # The input timeline: caller audio bridged so far, and where this connection's starts.
+        self._input_bytes = 0
+        self._input_offset_ms = 0
+        # Response retries: failures in a row and the pending retry.
+        self._response_failures = 0
+        self._retry_timer: Timer | None = None
+        self._tool_names: OrderedDict[str, str] = OrderedDict()
+        self._pending_results: list[tuple[str, str]] = []
         self._url = f"{options.url}?model={quote(options.model, safe='')}"
         self._redialer: Redialer[RealtimeClientProtocol] = Redialer(
             reactor,
@@ -153,6 +175,7 @@ class OpenAIRealtimeSession:
         """Caller audio in ``audio_format``; held (bounded) until a session is ready."""
         if self._closed:
             return
+        self._input_bytes += len(data)
         dialect = self._dialect
         if dialect is None:
             self._hold(data)
@@ -169,6 +192,14 @@ class OpenAIRealtimeSession:
         if self._dialect is not None:
             self._dialect.interrupt(response_id, played_ms)
             self._send_output()
+            heard = self._dialect.heard_transcript(response_id)
+            if heard is not None and response_id in self._history:
+                # The final transcript came before the barge-in: what is replayed after a
+                # reconnect is only what the caller heard.
+                if heard:
+                    self._history[response_id] = f"assistant: {heard}"
+                else:
+                    del self._history[response_id]
 
     def send_dtmf(self, digits: str) -> None:
         """Tell the model the caller pressed keys (dropped while reconnecting)."""
@@ -177,10 +208,41 @@ class OpenAIRealtimeSession:
             self._send_output()
 
     def tool_result(self, call_id: str, output: str) -> None:
-        """The answer to the model's tool call ``call_id`` (function calling is not wired yet)."""
+        """The answer (JSON text) to the model's tool call ``call_id``; the model then speaks.
+
+        A call made on a connection that has since dropped cannot be answered as a
+        ``function_call_output`` (the new connection's conversation has no such call): the
+        result goes in as a system note naming the function, followed by a response, so the
+        caller still hears it. While reconnecting it waits for the new connection."""
+        if self._closed:
+            return
+        dialect = self._dialect
+        if dialect is None:
+            self._pending_results.append((call_id, output))
+            return
+        if dialect.has_tool_call(call_id):
+            dialect.tool_result(call_id, output)
+        else:
+            self._result_as_note(dialect, call_id, output)
+        self._send_output()
+
+    def _result_as_note(self, dialect: RealtimeDialect, call_id: str, output: str) -> None:
+        name = self._tool_names.get(call_id, "a function")
+        dialect.send_system_note(f"The result of the function call {name} made before the connection was "
+                                 f"restored: {output[:_HISTORY_CHARS]}")
+        dialect.create_response()
 
     def set_language(self, language: str) -> None:
-        """Transcribe the caller in ``language`` from now on (not wired yet)."""
+        """Transcribe the caller in ``language`` (BCP-47) from now on, on this connection and
+        any later one."""
+        if self._closed or not language:
+            return
+        self._language = language
+        iso = transcription_language(language)
+        self._options = replace(self._options, transcription_language=iso)
+        if self._dialect is not None:
+            self._dialect.set_language(iso)
+            self._send_output()
 
     def close(self) -> None:
         """End the session; no listener calls follow. Idempotent."""
@@ -194,11 +256,10 @@ class OpenAIRealtimeSession:
         self._closed = True
         self._redialer.stop()
         self._cancel_chunk_timer()
+        self._cancel_retry()
         proto, self._proto, self._dialect = self._proto, None, None
         if proto is not None:
             proto.session = None
-            if self._paused:
-                _read_socket(proto, True)  # so the closing handshake can complete
             if abort:
                 proto.dropConnection(abort=True)
             else:
@@ -208,21 +269,10 @@ class OpenAIRealtimeSession:
     # --- IPushProducer -------------------------------------------------------------------------
 
     def pauseProducing(self) -> None:
-        """Stop reading the backend socket (the playout holds too much audio)."""
-        if self._paused or self._closed:
-            return
-        self._paused = True
-        # Counted once, by the playout that asks for the pause (flow_pauses_total{leg=backend}).
-        if self._proto is not None:
-            _read_socket(self._proto, False)
+        """Ignored: the backend socket is always read (barge-in must never wait behind audio)."""
 
     def resumeProducing(self) -> None:
-        """Read the backend socket again."""
-        if not self._paused:
-            return
-        self._paused = False
-        if self._proto is not None:
-            _read_socket(self._proto, True)
+        """Ignored (see :meth:`pauseProducing`)."""
 
     def stopProducing(self) -> None:
         self.close()
@@ -239,6 +289,7 @@ class OpenAIRealtimeSession:
             resumed=self._ever_ready,
             resume_context=self._resume_context(),
             event_prefix=f"c{self._connections}",
+            tools=self._call.tools,
         )
         opened = dial_websocket(
             self._reactor,
@@ -262,8 +313,6 @@ class OpenAIRealtimeSession:
         def adopt(proto: RealtimeClientProtocol) -> None:
             proto.session, proto.dialect, proto.ready = self, dialect, ready
             self._proto = proto
-            if self._paused:
-                _read_socket(proto, False)
 
         def not_opened(failure: Failure) -> None:
             if not ready.called:
@@ -297,6 +346,7 @@ class OpenAIRealtimeSession:
             return
         self._proto, self._dialect = None, None
         self._cancel_chunk_timer()
+        self._cancel_retry()
         description = self._redact(connection_lost_reason(code, reason))
         if proto.ready is not None and not proto.ready.called:
             proto.ready.errback(ConnectionLost(description))
@@ -307,7 +357,7 @@ class OpenAIRealtimeSession:
                 self._listener.backend_response_done(item_id)
         if self._closed:
             return
-        expected = self._expiring or code == 1001
+        expected = self._expiring or code == 1001 or is_session_limit(reason)
         self._log("warn", "backend connection lost ({reason}); reconnecting", reason=description)
         self._redialer.lost(description, expected=expected)
 
@@ -319,16 +369,20 @@ class OpenAIRealtimeSession:
             case AudioFinished(item_id=item_id):
                 listener.backend_response_done(item_id)
             case SpeechStarted():
+                self._cancel_retry()  # the caller speaks: the turn to retry is over
                 listener.backend_speech_started()
             case SpeechStopped():
                 listener.backend_speech_stopped()
-            case TranscriptReceived(role=role, text=text, final=final):
-                listener.backend_transcript(Transcript(role, text, final))
-                if final and text:
-                    # Kept only for the resume note; transcripts are personal data and are never
-                    # logged here (the bridge owns the one opt-in transcript log line).
-                    self._history.append(f"{'caller' if role == 'caller' else 'assistant'}: {text}")
-                    self._log("debug", "final {role} transcript received", role=role)
+            case TranscriptReceived():
+                self._transcript(event)
+            case ToolCalled(call_id=call_id, name=name, arguments=arguments):
+                self._tool_names[call_id] = name
+                while len(self._tool_names) > _TOOL_CALLS:
+                    self._tool_names.popitem(last=False)
+                self._log("info", "model calls tool {tool}", tool=name[:64])
+                listener.backend_tool_call(call_id, name, arguments)
+            case ResponseFailed():
+                self._response_failed(event)
             case SessionReady():
                 self._session_ready(proto, event)
             case UsageReported(tokens=tokens):
@@ -349,20 +403,82 @@ class OpenAIRealtimeSession:
                 self._log("info", "backend session expired ({detail}); starting a new one", detail=message)
                 self._expiring = True
                 proto.sendClose(1000)
-            case ResponseEnded(status=status, reason=reason) if status in ("failed", "incomplete"):
-                self._log("warn", "response {status} ({reason})", status=status, reason=reason)
+            case ResponseEnded(status="incomplete", reason=reason):
+                self._log("warn", "response incomplete ({reason})", reason=reason)
+            case ResponseEnded(status="completed"):
+                self._response_failures = 0
             case ResponseEnded():
                 pass
             case UnknownEventReceived(event_type=event_type):
                 self._metrics.backend_errors_total.labels(self._name, "unknown_event").inc()
                 self._log("debug", "ignored unknown backend event {event_type!r}", event_type=event_type[:80])
 
+    def _transcript(self, event: TranscriptReceived) -> None:
+        offset = self._input_offset_ms
+        caller = event.role == "caller"
+        transcript = Transcript(
+            event.role,
+            event.text,
+            event.final,
+            start_ms=None if event.start_ms is None else event.start_ms + offset,
+            end_ms=None if event.end_ms is None else event.end_ms + offset,
+            language=self._language if caller else None,
+        )
+        if event.final and not event.text:
+            return  # a cut item the caller heard nothing of: nothing was said
+        self._listener.backend_transcript(transcript)
+        if event.final:
+            # Kept only for the resume note; transcripts are personal data and are never
+            # logged here (the bridge owns the one opt-in transcript log line).
+            key = event.item_id or f"line-{len(self._history)}-{self._connections}"
+            self._history[key] = f"{'caller' if caller else 'assistant'}: {event.text}"
+            self._history.move_to_end(key)
+            while len(self._history) > _HISTORY_LINES:
+                self._history.popitem(last=False)
+            self._log("debug", "final {role} transcript received", role=event.role)
+
+    def _response_failed(self, event: ResponseFailed) -> None:
+        """A failed response is never silence: fatal causes end the call now, transient ones
+        ask for the response again (with backoff, a bounded number of times), then end it."""
+        self._metrics.backend_errors_total.labels(self._name, error_code_label(event.code)).inc()
+        reason = f"response failed: {event.code}: {event.message}"
+        if event.fatal:
+            self._fail(reason)
+            return
+        self._response_failures += 1
+        if self._response_failures > self._options.response_retries:
+            self._fail(f"{reason} (after {self._options.response_retries} retries)")
+            return
+        delay_s = self._options.response_retry_backoff_ms / 1000.0 * 2 ** (self._response_failures - 1)
+        self._log("warn", "response failed ({code}); asking again in {delay:.2f} s", code=event.code[:64],
+                  delay=delay_s)
+        self._cancel_retry()
+        self._retry_timer = self._reactor.callLater(delay_s, self._retry_response)
+
+    def _retry_response(self) -> None:
+        self._retry_timer = None
+        if self._dialect is not None and not self._closed:
+            self._dialect.create_response()
+            self._send_output()
+
+    def _cancel_retry(self) -> None:
+        if self._retry_timer is not None and self._retry_timer.active():
+            self._retry_timer.cancel()
+        self._retry_timer = None
+
     def _session_ready(self, proto: RealtimeClientProtocol, event: SessionReady) -> None:
         self._log("info", "backend session configured: {summary}", summary=event.summary)
         self._dialect = proto.dialect
         held = self._early.take()
+        # The server counts this connection's audio from 0: its first sample is the first held
+        # one (what was dropped before it is not on the server's timeline either).
+        self._input_offset_ms = (self._input_bytes - len(held)) // self.audio_format.bytes_per_ms
         if held and self._dialect is not None:
             self._dialect.send_audio(held)
+        pending, self._pending_results = self._pending_results, []
+        for call_id, output in pending:
+            if self._dialect is not None:
+                self._result_as_note(self._dialect, call_id, output)
         self._send_output(proto)
         if proto.ready is not None and not proto.ready.called:
             proto.ready.callback(proto)
@@ -406,7 +522,7 @@ class OpenAIRealtimeSession:
     def _resume_context(self) -> str:
         if not self._history:
             return ""
-        text = "Recent conversation, oldest first:\n" + "\n".join(self._history)
+        text = "Recent conversation, oldest first:\n" + "\n".join(self._history.values())
         return text[-_HISTORY_CHARS:]
 
     def _log(self, level: str, fmt: str, **kwargs: Any) -> None:
@@ -430,14 +546,3 @@ def _fatal_reason(failure: Failure) -> str | None:
         if error.status == 404:
             return f"backend URL or model not found (HTTP {error.status})"
     return None
-
-
-def _read_socket(proto: RealtimeClientProtocol, reading: bool) -> None:
-    """Resume (``reading``) or pause reading ``proto``'s socket. Its transport (TCP or TLS) is a
-    push producer, which the ``ITransport`` it is declared as does not say."""
-    transport: Any = proto.transport
-    if transport is not None:
-        if reading:
-            transport.resumeProducing()
-        else:
-            transport.pauseProducing()

@@ -11,11 +11,12 @@ the model noise and make VAD misbehave, so a mismatch is fatal.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from mediaproxy.audio.format import ALAW_8K, L16_24K, MULAW_8K, AudioFormat
+from mediaproxy.backends.base import ToolSpec
 from mediaproxy.options import boolean, choice, integer, number, option, text, ws_url
 
 DEFAULT_URL = "wss://api.openai.com/v1/realtime"
@@ -66,6 +67,10 @@ class RealtimeOptions:
     reconnect_attempts: int = option(integer(0, 100), 5, "failed attempts in a row before the call ends")
     reconnect_backoff_ms: int = option(integer(0, 60000), 250, "first reconnect delay, ms (doubles per failure)")
     reconnect_max_backoff_ms: int = option(integer(0, 600000), 8000, "longest reconnect delay, ms")
+    response_retries: int = option(integer(0, 10), 2, "a response failed for a transient cause (rate limit, "
+                                   "server error) is asked for again this many times before the call ends")
+    response_retry_backoff_ms: int = option(integer(0, 60000), 500, "first delay before a failed response "
+                                            "is asked for again, ms (doubles per failure in a row)")
     create_response: bool = True
     """Not a config key: False for listen-only calls (AudioHook Monitor), which only transcribe."""
 
@@ -132,8 +137,9 @@ def turn_detection(options: RealtimeOptions) -> dict[str, Any]:
     return detection
 
 
-def session_config(options: RealtimeOptions, fmt: AudioFormat) -> dict[str, Any]:
-    """The ``session`` object of the GA ``session.update`` for a call exchanging ``fmt``."""
+def session_config(options: RealtimeOptions, fmt: AudioFormat, tools: Sequence[ToolSpec] = ()) -> dict[str, Any]:
+    """The ``session`` object of the GA ``session.update`` for a call exchanging ``fmt``, offering
+    the model ``tools`` (GA function tools, ``tool_choice: auto``)."""
     audio_input: dict[str, Any] = {
         "format": wire_format(fmt),
         "turn_detection": turn_detection(options),
@@ -156,7 +162,19 @@ def session_config(options: RealtimeOptions, fmt: AudioFormat) -> dict[str, Any]
     }
     if options.instructions:
         session["instructions"] = options.instructions
+    if tools:
+        session["tools"] = [
+            {"type": "function", "name": t.name, "description": t.description, "parameters": dict(t.parameters)}
+            for t in tools
+        ]
+        session["tool_choice"] = "auto"
     return session
+
+
+def transcription_language(bcp47: str) -> str:
+    """The ISO-639-1 code the service's ``transcription.language`` takes, from a BCP-47 tag
+    (``en-US`` → ``en``)."""
+    return bcp47.split("-", 1)[0].split("_", 1)[0].strip().lower()
 
 
 def format_mismatch(asked: AudioFormat, effective: Any) -> str | None:

@@ -27,15 +27,23 @@ audio is dropped, starts a new mark generation so the echoes the platform sends 
 marks are ignored, and returns what the caller heard of the current response.
 
 Flow control: the playout is the platform transport's ``IPushProducer`` (a full socket pauses
-sending), and it pauses the backend session when more than ``max_buffer_ms`` is queued, resuming
-it below half of that.
+sending). It never pauses the backend: a backend socket that is not read hides its control events
+(the caller's ``speech_started`` would wait behind the queued audio, and barge-in with it).
+Instead the queue is bounded: audio that would take it beyond ``max_buffer_ms`` is dropped, the
+newest first, and with it the rest of that response (so every response played is an exact
+prefix of what the backend sent, and the played position, hence the truncation, stays exact);
+counted in ``frames_dropped_total{direction="out",reason="overflow"}``.
+
+:meth:`Playout.when_played_out` tells when the caller has heard everything sent (a farewell
+before hanging up).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.defer import CancelledError, Deferred, fail
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from zope.interface import implementer
 
 from mediaproxy.audio.format import AudioFormat
@@ -65,7 +73,7 @@ class PlayoutSink(Protocol):
 
 
 class Pausable(Protocol):
-    """What the playout pauses when too much audio is queued (the backend session)."""
+    """A backend session as :meth:`Playout.attach_producer` accepts it (no longer paused)."""
 
     def pauseProducing(self) -> None: ...
 
@@ -122,8 +130,11 @@ class Playout:
 
         self._back_off_until = 0.0
 
-        self._producer: Pausable | None = None
-        self._producer_paused = False
+        # The response whose audio overflowed max_buffer_ms: the rest of it is dropped.
+        self._overflowing: str | None = None
+        self._dropped_overflow_bytes = 0
+        self._played_out_waiters: list[Deferred[None]] = []
+        self._played_out_timer: IDelayedCall | None = None
         self._transport_paused = False
         self._stopped = False
 
@@ -132,7 +143,7 @@ class Playout:
         self._buffer_seconds = metrics.playout_buffer_seconds
         self._frames_out = metrics.frames_total.labels(platform, "out")
         self._dropped_bargein = metrics.frames_dropped_total.labels("out", "bargein")
-        self._flow_pauses = metrics.flow_pauses_total.labels("backend")
+        self._dropped_overflow = metrics.frames_dropped_total.labels("out", "overflow")
 
     # --- inputs from the backend side ------------------------------------------------------
 
@@ -141,25 +152,42 @@ class Playout:
         self._sink = sink
 
     def attach_producer(self, producer: Pausable) -> None:
-        """The backend session to pause when too much audio is queued."""
-        self._producer = producer
+        """Kept for the bridge, which still attaches the backend session: a no-op. The playout
+        never pauses the backend (see the module docstring: the queue is bounded by dropping)."""
 
     def write(self, response_id: str, data: bytes) -> None:
-        """Queue bot audio (platform format, any size) belonging to ``response_id``."""
+        """Queue bot audio (platform format, any size) belonging to ``response_id``. What would
+        take the queue beyond ``max_buffer_ms`` is dropped, and the rest of that response too."""
         if self._stopped or not data:
             return
         queue = self._queue
-        if not queue.write(response_id, data):
+        if queue.is_cut(response_id):
             self._dropped_bargein.inc(len(data) / self._frame_bytes)
             return
-        queued = queue.queued_bytes
-        self._buffer_seconds.observe(queued / self._bytes_per_ms / 1000.0)
-        if queued > self._max_bytes and self._producer is not None and not self._producer_paused:
-            self._producer_paused = True
-            self._flow_pauses.inc()
-            self._producer.pauseProducing()
+        if response_id == self._overflowing or len(data) > self._max_bytes - queue.queued_bytes:
+            data = self._overflow(response_id, data)
+            if not data:
+                return
+        queue.write(response_id, data)
+        self._buffer_seconds.observe(queue.queued_bytes / self._bytes_per_ms / 1000.0)
         now = self._clock.seconds()
         self._service(now, self._clock.grid_time(now))
+
+    def _overflow(self, response_id: str, data: bytes) -> bytes:
+        """The part of ``data`` that fits under ``max_buffer_ms`` (whole samples), none once the
+        response has overflowed; the rest is counted as dropped."""
+        if response_id == self._overflowing:
+            keep = 0
+        else:
+            room = max(0, self._max_bytes - self._queue.queued_bytes)
+            keep = room - room % self._format.frame_bytes
+            self._overflowing = response_id
+        dropped = self._dropped_overflow_bytes + len(data) - keep
+        # Counted in whole frames, the remainder carried, so the counter never sees fractions.
+        frames, self._dropped_overflow_bytes = divmod(dropped, self._frame_bytes)
+        if frames:
+            self._dropped_overflow.inc(frames)
+        return data[:keep]
 
     def finish(self, response_id: str) -> None:
         """``response_id`` has delivered all its audio; its tail may now be padded and sent."""
@@ -167,13 +195,17 @@ class Playout:
             return
         now = self._clock.seconds()
         self._service(now, self._clock.grid_time(now))
+        self._check_played_out()
 
     # --- inputs from the platform side -----------------------------------------------------
 
     def mark_echoed(self, name: str) -> bool:
         """The platform played up to (or flushed) the mark ``name``. Returns False for an echo
         of another generation (flushed by a barge-in) or a name we did not send."""
-        return self._played.mark_echoed(name, self._clock.seconds())
+        accepted = self._played.mark_echoed(name, self._clock.seconds())
+        if accepted and self._played_out_waiters:
+            self._check_played_out()
+        return accepted
 
     def back_off(self, ms: int) -> None:
         """The platform asked us to send nothing for ``ms`` milliseconds (Genesys 429
@@ -194,8 +226,9 @@ class Playout:
         self._anchor = None
         self._stream_open = False
         self._dry_mid_response = False
+        self._overflowing = None
         self._clock.discard(self)
-        self._resume_producer_if_drained()
+        self._check_played_out()
         return heard
 
     def played_position_ms(self, now: float) -> float:
@@ -218,11 +251,72 @@ class Playout:
         return self._played.generation
 
     def stop(self) -> None:
-        """End of call: drop everything and leave the clock. Idempotent."""
+        """End of call: drop everything and leave the clock. Idempotent. Deferreds of
+        :meth:`when_played_out` still waiting fail with ``CancelledError``; no timer is left."""
         self._stopped = True
         self._queue.reset()
         self._clock.discard(self)
-        self._producer = None
+        self._cancel_played_out_timer()
+        waiters, self._played_out_waiters = self._played_out_waiters, []
+        for d in waiters:
+            d.cancel()
+
+    # --- played out --------------------------------------------------------------------------
+
+    def when_played_out(self) -> Deferred[None]:
+        """A Deferred that fires once the caller has heard everything: nothing is queued, every
+        response written has been finished (``finish``, or cut by ``clear``), and the played
+        position has reached all that was sent. On a platform with marks that is the echo of
+        the mark after the last packet (the platform says so; if it never echoes, this never
+        fires: bound the wait with a timeout); without marks, the clock (the spurt's start plus
+        its duration). Fires at once when that already holds. After :meth:`stop` (or when
+        stopped before it could fire) it fails with ``CancelledError``; cancelling it is allowed."""
+        if self._stopped:
+            return fail(CancelledError("playout stopped"))
+
+        def forget(d: Deferred[None]) -> None:
+            if d in self._played_out_waiters:
+                self._played_out_waiters.remove(d)
+            if not self._played_out_waiters:
+                self._cancel_played_out_timer()
+
+        d: Deferred[None] = Deferred(forget)
+        self._played_out_waiters.append(d)
+        self._check_played_out()
+        return d
+
+    def _check_played_out(self) -> None:
+        """Fire the :meth:`when_played_out` waiters if everything was heard; otherwise, on the
+        clock path, arm one timer for when it will have been."""
+        if not self._played_out_waiters or self._stopped:
+            return
+        queue = self._queue
+        if queue.queued_bytes or queue.has_open_response():
+            return  # write/finish/clear call back here
+        played = self._played
+        now = self._clock.seconds()
+        remaining_ms = played.sent_ms - played.played_ms(now)
+        if played.has_marks and played.in_spurt:
+            if not played.echoed_all():
+                return  # mark_echoed calls back here
+        elif remaining_ms > 0.01:  # float noise of reactor times, far below a sample
+            if self._played_out_timer is None:
+                reactor: Any = self._clock.reactor
+                self._played_out_timer = reactor.callLater(remaining_ms / 1000.0, self._played_out_due)
+            return
+        self._cancel_played_out_timer()
+        waiters, self._played_out_waiters = self._played_out_waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def _played_out_due(self) -> None:
+        self._played_out_timer = None
+        self._check_played_out()
+
+    def _cancel_played_out_timer(self) -> None:
+        timer, self._played_out_timer = self._played_out_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
 
     # --- IPushProducer (toward the platform transport) ---------------------------------------
 
@@ -322,9 +416,12 @@ class Playout:
             if name is not None:
                 sink.mark(name)
         if sent_any or closed:
-            # Before resuming the backend: that may deliver (and send) more audio at once.
             sink.flush()
-        self._resume_producer_if_drained()
+        if sent_any:
+            # More was sent: a timer armed for the old end is early now.
+            self._cancel_played_out_timer()
+        if self._played_out_waiters and not queue.queued_bytes:
+            self._check_played_out()
         if queue.queued_bytes:
             self._clock.add(self)
         else:
@@ -348,9 +445,3 @@ class Playout:
         self._stream_open = False
         self._sink.playback_finished()
         return True
-
-    def _resume_producer_if_drained(self) -> None:
-        if self._producer_paused and self._queue.queued_bytes <= self._max_bytes // 2:
-            self._producer_paused = False
-            if self._producer is not None:
-                self._producer.resumeProducing()

@@ -40,6 +40,20 @@ class PlayedPosition:
         self._last_mark_pos_ms = 0.0
 
     @property
+    def has_marks(self) -> bool:
+        """The platform echoes marks."""
+        return self._has_marks
+
+    @property
+    def in_spurt(self) -> bool:
+        """The platform is (as far as we know) still playing the current spurt."""
+        return self._in_spurt
+
+    def echoed_all(self) -> bool:
+        """The platform echoed a mark at (or after) everything sent in this spurt."""
+        return self._mark_pos_ms is not None and self._mark_pos_ms >= self.sent_ms - 1e-6
+
+    @property
     def generation(self) -> int:
         """The mark generation; bumped by every :meth:`cut`."""
         return self._generation

@@ -63,6 +63,14 @@ class PacketQueue:
         self.queued_bytes += len(data)
         return True
 
+    def is_cut(self, response_id: str) -> bool:
+        """A barge-in cut ``response_id``: its late audio is refused."""
+        return self._responses.is_cancelled(response_id)
+
+    def has_open_response(self) -> bool:
+        """Some response written (and not cut) has not been finished yet."""
+        return self._responses.has_open()
+
     def finish(self, response_id: str) -> bool:
         """``response_id`` delivered all its audio: its tail may now be padded and sent.
         Returns False when nothing changed (unknown, cut, or already finished)."""

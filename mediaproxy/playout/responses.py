@@ -56,6 +56,10 @@ class ResponseLedger:
             del self._responses[oldest.id]
         return response
 
+    def has_open(self) -> bool:
+        """Some remembered response has not delivered all its audio."""
+        return any(not response.done for response in self._responses.values())
+
     def is_cancelled(self, response_id: str) -> bool:
         return response_id in self._cancelled_set
 

@@ -193,6 +193,8 @@ class FakeRealtimeConnection(WebSocketServerProtocol):
         self.responses = 0
         self.closed = False
         self.held_update: dict[str, Any] | None = None
+        self.function_calls: dict[str, str] = {}
+        """call_id → function name of every call made on this connection."""
         self._detector: EnergyDetector | None = None
         self._detector_key: tuple[str, int] | None = None
         self._events = 0
@@ -326,6 +328,10 @@ class FakeRealtimeConnection(WebSocketServerProtocol):
         item = dict(event["item"])
         item.setdefault("id", f"client_item_{len(self.items_created)}")
         self.items_created.append(item)
+        if item.get("type") == "function_call_output" and item.get("call_id") not in self.function_calls:
+            self.send_error("invalid_value", f"No function call with call_id {item.get('call_id')}",
+                            event.get("event_id"))
+            return
         self.send({"type": "conversation.item.added", "item": item})
 
     def on_response_create(self, event: dict[str, Any]) -> None:
@@ -361,10 +367,20 @@ class FakeRealtimeConnection(WebSocketServerProtocol):
     # --- responses -----------------------------------------------------------------------------
 
     def start_response(self, turn_ms: int | None = None) -> None:
-        """A response: to a caller turn of ``turn_ms`` (VAD), else to ``response.create``."""
+        """A response: to a caller turn of ``turn_ms`` (VAD), else to ``response.create``. With
+        ``server.fail_responses`` queued, it fails with the first code instead; with
+        ``server.next_function_call`` set, a caller turn's response calls that function."""
         server = self.factory.server
         if self.response is not None:
             self.send_error("conversation_already_has_active_response", "Conversation already has an active response")
+            return
+        if server.fail_responses:
+            self.fail_response(server.fail_responses.pop(0))
+            return
+        if turn_ms is not None and server.next_function_call is not None:
+            name, arguments = server.next_function_call
+            server.next_function_call = None
+            self.call_function(name, arguments)
             return
         self.responses += 1
         server.stats.responses += 1
@@ -481,6 +497,51 @@ class FakeRealtimeConnection(WebSocketServerProtocol):
         self.send({"type": "response.done", "response": done})
         self.factory.server.poke()
 
+    # --- scripted responses --------------------------------------------------------------------
+
+    def fail_response(self, code: str, message: str | None = None) -> None:
+        """A response that fails at once (``response.done`` ``failed``, the cause in
+        ``status_details.error``), as the service does on a rate limit or quota error."""
+        self.responses += 1
+        self.factory.server.stats.responses += 1
+        rid = f"resp_{self.index}_{self.responses}"
+        self.send({"type": "response.created", "response": {"id": rid, "object": "realtime.response",
+                                                             "status": "in_progress", "output": []}})
+        kind = {"server_error": "server_error", "rate_limit_exceeded": "rate_limit_error",
+                "insufficient_quota": "insufficient_quota", "invalid_api_key": "authentication_error"}
+        error = {"type": kind.get(code, "invalid_request_error"), "code": code, "message": message or f"{code}"}
+        self.send({"type": "response.done", "response": {
+            "id": rid, "object": "realtime.response", "status": "failed", "output": [],
+            "status_details": {"type": "failed", "error": error}}})
+        self.factory.server.poke()
+
+    def call_function(self, name: str, arguments: str) -> str:
+        """A response whose only output is a call of the function ``name`` (which must be in
+        the session's tools) with ``arguments`` (JSON text); returns its ``call_id``."""
+        tools = [t.get("name") for t in self.session.get("tools") or ()]
+        if name not in tools:
+            self.factory.server.violations.append(f"function {name!r} called but not offered ({tools})")
+        self.responses += 1
+        self.factory.server.stats.responses += 1
+        n = self.responses
+        rid, iid, call_id = f"resp_{self.index}_{n}", f"fc_{self.index}_{n}", f"call_{self.index}_{n}"
+        self.function_calls[call_id] = name
+        self.send({"type": "response.created", "response": {"id": rid, "object": "realtime.response",
+                                                             "status": "in_progress", "output": []}})
+        item = {"id": iid, "type": "function_call", "status": "in_progress", "name": name, "call_id": call_id,
+                "arguments": ""}
+        self.send({"type": "response.output_item.added", "response_id": rid, "output_index": 0, "item": item})
+        self.send({"type": "response.function_call_arguments.delta", "response_id": rid, "item_id": iid,
+                   "output_index": 0, "call_id": call_id, "delta": arguments})
+        self.send({"type": "response.function_call_arguments.done", "response_id": rid, "item_id": iid,
+                   "output_index": 0, "call_id": call_id, "name": name, "arguments": arguments})
+        done = {**item, "status": "completed", "arguments": arguments}
+        self.send({"type": "response.output_item.done", "response_id": rid, "output_index": 0, "item": done})
+        self.send({"type": "response.done", "response": {"id": rid, "object": "realtime.response",
+                                                         "status": "completed", "output": [done]}})
+        self.factory.server.poke()
+        return call_id
+
     # --- scripted faults -----------------------------------------------------------------------
 
     def drop(self) -> None:
@@ -540,7 +601,11 @@ class FakeRealtimeServer(ConditionWaiting):
     ``turn_ms`` (the benchmark answers as long as the caller talked). ``chunk_sizes``: the delta
     sizes cycled through, in bytes. ``pause_after_ms``: hold every response after this much
     audio until ``connection.continue_response()``. ``late_deltas``: deltas still sent after a
-    VAD barge-in before the response is cancelled (in flight).
+    VAD barge-in before the response is cancelled (in flight). ``fail_responses``: codes of
+    the next responses to fail (one per response, e.g. ``["server_error"]``).
+    ``next_function_call``: ``(name, arguments)`` the response to the next caller turn calls
+    instead of speaking (or call ``connection.call_function`` directly); a
+    ``function_call_output`` for an unknown call is an error, a known one is accepted.
     """
 
     def __init__(self, reactor: Any, api_key: str = "test-key", validate: bool = True, record: bool = True,
@@ -562,6 +627,8 @@ class FakeRealtimeServer(ConditionWaiting):
         self.chunk_sizes: Sequence[int] = (160, 333, 97, 801, 41, 1200, 7, 512)
         self.pause_after_ms: int | None = None
         self.late_deltas = 0
+        self.fail_responses: list[str] = []
+        self.next_function_call: tuple[str, str] | None = None
         self.connections: list[FakeRealtimeConnection] = []
         self.handshakes: list[dict[str, str]] = []
         self.violations: list[str] = []

@@ -92,7 +92,8 @@ class PlayoutSettings:
                           "(0, or at least frame_ms); it must cover the worst reactor or GC pause")
     prefill_ms: int = option(integer(0, 2000), 0, "jitter cushion held before the first frame of a response, ms")
     max_buffer_ms: int = option(integer(1000, 600000), 30000,
-                                "bot audio queued above this pauses the backend; it resumes below half, ms")
+                                "bot audio queued per call at most; more is dropped and counted (the backend is "
+                                "never paused: its socket carries barge-in), ms")
     mark_interval_ms: int = option(integer(20, 2000), 100,
                                    "a playback mark is sent to platforms that echo them at least this often, ms")
 

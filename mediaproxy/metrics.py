@@ -90,8 +90,8 @@ class Metrics:
         )
         self.flow_pauses_total = Counter(
             p + "flow_pauses_total",
-            "Flow-control pauses (leg: backend = stopped reading the backend; platform = asked "
-            "the platform to pause or stopped reading it).",
+            "Flow-control pauses (leg: platform = the platform paused the caller stream; backends are "
+            "never paused).",
             ["leg"],
             registry=r,
         )

@@ -6,9 +6,10 @@ that receives the backend's events. Network connectors split the same way the pl
 sans-IO dialect object (events in, messages out) plus thin Autobahn glue; this module is only the
 seam the bridge sees.
 
-Sessions are push producers (``IPushProducer``): the playout pauses a session when more than
-``[playout] max_buffer_ms`` of bot audio is queued and resumes it below half of that. A paused
-session stops delivering audio (a network connector stops reading its socket).
+A backend session is never paused: its socket carries control events (the caller started
+speaking, errors) that must be seen at once, so it is always read; the playout bounds what it
+queues by dropping audio beyond ``[playout] max_buffer_ms`` (counted). Sessions keep the
+``IPushProducer`` methods for their own use.
 """
 
 from __future__ import annotations

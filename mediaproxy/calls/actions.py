@@ -26,6 +26,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -164,7 +165,9 @@ class CallActions:
 
         self._farewell = bridge.context.reactor.callLater(FAREWELL_MAX_S, go)
         if bridge.playout is not None:
-            bridge.playout.when_played_out().addCallback(go)
+            played_out = bridge.playout.when_played_out()
+            # It fails with CancelledError once the call ends (the playout stops): nothing to do.
+            played_out.addCallbacks(go, lambda failure: failure.trap(CancelledError) and None)
         else:
             go()
 

@@ -574,7 +574,7 @@ class FakeRealtimeConnection(WebSocketServerProtocol):
             problems = check_event(adapters()[1], event)
             if problems:
                 server.violations.append(f"fake server sent bad {event['type']}: {problems}")
-        self.sendMessage(json.dumps(event, separators=(",", ":")).encode("utf-8"),  # type: ignore[no-untyped-call]
+        self.sendMessage(json.dumps(event, separators=(",", ":")).encode("utf-8"),
                          isBinary=False)
 
 
@@ -641,9 +641,9 @@ class FakeRealtimeServer(ConditionWaiting):
     def listen(self, port: int = 0, backlog: int = 50) -> str:
         """Start listening on 127.0.0.1 (``port`` 0: any free one); return the ws:// URL to configure."""
         url = "ws://127.0.0.1" + (f":{port}" if port else "")
-        factory = FakeRealtimeFactory(url, reactor=self.reactor)  # type: ignore[no-untyped-call]
+        factory = FakeRealtimeFactory(url, reactor=self.reactor)
         factory.server = self
-        factory.setProtocolOptions(maxMessagePayloadSize=16 * 1024 * 1024)  # type: ignore[no-untyped-call]
+        factory.setProtocolOptions(maxMessagePayloadSize=16 * 1024 * 1024)
         self._port = self.reactor.listenTCP(port, factory, interface="127.0.0.1", backlog=backlog)
         if self.speed is not None and self._ticker is None:
             self._ticker = LoopingCall(self._tick)

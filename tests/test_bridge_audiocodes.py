@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 from typing import Any
 
 from twisted.internet.task import Clock
@@ -23,6 +24,7 @@ from mediaproxy.config import PlayoutSettings
 from mediaproxy.metrics import Metrics
 from mediaproxy.platforms.audiocodes import AudioCodesSession
 from mediaproxy.platforms.base import CallStarted
+from tests.jitter import advance_late, gaps, max_ahead
 from tests.support import RecordingBackend, RecordingLeg, make_bridge
 from tests.test_audiocodes import check_play_streams
 
@@ -275,3 +277,18 @@ class BargeInTests(BridgeTestCase):
         self.bridge.backend_speech_started()
         self.assertEqual(self.leg.messages(before), [{"type": "userStream.speech.started"}])
         self.assertEqual(self.backend_session.interrupts, [("r1", 200)])
+
+
+class JitterTests(BridgeTestCase):
+    def test_no_gap_with_ten_ms_of_reactor_jitter(self) -> None:
+        """Ticks delivered up to 10 ms late (seeded): VAIC never runs dry mid-response, and the
+        playout never runs further ahead than the lead (no burst)."""
+        rng = random.Random(4711)
+        for response in range(5):
+            self.burst(f"r{response}", audio(1500, self.platform_format, seed=response))
+            advance_late(self.clock, 2.0, rng)
+            sends = [t for t, _ in self.leg.chunks(f"play-{response + 1}")]
+            self.assertEqual(len(sends), 75)
+            self.assertEqual(gaps(sends, FRAME_MS / 1000), [], f"response {response}")
+            self.assertLessEqual(max_ahead(sends, FRAME_MS / 1000), (FRAME_MS + LEAD_MS) / 1000 + 1e-9)
+        self.assertEqual(self.metrics.registry.get_sample_value("mediaproxy_playout_underruns_total"), 0)

@@ -20,6 +20,7 @@ from mediaproxy.platforms.base import (
     CallerAudio,
     CallStarted,
     DtmfReceived,
+    MessageIgnored,
     PlatformEvent,
     ProtocolViolation,
     ResumeRequested,
@@ -244,9 +245,101 @@ class WholeSessionTests(SynchronousTestCase):
                                           {"type": "userStream.stopped", "participant": "caller"}])
 
     def test_capabilities(self) -> None:
+        """playStream.stop discards what VAIC holds, so [playout] lead_ms applies (a cushion
+        against late ticks); transfer and sendDtmf exist."""
         caps = AudioCodesSession.capabilities
         self.assertEqual((caps.can_flush, caps.has_marks, caps.max_lead_ms, caps.packet_ms),
-                         (False, False, 20, 20))
+                         (True, False, None, 20))
+        self.assertEqual((caps.can_transfer, caps.can_send_dtmf), (True, True))
+
+    def test_text_bot_mode_is_refused_naming_the_setting(self) -> None:
+        peer = Peer(audiocodes.new_session(settings(), FakeBackend(MULAW_8K)))
+        events = peer.send({"type": "session.initiate", "conversationId": "conv-1",
+                            "supportedMediaFormats": ["raw/mulaw"], "expectAudioMessages": False})
+        self.assertEqual([type(e) for e in events], [ProtocolViolation])
+        assert isinstance(events[0], ProtocolViolation)
+        self.assertEqual(events[0].kind, "audio_not_expected")
+        (error,) = peer.replies()
+        self.assertEqual(error["type"], "session.error")
+        self.assertIn("expectAudioMessages", error["reason"])
+        self.assertTrue(peer.session.finished)
+        # Absent means audio (the SDK's default); true is accepted as before.
+        for extra in ({}, {"expectAudioMessages": True}):
+            peer = Peer(audiocodes.new_session(settings(), FakeBackend(MULAW_8K)))
+            peer.send({"type": "session.initiate", "conversationId": "conv-1",
+                       "supportedMediaFormats": ["raw/mulaw"], **extra})
+            self.assertEqual([m["type"] for m in peer.replies()], ["session.accepted"])
+
+    def test_hypotheses_carry_the_whole_partial_text(self) -> None:
+        """Each hypothesis is the whole text so far (the backend accumulates it), never a
+        fragment; an empty or missing text sends nothing (never "None")."""
+        peer = open_call()
+        for text in ("I", "I want", "I want to pay", "", "   ", None):
+            peer.session.transcript(Transcript("caller", text, final=False))  # type: ignore[arg-type]
+        peer.session.transcript(Transcript("caller", None, final=True))  # type: ignore[arg-type]
+        peer.session.transcript(Transcript("caller", "I want to pay my bill", final=True))
+        self.assertEqual(peer.replies(), [
+            {"type": "userStream.speech.hypothesis", "alternatives": [{"text": "I"}]},
+            {"type": "userStream.speech.hypothesis", "alternatives": [{"text": "I want"}]},
+            {"type": "userStream.speech.hypothesis", "alternatives": [{"text": "I want to pay"}]},
+            {"type": "userStream.speech.recognition",
+             "alternatives": [{"text": "I want to pay my bill", "confidence": 1.0}]},
+        ])
+
+    def test_user_streams_are_tracked_per_participant(self) -> None:
+        """Agent assist: two user streams, named by participant. The first is the caller's; the
+        other party's audio is not the caller's and is dropped (counted once per stream)."""
+        session = audiocodes.new_session(settings(), FakeBackend(MULAW_8K))
+        peer = Peer(session)
+        peer.initiate(["raw/mulaw"])
+        peer.start()
+        peer.replies()
+        self.assertEqual(peer.send({"type": "userStream.start", "participant": "caller"}), [])
+        self.assertEqual(peer.send({"type": "userStream.start", "participant": "agent"}),
+                         [MessageIgnored("other_participant")])
+        self.assertEqual(peer.send({"type": "userStream.start", "participant": "agent"}), [], "counted once")
+
+        def chunk(data: bytes, participant: str | None) -> list[PlatformEvent]:
+            message: dict[str, Any] = {"type": "userStream.chunk", "audioChunk": base64.b64encode(data).decode()}
+            if participant is not None:
+                message["participant"] = participant
+            return peer.send(message)
+
+        self.assertEqual(chunk(b"\x01", "caller"), [CallerAudio(b"\x01")])
+        self.assertEqual(chunk(b"\x02", "agent"), [])
+        self.assertEqual(chunk(b"\x03", None), [CallerAudio(b"\x03")], "unnamed: the caller's stream")
+        self.assertEqual(chunk(b"\x04", "supervisor"), [MessageIgnored("chunk_outside_stream")])
+        session.transcript(Transcript("caller", "hello", final=False))
+        replies = peer.replies()
+        self.assertEqual(replies[-1], {"type": "userStream.speech.hypothesis", "participant": "caller",
+                                       "alternatives": [{"text": "hello"}]})
+        peer.send({"type": "userStream.stop", "participant": "agent"})
+        self.assertEqual(chunk(b"\x05", "caller"), [CallerAudio(b"\x05")], "the caller's stream stays open")
+        self.assertEqual(chunk(b"\x06", "agent"), [MessageIgnored("chunk_outside_stream")])
+        peer.send({"type": "userStream.stop", "participant": "caller"})
+        self.assertEqual(chunk(b"\x07", "caller"), [MessageIgnored("chunk_outside_stream")])
+        self.assertFalse(session.finished)
+
+    def test_transfer_activity(self) -> None:
+        peer = open_call()
+        peer.session.play(b"\xff" * 160)
+        peer.replies()
+        self.assertTrue(peer.session.transfer("tel:+18005550100", "Billing question; " + "x" * 2000))
+        stop, transfer = peer.replies()
+        self.assertEqual(stop["type"], "playStream.stop")
+        (activity,) = transfer["activities"]
+        self.assertEqual((transfer["type"], activity["type"], activity["name"]), ("activities", "event", "transfer"))
+        self.assertEqual(activity["activityParams"]["transferTarget"], "tel:+18005550100")
+        self.assertEqual(len(activity["activityParams"]["handoverReason"]), 500)
+        self.assertTrue(activity["activityParams"]["handoverReason"].startswith("Billing question"))
+        self.assertTrue(peer.session.awaits_close, "VAIC transfers, then sends session.end")
+        peer.session.play(b"\xff" * 160)
+        self.assertEqual(peer.replies(), [])
+        self.assertFalse(peer.session.transfer("tel:+1", "again"))
+        self.assertEqual(peer.send({"type": "session.end", "reasonCode": "transferred"}), [CallEnded("transferred")])
+        # Nothing to transfer before the session is accepted, nor to an empty target.
+        self.assertFalse(audiocodes.new_session(settings(), FakeBackend(MULAW_8K)).transfer("tel:+1", ""))
+        self.assertFalse(open_call().session.transfer("  ", "x"))
 
     def test_config_keys(self) -> None:
         keys = option_keys(AudioCodesOptions)
@@ -551,8 +644,6 @@ class MalformedInputTests(SynchronousTestCase):
             ("\"session.end\"", "bad_message"),
             ({"type": 7}, "bad_message"),
             ({"conversationId": "conv-1"}, "bad_message"),
-            ({"type": "playStream.mark.reached"}, "unknown_type"),
-            ({"type": "x" * 10000}, "unknown_type"),
             ({"type": "userStream.chunk", "audioChunk": "!!!!"}, "bad_base64"),
             ({"type": "userStream.chunk", "audioChunk": "AAA"}, "bad_base64"),
             ({"type": "userStream.chunk", "audioChunk": "ÄÄÄÄ"}, "bad_base64"),
@@ -587,12 +678,32 @@ class MalformedInputTests(SynchronousTestCase):
             peer = Peer(audiocodes.new_session(settings(), FakeBackend(MULAW_8K)))
             self.assert_violation(peer, peer.send(message), kind)
 
-    def test_chunk_before_user_stream_started(self) -> None:
+    def test_unknown_type_is_counted_and_the_call_goes_on(self) -> None:
+        """VAIC adds message types; the SDK logs and ignores them. So do we (counted)."""
+        for message in ({"type": "playStream.mark.reached"}, {"type": "x" * 10000}, {"type": "session.ping"}):
+            peer = open_call()
+            peer.session.play(b"\xff" * 160)
+            peer.replies()
+            self.assertEqual(peer.send(message), [MessageIgnored("unknown_event")])
+            self.assertEqual(peer.replies(), [])
+            self.assertFalse(peer.session.finished)
+            self.assertEqual(peer.chunk(b"\x01"), [CallerAudio(b"\x01")])
+            peer.session.play(b"\xff" * 160)
+            self.assertEqual([m["type"] for m in peer.replies()], ["playStream.chunk"])
+        # While our hangup is pending too, it is not a violation.
+        peer = open_call()
+        peer.session.hangup(Outcome.BOT_HANGUP, "bye")
+        peer.replies()
+        self.assertEqual(peer.send({"type": "later.thing"}), [MessageIgnored("unknown_event")])
+
+    def test_chunk_before_user_stream_started_is_dropped_and_counted(self) -> None:
         peer = Peer(audiocodes.new_session(settings(), FakeBackend(MULAW_8K)))
         peer.send(self.INITIATE)
         peer.start()
         peer.replies()
-        self.assert_violation(peer, peer.chunk(b"\xff"), "out_of_order")
+        self.assertEqual(peer.chunk(b"\xff"), [MessageIgnored("chunk_outside_stream")])
+        self.assertEqual(peer.replies(), [])
+        self.assertFalse(peer.session.finished)
 
     def test_start_parameters_not_an_object(self) -> None:
         peer = Peer(audiocodes.new_session(settings(), FakeBackend(MULAW_8K)))
@@ -601,11 +712,12 @@ class MalformedInputTests(SynchronousTestCase):
             {"type": "event", "name": "start", "parameters": ["x"]}]})
         self.assert_violation(peer, events, "bad_message")
 
-    def test_chunk_after_user_stream_stopped(self) -> None:
+    def test_chunk_after_user_stream_stopped_is_dropped_and_counted(self) -> None:
         peer = open_call()
         peer.send({"type": "userStream.stop"})
         peer.replies()
-        self.assert_violation(peer, peer.chunk(b"\xff"), "out_of_order")
+        self.assertEqual(peer.chunk(b"\xff"), [MessageIgnored("chunk_outside_stream")])
+        self.assertFalse(peer.session.finished)
 
     def test_while_resuming(self) -> None:
         peer = Peer(audiocodes.new_session(settings(), FakeBackend(MULAW_8K)))

@@ -29,6 +29,7 @@ from mediaproxy.platforms.base import (
     CallerStreamPaused,
     CallStarted,
     DtmfReceived,
+    LanguageChanged,
     PlaybackFlowChanged,
     ProtocolViolation,
     UpgradeRequest,
@@ -68,6 +69,9 @@ def open_parameters(media: list[dict[str, Any]] | None = None, conversation: str
 
 
 KEYS = option_keys(AudioHookOptions)
+# What open_parameters() adds to every call's metadata: the participant and the language.
+OPEN_METADATA = {"audiohook.participant.ani": "+15550100", "audiohook.participant.aniName": "Pat",
+                 "audiohook.participant.dnis": "+18005550199", "audiohook.language": "en-US"}
 
 
 class Genesys:
@@ -203,7 +207,7 @@ class MonitorSessionTests(SessionTestCase):
         self.assertEqual(opened["seq"], 1)
         self.assertEqual(opened["clientseq"], 1)
         self.assertEqual(opened["parameters"], {"startPaused": False, "media": [STEREO]})
-        self.assertEqual(events, [CallStarted(CONVERSATION, MULAW_8K, {})])
+        self.assertEqual(events, [CallStarted(CONVERSATION, MULAW_8K, OPEN_METADATA)])
         self.assertFalse(session.awaits_close)
 
         # 200 ms of stereo: external bytes 0x11, internal bytes 0x22.
@@ -233,7 +237,14 @@ class MonitorSessionTests(SessionTestCase):
         self.assertNotIn("channel", data)
         self.assertIs(data["isFinal"], True)
         self.assertEqual((data["offset"], data["duration"]), ("PT0.2S", "PT0.6S"))
-        self.assertEqual(data["alternatives"][0]["interpretations"], [{"type": "display", "transcript": "I need help"}])
+        (interpretation,) = data["alternatives"][0]["interpretations"]
+        self.assertEqual((interpretation["type"], interpretation["transcript"]), ("display", "I need help"))
+        # No word timings: the words are spread over the utterance by length (1 + 4 + 4 chars).
+        self.assertEqual([(t["type"], t["value"], t["offset"], t["duration"], t["confidence"], t["language"])
+                          for t in interpretation["tokens"]],
+                         [("word", "I", "PT0.2S", "PT0.067S", 1.0, "en-US"),
+                          ("word", "need", "PT0.267S", "PT0.267S", 1.0, "en-US"),
+                          ("word", "help", "PT0.533S", "PT0.267S", 1.0, "en-US")])
         self.assertEqual(data["alternatives"][0]["languages"], ["en-US"])
         self.assertEqual(agent["parameters"]["entities"][0]["data"]["channelId"], 1)
         self.assertEqual(agent["parameters"]["entities"][0]["data"]["offset"], "PT0S")
@@ -295,7 +306,7 @@ class MonitorSessionTests(SessionTestCase):
 
     def test_update_is_acknowledged(self) -> None:
         session, genesys, _ = self.opened()
-        self.assertEqual(genesys.send("update", {"language": "de-DE"}), [])
+        self.assertEqual(genesys.send("update", {"language": "de-DE"}), [LanguageChanged("de-DE")])
         updated = genesys.last()
         self.assertEqual((updated["type"], updated["clientseq"], updated["parameters"]), ("updated", genesys.seq, {}))
         self.assertEqual(session.language, "de-DE")
@@ -321,11 +332,12 @@ class ConnectorSessionTests(SessionTestCase):
         session, genesys, backend = self.make("connector")
         events = genesys.send("open", open_parameters([EXTERNAL], inputVariables={"Lang": "en", "Tries": 2}))
         self.assertEqual(genesys.last()["parameters"]["media"], [EXTERNAL])
-        self.assertEqual(events, [CallStarted(CONVERSATION, MULAW_8K, {"Lang": "en", "Tries": "2"})])
+        self.assertEqual(events, [CallStarted(CONVERSATION, MULAW_8K, {"Lang": "en", "Tries": "2", **OPEN_METADATA})])
         caps = session.capabilities
         self.assertEqual((caps.can_flush, caps.has_marks, caps.packet_ms), (True, False, 200))
-        # Never ahead of real time: packet n leaves at t0 + (n - 1) * packet (Genesys 429s bursts).
-        self.assertEqual(caps.max_lead_ms, 0)
+        # barge_in discards what Genesys holds: [playout] lead_ms applies (bounded, no burst).
+        self.assertIsNone(caps.max_lead_ms)
+        self.assertTrue(caps.can_transfer)
 
         self.assertEqual(genesys.binary(b"\x7f" * 1600), [CallerAudio(b"\x7f" * 1600, "external")])
         session.play(b"\x01" * 1600)
@@ -379,7 +391,7 @@ class ConnectorSessionTests(SessionTestCase):
     def test_packet_size_is_configurable(self) -> None:
         session, genesys, _ = self.make("connector", packet_ms=250)
         self.assertEqual(session.capabilities.packet_ms, 250)
-        self.assertLessEqual(session.capabilities.max_lead_ms, 250)
+        self.assertIsNone(session.capabilities.max_lead_ms)
 
     def test_error_hangup_and_variables_as_strings(self) -> None:
         session, genesys, _ = self.opened("connector")
@@ -424,7 +436,7 @@ class OpenTimingTests(SessionTestCase):
         output = session.take_output()
         self.assertEqual([json.loads(o)["type"] for o in output], ["opened"])  # type: ignore[arg-type]
         self.assertEqual(json.loads(output[0])["parameters"]["media"], [EXTERNAL])  # type: ignore[arg-type]
-        self.assertEqual(events, [CallStarted(CONVERSATION, MULAW_8K, {})])
+        self.assertEqual(events, [CallStarted(CONVERSATION, MULAW_8K, OPEN_METADATA)])
 
     def test_hangup_before_open(self) -> None:
         """A drain before open still ends the session properly (the id is known from the header)."""

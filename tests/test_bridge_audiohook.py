@@ -11,6 +11,7 @@ the old response after it; a 429 holds sending; Monitor transcripts come back pe
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from mediaproxy.calls import Outcome
 from mediaproxy.metrics import Metrics
 from mediaproxy.platforms.audiohook import AudioHookSession
+from mediaproxy.platforms.audiohook_messages import parse_duration
 from mediaproxy.platforms.base import (
     CallerAudio,
     CallStarted,
@@ -29,6 +31,7 @@ from mediaproxy.platforms.base import (
 )
 from mediaproxy.playout import PlayoutClock
 from mediaproxy.transcripts import Transcript
+from tests.jitter import advance_late, gaps, max_ahead
 from tests.support import RecordingBackend, RecordingBackendSession, RecordingLeg, make_bridge
 
 SESSION = "c2d8f4a1-7e39-4b6a-8f20-5a1b9c3d6e77"
@@ -38,6 +41,8 @@ STEREO = {"type": "audio", "format": "PCMU", "channels": ["external", "internal"
 SWAPPED = {"type": "audio", "format": "PCMU", "channels": ["internal", "external"], "rate": 8000}
 EXTERNAL = {"type": "audio", "format": "PCMU", "channels": ["external"], "rate": 8000}
 PACKET = 1600  # 200 ms of PCMU/8000
+LEAD_S = 0.06  # [playout] lead_ms, default
+PARTY = {"audiohook.participant.ani": "", "audiohook.participant.aniName": "", "audiohook.participant.dnis": ""}
 
 
 def bot_audio(ms: int, start: int = 0) -> bytes:
@@ -131,15 +136,16 @@ class Call:
 
 class ConnectorPlaybackTests(SynchronousTestCase):
     def assertRealTime(self, packets: list[tuple[float, bytes]], t0: float) -> None:
-        """Packet n (from 1) leaves at t0 + (n - 1) * 200 ms: never sooner, and at most one
-        playout tick later (the clock is exact here)."""
+        """Packet n (from 0) leaves at t0 + n * 200 ms - lead (60 ms; the first at t0): never
+        sooner, and at most one playout tick later (the clock is exact here)."""
         for n, (sent_at, _) in enumerate(packets):
-            self.assertGreaterEqual(sent_at, t0 + n * 0.2 - 1e-9, f"packet {n + 1} early")
-            self.assertLessEqual(sent_at, t0 + n * 0.2 + 0.02 + 1e-9, f"packet {n + 1} late")
+            due = t0 + max(0.0, n * 0.2 - LEAD_S)
+            self.assertGreaterEqual(sent_at, due - 1e-9, f"packet {n + 1} early")
+            self.assertLessEqual(sent_at, due + 0.02 + 1e-9, f"packet {n + 1} late")
 
     def test_burst_leaves_as_1600_byte_packets_at_real_time(self) -> None:
         call = Call(self, "connector", [EXTERNAL])
-        self.assertEqual(call.backend_session.call.metadata, {})
+        self.assertEqual(call.backend_session.call.metadata, {**PARTY, "audiohook.language": "en-US"})
         call.advance(0.013)  # off the grid, so nothing lines up by accident
         t0 = call.clock.seconds()
         audio = bot_audio(2000)
@@ -275,8 +281,31 @@ class ConnectorPlaybackTests(SynchronousTestCase):
     def test_input_variables_reach_the_backend_session(self) -> None:
         call = Call(self, "connector", [EXTERNAL], {"inputVariables": {"Lang": "en", "Tier": 2}})
         info = call.backend_session.call
-        self.assertEqual(dict(info.metadata), {"Lang": "en", "Tier": "2"})
+        self.assertEqual(dict(info.metadata), {"Lang": "en", "Tier": "2", **PARTY, "audiohook.language": "en-US"})
         self.assertEqual((info.call_id, info.listen_only), (CONVERSATION, False))
+        call.finish()
+
+
+class ConnectorJitterTests(SynchronousTestCase):
+    def test_no_gap_with_ten_ms_of_reactor_jitter(self) -> None:
+        """Ticks delivered up to 10 ms late (seeded): with the lead, Genesys never runs dry
+        mid-response (with no lead every late tick was a gap), and nothing is sent further
+        ahead than the lead: no burst for Genesys to answer with 429."""
+        call = Call(self, "connector", [EXTERNAL])
+        rng = random.Random(20240611)
+        listener = call.backend_session.listener
+        sent = 0
+        for response in range(4):
+            listener.backend_audio(f"r{response}", bot_audio(3000, response))
+            listener.backend_response_done(f"r{response}")
+            advance_late(call.clock, 4.0, rng)
+            packets = call.leg.packets()[sent:]
+            sent += len(packets)
+            sends = [t for t, _ in packets]
+            self.assertEqual(len(sends), 15)
+            self.assertEqual(gaps(sends, 0.2), [], f"response {response}")
+            self.assertLessEqual(max_ahead(sends, 0.2), LEAD_S + 1e-9)
+        self.assertEqual(call.metrics.registry.get_sample_value("mediaproxy_playout_underruns_total"), 0)
         call.finish()
 
 
@@ -350,3 +379,38 @@ class MonitorTests(SynchronousTestCase):
         self.assertEqual(call.metrics.registry.get_sample_value(
             "mediaproxy_flow_pauses_total", {"leg": "platform"}), 1)
         call.finish()
+
+    def test_transcript_offsets_on_the_stream_timeline_across_pause_and_discard(self) -> None:
+        """The backend's times are ms of the audio the bridge forwarded on that channel; the
+        transcript offsets Genesys receives are where the speech is on the stream, paused,
+        held-back and discarded spans included, on both channels."""
+        call = self.stereo_call(STEREO)
+
+        def frames(ms: int) -> bytes:
+            return bytes([0x10, 0x20]) * (ms * 8)
+
+        call.audio(frames(1000))                                      # stream 0-1 s
+        external, internal = call.backend.sessions
+        call.send("paused")
+        call.audio(frames(500))                                       # stream 1-1.5 s, held back
+        call.send("resumed", {"start": "PT1.5S", "discarded": "PT2S"})  # stream 3.5 s
+        call.audio(frames(1000))                                      # stream 3.5-4.5 s
+        call.send("discarded", {"start": "PT4.5S", "discarded": "PT1S"})  # stream 5.5 s
+        call.audio(frames(1000))                                      # stream 5.5-6.5 s
+        self.assertEqual((len(external.audio) // 8, len(internal.audio) // 8), (3000, 3000))
+        # Caller: backend 400-900 ms is stream 0.4-0.9 s; agent: backend 1200-1800 ms is stream
+        # 3.7-4.3 s; caller again: backend 2100-2900 ms is stream 5.6-6.4 s.
+        external.listener.backend_transcript(Transcript("caller", "hello", True, start_ms=400, end_ms=900))
+        internal.listener.backend_transcript(Transcript("caller", "good morning", True, start_ms=1200, end_ms=1800))
+        external.listener.backend_transcript(Transcript("caller", "my bill", True, start_ms=2100, end_ms=2900))
+        said = [m["parameters"]["entities"][0]["data"] for _, m in call.leg.messages("event")]
+        got = [(d["channelId"], parse_duration(d["offset"]), parse_duration(d["duration"])) for d in said]
+        want = [(0, 400_000, 500_000), (1, 3_700_000, 600_000), (0, 5_600_000, 800_000)]
+        for (channel, offset, duration), (want_channel, want_offset, want_duration) in zip(got, want, strict=True):
+            assert offset is not None and duration is not None
+            self.assertEqual(channel, want_channel)
+            self.assertLessEqual(abs(offset - want_offset), 500_000)
+            self.assertLessEqual(abs(duration - want_duration), 500_000)
+        self.assertEqual(got, want)  # in fact exact
+        call.finish()
+

@@ -325,7 +325,7 @@ class WholeCallTests(ServiceTestCase):
         self.assertEqual(self.metric("calls_active", platform="audiocodes"), 0)
         self.assertEqual(self.metric("frames_total", platform="audiocodes", direction="in"), sent_chunks)
         self.assertEqual(self.metric("frames_total", platform="audiocodes", direction="out"), len(chunks))
-        self.assertEqual(self.metric("protocol_errors_total", platform="audiocodes", kind="unknown_type"), 0)
+        self.assertEqual(self.metric("protocol_errors_total", platform="audiocodes", kind="unknown_event"), 0)
 
     def test_mulaw(self) -> Any:
         return self.whole_call("raw/mulaw")
@@ -596,7 +596,7 @@ class AdmissionTests(ServiceTestCase):
             ("{not json", "bad_json"),
             (json.dumps({"type": "userStream.chunk", "conversationId": "x", "audioChunk": "not base64!"}),
              "bad_base64"),
-            (json.dumps({"type": "no.such.type", "conversationId": "x"}), "unknown_type"),
+            (json.dumps({"type": "session.initiate", "conversationId": "again"}), "out_of_order"),
         ]
         for n, (text, kind) in enumerate(bad_inputs):
             bad, bad_client = yield self.open_call(["raw/mulaw"], conversation=f"conv-bad-{n}")
@@ -606,23 +606,40 @@ class AdmissionTests(ServiceTestCase):
             self.assertEqual(bad_client.received[-1]["type"], "session.error")
             self.assertTrue(bad_client.received[-1]["reason"].startswith("protocol error"))
             self.assertEqual(self.metric("protocol_errors_total", platform="audiocodes", kind=kind), 1)
-        # A chunk before userStream.started (the user stream was never opened).
-        factory = VaicFactory(self.url, conversation="conv-early")
-        connectWS(factory)
-        early = yield factory.opened
-        early.initiate(["raw/mulaw"])
-        early.start()
-        early.speak([loud])
-        yield factory.closed
-        self.assertEqual(kinds(early.received), ["session.accepted", "activities", "session.error"])
-        self.assertEqual(self.metric("protocol_errors_total", platform="audiocodes", kind="out_of_order"), 1)
-        self.assertEqual(self.metric("calls_total", platform="audiocodes", outcome="protocol_error"), 4)
+        self.assertEqual(self.metric("calls_total", platform="audiocodes", outcome="protocol_error"), 3)
         # The other call is unharmed: it still gets its words back, and ends normally.
         good_client.speak([loud] * 10 + [quiet] * 5)
         yield good.wait_for(of_type("playStream.stop"))
         self.assertEqual(b"".join(chunks_of(good_client.received, "play-1")), loud * 10 + quiet * 5)
         good_client.send({"type": "session.end", "reasonCode": "client-disconnected"})
         yield good.closed
+        self.assertEqual(self.metric("calls_total", platform="audiocodes", outcome="completed"), 1)
+
+
+    @inlineCallbacks
+    def test_unknown_message_and_stray_chunk_mid_call_are_counted_and_the_call_goes_on(self) -> Any:
+        """VAIC adds message types (the SDK logs and carries on); a chunk of a stream that was
+        never started is dropped (as the SDK does). Both are counted; the call is unharmed."""
+        loud, quiet = loud_frame(MULAW_8K), quiet_frame(MULAW_8K)
+        factory = VaicFactory(self.url, conversation="conv-early")
+        connectWS(factory)
+        client = yield factory.opened
+        client.initiate(["raw/mulaw"])
+        yield factory.wait_for(of_type("session.accepted"))
+        client.start()
+        client.speak([loud])  # before userStream.start: no stream to put it in
+        client.send({"type": "userStream.start"})
+        yield factory.wait_for(of_type("userStream.started"))
+        client.send({"type": "userStream.speech.custom", "data": {"x": 1}})
+        client.send({"type": "session.keepAlive"})
+        client.speak([loud] * 10 + [quiet] * 5)
+        yield factory.wait_for(of_type("playStream.stop"))
+        self.assertEqual(b"".join(chunks_of(client.received, "play-1")), loud * 10 + quiet * 5)
+        self.assertNotIn("session.error", kinds(client.received))
+        self.assertEqual(self.metric("protocol_errors_total", platform="audiocodes", kind="unknown_event"), 2)
+        self.assertEqual(self.metric("protocol_errors_total", platform="audiocodes", kind="chunk_outside_stream"), 1)
+        client.send({"type": "session.end", "reasonCode": "client-disconnected"})
+        yield factory.closed
         self.assertEqual(self.metric("calls_total", platform="audiocodes", outcome="completed"), 1)
 
 

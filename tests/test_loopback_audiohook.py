@@ -490,18 +490,19 @@ class ConnectorLoopbackTests(AudioHookLoopbackCase):
         as a burst; talking over it sends the barge_in event and stops the reply at once."""
         factory, client = yield self.open_connector(inputVariables={"Lang": "en"})
         (call, _, _), = self.recorder.opened
-        self.assertEqual(dict(call.metadata), {"Lang": "en"})
+        self.assertEqual(dict(call.metadata), {"Lang": "en", "audiohook.participant.ani": "+15550100",
+                                               "audiohook.participant.aniName": "", "audiohook.participant.dnis": ""})
         self.assertFalse(call.listen_only)
         # 2 s of speech, then enough quiet for the parrot to answer (silence_ms = 200).
         client.send_audio(*[SPEECH] * 10, QUIET, QUIET)
         yield factory.wait_for(lambda c: len(c.audio) >= 3)
         self.assertEqual([len(p) for p in client.audio], [1600] * len(client.audio))
         self.assertIn(SPEECH, client.audio)
-        # Never a burst: packet n is sent no earlier than (n-1) * 200 ms after the first (the
-        # arrival of the first may lag its sending, hence a small allowance).
+        # Never a burst: packet n is sent no earlier than n * 200 ms - lead (60 ms) after the
+        # first (the arrival of the first may lag its sending, hence a small allowance).
         arrivals = [t for t, kind, _ in client.timeline if kind == "binary"]
         for n, arrival in enumerate(arrivals):
-            self.assertGreaterEqual(arrival - arrivals[0], n * 0.2 - 0.05)
+            self.assertGreaterEqual(arrival - arrivals[0], n * 0.2 - 0.06 - 0.05)
         # Talk over the reply: barge-in.
         client.send_audio(SPEECH)
         yield factory.wait_for(lambda c: any(e["type"] == "barge_in"

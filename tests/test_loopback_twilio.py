@@ -156,6 +156,27 @@ class TwilioLoopbackTests(LoopbackService, TestCase):
             self.assertIn(b"# TYPE mediaproxy_" + family.replace(b"_total", b""), body)
 
     @inlineCallbacks
+    def test_unknown_event_mid_call_is_counted_and_the_call_goes_on(self) -> Any:
+        """Twilio adds events: one we do not know is counted, and the call carries on."""
+        factory = ScriptedTwilioFactory(self.url)
+        connectWS(factory)
+        client = yield factory.opened
+        client.send_audio([SPEECH] * 10)
+        client.send({"event": "streamPaused", "streamSid": "MZ1", "sequenceNumber": "12"})
+        client.send({"event": "future", "streamSid": "MZ1", "future": {"x": 1}})
+        client.send_audio([SPEECH] * 20 + [QUIET] * 15)
+        received = yield factory.wait_for(lambda msgs: media_count(msgs) >= 10)
+        payloads = [base64.b64decode(m["media"]["payload"]) for m in received if m["event"] == "media"]
+        self.assertIn(SPEECH, payloads)  # audio still flows both ways
+        self.assertEqual(self.metric("mediaproxy_protocol_errors_total",
+                                     {"platform": "twilio", "kind": "unknown_event"}), 2)
+        self.assertEqual(self.metric("mediaproxy_calls_active", {"platform": "twilio"}), 1)
+        client.send({"event": "stop", "streamSid": "MZ1", "stop": {"accountSid": "AC1", "callSid": "CA1"}})
+        yield factory.closed
+        self.assertEqual(self.metric("mediaproxy_calls_total", {"platform": "twilio", "outcome": "completed"}), 1)
+        self.assertEqual(self.metric("mediaproxy_calls_total", {"platform": "twilio", "outcome": "protocol_error"}), 0)
+
+    @inlineCallbacks
     def test_bad_input_closes_only_that_call(self) -> Any:
         good = ScriptedTwilioFactory(self.url)
         bad = ScriptedTwilioFactory(self.url)

@@ -23,6 +23,7 @@ from mediaproxy.platforms.base import (
     CallStarted,
     DtmfReceived,
     MarkPlayed,
+    MessageIgnored,
     PlatformEvent,
     ProtocolViolation,
     UpgradeRefused,
@@ -47,10 +48,11 @@ BASE_EVENT_TYPES = (
     base.CallerStreamPaused,
     base.CallEnded,
     base.ResumeRequested,
+    base.MessageIgnored,
     base.ProtocolViolation,
 )
 VIOLATION_KINDS = frozenset({
-    "binary_frame", "oversize", "bad_json", "bad_message", "unknown_event", "duplicate_start",
+    "binary_frame", "oversize", "bad_json", "bad_message", "duplicate_start",
     "wrong_type", "unsupported_format", "media_before_start", "oversize_frame", "bad_base64",
     "dtmf_before_start",
 })
@@ -349,15 +351,22 @@ class MalformedTests(SynchronousTestCase):
     def test_event_not_a_string(self) -> None:
         self.assertViolation(started(), text({"event": ["media"]}), "bad_message")
 
-    def test_unknown_event(self) -> None:
-        self.assertViolation(started(), text({"event": "pause", "streamSid": STREAM_SID}),
-                             "unknown_event")
+    def test_unknown_event_is_counted_and_the_call_goes_on(self) -> None:
+        """Twilio adds events; one we do not know is ignored under a fixed kind, never fatal."""
+        s = started()
+        for name in ("pause", "x" * 10000, "media.v2"):
+            self.assertEqual(s.receive_text(text({"event": name, "streamSid": STREAM_SID})),
+                             [MessageIgnored("unknown_event")])
+        self.assertEqual(s.take_output(), [])
+        self.assertEqual(s.receive_text(text(media(mulaw_frame(3)))), [CallerAudio(mulaw_frame(3))])
+        s.play(b"\xff" * FRAME_BYTES)
+        self.assertEqual(len(s.take_output()), 1)
+        # Before start too: it is not a message about the call.
+        self.assertEqual(session().receive_text(text({"event": "hello"})), [MessageIgnored("unknown_event")])
 
-    def test_unknown_event_detail_bounded(self) -> None:
-        [event] = started().receive_text(text({"event": "x" * 10000}))
-        assert isinstance(event, ProtocolViolation)
-        self.assertEqual(event.kind, "unknown_event")
-        self.assertLess(len(event.detail), 100)
+    def test_malformed_known_events_are_still_violations(self) -> None:
+        self.assertViolation(started(), text({"event": "media", "media": {"payload": 5}}), "wrong_type")
+        self.assertViolation(started(), text({"event": "dtmf", "dtmf": {}}), "wrong_type")
 
     def test_media_before_start(self) -> None:
         s = session()
@@ -669,3 +678,68 @@ class CheckUpgradeTests(SynchronousTestCase):
         assert isinstance(s, TwilioSession)
         self.assertEqual(s.max_frame_bytes, 160)
 
+
+
+# --- 6. transfers -------------------------------------------------------------------------------
+
+
+REST_TOKEN = "f00dfeedf00dfeedf00dfeedf00dfeed"
+
+
+def rest_settings(**overrides: Any) -> TwilioOptions:
+    values: dict[str, Any] = {"auth_token": REST_TOKEN, "account_sid": ACCOUNT_SID}
+    values.update(overrides)
+    return TwilioOptions(**values)
+
+
+class TransferTests(SynchronousTestCase):
+    def test_transfer_without_rest_ends_the_stream(self) -> None:
+        """Closing the socket runs the TwiML after <Connect>, where the operator's <Dial> is."""
+        s = started()
+        self.assertTrue(s.capabilities.can_transfer)
+        self.assertTrue(s.transfer("sip:queue@pbx.example.com", "billing question"))
+        self.assertEqual(s.take_output(), [])
+        s.play(b"\xff" * FRAME_BYTES)
+        self.assertEqual(s.take_output(), [], "nothing after the transfer")
+        self.assertEqual(s.receive_text(text(media(mulaw_frame(1)))), [])
+        self.assertFalse(s.transfer("again", ""))
+        self.assertFalse(session().transfer("+15550100", ""), "no stream to hand on yet")
+        self.assertIsNone(twilio.transfer_request(settings(auth_token=REST_TOKEN), started(), "+15550100"),
+                          "without account_sid the socket transfer is all there is")
+
+    def test_rest_request_for_a_number_is_exact(self) -> None:
+        request = twilio.TWILIO.transfer_request
+        assert request is not None
+        http = request(rest_settings(), started(), "+1 (415) 555-0100")
+        assert http is not None
+        self.assertEqual(http.method, "POST")
+        self.assertEqual(http.url, f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}/Calls/{CALL_SID}.json")
+        auth = base64.b64encode(f"{ACCOUNT_SID}:{REST_TOKEN}".encode()).decode()
+        self.assertEqual(dict(http.headers), {
+            "Authorization": f"Basic {auth}", "Content-Type": "application/x-www-form-urlencoded"})
+        self.assertEqual(http.body, b"Twiml=%3CResponse%3E%3CDial%3E%3CNumber%3E%2B1+%28415%29+555-0100"
+                                    b"%3C%2FNumber%3E%3C%2FDial%3E%3C%2FResponse%3E")
+
+    def test_rest_request_for_a_sip_uri_is_escaped(self) -> None:
+        http = twilio.transfer_request(rest_settings(api_url="http://127.0.0.1:8099/"), started(),
+                                       "sip:agent@pbx.example.com?x-queue=a&b=<c>")
+        assert http is not None
+        self.assertEqual(http.url, f"http://127.0.0.1:8099/2010-04-01/Accounts/{ACCOUNT_SID}/Calls/{CALL_SID}.json")
+        from urllib.parse import parse_qs
+        self.assertEqual(parse_qs(http.body.decode("ascii")), {"Twiml": [
+            "<Response><Dial><Sip>sip:agent@pbx.example.com?x-queue=a&amp;b=&lt;c&gt;</Sip></Dial></Response>"]})
+        self.assertEqual(twilio.dial_twiml("client:alice"), "<Response><Dial>client:alice</Dial></Response>")
+
+    def test_rest_request_needs_a_started_stream_and_a_target(self) -> None:
+        self.assertIsNone(twilio.transfer_request(rest_settings(), session(), "+15550100"))
+        self.assertIsNone(twilio.transfer_request(rest_settings(), started(), "  "))
+        self.assertIsNone(twilio.transfer_request(rest_settings(), started(), "1" * 1000))
+
+    def test_account_sid_needs_the_auth_token(self) -> None:
+        from mediaproxy.options import OptionError
+        with self.assertRaises(OptionError) as raised:
+            twilio.validate(TwilioOptions(account_sid=ACCOUNT_SID), "wss://proxy.example.com")
+        self.assertEqual(raised.exception.key, "auth_token")
+        twilio.validate(rest_settings(), "wss://proxy.example.com")
+        with self.assertRaises(ValueError):
+            twilio._api_url("ftp://api.twilio.com")

@@ -10,6 +10,7 @@ audio as base64 in ``audioChunk``::
                    session.initiate {conversationId, caller, botName, expectAudioMessages,
                                      supportedMediaFormats[]}   →  session.accepted {mediaFormat}
                                                                    | session.error {reason}
+                                     (expectAudioMessages false: refused, we only send audio)
                    session.resume {conversationId}       →  session.accepted | session.error
                    activities [{type:"event", name:"start", parameters}]   (call starts: greet)
                    activities [{type:"event", name:"DTMF", value:"12#"}]
@@ -21,14 +22,18 @@ audio as base64 in ``audioChunk``::
                    audioChunk} / playStream.stop {streamId}   (one open at a time, paced at 1x)
                    userStream.speech.started | .stopped | .committed | .hypothesis | .recognition
                    activities: hangup {activityParams.hangupReason},
+                               transfer {activityParams.transferTarget, handoverReason},
                                sendDtmf {activityParams.dtmfDigits}, config {sessionParams}
+    Unknown message types are counted and ignored (as the SDK does); user streams are tracked
+    per ``participant`` (the first one is the caller's).
 
 Media formats: ``raw/mulaw`` (µ-law 8 kHz), ``raw/lpcm16_8`` / ``raw/lpcm16`` / ``raw/lpcm16_24``
 (L16 at 8/16/24 kHz). The backend picks the one that costs it least (``Backend.choose_format``);
 play streams use the same format.
 
-There is no flush and no playback acknowledgement: bot audio is paced at real time (one frame of
-lead) and barge-in is ``userStream.speech.started`` plus ``playStream.stop``. **Barge-in must be
+There is no playback acknowledgement. Barge-in is ``userStream.speech.started`` plus
+``playStream.stop``, which discards what VAIC holds of the stream, so bot audio is paced at real
+time plus the usual ``[playout] lead_ms`` cushion against late ticks. **Barge-in must be
 enabled on the VoiceAI Connect side** (bot parameter ``bargeIn: true``, or the Live Hub bot
 connection's "Barge-in" toggle, which defaults to off); otherwise VAIC withholds the caller's
 audio while a play stream is open and ignores the stop. With ``barge_in = true`` in the

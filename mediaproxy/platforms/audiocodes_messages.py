@@ -100,16 +100,24 @@ def user_stream_ack(kind: str, participant: Any) -> str:
     return dump(message)
 
 
-def hypothesis(text: str) -> str:
-    """A partial transcript of the caller (VAIC also uses it for barge-in)."""
-    return dump({"type": "userStream.speech.hypothesis", "alternatives": [{"text": text}]})
+def _speech(kind: str, alternative: Mapping[str, Any], participant: str | None) -> str:
+    message: dict[str, Any] = {"type": kind}
+    if participant is not None:
+        message["participant"] = participant
+    message["alternatives"] = [alternative]
+    return dump(message)
 
 
-def recognition(text: str, confidence: float = 1.0) -> str:
+def hypothesis(text: str, participant: str | None = None) -> str:
+    """A partial transcript of the caller: the whole text so far (VAIC also uses it for
+    barge-in). ``participant`` names the user stream in agent-assist calls, as in the SDK."""
+    return _speech("userStream.speech.hypothesis", {"text": text}, participant)
+
+
+def recognition(text: str, confidence: float = 1.0, participant: str | None = None) -> str:
     """A final transcript of the caller. The SDK's shape always has a confidence; the backends
     give none, so 1.0 stands in."""
-    return dump({"type": "userStream.speech.recognition",
-                 "alternatives": [{"text": text, "confidence": confidence}]})
+    return _speech("userStream.speech.recognition", {"text": text, "confidence": confidence}, participant)
 
 
 def play_start(stream_id: str, media_format: str) -> str:
@@ -137,6 +145,19 @@ def activities(*events: Mapping[str, Any]) -> str:
 def hangup(reason: str) -> str:
     """End the call from the bot's side."""
     return activities({"type": "event", "name": "hangup", "activityParams": {"hangupReason": reason}})
+
+
+MAX_HANDOVER_CHARS = 500
+"""``handoverReason`` is shown to the person taking the call: a summary, not a transcript."""
+
+
+def transfer(target: str, reason: str) -> str:
+    """Hand the call to ``target`` (a ``tel:``/``sip:`` URI or whatever VAIC's bot configuration
+    routes), with ``reason`` as the ``handoverReason``."""
+    params: dict[str, str] = {"transferTarget": target}
+    if reason:
+        params["handoverReason"] = reason[:MAX_HANDOVER_CHARS]
+    return activities({"type": "event", "name": "transfer", "activityParams": params})
 
 
 def send_dtmf(digits: str) -> str:

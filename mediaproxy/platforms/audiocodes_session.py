@@ -26,6 +26,7 @@ from mediaproxy.platforms.base import (
     CallerAudio,
     CallStarted,
     DtmfReceived,
+    MessageIgnored,
     PlatformCapabilities,
     PlatformEvent,
     PlatformSession,
@@ -38,6 +39,7 @@ from mediaproxy.transcripts import Transcript
 _DEFAULT_OFFER = ("raw/lpcm16",)
 _DTMF_IN = re.compile(r"[0-9A-Da-d*#]+\Z")
 _NEW, _RESUMING, _OPEN, _HANGING_UP, _ENDED = "new", "resuming", "open", "hanging_up", "ended"
+_MAX_STREAMS = 8  # user streams tracked at once (agent assist has two): input never grows state
 
 
 class AudioCodesSession(PlatformSession):
@@ -50,9 +52,10 @@ class AudioCodesSession(PlatformSession):
     :meth:`playback_finished`, :meth:`clear`, hang-up and the end of the session.
     """
 
-    # AudioCodes keeps whatever it is sent and cannot be told to drop it, so nothing may run ahead
-    # of real time by more than the packet in flight.
-    capabilities = PlatformCapabilities(can_flush=False, has_marks=False, max_lead_ms=20, packet_ms=20)
+    # `playStream.stop` makes VAIC stop and discard what it holds of the stream (with barge-in
+    # on), so the playout may keep its usual `[playout] lead_ms` cushion against late ticks.
+    capabilities = PlatformCapabilities(can_flush=True, has_marks=False, max_lead_ms=None, packet_ms=20,
+                                        can_transfer=True, can_send_dtmf=True)
 
     def __init__(self, formats: FormatPreference = (), barge_in: bool = False) -> None:
         super().__init__()
@@ -67,7 +70,13 @@ class AudioCodesSession(PlatformSession):
         self._metadata: dict[str, str] = {}
         self._call_started = False
         self._start_seen = False
-        self._user_stream_open = False
+        # The caller's user stream: the first participant VAIC opens a stream for (None when it
+        # names none). Agent-assist calls open a second stream for the other party; its audio is
+        # not the caller's and is dropped (counted once per stream).
+        self._caller: str | None = None
+        self._caller_known = False
+        self._open_streams: set[str | None] = set()
+        self._user_stream_open = False  # the caller's stream is open
         self._carry = b""  # an odd trailing byte of L16 caller audio, completed by the next chunk
         self._play_stream_id: str | None = None
         self._play_streams = 0
@@ -120,7 +129,8 @@ class AudioCodesSession(PlatformSession):
         kind = message["type"]
         handler = self._HANDLERS.get(kind)
         if handler is None:
-            return self._violation("unknown_type", f"unknown message type {kind[:64]!r}")
+            # A message type VAIC added since (the SDK logs and ignores these): counted, not fatal.
+            return [MessageIgnored("unknown_event")]
         if self._state == _HANGING_UP and kind not in ("session.end", "connection.validate"):
             return []  # the call is ending at our request; audio and events no longer matter
         return handler(self, message)
@@ -142,6 +152,13 @@ class AudioCodesSession(PlatformSession):
             self._state = _ENDED
             self._send(msg.session_error(self._refusal))
             return []
+        if message.get("expectAudioMessages", True) is False:
+            # VAIC then expects the bot's turns as text for its own TTS; this bot only speaks.
+            self._state = _ENDED
+            detail = ("expectAudioMessages is false: this bot sends audio (playStream) only; "
+                      "enable audio messages for the bot in VoiceAI Connect")
+            self._send(msg.session_error(detail))
+            return [ProtocolViolation("audio_not_expected", detail)]
         offer = message.get("supportedMediaFormats", _DEFAULT_OFFER)
         if not isinstance(offer, (list, tuple)):
             return self._violation("bad_message", "supportedMediaFormats is not a list")
@@ -186,7 +203,7 @@ class AudioCodesSession(PlatformSession):
             reason = "unspecified"
         self._close_play_stream()
         self._state = _ENDED
-        self._user_stream_open = False
+        self._close_user_streams()
         return [CallEnded(reason[:64])]
 
     def _on_validate(self, message: dict[str, Any]) -> list[PlatformEvent]:
@@ -227,22 +244,42 @@ class AudioCodesSession(PlatformSession):
             # Other events (hangup before session.end, noUserInput, ...) need no action here.
         return events
 
+    @staticmethod
+    def _participant(message: dict[str, Any]) -> str | None:
+        participant = message.get("participant")
+        return participant[:msg.MAX_KEY_CHARS] if isinstance(participant, str) else None
+
     def _on_user_start(self, message: dict[str, Any]) -> list[PlatformEvent]:
         if self._state != _OPEN:
             return self._violation("out_of_order", "userStream.start before session.accepted")
         events: list[PlatformEvent] = []
         self._start_call(events)
+        participant = self._participant(message)
+        if not self._caller_known:
+            self._caller, self._caller_known = participant, True
         # A repeated start (for instance after a resume) is acknowledged again, not refused.
-        self._user_stream_open = True
+        if participant == self._caller:
+            self._user_stream_open = True
+        elif participant not in self._open_streams and len(self._open_streams) < _MAX_STREAMS:
+            events.append(MessageIgnored("other_participant"))  # once per stream, not per chunk
+        if len(self._open_streams) < _MAX_STREAMS:
+            self._open_streams.add(participant)
         self._send(msg.user_stream_ack("userStream.started", message.get("participant")))
         return events
 
     def _on_user_chunk(self, message: dict[str, Any]) -> list[PlatformEvent]:
-        if self._state != _OPEN or not self._user_stream_open:
-            return self._violation("out_of_order", "userStream.chunk before userStream.started")
+        if self._state != _OPEN:
+            return self._violation("out_of_order", "userStream.chunk before session.accepted")
         chunk = message.get("audioChunk")
         if not isinstance(chunk, str):
             return self._violation("bad_message", "userStream.chunk without audioChunk")
+        participant = self._participant(message)
+        if participant is not None and participant != self._caller:
+            # Another party's stream (agent assist), or one never started: not the caller.
+            return [] if participant in self._open_streams else [MessageIgnored("chunk_outside_stream")]
+        if not self._user_stream_open:
+            # The SDK drops a chunk of a stream it does not have; so do we, counted.
+            return [MessageIgnored("chunk_outside_stream")]
         try:
             data = binascii.a2b_base64(chunk, strict_mode=True)
         except ValueError:  # binascii.Error, and non-ASCII text
@@ -260,8 +297,11 @@ class AudioCodesSession(PlatformSession):
     def _on_user_stop(self, message: dict[str, Any]) -> list[PlatformEvent]:
         if self._state != _OPEN:
             return self._violation("out_of_order", "userStream.stop before session.accepted")
-        self._user_stream_open = False
-        self._carry = b""
+        participant = self._participant(message)
+        self._open_streams.discard(participant)
+        if participant is None or participant == self._caller:
+            self._user_stream_open = False
+            self._carry = b""
         self._send(msg.user_stream_ack("userStream.stopped", message.get("participant")))
         return []
 
@@ -318,9 +358,13 @@ class AudioCodesSession(PlatformSession):
         """Forward the caller's transcript: partial as a hypothesis, final as a recognition.
         Bot transcripts have no Bot API message and are dropped."""
         text = transcript.text
-        if self._state != _OPEN or transcript.role != "caller" or not text:
+        # The text is the whole hypothesis so far (the backend accumulates it); an empty or
+        # missing one says nothing and must never reach VAIC as "" or "None".
+        if self._state != _OPEN or transcript.role != "caller" or not isinstance(text, str) or not text.strip():
             return
-        self._send(msg.recognition(text) if transcript.final else msg.hypothesis(text))
+        caller = self._caller
+        self._send(msg.recognition(text, participant=caller) if transcript.final
+                   else msg.hypothesis(text, caller))
 
     def send_dtmf(self, digits: str) -> None:
         """Play DTMF to the caller (``0-9*#``; other characters are dropped; 20 per activity)."""
@@ -342,6 +386,18 @@ class AudioCodesSession(PlatformSession):
         self._close_play_stream()
         self._send(msg.hangup(reason))
         self._state = _HANGING_UP
+
+    def transfer(self, target: str, summary: str, variables: Mapping[str, str] | None = None) -> bool:
+        """Hand the call on with the ``transfer`` activity (``activityParams.transferTarget``,
+        ``handoverReason`` = ``summary``, bounded). VAIC transfers the call and then ends the
+        conversation with ``session.end``; ``variables`` have no Bot API counterpart."""
+        target = target.strip()
+        if self._state != _OPEN or not target or len(target) > msg.MAX_VALUE_CHARS:
+            return False
+        self._close_play_stream()
+        self._send(msg.transfer(target, summary))
+        self._state = _HANGING_UP
+        return True
 
     def refuse(self, reason: str) -> None:
         """Decline the conversation (no capacity, draining) with ``session.error {reason}``. Before
@@ -410,5 +466,9 @@ class AudioCodesSession(PlatformSession):
         self._close_play_stream()
         self._send(msg.session_error(f"protocol error: {detail}"))
         self._state = _ENDED
-        self._user_stream_open = False
+        self._close_user_streams()
         return [ProtocolViolation(kind, detail)]
+
+    def _close_user_streams(self) -> None:
+        self._user_stream_open = False
+        self._open_streams.clear()

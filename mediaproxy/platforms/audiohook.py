@@ -27,7 +27,7 @@ Binary frames are raw audio samples, interleaved by sample frame in the selected
     ping                                  ←  pong            (clientseq = the ping's seq)
     paused / resumed{start, discarded}    →  CallerStreamPaused; the timeline moves on
     discarded{start, discarded}           →  the timeline moves on
-    update{language}                      ←  updated
+    update{language}                      ←  updated          (LanguageChanged when new)
     error{code, message, [retryAfter]}    →  PlatformError (+ PlaybackFlowChanged on 429)
     dtmf{digit}                           →  DtmfReceived              (Audio Connector)
     playback_started / _completed         →  tracked                   (Audio Connector)

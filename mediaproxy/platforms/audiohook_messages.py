@@ -188,6 +188,10 @@ class OpenParameters:
     language: str | None
     supported_languages: bool
     input_variables: Mapping[str, str] = field(default_factory=dict)
+    participant: Mapping[str, str] = field(default_factory=dict)
+    """``ani``, ``aniName``, ``dnis`` of the open's participant, those that are strings."""
+    custom_config: Mapping[str, str] = field(default_factory=dict)
+    """The string entries of ``customConfig`` (bounded like ``inputVariables``)."""
 
     @property
     def is_probe(self) -> bool:
@@ -213,7 +217,17 @@ class ErrorReport:
 Parameters = OpenParameters | PositionSpan | ErrorReport | str | None
 
 
-def _string_map(value: object) -> dict[str, str] | None:
+MAX_VARIABLES = 64
+MAX_KEY_CHARS = 128
+MAX_VALUE_CHARS = 1024
+"""Bounds on what ``inputVariables`` and ``customConfig`` add to the call's metadata (they reach
+the backend session, and come from the network): entries beyond the first 64 are dropped, keys
+and values cut to length."""
+
+
+def _string_map(value: object, strings_only: bool = False) -> dict[str, str] | None:
+    """A bounded string map; None when ``value`` is not an object, or (unless ``strings_only``,
+    which skips them) holds a value that is neither a string nor a number or boolean."""
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -221,12 +235,19 @@ def _string_map(value: object) -> dict[str, str] | None:
     out: dict[str, str] = {}
     for key, item in value.items():
         if isinstance(item, str):
-            out[key] = item
+            text = item
+        elif strings_only:
+            continue
         elif isinstance(item, (int, float, bool)):
-            out[key] = json.dumps(item)  # Architect passes strings; keep numbers readable
+            text = json.dumps(item)  # Architect passes strings; keep numbers readable
         else:
             return None
+        if len(out) < MAX_VARIABLES:
+            out[key[:MAX_KEY_CHARS]] = text[:MAX_VALUE_CHARS]
     return out
+
+
+PARTICIPANT_FIELDS = ("ani", "aniName", "dnis")
 
 
 def parse_parameters(mtype: str, params: Mapping[str, Any]) -> Parameters | Malformed:
@@ -259,8 +280,13 @@ def parse_parameters(mtype: str, params: Mapping[str, Any]) -> Parameters | Malf
         variables = _string_map(params.get("inputVariables"))
         if variables is None:
             return bad("inputVariables must map names to strings")
+        custom = _string_map(params.get("customConfig"), strings_only=True)
+        if custom is None:
+            return bad("customConfig must be an object")
+        party = {name: participant[name][:MAX_VALUE_CHARS] for name in PARTICIPANT_FIELDS
+                 if isinstance(participant.get(name), str)}
         offers = tuple(o for o in map(parse_media_offer, media) if o is not None)
-        return OpenParameters(org, conv, participant["id"], offers, language, supported, variables)
+        return OpenParameters(org, conv, participant["id"], offers, language, supported, variables, party, custom)
     if mtype in ("discarded", "resumed"):
         start = parse_duration(params.get("start", "PT0S"))
         discarded = parse_duration(params.get("discarded"))
@@ -312,12 +338,38 @@ def server_message(mtype: str, session_id: str, seq: int, clientseq: int,
     )
 
 
+@dataclass(frozen=True)
+class Token:
+    """One word of a transcript on the stream timeline (µs), as a ``tokens[]`` entry."""
+
+    value: str
+    offset_us: int
+    duration_us: int
+    confidence: float
+
+
 def transcript_entity(entity_id: str, channel_id: int, text: str, final: bool, offset_us: int,
-                      duration_us: int, language: str | None, confidence: float = 1.0) -> dict[str, Any]:
-    """A ``transcript`` event entity (the field is ``channelId``, never ``channel``)."""
+                      duration_us: int, language: str | None, confidence: float = 1.0,
+                      tokens: Sequence[Token] = ()) -> dict[str, Any]:
+    """A ``transcript`` event entity (the field is ``channelId``, never ``channel``), shaped as
+    Genesys's reference transcription server sends it: each interpretation carries ``tokens[]``
+    of ``{type: "word", value, confidence, offset, duration, language}``, whose ``offset`` is an
+    absolute stream position like the entity's own."""
+    interpretation: dict[str, Any] = {"type": "display", "transcript": text}
+    if tokens:
+        entries = []
+        for token in tokens:
+            entry: dict[str, Any] = {
+                "type": "word", "value": token.value, "confidence": token.confidence,
+                "offset": format_duration(token.offset_us), "duration": format_duration(token.duration_us),
+            }
+            if language:
+                entry["language"] = language
+            entries.append(entry)
+        interpretation["tokens"] = entries
     alternative: dict[str, Any] = {
         "confidence": confidence,
-        "interpretations": [{"type": "display", "transcript": text}],
+        "interpretations": [interpretation],
     }
     if language:
         alternative["languages"] = [language]

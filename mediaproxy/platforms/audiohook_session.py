@@ -15,7 +15,7 @@ from typing import Any
 
 from mediaproxy.audio.format import AudioFormat, FormatPreference, choose_format
 from mediaproxy.outcome import Outcome
-from mediaproxy.platforms.audiohook_media import ChannelSplitter, StreamTimeline
+from mediaproxy.platforms.audiohook_media import BackendTimeline, ChannelSplitter, StreamTimeline
 from mediaproxy.platforms.audiohook_messages import (
     CLIENT_TYPES,
     ERROR_CODES,
@@ -27,6 +27,7 @@ from mediaproxy.platforms.audiohook_messages import (
     MediaOffer,
     OpenParameters,
     PositionSpan,
+    Token,
     choose_offer,
     format_duration,
     is_uuid,
@@ -41,6 +42,7 @@ from mediaproxy.platforms.base import (
     CallerStreamPaused,
     CallStarted,
     DtmfReceived,
+    LanguageChanged,
     PlatformCapabilities,
     PlatformError,
     PlatformSession,
@@ -58,7 +60,13 @@ MAX_PACKET_BYTES = 64000
 DEFAULT_RETRY_AFTER_MS = 1000
 """How long to hold back after a 429 that names no ``retryAfter``."""
 
+METADATA_PREFIX = "audiohook."
+"""Prefix of the metadata keys the session adds from ``open`` besides ``inputVariables``
+(``audiohook.participant.ani``, ``audiohook.language``, ``audiohook.customConfig.<key>``), so
+they cannot collide with the flow's own variable names."""
 
+MAX_SUMMARY_CHARS = 1000
+"""``transferSummary`` in Audio Connector ``outputVariables``: a summary for the agent."""
 
 
 class _State(Enum):
@@ -117,12 +125,13 @@ class AudioHookSession(PlatformSession):
         self._languages = tuple(languages)
         self._new_id = new_id
         connector = mode == "connector"
-        # No lead: packet n leaves at t0 + (n - 1) * packet, never sooner. Genesys answers
-        # anything faster than real time with 429, and each packet already carries `packet_ms`
-        # of audio ahead of what is playing, which is the cushion against network jitter.
+        # Audio Connector discards what it holds on `barge_in`, so the usual `[playout] lead_ms`
+        # applies: without it a tick a few ms late is a gap the caller hears. The lead is a fixed
+        # offset, never a burst (the playout sends only what came due and re-anchors after a
+        # stall), so the rate stays real time, which is what Genesys's 429 guards.
         self.capabilities = PlatformCapabilities(
-            can_flush=connector, has_marks=False, max_lead_ms=0,
-            packet_ms=packet_ms, plays_audio=connector,
+            can_flush=connector, has_marks=False, max_lead_ms=None if connector else 0,
+            packet_ms=packet_ms, plays_audio=connector, can_transfer=connector,
         )
         self._state = _State.AWAIT_OPEN
         self._seq = 0  # last seq we sent
@@ -143,6 +152,11 @@ class AudioHookSession(PlatformSession):
         self._audio_since_clear = False
         self._utterance_start_us: dict[str, int] = {}
         self._last_final_end_us: dict[str, int] = {}
+        self._backend_timeline = BackendTimeline(8000)
+        self._partial: dict[str, Transcript] = {}  # the last partial of each party's utterance
+        # A party whose utterance we closed ourselves (update, paused): the backend's rest of it
+        # is dropped up to its final. The value is where we closed it (backend ms, if known).
+        self._closed_early: dict[str, int | None] = {}
 
     # --- binding -----------------------------------------------------------------------------
 
@@ -286,18 +300,22 @@ class AudioHookSession(PlatformSession):
             self._send("pong", {})
             return []
         if mtype == "update":
-            if params:
+            changed = bool(params) and params != self.language
+            if changed:
+                self._close_utterances()  # the transcript of what was said goes out first
                 self.language = params
             self._send("updated", {})
-            return []
+            return self._call_event(LanguageChanged(params)) if changed else []
         if mtype in ("discarded", "resumed"):
             assert isinstance(params, PositionSpan)
             self._timeline.add_skipped(params.discarded_us)
+            self._backend_timeline.skipped()
             if mtype == "resumed" and self._reported_paused:
                 self._reported_paused = False
                 return self._call_event(CallerStreamPaused(False))
             return []
         if mtype == "paused":
+            self._close_utterances()
             # Our own pause confirmed is not news to the bridge; the caller's hold or a secure
             # pause (or our resume refused because one is in force) is.
             if not self._server_paused and not self._reported_paused:
@@ -349,10 +367,19 @@ class AudioHookSession(PlatformSession):
         if offer is not None:
             self._splitter = ChannelSplitter(len(offer.channels), offer.channel_format.sample_bytes)
             self._timeline = StreamTimeline(offer.channel_format.rate_hz)
+            self._backend_timeline = BackendTimeline(offer.channel_format.rate_hz)
         if self.is_probe or offer is None:
             return []
         self._call_started = True
-        return [CallStarted(params.conversation_id, offer.channel_format, params.input_variables)]
+        metadata = dict(params.input_variables)
+        # Genesys's own fields come last, under a prefix: they cannot be spoofed by a variable.
+        for name, value in params.participant.items():
+            metadata[f"{METADATA_PREFIX}participant.{name}"] = value
+        if params.language:
+            metadata[f"{METADATA_PREFIX}language"] = params.language
+        for name, value in params.custom_config.items():
+            metadata[f"{METADATA_PREFIX}customConfig.{name}"] = value
+        return [CallStarted(params.conversation_id, offer.channel_format, metadata)]
 
     def _select_media(self, params: OpenParameters) -> MediaOffer | None:
         offers = [o for o in params.offers if self.mode == "monitor" or len(o.channels) == 1]
@@ -374,8 +401,16 @@ class AudioHookSession(PlatformSession):
                 return []
             return self._violation("unexpected_binary", "Received audio but no media was selected")
         frames, channels = self._splitter.split(data)
-        self._timeline.add_samples(frames)
-        if not frames or not self._call_started:
+        if not frames:
+            return []
+        timeline = self._timeline
+        if self._call_started and not self._reported_paused:
+            # The bridge forwards this to the backend: its timeline advances with the stream's.
+            self._backend_timeline.forward(frames, timeline.position_us)
+        else:
+            self._backend_timeline.skipped()
+        timeline.add_samples(frames)
+        if not self._call_started:
             return []
         return [CallerAudio(chunk, name) for name, chunk in zip(self._offer.channels, channels, strict=True)]
 
@@ -402,30 +437,99 @@ class AudioHookSession(PlatformSession):
             self._utterance_start_us["caller"] = self._timeline.position_us
 
     def transcript(self, transcript: Transcript) -> None:
-        """Monitor: send a final transcript as an ``event`` entity, positioned on the stream
-        timeline (offset = utterance start, duration up to now). Partials only mark the start:
-        backends send them as fragments, which are not a transcript hypothesis."""
+        """Monitor: send a final transcript as an ``event`` entity on the stream timeline.
+
+        With ``start_ms``/``end_ms`` (backend times of the channel) the utterance and its words
+        are mapped onto the stream timeline, paused and discarded spans included; without them
+        the offset is where the utterance was first noticed (the caller's VAD, a first partial;
+        the agent: the end of its previous transcript) and the duration runs to now. Partials are
+        not sent (the last one is kept: an ``update`` or ``paused`` mid-utterance closes the
+        utterance with it)."""
         if self.mode != "monitor" or self._state is not _State.OPEN or self._offer is None:
             return
-        text, final = transcript.text, transcript.final
-        role = "caller" if transcript.role == "caller" else "bot"
-        now_us = self._timeline.position_us
-        start_us = self._utterance_start_us.get(role)
-        if not final:
-            if start_us is None:
-                self._utterance_start_us[role] = now_us
+        role = "caller" if transcript.role == "caller" else "agent"
+        if role in self._closed_early:
+            closed_at = self._closed_early[role]
+            if transcript.start_ms is None or closed_at is None or transcript.start_ms < closed_at:
+                # The rest of an utterance we already closed: dropped, up to its final.
+                if transcript.final:
+                    del self._closed_early[role]
+                return
+            del self._closed_early[role]  # it starts after the close: a new utterance
+        text = transcript.text if isinstance(transcript.text, str) else ""
+        if not transcript.final:
+            if role not in self._utterance_start_us:
+                self._utterance_start_us[role] = self._timeline.position_us
+            if text.strip():
+                self._partial[role] = transcript
             return
-        if not text.strip():
-            return
-        if start_us is None:
-            start_us = min(self._last_final_end_us.get(role, 0), now_us)
+        self._partial.pop(role, None)
+        if text.strip():
+            self._send_final(role, transcript, text)
         self._utterance_start_us.pop(role, None)
-        self._last_final_end_us[role] = now_us
+
+    def _close_utterances(self) -> None:
+        """Close every utterance in progress with its last partial (the whole text so far), as a
+        final transcript, before the stream changes (a language update, a pause)."""
+        if self.mode != "monitor" or self._state is not _State.OPEN or not self._partial:
+            return
+        for role, partial in list(self._partial.items()):
+            self._send_final(role, partial, partial.text)
+            self._utterance_start_us.pop(role, None)
+            self._closed_early[role] = partial.end_ms
+        self._partial.clear()
+
+    def _send_final(self, role: str, transcript: Transcript, text: str) -> None:
+        assert self._offer is not None
+        now_us = self._timeline.position_us
+        mapping = self._backend_timeline
+        start_us = end_us = None
+        if transcript.start_ms is not None and transcript.end_ms is not None:
+            start_us = mapping.stream_us(transcript.start_ms)
+            end_us = mapping.stream_us(max(transcript.start_ms, transcript.end_ms), end=True)
+        if start_us is None or end_us is None:
+            start_us = self._utterance_start_us.get(role)
+            if start_us is None:
+                start_us = min(self._last_final_end_us.get(role, 0), now_us)
+            end_us = now_us
+        end_us = max(start_us, end_us)
+        self._last_final_end_us[role] = end_us
         channel = "external" if role == "caller" else "internal"
         channel_id = self._offer.channels.index(channel) if channel in self._offer.channels else 0
-        entity = transcript_entity(self._new_id(), channel_id, text, True, start_us, now_us - start_us,
-                                   self.language)
+        confidence = 1.0 if transcript.confidence is None else transcript.confidence
+        tokens = self._tokens(transcript, text, start_us, end_us, confidence)
+        entity = transcript_entity(self._new_id(), channel_id, text, True, start_us, end_us - start_us,
+                                   transcript.language or self.language, confidence, tokens)
         self._send("event", {"entities": [entity]})
+
+    def _tokens(self, transcript: Transcript, text: str, start_us: int, end_us: int,
+                confidence: float) -> list[Token]:
+        """Word tokens on the stream timeline: the backend's word timings where it gives them,
+        else the words spread over the utterance in proportion to their length."""
+        mapping = self._backend_timeline
+        if transcript.words:
+            tokens: list[Token] = []
+            for word in transcript.words:
+                offset = mapping.stream_us(word.start_ms)
+                finish = mapping.stream_us(max(word.start_ms, word.end_ms), end=True)
+                if offset is None or finish is None:
+                    break
+                word_confidence = confidence if word.confidence is None else word.confidence
+                tokens.append(Token(word.text, offset, max(0, finish - offset), word_confidence))
+            else:
+                return tokens
+        words = text.split()
+        total = sum(len(word) for word in words)
+        if not total:
+            return []
+        span = end_us - start_us
+        spread: list[Token] = []
+        done = 0
+        for value in words:
+            offset = start_us + span * done // total
+            done += len(value)
+            spread.append(Token(value, offset, start_us + span * done // total - offset, confidence))
+        return spread
 
     def pause_caller_audio(self, paused: bool) -> bool:
         """Flow control: ask Genesys to ``pause`` or ``resume`` streaming caller audio."""
@@ -437,6 +541,21 @@ class AudioHookSession(PlatformSession):
         elif not paused and self._server_paused:
             self._server_paused = False
             self._send("resume", {})
+        return True
+
+    def transfer(self, target: str, summary: str, variables: Mapping[str, str] | None = None) -> bool:
+        """Audio Connector: end the bot session successfully (``disconnect{reason:"completed"}``)
+        with ``outputVariables`` carrying ``variables`` plus ``transferTarget`` and
+        ``transferSummary`` (bounded); the Architect flow maps them to the action's output
+        variables of the same names and routes the call on. Monitor: False (nothing to hand on)."""
+        if self.mode != "connector" or self._state is not _State.OPEN or not target.strip():
+            return False
+        output = {str(k): str(v) for k, v in (variables or {}).items()}
+        output["transferTarget"] = target.strip()[:MAX_SUMMARY_CHARS]
+        output["transferSummary"] = summary[:MAX_SUMMARY_CHARS]
+        self._send("disconnect", {"reason": DISCONNECT_REASONS[Outcome.TRANSFERRED],
+                                  "info": "transferred", "outputVariables": output})
+        self._state = _State.DISCONNECTING
         return True
 
     def hangup(self, outcome: Outcome, reason: str = "", variables: Mapping[str, str] | None = None) -> None:

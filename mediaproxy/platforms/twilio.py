@@ -21,7 +21,13 @@ token, over the exact URL Twilio dialled (``wss://`` public URL plus path); quer
 stripped by Twilio, so per-call data arrives as ``customParameters``.
 
 Any malformed input ends the session with a :class:`ProtocolViolation` (Twilio has no error
-message: the glue closes the socket); nothing here raises on input.
+message: the glue closes the socket); nothing here raises on input. An ``event`` name we do not
+know is well-formed input from a newer Twilio: it is counted (:class:`MessageIgnored`) and the
+call goes on.
+
+Transfers: closing the stream hands the call back to TwiML (the verbs after ``<Connect>``, where
+an operator's ``<Dial>`` lives). With REST credentials configured, :func:`transfer_request` builds
+the Calls API request that redirects the live call to a ``<Dial>`` of the target instead.
 """
 
 from __future__ import annotations
@@ -31,9 +37,12 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, urlencode
+from xml.sax.saxutils import escape
 
 from mediaproxy.audio.format import MULAW_8K, FormatPreference
 from mediaproxy.options import OptionError, integer, option, text
@@ -43,7 +52,9 @@ from mediaproxy.platforms.base import (
     CallerAudio,
     CallStarted,
     DtmfReceived,
+    HttpRequest,
     MarkPlayed,
+    MessageIgnored,
     PlatformCapabilities,
     PlatformEvent,
     PlatformSession,
@@ -54,12 +65,21 @@ from mediaproxy.platforms.base import (
 )
 
 
+def _api_url(value: str) -> str:
+    if not value.startswith(("https://", "http://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return value.rstrip("/")
+
+
 @dataclass(frozen=True, kw_only=True)
 class TwilioOptions:
     """The keys of a ``[platform:NAME] type = twilio`` section."""
 
     auth_token: str = option(text, "", "account auth token; when set, X-Twilio-Signature is required on the upgrade")
     max_frame_ms: int = option(integer(20, 1000), 200, "largest inbound media payload accepted, in ms")
+    account_sid: str = option(text, "", "account SID (AC...); with auth_token, transfers redirect the live call "
+                              "through the REST API instead of ending the stream")
+    api_url: str = option(_api_url, "https://api.twilio.com", "base URL of the Twilio REST API (a stand-in for tests)")
 
 
 MAX_MESSAGE_CHARS = 64 * 1024
@@ -111,13 +131,60 @@ def validate(options: TwilioOptions, public_url: str) -> None:
     """The signature covers the URL Twilio dialled, which only ``[proxy] public_url`` knows."""
     if options.auth_token and not public_url:
         raise OptionError("public_url", "required because this platform checks X-Twilio-Signature", section="proxy")
+    if options.account_sid and not options.auth_token:
+        raise OptionError("auth_token", "required with account_sid (the REST API authenticates with both)")
+
+
+_NUMBER = re.compile(r"\+?[0-9][0-9 ().-]{1,30}\Z")
+MAX_TARGET_CHARS = 512
+
+
+def dial_twiml(target: str) -> str:
+    """The TwiML that dials ``target``: a SIP URI as ``<Sip>``, a phone number as ``<Number>``,
+    anything else (``client:...``, an application name) as the ``<Dial>`` text. XML-escaped."""
+    target = target.strip()
+    if target.lower().startswith(("sip:", "sips:")):
+        noun = f"<Sip>{escape(target)}</Sip>"
+    elif _NUMBER.match(target):
+        noun = f"<Number>{escape(target)}</Number>"
+    else:
+        noun = escape(target)
+    return f"<Response><Dial>{noun}</Dial></Response>"
+
+
+def transfer_request(options: TwilioOptions, session: PlatformSession, target: str) -> HttpRequest | None:
+    """The Calls API request that redirects ``session``'s live call to a ``<Dial>`` of
+    ``target``: ``POST {api_url}/2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`` with
+    HTTP Basic auth (account SID, auth token) and the form field ``Twiml``. None without REST
+    credentials, a started stream or a target (the socket transfer then applies). Pure: the call
+    layer sends it."""
+    if not (options.account_sid and options.auth_token) or not isinstance(session, TwilioSession):
+        return None
+    target = target.strip()
+    if not session.call_sid or not target or len(target) > MAX_TARGET_CHARS:
+        return None
+    # The stream's own account (a subaccount's calls are reachable with the parent's credentials).
+    account = session.account_sid or options.account_sid
+    url = (f"{options.api_url.rstrip('/')}/2010-04-01/Accounts/{quote(account, safe='')}"
+           f"/Calls/{quote(session.call_sid, safe='')}.json")
+    credentials = base64.b64encode(f"{options.account_sid}:{options.auth_token}".encode()).decode("ascii")
+    return HttpRequest(
+        method="POST",
+        url=url,
+        headers={
+            "Authorization": f"Basic {credentials}",
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+        body=urlencode({"Twiml": dial_twiml(target)}).encode("ascii"),
+    )
 
 
 class TwilioSession(PlatformSession):
     """One Twilio media stream. ``stream_sid``, ``call_sid``, ``account_sid`` and
     ``custom_parameters`` are kept from ``start`` (the only copy Twilio sends)."""
 
-    capabilities = PlatformCapabilities(can_flush=True, has_marks=True, max_lead_ms=None, packet_ms=20)
+    capabilities = PlatformCapabilities(can_flush=True, has_marks=True, max_lead_ms=None, packet_ms=20,
+                                        can_transfer=True)
 
     def __init__(self, max_frame_bytes: int = 1600) -> None:
         super().__init__()
@@ -164,7 +231,8 @@ class TwilioSession(PlatformSession):
             return []
         if not isinstance(event, str):
             return self._violation("bad_message", "no event name")
-        return self._violation("unknown_event", f"unknown event {event[:40]!r}")
+        # An event Twilio added since: well-formed, not ours to act on. Counted, never fatal.
+        return [MessageIgnored("unknown_event")]
 
     def _start(self, message: dict[str, Any]) -> list[PlatformEvent]:
         if self._started:
@@ -254,6 +322,15 @@ class TwilioSession(PlatformSession):
         # Closing the socket is all a media stream can do; Twilio then runs the next TwiML verb.
         self._ended = True
 
+    def transfer(self, target: str, summary: str, variables: Mapping[str, str] | None = None) -> bool:
+        """End the stream so Twilio runs the TwiML after ``<Connect>`` (where the operator's
+        ``<Dial>`` lives). With REST credentials the call layer first sends
+        :func:`transfer_request`, which replaces that TwiML with a ``<Dial>`` of ``target``."""
+        if not self._started or self._ended:
+            return False
+        self._ended = True
+        return True
+
 
 TWILIO = PlatformType(
     name="twilio",
@@ -262,5 +339,6 @@ TWILIO = PlatformType(
     new_session=new_session,
     credential_keys=("auth_token",),
     validate=validate,
+    transfer_request=transfer_request,
     summary="Twilio Media Streams, bidirectional (<Connect><Stream>): JSON text frames, µ-law 8 kHz",
 )

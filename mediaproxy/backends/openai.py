@@ -59,8 +59,9 @@ class OpenAIRealtimeBackend:
         """Start dialling for ``call``; returns at once (``backend_ready`` follows)."""
         extra = {} if self._random is None else {"random": self._random}
         options = self.options
-        if call.metadata:
-            options = replace(options, instructions=instructions_with_context(options.instructions, call.metadata))
+        if call.metadata and options.call_context_keys:
+            instructions = instructions_with_context(options.instructions, call.metadata, options.call_context_keys)
+            options = replace(options, instructions=instructions)
         if call.listen_only:
             # Monitor calls: the model transcribes; it neither greets nor answers.
             options = replace(options, create_response=False, greeting="")

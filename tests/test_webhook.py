@@ -76,6 +76,26 @@ class WebhookTests(TestCase):
         endpoint.release()
 
     @inlineCallbacks
+    def test_secrets_never_reach_the_log(self) -> Any:
+        from twisted.logger import globalLogPublisher
+
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        endpoint = FakeToolEndpoint((500, b"{}"))
+        endpoint.listen(reactor)
+        url = endpoint.url + "/orders?token=URLSECRET123"
+        tool = ToolSettings(url=url, description="d", secret="HMACSECRET456")
+        hook = ToolWebhook("lookup_order", tool, TreqHttpClient(reactor), reactor, Metrics())
+        yield hook.call("{}", CALL)
+        yield endpoint.stop()
+        yield hook.call("{}", CALL)  # unreachable: the failure is logged
+        self.assertTrue(any("lookup_order" in repr(e) for e in events), "the failure is logged, by tool name")
+        for event in events:
+            self.assertNotIn("URLSECRET123", repr(event))
+            self.assertNotIn("HMACSECRET456", repr(event))
+
+    @inlineCallbacks
     def test_unreachable_endpoint(self) -> Any:
         endpoint = FakeToolEndpoint()
         hook = self.start(endpoint)

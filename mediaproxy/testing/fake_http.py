@@ -47,6 +47,13 @@ class _Listening:
     requests: list[RecordedRequest] = field(default_factory=list)
 
 
+class _QuietSite(Site):
+    """A site that writes no access log (its lines would hold the URLs under test)."""
+
+    def log(self, request: Request) -> None:
+        pass
+
+
 def _record(request: Request) -> RecordedRequest:
     headers = {k.decode("latin-1").lower(): b", ".join(v).decode("latin-1")
                for k, v in request.requestHeaders.getAllRawHeaders()}
@@ -71,7 +78,7 @@ class _Endpoint(Resource, ConditionWaiting):
 
     def listen(self, reactor: Any) -> None:
         """Listen on 127.0.0.1, a free port."""
-        site = Site(self)
+        site = _QuietSite(self)
         site.noisy = False
         self.listening.port = reactor.listenTCP(0, site, interface="127.0.0.1")
         self.listening.url = f"http://127.0.0.1:{self.listening.port.getHost().port}"

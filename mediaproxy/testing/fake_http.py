@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from twisted.internet.defer import Deferred
+from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
@@ -50,7 +51,7 @@ class _Listening:
 class _QuietSite(Site):
     """A site that writes no access log (its lines would hold the URLs under test)."""
 
-    def log(self, request: Request) -> None:
+    def log(self, request: http.Request) -> None:
         pass
 
 

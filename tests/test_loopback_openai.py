@@ -105,7 +105,7 @@ class PlayingTwilio(WebSocketClientProtocol):
         self.send({
             "event": "start", "sequenceNumber": "1", "streamSid": f"MZ{sid}",
             "start": {"streamSid": f"MZ{sid}", "accountSid": "AC1", "callSid": f"CA{sid}",
-                      "tracks": ["inbound"], "customParameters": {},
+                      "tracks": ["inbound"], "customParameters": dict(self.factory.custom_parameters),
                       "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}},
         })
         self.factory.protocol_instance = self
@@ -161,9 +161,11 @@ class PlayingTwilio(WebSocketClientProtocol):
 class PlayingTwilioFactory(ConditionWaiting, WebSocketClientFactory):
     protocol = PlayingTwilio
 
-    def __init__(self, url: str, sid: str = "1") -> None:
-        super().__init__(url)
+    def __init__(self, url: str, sid: str = "1", headers: dict[str, str] | None = None,
+                 custom_parameters: dict[str, str] | None = None) -> None:
+        super().__init__(url, headers=headers or {})
         self.sid = sid
+        self.custom_parameters = custom_parameters or {}
         self.protocol_instance: PlayingTwilio | None = None
         self.opened: Deferred[PlayingTwilio] = Deferred()
         self.closed: Deferred[int | None] = Deferred()

@@ -377,11 +377,14 @@ class FakeRealtimeConnection(WebSocketServerProtocol):
         if server.fail_responses:
             self.fail_response(server.fail_responses.pop(0))
             return
+        then_call: tuple[str, str] | None = None
         if turn_ms is not None and server.next_function_call is not None:
             name, arguments = server.next_function_call
             server.next_function_call = None
-            self.call_function(name, arguments)
-            return
+            if not server.speak_before_function_call:
+                self.call_function(name, arguments)
+                return
+            then_call = (name, arguments)
         self.responses += 1
         server.stats.responses += 1
         n = self.responses
@@ -392,7 +395,7 @@ class FakeRealtimeConnection(WebSocketServerProtocol):
         else:
             audio = server.response_audio(self.index, n, bpm)
         self.response = {"id": response_id, "item_id": item_id, "audio": audio, "sent": 0, "chunk": 0,
-                         "stopped": False}
+                         "stopped": False, "then_call": then_call, "n": n}
         self.assistant_audio_ms[item_id] = 0
         self.send({"type": "response.created",
                    "response": {"id": response_id, "object": "realtime.response", "status": "in_progress",
@@ -487,7 +490,12 @@ class FakeRealtimeConnection(WebSocketServerProtocol):
         item = {"id": iid, "type": "message", "role": "assistant", "status": item_status,
                 "content": [{"type": "output_audio", "transcript": f"bot says {rid}"}]}
         self.send({"type": "response.output_item.done", "response_id": rid, "output_index": 0, "item": item})
-        done: dict[str, Any] = {"id": rid, "object": "realtime.response", "status": status, "output": [item],
+        output: list[dict[str, Any]] = [item]
+        then_call = response.get("then_call")
+        if then_call is not None and status == "completed":  # a cut response never makes its call
+            name, arguments = then_call
+            output.append(self._function_call_item(rid, 1, name, arguments, response["n"]))
+        done: dict[str, Any] = {"id": rid, "object": "realtime.response", "status": status, "output": output,
                                 "usage": {"total_tokens": 60, "input_tokens": 20, "output_tokens": 40,
                                           "input_token_details": {"audio_tokens": 15, "text_tokens": 5,
                                                                   "cached_tokens": 0},
@@ -518,29 +526,38 @@ class FakeRealtimeConnection(WebSocketServerProtocol):
     def call_function(self, name: str, arguments: str) -> str:
         """A response whose only output is a call of the function ``name`` (which must be in
         the session's tools) with ``arguments`` (JSON text); returns its ``call_id``."""
-        tools = [t.get("name") for t in self.session.get("tools") or ()]
-        if name not in tools:
-            self.factory.server.violations.append(f"function {name!r} called but not offered ({tools})")
         self.responses += 1
         self.factory.server.stats.responses += 1
         n = self.responses
-        rid, iid, call_id = f"resp_{self.index}_{n}", f"fc_{self.index}_{n}", f"call_{self.index}_{n}"
-        self.function_calls[call_id] = name
+        rid = f"resp_{self.index}_{n}"
         self.send({"type": "response.created", "response": {"id": rid, "object": "realtime.response",
                                                              "status": "in_progress", "output": []}})
-        item = {"id": iid, "type": "function_call", "status": "in_progress", "name": name, "call_id": call_id,
-                "arguments": ""}
-        self.send({"type": "response.output_item.added", "response_id": rid, "output_index": 0, "item": item})
-        self.send({"type": "response.function_call_arguments.delta", "response_id": rid, "item_id": iid,
-                   "output_index": 0, "call_id": call_id, "delta": arguments})
-        self.send({"type": "response.function_call_arguments.done", "response_id": rid, "item_id": iid,
-                   "output_index": 0, "call_id": call_id, "name": name, "arguments": arguments})
-        done = {**item, "status": "completed", "arguments": arguments}
-        self.send({"type": "response.output_item.done", "response_id": rid, "output_index": 0, "item": done})
+        done = self._function_call_item(rid, 0, name, arguments, n)
         self.send({"type": "response.done", "response": {"id": rid, "object": "realtime.response",
                                                          "status": "completed", "output": [done]}})
         self.factory.server.poke()
-        return call_id
+        return str(done["call_id"])
+
+    def _function_call_item(self, rid: str, output_index: int, name: str, arguments: str, n: int) -> dict[str, Any]:
+        """Stream the function call item at ``output_index`` of response ``rid`` (added, the
+        arguments, done); returns the finished item, for ``response.done``."""
+        tools = [t.get("name") for t in self.session.get("tools") or ()]
+        if name not in tools:
+            self.factory.server.violations.append(f"function {name!r} called but not offered ({tools})")
+        iid, call_id = f"fc_{self.index}_{n}", f"call_{self.index}_{n}"
+        self.function_calls[call_id] = name
+        item = {"id": iid, "type": "function_call", "status": "in_progress", "name": name, "call_id": call_id,
+                "arguments": ""}
+        self.send({"type": "response.output_item.added", "response_id": rid, "output_index": output_index,
+                   "item": item})
+        self.send({"type": "response.function_call_arguments.delta", "response_id": rid, "item_id": iid,
+                   "output_index": output_index, "call_id": call_id, "delta": arguments})
+        self.send({"type": "response.function_call_arguments.done", "response_id": rid, "item_id": iid,
+                   "output_index": output_index, "call_id": call_id, "name": name, "arguments": arguments})
+        done = {**item, "status": "completed", "arguments": arguments}
+        self.send({"type": "response.output_item.done", "response_id": rid, "output_index": output_index,
+                   "item": done})
+        return done
 
     # --- scripted faults -----------------------------------------------------------------------
 
@@ -606,6 +623,9 @@ class FakeRealtimeServer(ConditionWaiting):
     ``next_function_call``: ``(name, arguments)`` the response to the next caller turn calls
     instead of speaking (or call ``connection.call_function`` directly); a
     ``function_call_output`` for an unknown call is an error, a known one is accepted.
+    ``speak_before_function_call``: that response first speaks (its audio as any response's,
+    output 0) and then makes the call (output 1), as a model saying goodbye before ``end_call``
+    does; a response cut short (barge-in, cancel) makes no call.
     """
 
     def __init__(self, reactor: Any, api_key: str = "test-key", validate: bool = True, record: bool = True,
@@ -629,6 +649,7 @@ class FakeRealtimeServer(ConditionWaiting):
         self.late_deltas = 0
         self.fail_responses: list[str] = []
         self.next_function_call: tuple[str, str] | None = None
+        self.speak_before_function_call = False
         self.connections: list[FakeRealtimeConnection] = []
         self.handshakes: list[dict[str, str]] = []
         self.violations: list[str] = []

@@ -129,7 +129,7 @@ class Metrics:
         self.call_actions_total = Counter(
             p + "call_actions_total",
             "Call actions and tools the model used (action: end_call, transfer_call, send_dtmf or a "
-            "configured [tool:NAME]; outcome: ok, refused, failed, timeout).",
+            "configured [tool:NAME]; outcome: ok, refused, failed, timeout, fallback, cancelled).",
             ["action", "platform", "outcome"],
             registry=r,
         )

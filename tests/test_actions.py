@@ -221,6 +221,25 @@ class EndingTests(SynchronousTestCase):
         call.tool("send_dtmf", {"digits": "1"}, "c2")
         self.assertNotIn(("dtmf", "1"), call.session.commands)
 
+    def test_the_caller_talking_over_the_goodbye_keeps_the_call(self) -> None:
+        """"Wait—": a caller who interrupts the goodbye is not hung up on; the model is told."""
+        call = Call(("end_call",))
+        goodbye(call, 3000)
+        call.tool("end_call", {"reason": "done"}, "c1")
+        self.advance(call, 0.4)
+        call.backend_session.listener.backend_speech_started()
+        self.advance(call, 1.0)
+        self.assertIsNone(call.bridge.outcome, "the call goes on")
+        ((call_id, result),) = call.results()
+        self.assertEqual(call_id, "c1")
+        self.assertIn("caller spoke", result["cancelled"])
+        self.assertEqual(call.count("end_call", "cancelled"), 1)
+        self.assertEqual(call.clock.getDelayedCalls(), [], "the farewell bound is cancelled too")
+        goodbye(call, 200)  # the model says goodbye again, and this time it is heard out
+        call.tool("end_call", {"reason": "done now"}, "c2")
+        self.advance(call, 0.3)
+        self.assertEqual(call.bridge.outcome, Outcome.BOT_HANGUP)
+
     def test_a_goodbye_that_never_finishes_is_bounded(self) -> None:
         call = Call(("end_call",))
         call.backend_session.listener.backend_audio("bye", MULAW_8K.silence(800))  # never done

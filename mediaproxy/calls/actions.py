@@ -90,6 +90,8 @@ class CallActions:
         self._count = bridge.metrics.call_actions_total
         self._farewell: IDelayedCall | None = None
         self._ending = False
+        self._pending: tuple[str, str] | None = None
+        """The (call id, action) waiting for its goodbye to be heard."""
 
     def specs(self, capabilities: PlatformCapabilities) -> tuple[ToolSpec, ...]:
         """Every function offered to this call's model."""
@@ -119,7 +121,7 @@ class CallActions:
         if name == "end_call":
             self._counted(name, "ok")
             reason = str(args.get("reason", ""))[:200] or "the bot ended the call"
-            self._after_farewell(lambda: self._bridge.backend_hangup(reason))
+            self._after_farewell(call_id, name, lambda: self._bridge.backend_hangup(reason))
         elif name == "transfer_call":
             target = args.get("target")
             if not isinstance(target, str) or target not in self._targets:
@@ -127,7 +129,7 @@ class CallActions:
                 return
             summary = str(args.get("summary", ""))[:MAX_SUMMARY_CHARS]
             value = self._targets[target]
-            self._after_farewell(lambda: self._transfer(target, value, summary))
+            self._after_farewell(call_id, name, lambda: self._transfer(target, value, summary))
         elif name == "send_dtmf":
             digits = args.get("digits")
             if not isinstance(digits, str) or not _DTMF.match(digits):
@@ -139,28 +141,43 @@ class CallActions:
 
     def stop(self) -> None:
         """The call ended: no timer left behind."""
+        self._cancel_farewell()
+
+    def caller_interrupted(self) -> None:
+        """The caller spoke over the goodbye ("wait—"): the call does not end (or move) under
+        them. The pending action is dropped and the model told, so it can go on talking. Called
+        by the bridge on barge-in, before the playout is cleared."""
+        if self._pending is None:
+            return
+        call_id, name = self._pending
+        self._pending = None
+        self._ending = False
+        self._cancel_farewell()
+        self._counted(name, "cancelled")
+        self._answer(call_id, {"cancelled": "the caller spoke before your goodbye finished; the call goes on. "
+                                            "Listen to them and call the function again if it is still needed."})
+
+    def _cancel_farewell(self) -> None:
         if self._farewell is not None and self._farewell.active():
             self._farewell.cancel()
         self._farewell = None
 
-    def _after_farewell(self, then: Callable[[], None]) -> None:
+    def _after_farewell(self, call_id: str, name: str, then: Callable[[], None]) -> None:
         """Run ``then`` once the bot's goodbye has been heard to its last frame (bounded by
-        ``FAREWELL_MAX_S``); the caller's keys and the model's further calls are no longer taken."""
+        ``FAREWELL_MAX_S``), unless the caller interrupts it (:meth:`caller_interrupted`);
+        meanwhile the model's further calls are not taken."""
         bridge = self._bridge
         if self._ending or bridge.ended:
             return
         self._ending = True
-        bridge.digits.stop()
-        done = False
+        pending = self._pending = (call_id, name)
 
         def go(_: object = None) -> None:
-            nonlocal done
-            if done or bridge.ended:
-                return
-            done = True
-            if self._farewell is not None and self._farewell.active():
-                self._farewell.cancel()
-            self._farewell = None
+            if self._pending is not pending or bridge.ended:
+                return  # cancelled by a barge-in, or already done
+            self._pending = None
+            self._cancel_farewell()
+            bridge.digits.stop()
             then()
 
         self._farewell = bridge.context.reactor.callLater(FAREWELL_MAX_S, go)

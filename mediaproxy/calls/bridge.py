@@ -327,6 +327,8 @@ class CallBridge:
         session.clear()
         session.caller_speech(True)
         self.leg.flush()
+        # A goodbye the caller talks over does not end the call under them.
+        self._actions.caller_interrupted()
         heard = self._playout.clear()
         if heard is None:
             return

@@ -163,7 +163,8 @@ def parse_media_offer(entry: object) -> MediaOffer | None:
     channels). An unusable entry is not an error: the schema may grow, we just skip it."""
     if not isinstance(entry, dict) or entry.get("type") != "audio":
         return None
-    encoding = _FORMATS.get(entry.get("format"))  # type: ignore[arg-type]
+    name = entry.get("format")
+    encoding = _FORMATS.get(name) if isinstance(name, str) else None  # a list or object is no name
     rate = entry.get("rate")
     channels = entry.get("channels")
     if encoding is None or not _is_int(rate) or not isinstance(channels, list):

@@ -1,0 +1,50 @@
+"""Regression tests for the bugs the fuzz suites (``tests/test_fuzz_platforms.py``) found: each is
+the input the fuzzer produced, reduced to a plain unit test."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.trial import unittest
+
+from mediaproxy.platforms.audiohook_session import AudioHookSession
+from mediaproxy.platforms.base import CallStarted, ProtocolViolation, UpgradeRequest
+
+SID = "5e0b7c1d-2a3f-4d6e-8b9a-0c1d2e3f4a5b"
+ORG = "6f1c2a9e-3b7d-4c21-9a55-0d2e8b4f7a10"
+CONVERSATION = "0b7c1d5e-2a3f-4d6e-8b9a-0c1d2e3f4a5b"
+EXTERNAL = {"type": "audio", "format": "PCMU", "channels": ["external"], "rate": 8000}
+
+
+def hook_message(mtype: str, seq: int, parameters: dict[str, Any]) -> str:
+    return json.dumps({"version": "2", "id": SID, "type": mtype, "seq": seq, "serverseq": 0,
+                       "position": "PT0S", "parameters": parameters})
+
+
+def hook_open(media: list[Any]) -> str:
+    return hook_message("open", 1, {"organizationId": ORG, "conversationId": CONVERSATION,
+                                    "participant": {"id": CONVERSATION}, "media": media})
+
+
+def hook_session(mode: str = "connector") -> AudioHookSession:
+    session = AudioHookSession(mode)
+    session.bind_upgrade(UpgradeRequest("/audiohook", "proxy", {"audiohook-session-id": SID,
+                                                                "audiohook-organization-id": ORG}))
+    return session
+
+
+class AudioHookRegressionTests(unittest.TestCase):
+    def test_media_offer_with_a_list_as_format_is_skipped(self) -> None:
+        """An offer whose ``format`` is a list (unhashable) raised TypeError out of
+        ``receive_text``; it is an unusable entry like any other, and the next one is taken."""
+        session = hook_session()
+        events = session.receive_text(hook_open([{**EXTERNAL, "format": ["PCMU"]}, EXTERNAL]))
+        self.assertIsInstance(events[0], CallStarted)
+        opened = json.loads(session.take_output()[0])
+        self.assertEqual(opened["parameters"]["media"], [EXTERNAL])
+
+    def test_only_an_unhashable_format_is_unsupported_media(self) -> None:
+        session = hook_session()
+        (violation,) = session.receive_text(hook_open([{**EXTERNAL, "format": {"name": "PCMU"}}]))
+        self.assertEqual(violation, ProtocolViolation("unsupported_media", "no supported media format offered"))

@@ -11,6 +11,13 @@ from twisted.trial import unittest
 from mediaproxy.platforms.audiohook_session import AudioHookSession
 from mediaproxy.platforms.base import CallStarted, ProtocolViolation, UpgradeRequest
 
+
+def frames(session: Any) -> list[Any]:
+    """What the session queued, as the glue sends it: text frames encoded as UTF-8 (which must
+    not raise), then parsed."""
+    return [json.loads(item.encode("utf-8")) for item in session.take_output() if isinstance(item, str)]
+
+
 SID = "5e0b7c1d-2a3f-4d6e-8b9a-0c1d2e3f4a5b"
 ORG = "6f1c2a9e-3b7d-4c21-9a55-0d2e8b4f7a10"
 CONVERSATION = "0b7c1d5e-2a3f-4d6e-8b9a-0c1d2e3f4a5b"
@@ -48,3 +55,21 @@ class AudioHookRegressionTests(unittest.TestCase):
         session = hook_session()
         (violation,) = session.receive_text(hook_open([{**EXTERNAL, "format": {"name": "PCMU"}}]))
         self.assertEqual(violation, ProtocolViolation("unsupported_media", "no supported media format offered"))
+
+    def test_lone_surrogate_in_an_unknown_type_is_escaped_in_disconnect_info(self) -> None:
+        """The fuzzer sent ``"type": "\\ud800x"``: ``disconnect.info`` quotes the type, and the
+        text frame could not be encoded (UnicodeEncodeError in the glue's send)."""
+        session = hook_session("monitor")
+        (violation,) = session.receive_text(hook_message("\ud800x", 1, {}))
+        self.assertEqual(violation.kind, "unknown_type")
+        (disconnect,) = frames(session)
+        self.assertEqual(disconnect["parameters"]["info"], "Client Error: '\ud800x' is not a supported client message")
+
+    def test_lone_surrogate_in_an_echoed_offer(self) -> None:
+        """``opened`` echoes the chosen offer unchanged, unknown fields and all."""
+        session = hook_session()
+        offer = {**EXTERNAL, "label": "\udfff\ud800é"}
+        session.receive_text(hook_open([offer]))
+        (opened,) = frames(session)
+        self.assertEqual(opened["parameters"]["media"], [offer])
+

@@ -331,12 +331,20 @@ def parse_parameters(mtype: str, params: Mapping[str, Any]) -> Parameters | Malf
 
 def server_message(mtype: str, session_id: str, seq: int, clientseq: int,
                    parameters: Mapping[str, Any]) -> str:
-    """Serialize one server message. ``parameters`` is always present, even when empty."""
-    return json.dumps(
-        {"version": "2", "id": session_id, "type": mtype, "seq": seq, "clientseq": clientseq,
-         "parameters": dict(parameters)},
-        separators=(",", ":"), ensure_ascii=False,
-    )
+    """Serialize one server message. ``parameters`` is always present, even when empty.
+
+    Non-ASCII text goes out as itself, except where the message holds a lone surrogate (the peer
+    can send one as a ``\\ud800`` escape, and we echo its offer and quote its type): that text
+    cannot be encoded as UTF-8 for a text frame, so the message is then written all-ASCII."""
+    message = {"version": "2", "id": session_id, "type": mtype, "seq": seq, "clientseq": clientseq,
+               "parameters": dict(parameters)}
+    text = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = json.dumps(message, separators=(",", ":"))
+    return text
 
 
 @dataclass(frozen=True)

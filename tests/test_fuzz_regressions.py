@@ -8,6 +8,7 @@ from typing import Any
 
 from twisted.trial import unittest
 
+from mediaproxy.platforms.audiocodes_session import AudioCodesSession
 from mediaproxy.platforms.audiohook_session import AudioHookSession
 from mediaproxy.platforms.base import CallStarted, ProtocolViolation, UpgradeRequest
 
@@ -73,3 +74,25 @@ class AudioHookRegressionTests(unittest.TestCase):
         (opened,) = frames(session)
         self.assertEqual(opened["parameters"]["media"], [offer])
 
+
+def codes_message(kind: str, **fields: Any) -> str:
+    return json.dumps({"type": kind, **fields})
+
+
+class AudioCodesRegressionTests(unittest.TestCase):
+    def test_lone_surrogate_participant_is_escaped_in_the_ack(self) -> None:
+        """The fuzzer's ``userStream.start {participant: "\\ud800"}``: the ack echoes the
+        participant, and its text frame could not be encoded."""
+        session = AudioCodesSession()
+        session.receive_text(codes_message("session.initiate", conversationId="c", supportedMediaFormats=["raw/mulaw"]))
+        session.receive_text(codes_message("userStream.start", participant="\ud800"))
+        self.assertEqual([m["type"] for m in frames(session)], ["session.accepted", "userStream.started"])
+        session.receive_text(codes_message("userStream.stop", participant="\ud800é"))
+        self.assertEqual(frames(session), [{"type": "userStream.stopped", "participant": "\ud800é"}])
+
+    def test_lone_surrogate_conversation_id_in_a_rejected_resume(self) -> None:
+        session = AudioCodesSession()
+        session.receive_text(codes_message("session.resume", conversationId="\ud800"))
+        session.resume_rejected()
+        self.assertEqual(frames(session), [{"type": "session.error", "reason": "conversation not found",
+                                            "conversationId": "\ud800"}])

@@ -8,6 +8,10 @@ from typing import Any
 
 from twisted.trial import unittest
 
+from mediaproxy.audio.format import MULAW_8K
+from mediaproxy.backends.openai_dialect import RealtimeDialect
+from mediaproxy.backends.openai_events import ServerError
+from mediaproxy.backends.openai_session_config import RealtimeOptions
 from mediaproxy.platforms.audiocodes_session import AudioCodesSession
 from mediaproxy.platforms.audiohook_session import AudioHookSession
 from mediaproxy.platforms.base import CallStarted, ProtocolViolation, UpgradeRequest
@@ -96,3 +100,30 @@ class AudioCodesRegressionTests(unittest.TestCase):
         session.resume_rejected()
         self.assertEqual(frames(session), [{"type": "session.error", "reason": "conversation not found",
                                             "conversationId": "\ud800"}])
+
+
+class RealtimeDialectRegressionTests(unittest.TestCase):
+    def dialect(self) -> RealtimeDialect:
+        return RealtimeDialect(RealtimeOptions(api_key="k"), MULAW_8K)
+
+    def test_deeply_nested_message_is_malformed(self) -> None:
+        """The fuzzer's ``[[[…]]]`` 30000 deep: ``json.loads`` raises RecursionError (not
+        ValueError), which escaped ``receive``."""
+        (error,) = self.dialect().receive("[" * 30000 + "]" * 30000)
+        self.assertEqual(error.code, "malformed_event")  # type: ignore[union-attr]
+
+    def test_infinite_numbers_are_malformed(self) -> None:
+        """``1e400`` parses as infinity, and ``int()`` of it raised OverflowError out of
+        ``receive`` (speech times, an audio delta's ``content_index``, rate limits)."""
+        dialect = self.dialect()
+        for message in (
+            {"type": "input_audio_buffer.speech_started", "audio_start_ms": "INF"},
+            {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": "INF"},
+            {"type": "response.output_audio.delta", "item_id": "i", "response_id": "r", "delta": "",
+             "content_index": "INF"},
+            {"type": "rate_limits.updated", "rate_limits": [{"name": "tokens", "remaining": "INF"}]},
+        ):
+            text = json.dumps(message).replace('"INF"', "1e400")
+            (error,) = dialect.receive(text)
+            self.assertEqual(error, ServerError("malformed_event", error.message), text)  # type: ignore[union-attr]
+        self.assertEqual(dialect.take_output(), [])

@@ -14,7 +14,7 @@ from mediaproxy.backends.openai_events import ServerError
 from mediaproxy.backends.openai_session_config import RealtimeOptions
 from mediaproxy.platforms.audiocodes_session import AudioCodesSession
 from mediaproxy.platforms.audiohook_session import AudioHookSession
-from mediaproxy.platforms.base import CallStarted, ProtocolViolation, UpgradeRequest
+from mediaproxy.platforms.base import CallEnded, CallStarted, PlatformError, ProtocolViolation, UpgradeRequest
 
 
 def frames(session: Any) -> list[Any]:
@@ -77,6 +77,15 @@ class AudioHookRegressionTests(unittest.TestCase):
         session.receive_text(hook_open([offer]))
         (opened,) = frames(session)
         self.assertEqual(opened["parameters"]["media"], [offer])
+
+    def test_lone_surrogate_in_an_error_message_and_close_reason_is_loggable(self) -> None:
+        """The loopback fuzzer's ``error {message: "…\\udc00…"}``: the bridge logs the message,
+        and the UTF-8 log file could not write it (the close reason is logged the same way)."""
+        session = hook_session()
+        session.receive_text(hook_open([EXTERNAL]))
+        (error,) = session.receive_text(hook_message("error", 2, {"code": 500, "message": "a\udc00é"}))
+        self.assertEqual(error, PlatformError("500", "a\\udc00é"))
+        self.assertEqual(session.receive_text(hook_message("close", 3, {"reason": "\ud800"})), [CallEnded("\\ud800")])
 
 
 def codes_message(kind: str, **fields: Any) -> str:

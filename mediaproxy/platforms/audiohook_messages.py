@@ -68,6 +68,12 @@ def format_duration(us: int) -> str:
     return f"PT{seconds}.{frac:03d}".rstrip("0").rstrip(".") + "S"
 
 
+def _loggable(text: str) -> str:
+    """``text`` with any lone surrogate (the peer can send one as a ``\\ud800`` escape) written
+    as that escape: the text goes to the log, whose file is UTF-8."""
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _quote(value: object, limit: int = 40) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "…"
@@ -302,7 +308,7 @@ def parse_parameters(mtype: str, params: Mapping[str, Any]) -> Parameters | Malf
         retry_us = parse_duration(retry) if retry is not None else None
         if retry is not None and retry_us is None:
             return bad("retryAfter must be a duration")
-        return ErrorReport(code, text[:200], retry_us)
+        return ErrorReport(code, _loggable(text[:200]), retry_us)
     if mtype == "dtmf":
         digit = params.get("digit")
         if not isinstance(digit, str) or _DTMF.match(digit) is None or len(digit) > 32:
@@ -317,7 +323,7 @@ def parse_parameters(mtype: str, params: Mapping[str, Any]) -> Parameters | Malf
         # Lenient on purpose: whatever the reason says, the answer is `closed`, and refusing a
         # close would only leave Genesys waiting for its close transaction to time out.
         reason = params.get("reason")
-        return reason if isinstance(reason, str) and len(reason) <= 32 else "unknown"
+        return _loggable(reason) if isinstance(reason, str) and len(reason) <= 32 else "unknown"
     if mtype == "update":
         language = params.get("language")
         if language is not None and not isinstance(language, str):

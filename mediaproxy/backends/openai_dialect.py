@@ -338,14 +338,15 @@ class RealtimeDialect:
         """Parse one server message; never raises (garbage becomes a ``ServerError``)."""
         try:
             event = json.loads(message)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting: RecursionError
             return [ServerError("malformed_event", "server sent a message that is not JSON")]
         if not isinstance(event, dict) or not isinstance(event.get("type"), str):
             return [ServerError("malformed_event", "server event without a type")]
         try:
             return self._dispatch(event)
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            # A known event with missing or mistyped fields: data, not a crash.
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RecursionError) as e:
+            # A known event with missing or mistyped fields: data, not a crash (int() of an
+            # infinite number overflows; str() of a deeply nested field recurses).
             return [ServerError("malformed_event", f"bad {event['type']} event: {e!r}")]
 
     def _dispatch(self, event: dict[str, Any]) -> list[RealtimeEvent]:

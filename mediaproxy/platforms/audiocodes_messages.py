@@ -33,8 +33,17 @@ MAX_VALUE_CHARS = 1024
 
 
 def dump(message: Mapping[str, Any]) -> str:
-    """Compact JSON for one message."""
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON for one message. Non-ASCII text goes out as itself, except where the message
+    holds a lone surrogate (VAIC can send one as a ``\\ud800`` escape, and we echo its
+    ``participant`` and ``conversationId``): that text cannot be encoded as UTF-8 for a text
+    frame, so the message is then written all-ASCII."""
+    text = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = json.dumps(message, separators=(",", ":"))
+    return text
 
 
 def metadata_text(value: Any) -> str | None:

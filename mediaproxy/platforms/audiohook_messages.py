@@ -68,6 +68,12 @@ def format_duration(us: int) -> str:
     return f"PT{seconds}.{frac:03d}".rstrip("0").rstrip(".") + "S"
 
 
+def _loggable(text: str) -> str:
+    """``text`` with any lone surrogate (the peer can send one as a ``\\ud800`` escape) written
+    as that escape: the text goes to the log, whose file is UTF-8."""
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _quote(value: object, limit: int = 40) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "…"
@@ -163,7 +169,8 @@ def parse_media_offer(entry: object) -> MediaOffer | None:
     channels). An unusable entry is not an error: the schema may grow, we just skip it."""
     if not isinstance(entry, dict) or entry.get("type") != "audio":
         return None
-    encoding = _FORMATS.get(entry.get("format"))  # type: ignore[arg-type]
+    name = entry.get("format")
+    encoding = _FORMATS.get(name) if isinstance(name, str) else None  # a list or object is no name
     rate = entry.get("rate")
     channels = entry.get("channels")
     if encoding is None or not _is_int(rate) or not isinstance(channels, list):
@@ -301,7 +308,7 @@ def parse_parameters(mtype: str, params: Mapping[str, Any]) -> Parameters | Malf
         retry_us = parse_duration(retry) if retry is not None else None
         if retry is not None and retry_us is None:
             return bad("retryAfter must be a duration")
-        return ErrorReport(code, text[:200], retry_us)
+        return ErrorReport(code, _loggable(text[:200]), retry_us)
     if mtype == "dtmf":
         digit = params.get("digit")
         if not isinstance(digit, str) or _DTMF.match(digit) is None or len(digit) > 32:
@@ -316,7 +323,7 @@ def parse_parameters(mtype: str, params: Mapping[str, Any]) -> Parameters | Malf
         # Lenient on purpose: whatever the reason says, the answer is `closed`, and refusing a
         # close would only leave Genesys waiting for its close transaction to time out.
         reason = params.get("reason")
-        return reason if isinstance(reason, str) and len(reason) <= 32 else "unknown"
+        return _loggable(reason) if isinstance(reason, str) and len(reason) <= 32 else "unknown"
     if mtype == "update":
         language = params.get("language")
         if language is not None and not isinstance(language, str):
@@ -330,12 +337,20 @@ def parse_parameters(mtype: str, params: Mapping[str, Any]) -> Parameters | Malf
 
 def server_message(mtype: str, session_id: str, seq: int, clientseq: int,
                    parameters: Mapping[str, Any]) -> str:
-    """Serialize one server message. ``parameters`` is always present, even when empty."""
-    return json.dumps(
-        {"version": "2", "id": session_id, "type": mtype, "seq": seq, "clientseq": clientseq,
-         "parameters": dict(parameters)},
-        separators=(",", ":"), ensure_ascii=False,
-    )
+    """Serialize one server message. ``parameters`` is always present, even when empty.
+
+    Non-ASCII text goes out as itself, except where the message holds a lone surrogate (the peer
+    can send one as a ``\\ud800`` escape, and we echo its offer and quote its type): that text
+    cannot be encoded as UTF-8 for a text frame, so the message is then written all-ASCII."""
+    message = {"version": "2", "id": session_id, "type": mtype, "seq": seq, "clientseq": clientseq,
+               "parameters": dict(parameters)}
+    text = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = json.dumps(message, separators=(",", ":"))
+    return text
 
 
 @dataclass(frozen=True)

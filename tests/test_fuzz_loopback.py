@@ -1,0 +1,221 @@
+"""Fuzzing the running service: one healthy Twilio call on the echo backend (``mode = stream``,
+every caller frame comes back) while hundreds of short connections on every platform path send
+generated hostile messages. The healthy call must lose no frame, every hostile connection must be
+closed by the proxy (after the protocol's own goodbye), each platform's
+``protocol_errors_total`` must move, and nothing may stay registered (the tear-down checks that).
+
+Nothing here waits on a timer: every step waits for the event it needs. The hostile messages
+come from the generators of :mod:`tests.test_fuzz_platforms`, seeded per connection, so the run
+is the same every time.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+from typing import Any
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol, connectWS
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
+from twisted.trial.unittest import TestCase
+
+from mediaproxy.config import parse_config
+from mediaproxy.service import MediaProxyService
+from tests.strategies import binary_frame, garbage_text, mutate
+from tests.support import LoopbackService
+from tests.test_fuzz_platforms import (
+    ORG,
+    SID,
+    CodesModel,
+    HookModel,
+    codes_valid,
+    hook_valid,
+    twilio_start,
+    twilio_valid,
+)
+
+PATHS = {"twilio": "/twilio", "audiohook": "/audiohook", "genesys-bot": "/audiohook/bot", "audiocodes": "/audiocodes"}
+HOSTILE_PER_PLATFORM = 60
+"""Hostile connections per platform path (four paths: 240 in all)."""
+AT_ONCE = 8
+"""Hostile connections open at the same time."""
+HEALTHY_FRAMES = 240
+"""Caller frames of the healthy call (20 ms each): 4.8 s of audio, all of it loud."""
+
+
+def healthy_frame(index: int) -> bytes:
+    """20 ms of loud µ-law, different for each frame so the echo can be compared byte for byte."""
+    return bytes([0x10 + index % 16, 0x90 + (index // 16) % 16]) * 80
+
+
+def config() -> Any:
+    backend = {"backend": "echo"}
+    return parse_config(
+        "test.ini",
+        {
+            "proxy": {"listen": "tcp:0:interface=127.0.0.1", "drain_seconds": "1"},
+            "metrics": {"listen": "tcp:0:interface=127.0.0.1"},
+            "platform:twilio": {"path": PATHS["twilio"], **backend},
+            "platform:audiohook": {"path": PATHS["audiohook"], "mode": "monitor", **backend},
+            "platform:genesys-bot": {"type": "audiohook", "path": PATHS["genesys-bot"], "mode": "connector",
+                                     **backend},
+            "platform:audiocodes": {"path": PATHS["audiocodes"], **backend},
+            "backend:echo": {"type": "echo", "mode": "stream"},
+        },
+        {},
+    )
+
+
+class HealthyTwilio(WebSocketClientProtocol):
+    """A well-behaved Twilio stream: collects every media payload the proxy sends back."""
+
+    factory: HealthyFactory
+
+    def onOpen(self) -> None:
+        self.payloads: list[bytes] = []
+        self.send(twilio_start(random.Random(0)) | {"streamSid": "MZ1"})
+        self.factory.opened.callback(self)
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.sendMessage(json.dumps(message).encode(), False)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        message = json.loads(payload)
+        if message["event"] == "media":
+            self.payloads.append(base64.b64decode(message["media"]["payload"]))
+            waiter = self.factory.all_back
+            if len(self.payloads) >= HEALTHY_FRAMES and not waiter.called:
+                waiter.callback(None)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.factory.closed.callback(code)
+
+
+class HealthyFactory(WebSocketClientFactory):
+    protocol = HealthyTwilio
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.opened: Deferred[HealthyTwilio] = Deferred()
+        self.all_back: Deferred[None] = Deferred()
+        self.closed: Deferred[int | None] = Deferred()
+
+
+class Hostile(WebSocketClientProtocol):
+    """A short hostile connection: sends its generated messages, then answers an AudioHook
+    ``disconnect`` with ``close`` (so the close transaction completes) and waits for the proxy to
+    close the socket. It never closes the socket itself."""
+
+    factory: HostileFactory
+
+    def onOpen(self) -> None:
+        for message in self.factory.messages:
+            if isinstance(message, bytes):
+                self.sendMessage(message, True)
+            else:
+                # A raw lone surrogate cannot be UTF-8: it goes out as the invalid bytes it means.
+                self.sendMessage(message.encode("utf-8", "surrogatepass"), False)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if isBinary or not self.factory.platform.startswith(("audiohook", "genesys")):
+            return
+        message = json.loads(payload)
+        if message.get("type") == "disconnect":
+            self.sendMessage(json.dumps({"version": "2", "id": SID, "type": "close", "seq": 10**6, "serverseq": 0,
+                                         "position": "PT0S", "parameters": {"reason": "end"}}).encode(), False)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.factory.closed.callback(code)
+
+
+class HostileFactory(WebSocketClientFactory):
+    protocol = Hostile
+
+    def __init__(self, url: str, platform: str, messages: list[str | bytes], headers: dict[str, str]) -> None:
+        super().__init__(url, headers=headers)
+        self.platform = platform
+        self.messages = messages
+        self.closed: Deferred[int | None] = Deferred()
+
+
+def hostile_messages(platform: str, seed: int) -> list[str | bytes]:
+    """One connection's worth: a few valid or mutated messages, then one that no protocol
+    accepts (not JSON, or a binary frame where the protocol has none)."""
+    rng = random.Random(seed)
+    out: list[str | bytes] = []
+    hook, codes = HookModel("monitor" if platform == "audiohook" else "connector"), CodesModel()
+    for _ in range(rng.randint(0, 4)):
+        if platform == "twilio":
+            message = twilio_valid(rng)
+        elif platform == "audiocodes":
+            message = codes_valid(codes, rng)
+        else:
+            message = hook_valid(hook, rng)[0]
+        out.append(mutate(message, rng) if rng.random() < 0.5 else json.dumps(message))
+    if platform in ("twilio", "audiocodes") and rng.random() < 0.3:
+        out.append(binary_frame(rng))
+    else:
+        out.append("{" + garbage_text(rng))
+    return out
+
+
+class HostileLoopbackTests(LoopbackService, TestCase):
+    timeout = 120
+
+    @inlineCallbacks
+    def setUp(self) -> Any:
+        address, _ = yield self.start_service(MediaProxyService(config(), reactor, tune_gc=False))
+        self.base = f"ws://127.0.0.1:{address.port}"
+
+    def tearDown(self) -> Any:
+        return self.stop_service()
+
+    def hostile(self, platform: str, seed: int) -> Deferred[int | None]:
+        headers = {}
+        if platform != "twilio" and platform != "audiocodes":
+            headers = {"Audiohook-Session-Id": SID, "Audiohook-Organization-Id": ORG}
+        factory = HostileFactory(self.base + PATHS[platform], platform, hostile_messages(platform, seed), headers)
+        connectWS(factory)
+        return factory.closed
+
+    @inlineCallbacks
+    def test_healthy_call_loses_nothing_while_hostile_connections_run(self) -> Any:
+        """The healthy call gets back every frame it sent, byte for byte, while 240 hostile
+        connections come and go; each of those is closed by the proxy, and each platform counts
+        its protocol errors."""
+        healthy = HealthyFactory(self.base + PATHS["twilio"])
+        connectWS(healthy)
+        client = yield healthy.opened
+        jobs = [(platform, seed) for seed in range(HOSTILE_PER_PLATFORM) for platform in PATHS]
+        sent = 0
+        per_batch = -(-HEALTHY_FRAMES // -(-len(jobs) // AT_ONCE))
+        for start in range(0, len(jobs), AT_ONCE):
+            batch = [self.hostile(platform, seed) for platform, seed in jobs[start:start + AT_ONCE]]
+            for _ in range(min(per_batch, HEALTHY_FRAMES - sent)):
+                client.send({"event": "media", "streamSid": "MZ1",
+                             "media": {"track": "inbound", "payload": base64.b64encode(healthy_frame(sent)).decode()}})
+                sent += 1
+            yield gatherResults(batch)  # every hostile connection was closed by the proxy
+        self.assertEqual(sent, HEALTHY_FRAMES)
+        yield healthy.all_back
+        self.assertEqual(b"".join(client.payloads), b"".join(healthy_frame(i) for i in range(HEALTHY_FRAMES)))
+        self.assertEqual(self.metric("frames_dropped_total", direction="out", reason="overflow"), 0)
+        families = self.service.metrics.registry.collect()
+        errors: dict[str, float] = {}
+        kinds: set[str] = set()
+        for family in families:
+            if family.name == "mediaproxy_protocol_errors":
+                for sample in family.samples:
+                    if sample.name.endswith("_total"):
+                        errors[sample.labels["platform"]] = errors.get(sample.labels["platform"], 0) + sample.value
+                        kinds.add(sample.labels["kind"])
+        for platform in PATHS:
+            self.assertGreater(errors.get(platform, 0), 0, platform)
+        self.assertLessEqual(len(kinds), 24, kinds)  # a bounded set of labels, whatever was sent
+        client.send({"event": "stop", "streamSid": "MZ1"})
+        yield healthy.closed
+        self.assertEqual(len(client.payloads), HEALTHY_FRAMES)
+        self.assertEqual(self.metric("calls_total", platform="twilio", outcome="completed"), 1)
+        self.assertEqual(self.metric("calls_active", platform="twilio"), 0)

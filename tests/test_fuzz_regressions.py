@@ -1,0 +1,138 @@
+"""Regression tests for the bugs the fuzz suites (``tests/test_fuzz_platforms.py``) found: each is
+the input the fuzzer produced, reduced to a plain unit test."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.trial import unittest
+
+from mediaproxy.audio.format import MULAW_8K
+from mediaproxy.backends.openai_dialect import RealtimeDialect
+from mediaproxy.backends.openai_events import ServerError
+from mediaproxy.backends.openai_session_config import RealtimeOptions
+from mediaproxy.platforms.audiocodes_session import AudioCodesSession
+from mediaproxy.platforms.audiohook_session import AudioHookSession
+from mediaproxy.platforms.base import CallEnded, CallStarted, PlatformError, ProtocolViolation, UpgradeRequest
+
+
+def frames(session: Any) -> list[Any]:
+    """What the session queued, as the glue sends it: text frames encoded as UTF-8 (which must
+    not raise), then parsed."""
+    return [json.loads(item.encode("utf-8")) for item in session.take_output() if isinstance(item, str)]
+
+
+SID = "5e0b7c1d-2a3f-4d6e-8b9a-0c1d2e3f4a5b"
+ORG = "6f1c2a9e-3b7d-4c21-9a55-0d2e8b4f7a10"
+CONVERSATION = "0b7c1d5e-2a3f-4d6e-8b9a-0c1d2e3f4a5b"
+EXTERNAL = {"type": "audio", "format": "PCMU", "channels": ["external"], "rate": 8000}
+
+
+def hook_message(mtype: str, seq: int, parameters: dict[str, Any]) -> str:
+    return json.dumps({"version": "2", "id": SID, "type": mtype, "seq": seq, "serverseq": 0,
+                       "position": "PT0S", "parameters": parameters})
+
+
+def hook_open(media: list[Any]) -> str:
+    return hook_message("open", 1, {"organizationId": ORG, "conversationId": CONVERSATION,
+                                    "participant": {"id": CONVERSATION}, "media": media})
+
+
+def hook_session(mode: str = "connector") -> AudioHookSession:
+    session = AudioHookSession(mode)
+    session.bind_upgrade(UpgradeRequest("/audiohook", "proxy", {"audiohook-session-id": SID,
+                                                                "audiohook-organization-id": ORG}))
+    return session
+
+
+class AudioHookRegressionTests(unittest.TestCase):
+    def test_media_offer_with_a_list_as_format_is_skipped(self) -> None:
+        """An offer whose ``format`` is a list (unhashable) raised TypeError out of
+        ``receive_text``; it is an unusable entry like any other, and the next one is taken."""
+        session = hook_session()
+        events = session.receive_text(hook_open([{**EXTERNAL, "format": ["PCMU"]}, EXTERNAL]))
+        self.assertIsInstance(events[0], CallStarted)
+        opened = json.loads(session.take_output()[0])
+        self.assertEqual(opened["parameters"]["media"], [EXTERNAL])
+
+    def test_only_an_unhashable_format_is_unsupported_media(self) -> None:
+        session = hook_session()
+        (violation,) = session.receive_text(hook_open([{**EXTERNAL, "format": {"name": "PCMU"}}]))
+        self.assertEqual(violation, ProtocolViolation("unsupported_media", "no supported media format offered"))
+
+    def test_lone_surrogate_in_an_unknown_type_is_escaped_in_disconnect_info(self) -> None:
+        """The fuzzer sent ``"type": "\\ud800x"``: ``disconnect.info`` quotes the type, and the
+        text frame could not be encoded (UnicodeEncodeError in the glue's send)."""
+        session = hook_session("monitor")
+        (violation,) = session.receive_text(hook_message("\ud800x", 1, {}))
+        self.assertEqual(violation.kind, "unknown_type")
+        (disconnect,) = frames(session)
+        self.assertEqual(disconnect["parameters"]["info"], "Client Error: '\ud800x' is not a supported client message")
+
+    def test_lone_surrogate_in_an_echoed_offer(self) -> None:
+        """``opened`` echoes the chosen offer unchanged, unknown fields and all."""
+        session = hook_session()
+        offer = {**EXTERNAL, "label": "\udfff\ud800é"}
+        session.receive_text(hook_open([offer]))
+        (opened,) = frames(session)
+        self.assertEqual(opened["parameters"]["media"], [offer])
+
+    def test_lone_surrogate_in_an_error_message_and_close_reason_is_loggable(self) -> None:
+        """The loopback fuzzer's ``error {message: "…\\udc00…"}``: the bridge logs the message,
+        and the UTF-8 log file could not write it (the close reason is logged the same way)."""
+        session = hook_session()
+        session.receive_text(hook_open([EXTERNAL]))
+        (error,) = session.receive_text(hook_message("error", 2, {"code": 500, "message": "a\udc00é"}))
+        self.assertEqual(error, PlatformError("500", "a\\udc00é"))
+        self.assertEqual(session.receive_text(hook_message("close", 3, {"reason": "\ud800"})), [CallEnded("\\ud800")])
+
+
+def codes_message(kind: str, **fields: Any) -> str:
+    return json.dumps({"type": kind, **fields})
+
+
+class AudioCodesRegressionTests(unittest.TestCase):
+    def test_lone_surrogate_participant_is_escaped_in_the_ack(self) -> None:
+        """The fuzzer's ``userStream.start {participant: "\\ud800"}``: the ack echoes the
+        participant, and its text frame could not be encoded."""
+        session = AudioCodesSession()
+        session.receive_text(codes_message("session.initiate", conversationId="c", supportedMediaFormats=["raw/mulaw"]))
+        session.receive_text(codes_message("userStream.start", participant="\ud800"))
+        self.assertEqual([m["type"] for m in frames(session)], ["session.accepted", "userStream.started"])
+        session.receive_text(codes_message("userStream.stop", participant="\ud800é"))
+        self.assertEqual(frames(session), [{"type": "userStream.stopped", "participant": "\ud800é"}])
+
+    def test_lone_surrogate_conversation_id_in_a_rejected_resume(self) -> None:
+        session = AudioCodesSession()
+        session.receive_text(codes_message("session.resume", conversationId="\ud800"))
+        session.resume_rejected()
+        self.assertEqual(frames(session), [{"type": "session.error", "reason": "conversation not found",
+                                            "conversationId": "\ud800"}])
+
+
+class RealtimeDialectRegressionTests(unittest.TestCase):
+    def dialect(self) -> RealtimeDialect:
+        return RealtimeDialect(RealtimeOptions(api_key="k"), MULAW_8K)
+
+    def test_deeply_nested_message_is_malformed(self) -> None:
+        """The fuzzer's ``[[[…]]]`` 30000 deep: ``json.loads`` raises RecursionError (not
+        ValueError), which escaped ``receive``."""
+        (error,) = self.dialect().receive("[" * 30000 + "]" * 30000)
+        self.assertEqual(error.code, "malformed_event")  # type: ignore[union-attr]
+
+    def test_infinite_numbers_are_malformed(self) -> None:
+        """``1e400`` parses as infinity, and ``int()`` of it raised OverflowError out of
+        ``receive`` (speech times, an audio delta's ``content_index``, rate limits)."""
+        dialect = self.dialect()
+        for message in (
+            {"type": "input_audio_buffer.speech_started", "audio_start_ms": "INF"},
+            {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": "INF"},
+            {"type": "response.output_audio.delta", "item_id": "i", "response_id": "r", "delta": "",
+             "content_index": "INF"},
+            {"type": "rate_limits.updated", "rate_limits": [{"name": "tokens", "remaining": "INF"}]},
+        ):
+            text = json.dumps(message).replace('"INF"', "1e400")
+            (error,) = dialect.receive(text)
+            self.assertEqual(error, ServerError("malformed_event", error.message), text)  # type: ignore[union-attr]
+        self.assertEqual(dialect.take_output(), [])

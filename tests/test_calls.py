@@ -201,3 +201,25 @@ class TranscriptLogTests(SynchronousTestCase):
     def test_logged_once_when_opted_in(self) -> None:
         (event,) = self.transcript_events(True)
         self.assertEqual((event["role"], event["text"]), ("caller", "my card number is 4111 1111"))
+
+
+class LogSafetyTests(SynchronousTestCase):
+    def test_peer_text_with_a_lone_surrogate_is_logged_escaped(self) -> None:
+        from mediaproxy.calls.context import loggable
+
+        self.assertEqual(loggable("CA\ud800x"), "CA\\ud800x")
+        self.assertEqual(len(loggable("x" * 1000)), 200)
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        clock = Clock()
+        session = TWILIO.new_session(TwilioOptions(), ())
+        leg = RecordingLeg(clock, session)
+        bridge = make_bridge(leg, RecordingBackend(), clock)
+        bridge.handle(session.receive_text(twilio_start("CA\ud800")))  # JSON carries it as an escape
+        bridge.end(Outcome.COMPLETED, "bye \ud800")
+        for event in events:
+            for value in event.values():
+                if isinstance(value, str):
+                    value.encode("utf-8")  # raises on a lone surrogate
+        self.assertEqual(bridge.call_id, "CA\ud800", "the id itself is kept as sent (resume matches on it)")

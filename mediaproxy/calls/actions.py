@@ -210,12 +210,12 @@ class CallActions:
                 bridge.leg.close()
             else:
                 log.warn("call {call_id}: {platform} refused the transfer (HTTP {status}); ending the stream "
-                         "instead", call_id=bridge.call_id, platform=bridge.platform, status=response.status)
+                         "instead", call_id=bridge.log_id, platform=bridge.platform, status=response.status)
                 self._transferred_on_socket(target, summary, variables, "fallback")
 
         def failed(failure: Failure) -> None:
             log.warn("call {call_id}: the transfer request failed ({kind}); ending the stream instead",
-                     call_id=bridge.call_id, kind=type(failure.value).__name__)
+                     call_id=bridge.log_id, kind=type(failure.value).__name__)
             self._transferred_on_socket(target, summary, variables, "fallback")
 
         http.request(request, TRANSFER_REQUEST_TIMEOUT_S).addCallbacks(answered, failed)

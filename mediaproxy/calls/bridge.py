@@ -26,7 +26,7 @@ from twisted.logger import Logger
 from mediaproxy.audio.transcode import Transcoder
 from mediaproxy.backends.base import BackendSession, CallInfo
 from mediaproxy.calls.actions import CallActions
-from mediaproxy.calls.context import CallContext, Endpoint
+from mediaproxy.calls.context import CallContext, Endpoint, loggable
 from mediaproxy.calls.digits import DigitCollector
 from mediaproxy.calls.leg import PlatformLeg
 from mediaproxy.metrics import Metrics
@@ -108,6 +108,8 @@ class CallBridge:
         self.backend = endpoint.backend
         self.leg = leg
         self.call_id = ""
+        self.log_id = ""
+        """``call_id`` as it may appear in a log line (see :func:`loggable`)."""
         self.outcome: Outcome | None = None
         self._context = context
         self._registry = registry
@@ -188,7 +190,7 @@ class CallBridge:
                 case PlatformError(code, message):
                     self._metrics.platform_errors_total.labels(self.platform, code).inc()
                     log.info("{platform} reported error {code}: {message}", platform=self.platform,
-                             code=code, message=message, call_id=self.call_id)
+                             code=code, message=loggable(message), call_id=self.log_id)
                 case ResumeRequested(call_id):
                     if self._registry is not None:
                         self._registry.resume(call_id, self.leg)
@@ -207,7 +209,7 @@ class CallBridge:
                 case ProtocolViolation(kind, detail):
                     self._metrics.protocol_errors_total.labels(self.platform, kind).inc()
                     log.info("{platform}: protocol error {kind}: {detail}", platform=self.platform,
-                             kind=kind, detail=detail, call_id=self.call_id)
+                             kind=kind, detail=loggable(detail), call_id=self.log_id)
                     self.end(Outcome.PROTOCOL_ERROR, kind)
                     self.leg.close()
                     return
@@ -218,6 +220,7 @@ class CallBridge:
             return
         self._started = True
         self.call_id = event.call_id
+        self.log_id = loggable(event.call_id, 100)
         fmt = event.audio_format
         session = self.leg.session
         self._playout = Playout(
@@ -226,7 +229,7 @@ class CallBridge:
         )
         self._metrics.calls_active.labels(self.platform).inc()
         log.info("call {call_id} started on {platform} ({fmt}), backend {backend}",
-                 call_id=self.call_id, platform=self.platform, fmt=str(fmt), backend=self.backend.name)
+                 call_id=self.log_id, platform=self.platform, fmt=str(fmt), backend=self.backend.name)
         self._metadata = dict(event.metadata)
         tools = self._actions.specs(session.capabilities)
         self._call_info = CallInfo(event.call_id, self.platform, self._metadata, self._listen_only, tools)
@@ -300,7 +303,7 @@ class CallBridge:
     def backend_ready(self) -> None:
         """The backend hears us now: a platform told to start paused (AudioHook ``startPaused``)
         may send the caller's audio."""
-        log.debug("call {call_id}: backend ready", call_id=self.call_id)
+        log.debug("call {call_id}: backend ready", call_id=self.log_id)
         if not self.ended and self.leg.session.pause_caller_audio(False):
             self.leg.flush()
 
@@ -347,7 +350,7 @@ class CallBridge:
         if self.ended:
             return
         if transcript.final and self._context.log_transcripts:
-            log.info("call {call_id} {role}: {text}", call_id=self.call_id, role=transcript.role,
+            log.info("call {call_id} {role}: {text}", call_id=self.log_id, role=transcript.role,
                      text=transcript.text, platform=self.platform, backend=self.backend.name)
         self.leg.session.transcript(transcript)
         self.leg.flush()
@@ -384,8 +387,8 @@ class CallBridge:
     def backend_failed(self, reason: str) -> None:
         if self.ended:
             return
-        log.warn("call {call_id}: backend {backend} failed: {reason}", call_id=self.call_id,
-                 backend=self.backend.name, reason=reason)
+        log.warn("call {call_id}: backend {backend} failed: {reason}", call_id=self.log_id,
+                 backend=self.backend.name, reason=loggable(reason))
         self.leg.session.hangup(Outcome.BACKEND_FAILED, reason)
         self.end(Outcome.BACKEND_FAILED, reason)
         self.leg.close()
@@ -408,7 +411,7 @@ class CallBridge:
         if self._started:
             self._metrics.calls_active.labels(self.platform).dec()
             self._metrics.calls_total.labels(self.platform, outcome.value).inc()
-            log.info("call {call_id} ended on {platform}: {outcome} {reason}", call_id=self.call_id,
-                     platform=self.platform, outcome=outcome.value, reason=reason)
+            log.info("call {call_id} ended on {platform}: {outcome} {reason}", call_id=self.log_id,
+                     platform=self.platform, outcome=outcome.value, reason=loggable(reason))
         if self._registry is not None:
             self._registry.ended(self)

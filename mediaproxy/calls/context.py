@@ -48,3 +48,9 @@ class Endpoint:
     backend: Backend
     calls: BackendCommon = field(default_factory=BackendCommon)
     transfer_targets: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+def loggable(text: str, limit: int = 200) -> str:
+    """Peer-supplied ``text`` made safe for a UTF-8 log line: bounded, and a lone surrogate (a
+    JSON ``\\ud800`` escape decodes to one) written as an escape instead of breaking the write."""
+    return text[:limit].encode("utf-8", "backslashreplace").decode("utf-8")

@@ -100,7 +100,7 @@ class CallRegistry:
 
         self._held[key] = _HeldCall(bridge, self.context.reactor.callLater(grace_s, expire))
         log.info("{platform}: call {call_id} held {grace}s for resume", platform=endpoint.name,
-                 call_id=bridge.call_id, grace=grace_s)
+                 call_id=bridge.log_id, grace=grace_s)
 
     def resume(self, call_id: str, leg: PlatformLeg) -> None:
         """``leg`` asks to continue the call ``call_id`` of its endpoint: move the call onto it,

@@ -17,9 +17,11 @@ Protocol (JSON text frames; summary in docs/protocols/exotel.md):
 
 Audio is raw 16-bit little-endian PCM ("slin"), mono, at 8 kHz by default (16 or 24 kHz when the
 applet URL says ``?sample-rate=``); bot audio goes back in the same format. Exotel wants every
-outbound chunk to be a multiple of 320 bytes, at least 3.2 KB (100 ms at 8 kHz) and at most
-100 KB: packets are therefore 100 ms (``packet_ms``), and the shorter tail of a response is padded
-with silence to 100 ms. ``clear`` drops what Exotel has queued.
+outbound chunk to be a multiple of 320 bytes, at least 3.2 KB and at most 100 KB. (Exotel calls
+3.2 KB "100 ms", but 100 ms of 16-bit 8 kHz audio is 1600 bytes; the byte count is what is
+honoured.) Packets are therefore 200 ms (``packet_ms``: 3200 bytes at 8 kHz, 6400 at 16 kHz, 9600
+at 24 kHz), and a shorter tail of a response is padded with silence to 3200 bytes. ``clear`` drops
+what Exotel has queued.
 
 Authentication is IP allow-listing or HTTP Basic: with ``api_key`` and ``api_token`` configured
 (the applet URL is ``wss://API_KEY:API_TOKEN@host/path``), the upgrade must carry
@@ -55,9 +57,11 @@ from mediaproxy.platforms.base import (
 )
 from mediaproxy.platforms.jsonmedia import JsonMediaSession, MediaTemplate, is_dtmf, json_string
 
-PACKET_MS = 100
-"""Outbound chunk duration: 3200 bytes at 8 kHz, Exotel's minimum, and a multiple of 320 bytes at
-every rate."""
+PACKET_MS = 200
+"""Outbound chunk duration: 3200 bytes at 8 kHz (Exotel's minimum chunk), and a multiple of 320
+bytes at every rate."""
+MIN_CHUNK_BYTES = 3200
+"""Exotel's smallest outbound chunk: shorter tails are padded with silence to this."""
 RATES = (8000, 16000, 24000)
 
 
@@ -117,7 +121,6 @@ class ExotelSession(JsonMediaSession):
         self.account_sid = ""
         self.custom_parameters: dict[str, str] = {}
         self.audio_format = L16_8K
-        self._packet_bytes = L16_8K.bytes_for_ms(PACKET_MS)
         self._media = MediaTemplate("", "")
 
     # --- input ---------------------------------------------------------------------------------
@@ -182,7 +185,6 @@ class ExotelSession(JsonMediaSession):
         self.custom_parameters = dict(params)
         self.audio_format = fmt
         self.max_frame_bytes = fmt.bytes_for_ms(self.max_frame_ms)
-        self._packet_bytes = fmt.bytes_for_ms(PACKET_MS)
         sid = json_string(stream_sid)
         self._media = MediaTemplate('{"event":"media","stream_sid":' + sid + ',"media":{"payload":"', '"}}')
         self._mark_prefix = '{"event":"mark","stream_sid":' + sid + ',"mark":{"name":'
@@ -218,9 +220,9 @@ class ExotelSession(JsonMediaSession):
 
     def play(self, packet: bytes) -> None:
         if self._started and not self._ended:
-            if len(packet) < self._packet_bytes:
+            if len(packet) < MIN_CHUNK_BYTES:
                 # The tail of a response: below Exotel's minimum chunk, so padded with silence.
-                packet = packet + bytes(self._packet_bytes - len(packet))
+                packet = packet + bytes(MIN_CHUNK_BYTES - len(packet))
             self._output.append(self._media.render(packet))
 
     def mark(self, name: str) -> None:
@@ -251,5 +253,5 @@ EXOTEL = PlatformType(
     new_session=new_session,
     credential_keys=("api_key",),
     validate=validate,
-    summary="Exotel Voicebot applet, bidirectional: JSON text frames, 16-bit PCM 8/16/24 kHz in 100 ms chunks",
+    summary="Exotel Voicebot applet, bidirectional: JSON text frames, 16-bit PCM 8/16/24 kHz in 200 ms chunks",
 )

@@ -107,6 +107,7 @@ from mediaproxy.platforms.base import (  # noqa: E402
     PlatformSession,
     ProtocolViolation,
 )
+from mediaproxy.outcome import Outcome  # noqa: E402
 from mediaproxy.platforms.jsonmedia import MAX_MESSAGE_CHARS  # noqa: E402
 
 
@@ -198,7 +199,7 @@ class SessionContract:
         s.clear()
         self.assertEqual(s.take_output(), [])
         s = self.started()
-        s.hangup(__import__("mediaproxy.outcome").outcome.Outcome.COMPLETED)
+        s.hangup(Outcome.COMPLETED)
         s.play(frame(self.dialect.fmt, 1))
         s.clear()
         self.assertEqual(s.take_output(), [])

@@ -5,6 +5,7 @@ token on the upgrade."""
 from __future__ import annotations
 
 import base64
+import json
 import sys
 from array import array
 
@@ -41,7 +42,7 @@ class TelnyxL16Tests(TelnyxSessionTests):
         self.assertEqual(s.receive_text(text(self.dialect.media(swapped.tobytes()))), [CallerAudio(wire)])
         s.play(wire)
         [out] = s.take_output()
-        self.assertEqual(self.dialect.payload_of(__import__("json").loads(out)), swapped.tobytes())
+        self.assertEqual(self.dialect.payload_of(json.loads(out)), swapped.tobytes())
 
 
 class TelnyxSpecificTests(SynchronousTestCase):

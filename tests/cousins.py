@@ -96,6 +96,7 @@ def text(message: Any) -> str:
 
 from collections.abc import Callable  # noqa: E402
 
+from mediaproxy.outcome import Outcome  # noqa: E402
 from mediaproxy.platforms.base import (  # noqa: E402
     CallEnded,
     CallerAudio,
@@ -107,7 +108,6 @@ from mediaproxy.platforms.base import (  # noqa: E402
     PlatformSession,
     ProtocolViolation,
 )
-from mediaproxy.outcome import Outcome  # noqa: E402
 from mediaproxy.platforms.jsonmedia import MAX_MESSAGE_CHARS  # noqa: E402
 
 

@@ -18,7 +18,12 @@ from mediaproxy.backends.openai import OPENAI_REALTIME
 from mediaproxy.platforms.audiocodes import AUDIOCODES
 from mediaproxy.platforms.audiohook import AUDIOHOOK
 from mediaproxy.platforms.base import PlatformType
+from mediaproxy.platforms.exotel import EXOTEL
+from mediaproxy.platforms.plivo import PLIVO
+from mediaproxy.platforms.telnyx import TELNYX
 from mediaproxy.platforms.twilio import TWILIO
 
-PLATFORM_TYPES: Mapping[str, PlatformType[Any]] = {t.name: t for t in (TWILIO, AUDIOHOOK, AUDIOCODES)}
+PLATFORM_TYPES: Mapping[str, PlatformType[Any]] = {
+    t.name: t for t in (TWILIO, AUDIOHOOK, AUDIOCODES, TELNYX, PLIVO, EXOTEL)
+}
 BACKEND_TYPES: Mapping[str, BackendType[Any]] = {t.name: t for t in (ECHO, OPENAI_REALTIME)}

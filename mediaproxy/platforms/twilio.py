@@ -33,7 +33,6 @@ the Calls API request that redirects the live call to a ``<Dial>`` of the target
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import json
@@ -59,10 +58,11 @@ from mediaproxy.platforms.base import (
     PlatformEvent,
     PlatformSession,
     PlatformType,
-    ProtocolViolation,
     UpgradeRefused,
     UpgradeRequest,
 )
+from mediaproxy.platforms.jsonmedia import MAX_MESSAGE_CHARS as MAX_MESSAGE_CHARS  # re-exported
+from mediaproxy.platforms.jsonmedia import JsonMediaSession, MediaTemplate, is_dtmf, json_string
 
 
 def _api_url(value: str) -> str:
@@ -82,8 +82,6 @@ class TwilioOptions:
     api_url: str = option(_api_url, "https://api.twilio.com", "base URL of the Twilio REST API (a stand-in for tests)")
 
 
-MAX_MESSAGE_CHARS = 64 * 1024
-_DTMF_DIGITS = frozenset("0123456789*#ABCD")
 
 
 def _signature(auth_token: str, url: str) -> bytes:
@@ -179,45 +177,33 @@ def transfer_request(options: TwilioOptions, session: PlatformSession, target: s
     )
 
 
-class TwilioSession(PlatformSession):
+class TwilioSession(JsonMediaSession):
     """One Twilio media stream. ``stream_sid``, ``call_sid``, ``account_sid`` and
     ``custom_parameters`` are kept from ``start`` (the only copy Twilio sends)."""
 
     capabilities = PlatformCapabilities(can_flush=True, has_marks=True, max_lead_ms=None, packet_ms=20,
                                         can_transfer=True)
+    vendor = "Twilio"
 
     def __init__(self, max_frame_bytes: int = 1600) -> None:
-        super().__init__()
-        self.max_frame_bytes = max_frame_bytes
+        super().__init__(max_frame_bytes)
         self.stream_sid = ""
         self.call_sid = ""
         self.account_sid = ""
         self.custom_parameters: dict[str, str] = {}
-        self._started = False
-        self._ended = False
-        self._media_prefix = ""
+        self._media = MediaTemplate("", "")
 
     # --- input ---------------------------------------------------------------------------------
-
-    def receive_binary(self, data: bytes) -> list[PlatformEvent]:
-        if self._ended:
-            return []
-        return self._violation("binary_frame", "Twilio sends text frames only")
 
     def receive_text(self, text: str) -> list[PlatformEvent]:
         if self._ended:
             return []
-        if len(text) > MAX_MESSAGE_CHARS:
-            return self._violation("oversize", f"message of {len(text)} characters")
-        try:
-            message = json.loads(text)
-        except (ValueError, RecursionError):  # deep nesting raises RecursionError, not ValueError
-            return self._violation("bad_json", "not JSON")
-        if not isinstance(message, dict):
-            return self._violation("bad_json", "not a JSON object")
+        message = self.parse(text)
+        if isinstance(message, list):
+            return message
         event = message.get("event")
         if event == "media":
-            return self._media(message)
+            return self._media_event(message)
         if event == "mark":
             return self._mark(message)
         if event == "start":
@@ -256,14 +242,14 @@ class TwilioSession(PlatformSession):
         self._started = True
         self.stream_sid, self.call_sid, self.account_sid = stream_sid, call_sid, account_sid
         self.custom_parameters = dict(params)
-        # json.dumps once: every outbound media message reuses the escaped streamSid.
-        sid = json.dumps(stream_sid)
-        self._media_prefix = '{"event":"media","streamSid":' + sid + ',"media":{"payload":"'
+        # Escaped once: every outbound message reuses the streamSid.
+        sid = json_string(stream_sid)
+        self._media = MediaTemplate('{"event":"media","streamSid":' + sid + ',"media":{"payload":"', '"}}')
         self._mark_prefix = '{"event":"mark","streamSid":' + sid + ',"mark":{"name":'
         self._clear = '{"event":"clear","streamSid":' + sid + "}"
         return [CallStarted(call_sid, MULAW_8K, dict(params))]
 
-    def _media(self, message: dict[str, Any]) -> list[PlatformEvent]:
+    def _media_event(self, message: dict[str, Any]) -> list[PlatformEvent]:
         if not self._started:
             return self._violation("media_before_start", "media before start")
         media = message.get("media")
@@ -275,12 +261,9 @@ class TwilioSession(PlatformSession):
         track = media.get("track", "inbound")  # type: ignore[union-attr]
         if track not in ("inbound", "inbound_track"):
             return []  # another track (a misconfigured <Start><Stream> both_tracks): not the caller
-        try:
-            data = base64.b64decode(payload, validate=True)
-        except (binascii.Error, ValueError):
-            return self._violation("bad_base64", "media payload is not base64")
-        if len(data) > self.max_frame_bytes:
-            return self._violation("oversize_frame", f"media payload of {len(data)} bytes")
+        data = self.decode_payload(payload)
+        if isinstance(data, list):
+            return data
         return [CallerAudio(data)] if data else []
 
     def _mark(self, message: dict[str, Any]) -> list[PlatformEvent]:
@@ -295,19 +278,15 @@ class TwilioSession(PlatformSession):
             return self._violation("dtmf_before_start", "dtmf before start")
         dtmf = message.get("dtmf")
         digit = dtmf.get("digit") if isinstance(dtmf, dict) else None
-        if not isinstance(digit, str) or not digit or not set(digit) <= _DTMF_DIGITS:
+        if not is_dtmf(digit):
             return self._violation("wrong_type", "dtmf without a valid digit")
-        return [DtmfReceived(digit)]
-
-    def _violation(self, kind: str, detail: str) -> list[PlatformEvent]:
-        self._ended = True
-        return [ProtocolViolation(kind, detail)]
+        return [DtmfReceived(digit)]  # type: ignore[arg-type]
 
     # --- commands --------------------------------------------------------------------------------
 
     def play(self, packet: bytes) -> None:
         if self._started and not self._ended:
-            self._output.append(self._media_prefix + base64.b64encode(packet).decode("ascii") + '"}}')
+            self._output.append(self._media.render(packet))
 
     def mark(self, name: str) -> None:
         if self._started and not self._ended:

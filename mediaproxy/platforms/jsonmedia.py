@@ -1,0 +1,115 @@
+"""What the Twilio-dialect platforms share: JSON text frames carrying base64 audio.
+
+Twilio Media Streams and its cousins (Telnyx Media Streaming, Plivo Audio Streams, Exotel
+Voicebot) all send one JSON object per text frame, named by an ``event`` key, with caller audio as
+a base64 ``payload``; they take bot audio back the same way. Their sessions derive from
+:class:`JsonMediaSession`, which holds the parts that do not depend on the vendor's field names:
+
+- :meth:`JsonMediaSession.parse` bounds the frame (``oversize``), decodes it (``bad_json``) and
+  insists on an object; a binary frame is a violation (``binary_frame``).
+- :meth:`JsonMediaSession.decode_payload` checks a payload's size *before* decoding it (a base64
+  string of ``n`` characters holds at most ``3n/4`` bytes), decodes it strictly (``bad_base64``)
+  and checks the decoded size (``oversize_frame``).
+- :func:`is_dtmf` validates a digit string.
+- :class:`MediaTemplate` renders an outbound media message from a JSON prefix and suffix built
+  once per stream, so the hot path is one base64 encode and one string join.
+
+Every violation ends the session; nothing is parsed after it (or after the vendor's own end of
+stream). The vendor modules keep their own event dispatch and field names.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from mediaproxy.platforms.base import PlatformEvent, PlatformSession, ProtocolViolation
+
+MAX_MESSAGE_CHARS = 64 * 1024
+"""The largest text frame accepted, in characters."""
+
+DTMF_DIGITS = frozenset("0123456789*#ABCD")
+
+
+def is_dtmf(value: object) -> bool:
+    """True for a non-empty string of ``0-9*#A-D``."""
+    return isinstance(value, str) and bool(value) and set(value) <= DTMF_DIGITS
+
+
+class MediaTemplate:
+    """One stream's outbound media message: ``prefix + base64(packet) + suffix``. The prefix holds
+    every field before the payload string (with the stream's id already JSON-escaped), the
+    suffix closes the payload string and the objects around it."""
+
+    __slots__ = ("prefix", "suffix")
+
+    def __init__(self, prefix: str, suffix: str) -> None:
+        self.prefix = prefix
+        self.suffix = suffix
+
+    def render(self, packet: bytes) -> str:
+        """The text frame that carries ``packet``."""
+        return self.prefix + base64.b64encode(packet).decode("ascii") + self.suffix
+
+
+class JsonMediaSession(PlatformSession):
+    """Base of the JSON media-stream sessions: parsing, payload decoding, ending on a violation.
+
+    ``max_frame_bytes`` bounds one decoded inbound payload. ``vendor`` names the platform in log
+    details. Subclasses implement :meth:`receive_text` with :meth:`parse` and their dispatch.
+    """
+
+    vendor = "the platform"
+
+    def __init__(self, max_frame_bytes: int) -> None:
+        super().__init__()
+        self.max_frame_bytes = max_frame_bytes
+        self._started = False
+        self._ended = False
+
+    @property
+    def started(self) -> bool:
+        """True once the stream's ``start`` has been accepted."""
+        return self._started
+
+    def receive_binary(self, data: bytes) -> list[PlatformEvent]:
+        if self._ended:
+            return []
+        return self._violation("binary_frame", f"{self.vendor} sends text frames only")
+
+    def parse(self, text: str) -> dict[str, Any] | list[PlatformEvent]:
+        """The frame as a JSON object, or the violation it is (after which the session is
+        ended). Callers check ``self._ended`` first."""
+        if len(text) > MAX_MESSAGE_CHARS:
+            return self._violation("oversize", f"message of {len(text)} characters")
+        try:
+            message = json.loads(text)
+        except (ValueError, RecursionError):  # deep nesting raises RecursionError, not ValueError
+            return self._violation("bad_json", "not JSON")
+        if not isinstance(message, dict):
+            return self._violation("bad_json", "not a JSON object")
+        return message
+
+    def decode_payload(self, payload: str) -> bytes | list[PlatformEvent]:
+        """The audio bytes of a base64 ``payload``, or the violation (``oversize_frame``,
+        ``bad_base64``). The size is bounded before anything is decoded."""
+        if len(payload) > (self.max_frame_bytes * 4) // 3 + 4:
+            return self._violation("oversize_frame", f"media payload of {len(payload)} characters")
+        try:
+            data = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            return self._violation("bad_base64", "media payload is not base64")
+        if len(data) > self.max_frame_bytes:
+            return self._violation("oversize_frame", f"media payload of {len(data)} bytes")
+        return data
+
+    def _violation(self, kind: str, detail: str) -> list[PlatformEvent]:
+        self._ended = True
+        return [ProtocolViolation(kind, detail)]
+
+
+def json_string(value: str) -> str:
+    """``value`` as a JSON string literal (quotes included), for message prefixes."""
+    return json.dumps(value)

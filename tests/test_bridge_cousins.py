@@ -1,0 +1,137 @@
+"""CallBridge + the Telnyx, Plivo and Exotel sessions + the playout on a ``task.Clock``: bot audio
+leaves paced at real time plus the ``[playout] lead_ms`` cushion, in the platform's packets, with
+marks (checkpoints) between them; a barge-in sends the platform's clear at once, drops the queue
+and tells the backend what the caller heard, measured from the mark echoes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from mediaproxy.config import PlayoutSettings
+from mediaproxy.metrics import Metrics
+from mediaproxy.platforms import exotel, plivo, telnyx
+from mediaproxy.platforms.base import CallStarted, PlatformSession
+from tests.cousins import EXOTEL, PLIVO, TELNYX, Dialect, text
+from tests.support import RecordingBackend, RecordingLeg, make_bridge
+
+LEAD_MS = 60
+T0 = 100.0
+
+
+def audio(ms: int, dialect: Dialect, seed: int = 1) -> bytes:
+    return bytes((seed * 31 + i * 7 + (i >> 9)) % 251 for i in range(dialect.fmt.bytes_for_ms(ms)))
+
+
+class BridgeContract:
+    """Mixed into a SynchronousTestCase: ``dialect`` and ``make`` set."""
+
+    dialect: Dialect
+    assertEqual: Any
+    assertLessEqual: Any
+    assertGreaterEqual: Any
+    assertTrue: Any
+
+    def make(self) -> PlatformSession:
+        raise NotImplementedError
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(T0)
+        self.metrics = Metrics()
+        self.backend = RecordingBackend()
+        self.session = self.make()
+        self.leg = RecordingLeg(self.clock, self.session)
+        self.bridge = make_bridge(self.leg, self.backend, self.clock, platform=self.dialect.name,
+                                  settings=PlayoutSettings(lead_ms=LEAD_MS), metrics=self.metrics)
+        started = None
+        for message in self.dialect.opening():
+            for event in self.session.receive_text(text(message)):
+                if isinstance(event, CallStarted):
+                    started = event
+        assert started is not None
+        self.bridge.start(started)
+        self.leg.flush()
+        self.leg.sent.clear()
+        self.backend_session = self.backend.sessions[0]
+        self.packet_ms = self.session.capabilities.packet_ms
+
+    def receive(self, message: dict[str, Any]) -> None:
+        self.bridge.handle(self.session.receive_text(text(message)))
+        self.leg.flush()
+
+    def run_ms(self, ms: int) -> None:
+        for _ in range(ms):
+            self.clock.advance(0.001)
+
+    def media(self) -> list[tuple[float, bytes]]:
+        return [(t, self.dialect.payload_of(m)) for t, m in self.leg.sent if m["event"] == self.dialect.media_event]
+
+    def test_paced_at_real_time(self) -> None:
+        reply = audio(2000, self.dialect)
+        start = self.clock.seconds()
+        self.bridge.backend_audio("r1", reply)
+        self.bridge.backend_response_done("r1")
+        self.run_ms(2600)
+        media = self.media()
+        self.assertEqual(b"".join(p for _, p in media), reply)
+        self.assertEqual({len(p) for _, p in media}, {self.dialect.fmt.bytes_for_ms(self.packet_ms)})
+        times_ms = [round((t - start) * 1000, 6) for t, _ in media]
+        self.assertEqual(times_ms, [float(max(0, self.packet_ms * k - LEAD_MS)) for k in range(len(media))])
+        self.assertTrue(any(m["event"] == self.dialect.mark_event for _, m in self.leg.sent))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_barge_in_clears_at_once(self) -> None:
+        self.bridge.backend_audio("r1", audio(3000, self.dialect))
+        self.run_ms(400)
+        marks = [self.dialect.mark_name(m) for _, m in self.leg.sent if m["event"] == self.dialect.mark_event]
+        # The vendor played what came before the first marks: echo them.
+        echoed = [n for n in marks if int(n.partition(":")[2]) <= 300]
+        for name in echoed:
+            self.receive(self.dialect.mark_echo(name))
+        before = len(self.leg.sent)
+        now = self.clock.seconds()
+        self.bridge.backend_speech_started()
+        barge = self.leg.sent[before:]
+        self.assertEqual([m["event"] for _, m in barge], [self.dialect.flush_event])
+        self.assertEqual({t for t, _ in barge}, {now})
+        self.run_ms(3000)
+        self.assertEqual(len(self.leg.sent), before + 1)  # nothing of the dropped reply follows
+        [(response, played_ms)] = self.backend_session.interrupts
+        self.assertEqual(response, "r1")
+        sent_ms = len(self.media()) * self.packet_ms
+        self.assertLessEqual(played_ms, min(sent_ms, 400))
+        self.assertGreaterEqual(played_ms, max(int(n.partition(":")[2]) for n in echoed) if echoed else 0)
+        self.assertEqual(self.metrics.registry.get_sample_value("mediaproxy_bargein_seconds_count"), 1)
+
+    def test_dtmf_reaches_the_backend(self) -> None:
+        self.receive(self.dialect.dtmf("7#"))
+        self.assertEqual(self.backend_session.dtmf, ["7"])  # "#" ends the entry
+
+    def test_caller_audio_reaches_the_backend(self) -> None:
+        frame = audio(20, self.dialect, seed=5)
+        self.receive(self.dialect.media(frame))
+        self.assertEqual(bytes(self.backend_session.audio), frame)
+
+
+class TelnyxBridgeTests(BridgeContract, SynchronousTestCase):
+    dialect = TELNYX
+
+    def make(self) -> PlatformSession:
+        return telnyx.new_session(telnyx.TelnyxOptions())
+
+
+class PlivoBridgeTests(BridgeContract, SynchronousTestCase):
+    dialect = PLIVO
+
+    def make(self) -> PlatformSession:
+        return plivo.new_session(plivo.PlivoOptions())
+
+
+class ExotelBridgeTests(BridgeContract, SynchronousTestCase):
+    dialect = EXOTEL
+
+    def make(self) -> PlatformSession:
+        return exotel.new_session(exotel.ExotelOptions())

@@ -1,0 +1,229 @@
+"""Loopback integration of Telnyx, Plivo and Exotel: the real service on 127.0.0.1:0, a scripted
+vendor client per platform, and the echo backend (parrot: speak, hear it back, barge in → the
+platform's clear) or the fake Realtime server (µ-law passes through untouched; Exotel's L16 is
+transcoded to the model's 24 kHz PCM), DTMF reaching the backend. Nothing here waits on a timer:
+every step waits for the event it needs."""
+
+from __future__ import annotations
+
+import json
+from array import array
+from typing import Any
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol, connectWS
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.trial.unittest import TestCase
+
+from mediaproxy.backends.openai_session import RealtimeClientProtocol
+from mediaproxy.config import parse_config
+from mediaproxy.service import MediaProxyService
+from mediaproxy.testing.fake_realtime import FakeRealtimeServer
+from tests.cousins import EXOTEL, PLIVO, TELNYX, Dialect
+from tests.support import ConditionWaiting, LoopbackService, cancel_autobahn_timer_buckets
+
+API_KEY = "dummy-test-key"
+
+
+def speech(dialect: Dialect) -> bytes:
+    """20 ms of loud audio in the dialect's format."""
+    if dialect.fmt.encoding == "pcmu":
+        return bytes([0x10, 0x90]) * 80
+    return array("h", [12000, -12000] * (dialect.fmt.rate_hz // 100)).tobytes()
+
+
+def quiet(dialect: Dialect) -> bytes:
+    return dialect.fmt.silence(dialect.fmt.bytes_for_ms(20))
+
+
+class VendorClient(WebSocketClientProtocol):
+    """Speaks the dialect: its opening, media frames, DTMF; echoes every mark at once."""
+
+    factory: VendorFactory
+
+    def onOpen(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        for message in self.factory.dialect.opening():
+            self.send(message)
+        self.factory.opened.callback(self)
+
+    def send(self, message: dict[str, Any]) -> None:
+        if self.state == WebSocketClientProtocol.STATE_OPEN:
+            self.sendMessage(json.dumps(message).encode(), False)
+
+    def send_audio(self, frames: list[bytes]) -> None:
+        for frame in frames:
+            self.send(self.factory.dialect.media(frame))
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        message = json.loads(payload)
+        self.received.append(message)
+        d = self.factory.dialect
+        if message["event"] == d.mark_event:
+            self.send(d.mark_echo(d.mark_name(message)))
+        self.factory.poke()
+
+    def media(self) -> list[bytes]:
+        d = self.factory.dialect
+        return [d.payload_of(m) for m in self.received if m["event"] == d.media_event]
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if not self.factory.closed.called:
+            self.factory.closed.callback(code)
+        self.factory.poke()
+
+
+class VendorFactory(ConditionWaiting, WebSocketClientFactory):
+    protocol = VendorClient
+
+    def __init__(self, url: str, dialect: Dialect, headers: dict[str, str] | None = None) -> None:
+        super().__init__(url, headers=headers or {})
+        self.dialect = dialect
+        self.opened: Deferred[VendorClient] = Deferred()
+        self.closed: Deferred[int | None] = Deferred()
+
+
+def config(dialect: Dialect, backend: dict[str, str]) -> Any:
+    return parse_config("test.ini", {
+        "proxy": {"listen": "tcp:0:interface=127.0.0.1", "drain_seconds": "1"},
+        "metrics": {"listen": "tcp:0:interface=127.0.0.1"},
+        f"platform:{dialect.name}": {"path": f"/{dialect.name}", "backend": "bot"},
+        "backend:bot": backend,
+    }, {})
+
+
+class EchoContract(LoopbackService):
+    dialect: Dialect
+    timeout = 30
+
+    def setUp(self) -> Any:
+        service = MediaProxyService(config(self.dialect, {"type": "echo", "silence_ms": "200"}), reactor,
+                                    tune_gc=False)
+        d = self.start_service(service)
+        d.addCallback(lambda addresses: setattr(self, "url", f"ws://127.0.0.1:{addresses[0].port}/{self.dialect.name}"))
+        return d
+
+    def tearDown(self) -> Any:
+        return self.stop_service()
+
+    @inlineCallbacks
+    def test_parrot_call_with_barge_in(self) -> Any:
+        d = self.dialect
+        factory = VendorFactory(self.url, d)
+        connectWS(factory)
+        client = yield factory.opened
+        client.send_audio([speech(d)] * 30 + [quiet(d)] * 15)
+        yield factory.when(lambda: len(client.media()) >= 3)
+        self.assertIn(speech(d), b"".join(client.media()))  # our words, parroted back
+        seen = len(client.received)
+        client.send_audio([speech(d)] * 4)  # talk over it
+        yield factory.when(lambda: any(m["event"] == d.flush_event for m in client.received[seen:]))
+        client.send(d.dtmf("4"))
+        client.send({"event": "somethingNew"})
+        stop = d.stop()
+        if stop is not None:
+            client.send(stop)
+        else:
+            client.sendClose()
+        yield factory.closed
+        label = {"platform": d.name}
+        self.assertEqual(self.metric("bargein_seconds_count"), 1)
+        self.assertEqual(self.metric("protocol_errors_total", label, kind="unknown_event"), 1)
+        outcome = "completed" if stop is not None else "disconnected"
+        self.assertEqual(self.metric("calls_total", label, outcome=outcome), 1)
+        self.assertEqual(self.metric("frames_total", label, direction="in"), 49)
+
+
+class TelnyxEchoTests(EchoContract, TestCase):
+    dialect = TELNYX
+
+
+class PlivoEchoTests(EchoContract, TestCase):
+    dialect = PLIVO
+
+
+class ExotelEchoTests(EchoContract, TestCase):
+    dialect = EXOTEL
+
+
+class RealtimeContract:
+    """The fake Realtime server behind the platform: what format the model is given, what reaches
+    it, and DTMF."""
+
+    dialect: Dialect
+    model_format: str
+    timeout = 30
+    assertEqual: Any
+    assertTrue: Any
+
+    patch: Any
+
+    def setUp(self) -> None:
+        self.backend_websockets: list[RealtimeClientProtocol] = []
+        opened = RealtimeClientProtocol.onOpen
+
+        def record(proto: RealtimeClientProtocol) -> None:
+            self.backend_websockets.append(proto)
+            opened(proto)
+
+        self.patch(RealtimeClientProtocol, "onOpen", record)
+        self.fake = FakeRealtimeServer(reactor, api_key=API_KEY)
+        url = self.fake.listen().removesuffix("/v1/realtime") + "/v1/realtime"
+        backend = {"type": "openai-realtime", "url": url, "api_key": API_KEY, "transcription_model": "",
+                   "silence_duration_ms": "200", "reconnect_backoff_ms": "0", "reconnect_max_backoff_ms": "0",
+                   "keepalive_seconds": "0"}
+        self.service = MediaProxyService(config(self.dialect, backend), reactor, tune_gc=False)
+        self.service.startService()
+        self.url = f"ws://127.0.0.1:{self.service.platform_listener.address().port}/{self.dialect.name}"
+
+    @inlineCallbacks
+    def tearDown(self) -> Any:
+        yield self.service.stopService()
+        # Both ends of every backend connection closed before Autobahn's timers are swept.
+        yield DeferredList([proto.is_closed for proto in self.backend_websockets])
+        yield self.fake.stop()
+        cancel_autobahn_timer_buckets()
+
+    @inlineCallbacks
+    def test_call_through_the_model(self) -> Any:
+        d = self.dialect
+        factory = VendorFactory(self.url, d)
+        connectWS(factory)
+        client = yield factory.opened
+        yield self.fake.when(lambda: bool(self.fake.connections)
+                             and any(e.get("type") == "session.update" for e in self.fake.connection(0).received))
+        conn = self.fake.connection(0)
+        update = next(e for e in conn.received if e.get("type") == "session.update")["session"]
+        self.assertEqual(update["audio"]["input"]["format"]["type"], self.model_format)
+        self.assertEqual(update["audio"]["output"]["format"]["type"], self.model_format)
+        frames = [quiet(d)] * 5 + [speech(d)] * 10 + [quiet(d)] * 12
+        client.send_audio(frames)
+        yield factory.when(lambda: len(client.media()) >= 5)
+        if self.model_format == "audio/pcmu":  # pass-through: every caller byte reaches the model
+            yield self.fake.when(lambda: len(conn.input_audio) >= len(b"".join(frames)))
+            self.assertEqual(bytes(conn.input_audio), b"".join(frames))
+        else:  # transcoded up to 24 kHz: three times the samples
+            yield self.fake.when(lambda: len(conn.input_audio) >= 3 * len(b"".join(frames)) - 960)
+        self.assertTrue(all(len(p) % d.fmt.frame_bytes == 0 for p in client.media()))
+        client.send(d.dtmf("5#"))
+        yield self.fake.when(lambda: any("5" in json.dumps(e) for e in conn.received
+                                         if e.get("type") == "conversation.item.create"))
+        client.sendClose()
+        yield factory.closed
+
+
+class TelnyxRealtimeTests(RealtimeContract, TestCase):
+    dialect = TELNYX
+    model_format = "audio/pcmu"
+
+
+class PlivoRealtimeTests(RealtimeContract, TestCase):
+    dialect = PLIVO
+    model_format = "audio/pcmu"
+
+
+class ExotelRealtimeTests(RealtimeContract, TestCase):
+    dialect = EXOTEL
+    model_format = "audio/pcm"
+
+

@@ -9,8 +9,8 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from mediaproxy.audio.format import ALAW_8K, L16_8K, L16_16K, L16_24K, MULAW_8K, AudioFormat, choose_format
-from mediaproxy.backends.openai_flavors import endpoint, resolved
 from mediaproxy.backends import openai
+from mediaproxy.backends.openai_flavors import endpoint, resolved
 from mediaproxy.backends.openai_session_config import RealtimeOptions
 from mediaproxy.config import ConfigError, load_config, parse_config
 from mediaproxy.metrics import Metrics

@@ -41,7 +41,6 @@ from mediaproxy.audio.format import AudioFormat
 from mediaproxy.backends.base import BackendListener, CallInfo
 from mediaproxy.backends.early_audio import EarlyAudio
 from mediaproxy.backends.openai_dialect import RealtimeDialect, is_session_limit
-from mediaproxy.backends.openai_flavors import endpoint
 from mediaproxy.backends.openai_events import (
     AudioFinished,
     AudioReceived,
@@ -62,6 +61,7 @@ from mediaproxy.backends.openai_events import (
     rate_limit_label,
     token_kind_label,
 )
+from mediaproxy.backends.openai_flavors import endpoint
 from mediaproxy.backends.openai_session_config import RealtimeOptions, transcription_language
 from mediaproxy.backends.reconnect import (
     BackoffPolicy,

@@ -82,6 +82,15 @@ class Metrics:
             ["backend", "kind"],
             registry=r,
         )
+        # The backend label everywhere is the [backend:NAME] section (bounded by configuration);
+        # its type and flavor are carried once here, so dashboards join on backend instead of
+        # every backend series growing two more labels.
+        self.backend_info = Gauge(
+            p + "backend_info",
+            "A configured backend, with its type and flavor (always 1).",
+            ["backend", "type", "flavor"],
+            registry=r,
+        )
         self.backend_rate_limit_remaining = Gauge(
             p + "backend_rate_limit_remaining",
             "Last reported remaining backend rate limit.",

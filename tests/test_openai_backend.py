@@ -10,6 +10,7 @@ from twisted.trial import unittest
 
 from mediaproxy.audio.format import ALAW_8K, L16_8K, L16_16K, L16_24K, MULAW_8K, AudioFormat, choose_format
 from mediaproxy.backends import openai
+from mediaproxy.backends.openai_flavors import endpoint, resolved
 from mediaproxy.backends.openai_session_config import RealtimeOptions
 from mediaproxy.config import ConfigError, load_config, parse_config
 from mediaproxy.metrics import Metrics
@@ -31,8 +32,9 @@ def settings(**raw: str) -> RealtimeOptions:
 
 class ConfigTests(unittest.TestCase):
     def test_defaults(self) -> None:
-        options = settings()
-        self.assertEqual(options.url, "wss://api.openai.com/v1/realtime")
+        options = resolved(settings())
+        self.assertEqual(options.flavor, "openai")
+        self.assertEqual(endpoint(options)[0], "wss://api.openai.com/v1/realtime?model=gpt-realtime")
         self.assertEqual((options.model, options.voice, options.input_chunk_ms), ("gpt-realtime", "marin", 20))
         self.assertTrue(options.interrupt_response)
         self.assertEqual(options.early_audio_ms, 1000)

@@ -1,4 +1,6 @@
-"""``[backend:NAME] type = openai-realtime``: OpenAI's Realtime API (GA) over WebSocket.
+"""``[backend:NAME] type = openai-realtime``: OpenAI's Realtime API (GA) over WebSocket, and the
+OpenAI-compatible family through the same dialect (``flavor``: ``openai``, ``azure``,
+``voicelive``, ``xai``; see :mod:`~mediaproxy.backends.openai_flavors`).
 
 This module is the configuration surface and the :class:`~mediaproxy.backends.base.Backend`;
 the protocol lives in :mod:`~mediaproxy.backends.openai_dialect` (sans-IO) and the per-call glue
@@ -15,6 +17,7 @@ from typing import Any
 
 from mediaproxy.audio.format import ALAW_8K, L16_24K, MULAW_8K, AudioFormat, FormatPreference
 from mediaproxy.backends.base import BackendListener, BackendType, CallInfo
+from mediaproxy.backends.openai_flavors import resolved, validate
 from mediaproxy.backends.openai_session import OpenAIRealtimeSession
 from mediaproxy.backends.openai_session_config import (
     RealtimeOptions,
@@ -47,11 +50,12 @@ class OpenAIRealtimeBackend:
         random: Callable[[], float] | None = None,
     ) -> None:
         self.name = name
-        self.options = options
+        self.options = resolved(options)
         self.format_preference = FORMAT_PREFERENCE
         self._reactor = reactor
         self._metrics = metrics
         self._random = random
+        metrics.backend_info.labels(name, "openai-realtime", options.flavor).set(1)
 
     def open_session(
         self, call: CallInfo, listener: BackendListener, platform_format: AudioFormat
@@ -83,5 +87,7 @@ OPENAI_REALTIME = BackendType(
     name="openai-realtime",
     options=RealtimeOptions,
     new_backend=OpenAIRealtimeBackend,
-    summary="OpenAI Realtime (GA) over WebSocket; µ-law/A-law pass through, other PCM at 24 kHz",
+    summary="OpenAI Realtime (GA) over WebSocket, and the compatible family by flavor (Azure OpenAI, Azure "
+            "Voice Live, xAI); µ-law/A-law pass through, other PCM at 24 kHz",
+    validate=validate,
 )

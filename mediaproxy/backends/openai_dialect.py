@@ -56,13 +56,9 @@ from mediaproxy.backends.openai_events import (
     UnknownEventReceived,
     UsageReported,
 )
+from mediaproxy.backends.openai_flavors import flavor_of, resolved
 from mediaproxy.backends.openai_ledger import RealtimeLedger
-from mediaproxy.backends.openai_session_config import (
-    RealtimeOptions,
-    effective_interrupt_response,
-    format_mismatch,
-    session_config,
-)
+from mediaproxy.backends.openai_session_config import RealtimeOptions
 
 FATAL_ERROR_CODES = frozenset(
     {
@@ -151,7 +147,11 @@ class RealtimeDialect:
         event_prefix: str = "mp",
         tools: Sequence[ToolSpec] = (),
     ) -> None:
+        # The family member's differences (session shape, event names): see openai_flavors.
+        self._flavor = flavor_of(options)
+        options = resolved(options)
         self._options = options
+        self._renames = self._flavor.event_names or None
         self._format = fmt
         self._resumed = resumed
         self._resume_context = resume_context
@@ -304,11 +304,7 @@ class RealtimeDialect:
         """Transcribe the caller in ``language`` (an ISO-639-1 code) from now on."""
         if not self._options.transcription_model:
             return  # no transcription configured: nothing to change
-        self._send(
-            {"type": "session.update",
-             "session": {"type": "realtime", "audio": {"input": {"transcription": {
-                 "model": self._options.transcription_model, "language": language}}}}}
-        )
+        self._send({"type": "session.update", "session": self._flavor.language(self._options, language)})
 
     def send_system_note(self, text: str) -> None:
         """A system message in the conversation (no response asked for)."""
@@ -351,6 +347,8 @@ class RealtimeDialect:
 
     def _dispatch(self, event: dict[str, Any]) -> list[RealtimeEvent]:
         kind: str = event["type"]
+        if self._renames is not None:
+            kind = self._renames.get(kind, kind)
         if kind == "response.output_audio.delta":
             return self._audio_delta(event)
         if kind == "response.output_audio.done":
@@ -410,17 +408,16 @@ class RealtimeDialect:
                 if limit.get("name") and limit.get("remaining") is not None
             }
             return [RateLimitsReported(remaining)]
-        if kind == "session.created":
+        if kind in self._flavor.opening_events:
             if self._update_event_id is None:
-                self._update_event_id = self._send(
-                    {"type": "session.update", "session": session_config(self._options, self._format, self._tools)}
-                )
+                session = self._flavor.session(self._options, self._format, self._tools)
+                self._update_event_id = self._send({"type": "session.update", "session": session})
             return []
         if kind == "session.updated":
             return self._session_updated(event["session"])
         if kind == "error":
             return self._error(event.get("error") or {})
-        if kind in IGNORED_EVENTS:
+        if kind in IGNORED_EVENTS or kind in self._flavor.ignored_events:
             return []
         return [UnknownEventReceived(kind)]  # counted by the session, never fatal
 
@@ -497,11 +494,11 @@ class RealtimeDialect:
     def _session_updated(self, session: Mapping[str, Any]) -> list[RealtimeEvent]:
         if self._ready or self._update_event_id is None:
             return []
-        mismatch = format_mismatch(self._format, session)
+        mismatch = self._flavor.mismatch(self._format, session)
         if mismatch is not None:
             return [ServerError("format_mismatch", f"server did not apply the audio format: {mismatch}", fatal=True)]
         self._ready = True
-        self._interrupt_response = effective_interrupt_response(session, self._options.interrupt_response)
+        self._interrupt_response = self._flavor.interrupts(session, self._options.interrupt_response)
         if self._resumed:
             note = RESUME_NOTE if not self._resume_context else f"{RESUME_NOTE}\n\n{self._resume_context}"
             self._send_system_message(note)
@@ -511,9 +508,11 @@ class RealtimeDialect:
             )
             self._send({"type": "response.create"})
         audio = session.get("audio") or {}
-        detection = (audio.get("input") or {}).get("turn_detection")
+        detection = (audio.get("input") or {}).get("turn_detection", session.get("turn_detection"))
         summary = (
-            f"input={(audio.get('input') or {}).get('format')} output={(audio.get('output') or {}).get('format')} "
+            f"flavor={self._flavor.name} "
+            f"input={(audio.get('input') or {}).get('format', session.get('input_audio_format'))} "
+            f"output={(audio.get('output') or {}).get('format', session.get('output_audio_format'))} "
             f"turn_detection={detection}"
         )
         return [SessionReady(self._interrupt_response, summary)]
@@ -564,7 +563,10 @@ class RealtimeDialect:
         if response_id is None or not self._ledger.cut_response(response_id):
             return
         if not self._server_cancels_active:
-            self._send({"type": "response.cancel", "response_id": response_id})
+            cancel: dict[str, Any] = {"type": "response.cancel"}
+            if self._flavor.cancel_names_response:
+                cancel["response_id"] = response_id
+            self._send(cancel)
 
 
 _TRANSIENT_CODES = frozenset({"rate_limit_exceeded", "server_error"})

@@ -29,7 +29,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
-from urllib.parse import quote
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
@@ -62,6 +61,7 @@ from mediaproxy.backends.openai_events import (
     rate_limit_label,
     token_kind_label,
 )
+from mediaproxy.backends.openai_flavors import endpoint
 from mediaproxy.backends.openai_session_config import RealtimeOptions, transcription_language
 from mediaproxy.backends.reconnect import (
     BackoffPolicy,
@@ -148,7 +148,8 @@ class OpenAIRealtimeSession:
         self._retry_timer: Timer | None = None
         self._tool_names: OrderedDict[str, str] = OrderedDict()
         self._pending_results: list[tuple[str, str]] = []
-        self._url = f"{options.url}?model={quote(options.model, safe='')}"
+        # The flavor's URL (query included) and credential header (openai_flavors).
+        self._url, self._headers = endpoint(options)
         self._redialer: Redialer[RealtimeClientProtocol] = Redialer(
             reactor,
             self._dial,
@@ -295,7 +296,7 @@ class OpenAIRealtimeSession:
             self._reactor,
             self._url,
             RealtimeClientProtocol,
-            headers={"Authorization": f"Bearer {self._options.api_key}"},
+            headers=self._headers,
             timeout_s=self._options.connect_timeout_seconds,
             keepalive_s=self._options.keepalive_seconds,
         )
@@ -533,9 +534,11 @@ class OpenAIRealtimeSession:
 
     def _redact(self, text: str) -> str:
         """``text`` without the API key (it must never reach a log line or a failure reason)."""
-        key = self._options.api_key
-        # A key too short to be secret (a test's "k") would only mangle the text around it.
-        return text.replace(key, "[api key]") if len(key) >= 8 and key in text else text
+        for key in (self._options.api_key, self._options.entra_token):
+            # A key too short to be secret (a test's "k") would only mangle the text around it.
+            if len(key) >= 8 and key in text:
+                text = text.replace(key, "[api key]")
+        return text
 
 
 def _fatal_reason(failure: Failure) -> str | None:

@@ -43,10 +43,30 @@ class RealtimeOptions:
     transcripts; ``noise_reduction`` ``off`` = none.
     """
 
-    url: str = option(ws_url, DEFAULT_URL, "Realtime WebSocket URL, without the query string")
-    model: str = option(text, "gpt-realtime", "model name, sent as ?model=")
-    api_key: str = option(text, doc="API key, sent as Authorization: Bearer (use ${OPENAI_API_KEY})")
-    voice: str = option(text, "marin", "voice name (marin, cedar, alloy, ...)")
+    flavor: str = option(choice("openai", "azure", "voicelive", "xai"), "openai",
+                         "which service speaks the protocol: openai (OpenAI, or any server of the GA shape at url), "
+                         "azure (Azure OpenAI Realtime), voicelive (Azure AI Voice Live), xai (xAI Grok Voice Agent)")
+    url: str = option(ws_url, "", "Realtime WebSocket URL, without the query string; empty: the flavor's public "
+                                  "endpoint (openai, xai); required for azure "
+                                  "(wss://RESOURCE.openai.azure.com/openai/v1/realtime) and voicelive "
+                                  "(wss://RESOURCE.services.ai.azure.com/voice-live/realtime)")
+    model: str = option(text, "", "model name, sent as ?model=; empty: the flavor's default (gpt-realtime; xai: "
+                                  "grok-voice-latest)")
+    api_key: str = option(text, "", "API key (use ${ENV}): Authorization: Bearer (openai, xai) or the api-key header "
+                                    "(azure, voicelive); required unless entra_token is set")
+    entra_token: str = option(text, "", "azure, voicelive: a Microsoft Entra access token, sent as Authorization: "
+                                        "Bearer instead of api-key (use ${ENV})")
+    deployment: str = option(text, "", "azure: the deployment name, sent as ?model= (or ?deployment= with "
+                                       "api_version); empty: model")
+    api_version: str = option(text, "", "azure: empty for the GA /openai/v1 endpoint, or a dated api-version "
+                                        "(then ?api-version=&deployment=); voicelive: api-version, empty: 2026-04-10")
+    azure_semantic_vad: bool = option(boolean, True, "voicelive: turn detection by azure_semantic_vad (false: "
+                                                     "turn_detection)")
+    deep_noise_suppression: bool = option(boolean, True, "voicelive: azure_deep_noise_suppression on the caller "
+                                                         "audio (false: noise_reduction)")
+    echo_cancellation: bool = option(boolean, True, "voicelive: server_echo_cancellation on the caller audio")
+    voice: str = option(text, "", "voice name; empty: the flavor's default (marin; voicelive: "
+                                  "en-US-Ava:DragonHDLatestNeural; xai: eve)")
     speed: float = option(number(0.25, 1.5), 1.0, "speaking speed, 0.25 to 1.5")
     instructions: str = option(text, "", "system instructions")
     greeting: str = option(text, "", "what the bot says first, empty: wait for the caller")

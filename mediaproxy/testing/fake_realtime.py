@@ -46,6 +46,7 @@ from twisted.internet.task import LoopingCall
 
 from mediaproxy.audio.format import ALAW_8K, L16_24K, MULAW_8K, AudioFormat
 from mediaproxy.audio.vad import EnergyDetector, Transition
+from mediaproxy.testing.flavor_schema import check_session
 from mediaproxy.testing.realtime_schema import adapters, check_event
 from mediaproxy.testing.waiting import ConditionWaiting
 
@@ -126,6 +127,64 @@ DEFAULT_SESSION: Mapping[str, Any] = {
 }
 
 
+#: Each flavor's default session in its own shape, as ``session.created`` reports it.
+VOICELIVE_DEFAULT_SESSION: Mapping[str, Any] = {
+    "model": "gpt-realtime",
+    "modalities": ["text", "audio"],
+    "voice": {"type": "openai", "name": "alloy"},
+    "input_audio_format": "pcm16",
+    "output_audio_format": "pcm16",
+    "input_audio_sampling_rate": 24000,
+    "turn_detection": {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 400, "silence_duration_ms": 500},
+}
+XAI_DEFAULT_SESSION: Mapping[str, Any] = {
+    "voice": "eve",
+    "turn_detection": {"type": "server_vad"},
+    "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000}},
+              "output": {"format": {"type": "audio/pcm", "rate": 24000}}},
+}
+
+#: Where each flavor's fake listens (the path of its real endpoint).
+FLAVOR_PATHS: Mapping[str, str] = {"openai": "/v1/realtime", "xai": "/v1/realtime", "azure": "/openai/v1/realtime",
+                                   "voicelive": "/voice-live/realtime"}
+#: GA server event names → Voice Live's (which keeps the older names for audio and text).
+VOICELIVE_NAMES: Mapping[str, str] = {
+    "response.output_audio.delta": "response.audio.delta",
+    "response.output_audio.done": "response.audio.done",
+    "response.output_audio_transcript.delta": "response.audio_transcript.delta",
+    "response.output_audio_transcript.done": "response.audio_transcript.done",
+    "response.output_text.delta": "response.text.delta",
+    "response.output_text.done": "response.text.done",
+}
+_VOICELIVE_FORMATS: Mapping[str, dict[str, Any]] = {
+    "g711_ulaw": {"type": "audio/pcmu"}, "g711_alaw": {"type": "audio/pcma"},
+    "pcm16": {"type": "audio/pcm", "rate": 24000},
+}
+
+
+def _refusal(flavor: str, headers: Mapping[str, str], params: Mapping[str, Any], path: str,
+             api_key: str, entra_token: str | None) -> tuple[int, str] | None:
+    """Why the real service of ``flavor`` would refuse this upgrade (HTTP status, reason), or
+    ``None``: its credential header, its path and its query string."""
+    bearer = headers.get("authorization")
+    if flavor in ("openai", "xai"):
+        if bearer != f"Bearer {api_key}":
+            return 401, "Unauthorized"
+    elif not (headers.get("api-key") == api_key or entra_token is not None and bearer == f"Bearer {entra_token}"):
+        return 401, "Unauthorized"
+    if flavor == "xai" and (path != "/v1/realtime" or "model" not in params):
+        return 404, "Not Found"
+    if flavor == "azure":
+        ga = path == "/openai/v1/realtime" and "model" in params and "api-version" not in params
+        dated = path == "/openai/realtime" and "api-version" in params and "deployment" in params
+        if not (ga or dated):
+            return 404, "Resource not found"
+    if flavor == "voicelive" and (path != "/voice-live/realtime" or "api-version" not in params
+                                  or "model" not in params):
+        return 400, "Bad Request"
+    return None
+
+
 def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in update.items():
         if isinstance(value, Mapping) and isinstance(base.get(key), dict) and key not in ("format", "turn_detection"):
@@ -162,13 +221,16 @@ class FakeRealtimeConnection(WebSocketServerProtocol):
         server = self.factory.server
         self.headers = dict(request.headers)
         self.params = dict(request.params)
+        self.path = str(request.path)
         if server.record:
             server.handshakes.append(self.headers)
         if any(k.lower() == "openai-beta" for k in self.headers):
             server.violations.append("client sent the retired OpenAI-Beta header")
-        if server.reject_auth or self.headers.get("authorization") != f"Bearer {server.api_key}":
+        refusal = (401, "Unauthorized") if server.reject_auth else _refusal(
+            server.flavor, self.headers, self.params, self.path, server.api_key, server.entra_token)
+        if refusal is not None:
             server.stats.refused += 1
-            raise ConnectionDeny(401, "Unauthorized")
+            raise ConnectionDeny(*refusal)
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -181,6 +243,13 @@ class FakeRealtimeConnection(WebSocketServerProtocol):
         server = self.factory.server
         self.index = len(server.connections)
         self.session: dict[str, Any] = json.loads(json.dumps(DEFAULT_SESSION))
+        #: The session in the flavor's own shape (voicelive, xai), as the client configured it;
+        #: ``self.session`` is the GA view of it that the fake runs on.
+        self.flavor_session: dict[str, Any] = json.loads(json.dumps(
+            {"voicelive": VOICELIVE_DEFAULT_SESSION, "xai": XAI_DEFAULT_SESSION}.get(server.flavor, {})))
+        if server.flavor == "xai":
+            # xAI documents no interrupt_response: its VAD reports speech, the client cancels.
+            self.session["audio"]["input"]["turn_detection"]["interrupt_response"] = False
         self.received: list[dict[str, Any]] = []
         self.input_audio = bytearray()
         self.input_bytes = 0
@@ -200,7 +269,11 @@ class FakeRealtimeConnection(WebSocketServerProtocol):
         self._events = 0
         server.connections.append(self)
         server.stats.connections += 1
-        self.send({"type": "session.created", "session": self.session})
+        if server.flavor == "xai":
+            self.send({"type": "conversation.created",
+                       "conversation": {"id": f"conv_{self.index}", "object": "realtime.conversation"}})
+        else:
+            self.send({"type": "session.created", "session": self.flavor_session or self.session})
         if server.error_after_created is not None:
             self.send_error(server.error_after_created["code"], server.error_after_created["message"])
         server.poke()
@@ -230,7 +303,12 @@ class FakeRealtimeConnection(WebSocketServerProtocol):
         except ValueError:
             server.violations.append(f"not JSON: {payload[:80]!r}")
             return
-        problems = check_event(adapters()[0], event) if server.validate else []
+        problems: list[str] = []
+        if server.validate:
+            if server.flavor in ("voicelive", "xai") and event.get("type") == "session.update":
+                problems = check_session(server.flavor, event.get("session"))
+            else:
+                problems = check_event(adapters()[0], event)
         if problems:
             server.violations.append(f"{event.get('type')}: {problems}")
         if not event.get("event_id"):
@@ -249,12 +327,47 @@ class FakeRealtimeConnection(WebSocketServerProtocol):
         self.apply_update(event)
 
     def apply_update(self, event: dict[str, Any]) -> None:
-        _merge(self.session, event["session"])
-        effective = json.loads(json.dumps(self.session))
+        flavor = self.factory.server.flavor
+        if flavor == "voicelive":
+            self._apply_voicelive(event["session"])
+        elif flavor == "xai":
+            self._apply_xai(event["session"])
+        else:
+            _merge(self.session, event["session"])
+        effective = json.loads(json.dumps(self.flavor_session or self.session))
         forced = self.factory.server.force_output_format
         if forced is not None:
-            effective["audio"]["output"]["format"] = dict(forced)
+            if flavor == "voicelive":
+                effective["output_audio_format"] = forced["type"]
+            else:
+                effective["audio"]["output"]["format"] = dict(forced)
         self.send({"type": "session.updated", "session": effective})
+
+    def _apply_voicelive(self, update: Mapping[str, Any]) -> None:
+        """A Voice Live (flat) update: kept as sent, and its formats, turn detection and tools
+        mapped onto the GA view the fake runs on."""
+        _merge(self.flavor_session, update)
+        flat, audio = self.flavor_session, self.session["audio"]
+        audio["input"]["format"] = dict(_VOICELIVE_FORMATS[flat["input_audio_format"]])
+        audio["output"]["format"] = dict(_VOICELIVE_FORMATS[flat["output_audio_format"]])
+        if "turn_detection" in update:
+            detection = dict(update["turn_detection"] or {})
+            detection.setdefault("interrupt_response", True)  # the documented default
+            audio["input"]["turn_detection"] = detection
+        if "tools" in update:
+            self.session["tools"] = update["tools"]
+
+    def _apply_xai(self, update: Mapping[str, Any]) -> None:
+        """An xAI update: formats under ``audio``, turn detection and tools at the top level."""
+        _merge(self.flavor_session, update)
+        for direction in ("input", "output"):
+            fmt = ((update.get("audio") or {}).get(direction) or {}).get("format")
+            if fmt is not None:
+                self.session["audio"][direction]["format"] = dict(fmt)
+        if "turn_detection" in update:
+            self.session["audio"]["input"]["turn_detection"] = {**update["turn_detection"], "interrupt_response": False}
+        if "tools" in update:
+            self.session["tools"] = update["tools"]
 
     def release_session_updated(self) -> None:
         """Answer the ``session.update`` held by ``hold_session_updated``."""
@@ -587,10 +700,14 @@ class FakeRealtimeConnection(WebSocketServerProtocol):
         self._events += 1
         event = {"event_id": f"event_{self.index}_{self._events}", **event}
         server = self.factory.server
-        if server.validate:
+        flavored = server.flavor in ("voicelive", "xai") and event["type"] in (
+            "session.created", "session.updated", "conversation.created")
+        if server.validate and not flavored:  # the flavors' own session shapes are not the GA models'
             problems = check_event(adapters()[1], event)
             if problems:
                 server.violations.append(f"fake server sent bad {event['type']}: {problems}")
+        if server.flavor == "voicelive":
+            event["type"] = VOICELIVE_NAMES.get(event["type"], event["type"])
         self.sendMessage(json.dumps(event, separators=(",", ":")).encode("utf-8"),
                          isBinary=False)
 
@@ -626,12 +743,23 @@ class FakeRealtimeServer(ConditionWaiting):
     ``speak_before_function_call``: that response first speaks (its audio as any response's,
     output 0) and then makes the call (output 1), as a model saying goodbye before ``end_call``
     does; a response cut short (barge-in, cancel) makes no call.
+
+    ``flavor`` makes the fake act as that member of the family (``openai``, ``azure``,
+    ``voicelive``, ``xai``): it listens on the flavor's path, accepts only the flavor's
+    credential header (``api-key`` equal to ``api_key``, or ``Authorization: Bearer`` with
+    ``entra_token``, for the Azure ones) and query string (HTTP 401/404/400 otherwise), opens
+    with the flavor's event, holds ``session.update`` to the flavor's documented session shape
+    (:mod:`mediaproxy.testing.flavor_schema`; a key of another shape is a violation) and answers
+    in it, and sends Voice Live's event names. xAI's VAD does not cancel a response by itself.
     """
 
     def __init__(self, reactor: Any, api_key: str = "test-key", validate: bool = True, record: bool = True,
-                 speed: float | None = None, vad: VadSettings = TEST_VAD) -> None:
+                 speed: float | None = None, vad: VadSettings = TEST_VAD, flavor: str = "openai",
+                 entra_token: str | None = None) -> None:
         self.reactor = reactor
         self.api_key = api_key
+        self.flavor = flavor
+        self.entra_token = entra_token
         self.validate = validate
         self.record = record
         self.speed = speed
@@ -670,7 +798,7 @@ class FakeRealtimeServer(ConditionWaiting):
             self._ticker = LoopingCall(self._tick)
             self._ticker.clock = self.reactor
             self._ticker.start(TICK_S, now=False)
-        return f"ws://127.0.0.1:{self._port.getHost().port}/v1/realtime"
+        return f"ws://127.0.0.1:{self._port.getHost().port}{FLAVOR_PATHS[self.flavor]}"
 
     def _tick(self) -> None:
         """Every 10 ms: each response in progress sends its next ``speed * 10`` ms of audio."""

@@ -15,6 +15,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from mediaproxy.calls import CallRegistry, Endpoint
+from mediaproxy.config import ProxySettings
 from mediaproxy.platforms.base import UpgradeRefused, UpgradeRequest
 from mediaproxy.server.port import PlatformPort
 
@@ -24,7 +25,6 @@ AUTH_FAILURE_DELAY_S = 0.5
 """How long a refused upgrade waits before its answer: every refusal takes the same, long time,
 so timing tells a prober nothing and guessing is slow (the AudioHook reference verifier's
 policy, applied to every platform)."""
-MAX_MESSAGE_BYTES = 1024 * 1024
 
 
 def _deny(refused: UpgradeRefused) -> None:
@@ -135,21 +135,34 @@ class PlatformServerProtocol(WebSocketServerProtocol):
 
 
 class PlatformServerFactory(WebSocketServerFactory):
-    """The Autobahn factory of one configured platform endpoint."""
+    """The Autobahn factory of one configured platform endpoint; its limits (message and frame
+    size, handshake timeouts, keep-alive pings) come from ``[proxy]``."""
 
     protocol = PlatformServerProtocol  # type: ignore[assignment]  # Autobahn's factories take a protocol class
 
-    def __init__(self, endpoint: Endpoint, registry: CallRegistry, public_url: str) -> None:
+    def __init__(self, endpoint: Endpoint, registry: CallRegistry, settings: ProxySettings) -> None:
         super().__init__()
         self.endpoint = endpoint
         self.registry = registry
         self.reactor = registry.context.reactor
-        self.public_url = public_url
-        self.setProtocolOptions(
-            maxMessagePayloadSize=MAX_MESSAGE_BYTES,
-            maxFramePayloadSize=MAX_MESSAGE_BYTES,
-            openHandshakeTimeout=10,
-            closeHandshakeTimeout=5,
-            # Checked once, by the decode in the port, instead of twice.
-            utf8validateIncoming=False,
-        )
+        self.public_url = settings.public_url
+        self.setProtocolOptions(**protocol_options(settings))
+
+
+def protocol_options(settings: ProxySettings) -> dict[str, object]:
+    """Autobahn's ``setProtocolOptions`` for a platform listener, from ``[proxy]``."""
+    ping_s = settings.auto_ping_interval_seconds
+    return {
+        "maxMessagePayloadSize": settings.max_message_bytes,
+        "maxFramePayloadSize": settings.max_frame_bytes,
+        # Autobahn's timer starts once twisted.web has read the whole upgrade request (the
+        # Site's own timeout bounds the wait for it): it bounds our answer, so it must outlast
+        # the delayed refusal.
+        "openHandshakeTimeout": max(settings.open_handshake_timeout_seconds, AUTH_FAILURE_DELAY_S + 0.5),
+        "closeHandshakeTimeout": settings.close_handshake_timeout_seconds,
+        "autoPingInterval": ping_s,
+        # A pong that never comes drops the connection; 0 means "as long as the interval".
+        "autoPingTimeout": (settings.auto_ping_timeout_seconds or ping_s) if ping_s else 0,
+        # Checked once, by the decode in the port, instead of twice.
+        "utf8validateIncoming": False,
+    }

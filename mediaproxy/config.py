@@ -82,12 +82,13 @@ class ProxySettings:
                                                    "seconds a new connection may stay silent before its HTTP "
                                                    "upgrade request is complete, and may take to finish the "
                                                    "WebSocket opening handshake, before it is dropped")
-    close_handshake_timeout_seconds: float = option(number(0.1, 300), 5.0,
+    close_handshake_timeout_seconds: float = option(number(1, 300), 5.0,
                                                     "seconds the platform may take to answer our close frame "
                                                     "before the TCP connection is dropped")
     auto_ping_interval_seconds: float = option(number(0, 3600), 0.0,
                                                "seconds between WebSocket pings to each platform connection "
-                                               "(0: off; the idle timeout still ends a silent call)")
+                                               "(0: off, else at least 1; the idle timeout still ends a silent "
+                                               "call)")
     auto_ping_timeout_seconds: float = option(number(0, 3600), 0.0,
                                               "seconds a pong may take before the connection is dropped (0: "
                                               "the ping interval)")
@@ -362,6 +363,11 @@ def parse_config(path: str, sections: Mapping[str, Mapping[str, str]], env: Mapp
     if not platforms:
         raise ConfigError(path, None, None, "no [platform:NAME] section: nothing would accept calls")
 
+    # Autobahn's timers count whole seconds (txaio's batched timer truncates its deadline): a
+    # timeout below a second could fire at once.
+    for key in ("auto_ping_interval_seconds", "auto_ping_timeout_seconds"):
+        if 0 < getattr(proxy, key) < 1:
+            raise ConfigError(path, "proxy", key, "must be 0 or at least 1")
     if proxy.max_frame_bytes > proxy.max_message_bytes:
         raise ConfigError(path, "proxy", "max_frame_bytes",
                           f"must be at most max_message_bytes ({proxy.max_message_bytes})")

@@ -165,4 +165,8 @@ def protocol_options(settings: ProxySettings) -> dict[str, object]:
         "autoPingTimeout": (settings.auto_ping_timeout_seconds or ping_s) if ping_s else 0,
         # Checked once, by the decode in the port, instead of twice.
         "utf8validateIncoming": False,
+        # A peer that breaks the WebSocket rules (a message over the size bound above all) gets
+        # a close frame with the reason (1009 "too big") rather than a bare TCP reset; the
+        # closing handshake timeout still bounds the wait for its answer.
+        "failByDrop": False,
     }

@@ -18,16 +18,15 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SynchronousTestCase
 
-from mediaproxy.calls import CallBridge
 from mediaproxy.config import ConfigError, ProxySettings
 from mediaproxy.server.websocket import PlatformServerFactory
 from mediaproxy.service import MediaProxyService
 from tests.support import LoopbackService
 from tests.test_loopback_audiohook import has
 from tests.test_loopback_twilio import SPEECH, ScriptedTwilioFactory
-from tests.three_platforms import open_audiocodes, open_audiohook, open_twilio, three_platforms
+from tests.three_platforms import StartWatcher, open_audiocodes, open_audiohook, open_twilio, three_platforms
 
 
 class SettingsTests(SynchronousTestCase):
@@ -70,7 +69,7 @@ class SettingsTests(SynchronousTestCase):
             self.assertIn(f"[proxy] {key}:", str(caught.exception))
 
 
-class LimitCase(LoopbackService, TestCase):
+class LimitCase(LoopbackService, StartWatcher):
     timeout = 20
     proxy: dict[str, str] = {}
 
@@ -80,31 +79,10 @@ class LimitCase(LoopbackService, TestCase):
         address, _ = yield self.start_service(self.service)
         self.port = address.port
         self.base = f"ws://127.0.0.1:{address.port}"
-        self.started: list[CallBridge] = []
-        self._start_waiters: list[tuple[int, Deferred[None]]] = []
-        start = CallBridge.start
-
-        def recording_start(bridge: CallBridge, event: Any) -> None:
-            start(bridge, event)
-            self.started.append(bridge)
-            for n, d in list(self._start_waiters):
-                if len(self.started) >= n:
-                    self._start_waiters.remove((n, d))
-                    d.callback(None)
-
-        self.patch(CallBridge, "start", recording_start)
+        self.watch_starts()
 
     def tearDown(self) -> Any:
         return self.stop_service()
-
-    def when_started(self, n: int) -> Deferred[None]:
-        """Fires once ``n`` calls have started (their CallStarted was handled)."""
-        d: Deferred[None] = Deferred()
-        self._start_waiters.append((n, d))
-        if len(self.started) >= n:
-            self._start_waiters.remove((n, d))
-            d.callback(None)
-        return d
 
 
 class MessageSizeTests(LimitCase):

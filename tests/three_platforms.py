@@ -8,8 +8,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from autobahn.twisted.websocket import connectWS
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.trial.unittest import TestCase
 
+from mediaproxy.calls import CallBridge
 from mediaproxy.config import Config, parse_config
 from tests.test_loopback_audiocodes import TOKEN, VaicFactory, of_type
 from tests.test_loopback_audiohook import EXTERNAL, STEREO, GenesysFactory, genesys_headers, has
@@ -70,3 +72,31 @@ def open_audiocodes(base: str, headers: dict[str, str] | None = None, conversati
     client.send({"type": "userStream.start"})
     yield factory.wait_for(of_type("userStream.started"))
     return factory, client
+
+
+class StartWatcher(TestCase):
+    """Records every call that starts (``CallBridge.start``) so a test can wait for it."""
+
+    def watch_starts(self) -> None:
+        self.started: list[CallBridge] = []
+        self._start_waiters: list[tuple[int, Deferred[None]]] = []
+        start = CallBridge.start
+
+        def recording_start(bridge: CallBridge, event: Any) -> None:
+            start(bridge, event)
+            self.started.append(bridge)
+            for n, d in list(self._start_waiters):
+                if len(self.started) >= n:
+                    self._start_waiters.remove((n, d))
+                    d.callback(None)
+
+        self.patch(CallBridge, "start", recording_start)
+
+    def when_started(self, n: int) -> Deferred[None]:
+        """Fires once ``n`` calls have started (their CallStarted was handled)."""
+        d: Deferred[None] = Deferred()
+        self._start_waiters.append((n, d))
+        if len(self.started) >= n:
+            self._start_waiters.remove((n, d))
+            d.callback(None)
+        return d

@@ -119,7 +119,13 @@ class RealtimeClientProtocol(DialedWebSocketProtocol):
     ready: Deferred[RealtimeClientProtocol] | None = None
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        if self.session is not None and not isBinary:
+        if self.session is None:
+            return
+        if isBinary:
+            # The Realtime protocol is text frames only: a binary one is a faulty peer. Counted
+            # and ignored, like any other message we cannot understand.
+            self.session.malformed_message(self)
+        else:
             self.session.message_received(self, payload)
 
     def link_closed(self, clean: bool, code: int | None, reason: str | None) -> None:
@@ -394,6 +400,11 @@ class OpenAIRealtimeSession:
             if self._closed or proto is not self._proto:
                 return
             self._handle(proto, event)
+
+    def malformed_message(self, proto: RealtimeClientProtocol) -> None:
+        """A frame the protocol does not allow (binary) arrived on ``proto``."""
+        if proto is self._proto and not self._closed:
+            self._metrics.backend_errors_total.labels(self._name, "malformed_event").inc()
 
     def connection_closed(self, proto: RealtimeClientProtocol, code: int | None, reason: str | None) -> None:
         """``proto``'s WebSocket ended."""

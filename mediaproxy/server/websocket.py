@@ -7,6 +7,8 @@ feeds the sans-IO session and the call. It knows nothing of any platform or of t
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import Deferred
@@ -15,7 +17,6 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from mediaproxy.calls import CallRegistry, Endpoint
-from mediaproxy.config import ProxySettings
 from mediaproxy.platforms.base import UpgradeRefused, UpgradeRequest
 from mediaproxy.server.port import PlatformPort
 
@@ -25,6 +26,26 @@ AUTH_FAILURE_DELAY_S = 0.5
 """How long a refused upgrade waits before its answer: every refusal takes the same, long time,
 so timing tells a prober nothing and guessing is slow (the AudioHook reference verifier's
 policy, applied to every platform)."""
+
+
+class ListenerLimits(Protocol):
+    """What the glue reads of ``[proxy]`` (``config.ProxySettings``; the server layer does not
+    import the config): sizes in bytes, times in seconds."""
+
+    @property
+    def public_url(self) -> str: ...
+    @property
+    def max_message_bytes(self) -> int: ...
+    @property
+    def max_frame_bytes(self) -> int: ...
+    @property
+    def open_handshake_timeout_seconds(self) -> float: ...
+    @property
+    def close_handshake_timeout_seconds(self) -> float: ...
+    @property
+    def auto_ping_interval_seconds(self) -> float: ...
+    @property
+    def auto_ping_timeout_seconds(self) -> float: ...
 
 
 def _deny(refused: UpgradeRefused) -> None:
@@ -140,7 +161,7 @@ class PlatformServerFactory(WebSocketServerFactory):
 
     protocol = PlatformServerProtocol  # type: ignore[assignment]  # Autobahn's factories take a protocol class
 
-    def __init__(self, endpoint: Endpoint, registry: CallRegistry, settings: ProxySettings) -> None:
+    def __init__(self, endpoint: Endpoint, registry: CallRegistry, settings: ListenerLimits) -> None:
         super().__init__()
         self.endpoint = endpoint
         self.registry = registry
@@ -149,7 +170,7 @@ class PlatformServerFactory(WebSocketServerFactory):
         self.setProtocolOptions(**protocol_options(settings))
 
 
-def protocol_options(settings: ProxySettings) -> dict[str, object]:
+def protocol_options(settings: ListenerLimits) -> dict[str, object]:
     """Autobahn's ``setProtocolOptions`` for a platform listener, from ``[proxy]``."""
     ping_s = settings.auto_ping_interval_seconds
     return {

@@ -34,6 +34,7 @@ from mediaproxy.options import (
     json_object,
     name_list,
     name_map,
+    number,
     option,
     option_keys,
     text,
@@ -72,6 +73,29 @@ class ProxySettings:
     max_calls: int = option(integer(1, 100000), 1000, "calls accepted at once; beyond it new calls are refused")
     drain_seconds: int = option(integer(0, 3600), 30,
                                 "on shutdown, seconds live calls may continue before they are ended")
+    max_message_bytes: int = option(integer(1024, 64 * 1024 * 1024), 1024 * 1024,
+                                    "largest WebSocket message a platform may send, bytes; a larger one closes "
+                                    "its connection (1009)")
+    max_frame_bytes: int = option(integer(1024, 64 * 1024 * 1024), 1024 * 1024,
+                                  "largest WebSocket frame a platform may send, bytes (at most max_message_bytes)")
+    open_handshake_timeout_seconds: float = option(number(1, 300), 10.0,
+                                                   "seconds a new connection may stay silent before its HTTP "
+                                                   "upgrade request is complete, and may take to finish the "
+                                                   "WebSocket opening handshake, before it is dropped")
+    close_handshake_timeout_seconds: float = option(number(1, 300), 5.0,
+                                                    "seconds the platform may take to answer our close frame "
+                                                    "before the TCP connection is dropped")
+    auto_ping_interval_seconds: float = option(number(0, 3600), 0.0,
+                                               "seconds between WebSocket pings to each platform connection "
+                                               "(0: off, else at least 1; the idle timeout still ends a silent "
+                                               "call)")
+    auto_ping_timeout_seconds: float = option(number(0, 3600), 0.0,
+                                              "seconds a pong may take before the connection is dropped (0: "
+                                              "the ping interval)")
+    idle_timeout_seconds: float = option(number(0, 3600), 60.0,
+                                         "a call whose platform sends no message at all for this long ends "
+                                         "with outcome timeout (checked about every tenth of it), seconds; "
+                                         "0: off")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -339,6 +363,14 @@ def parse_config(path: str, sections: Mapping[str, Mapping[str, str]], env: Mapp
     if not platforms:
         raise ConfigError(path, None, None, "no [platform:NAME] section: nothing would accept calls")
 
+    # Autobahn's timers count whole seconds (txaio's batched timer truncates its deadline): a
+    # timeout below a second could fire at once.
+    for key in ("auto_ping_interval_seconds", "auto_ping_timeout_seconds"):
+        if 0 < getattr(proxy, key) < 1:
+            raise ConfigError(path, "proxy", key, "must be 0 or at least 1")
+    if proxy.max_frame_bytes > proxy.max_message_bytes:
+        raise ConfigError(path, "proxy", "max_frame_bytes",
+                          f"must be at most max_message_bytes ({proxy.max_message_bytes})")
     playout: PlayoutSettings = fixed["playout"]
     if playout.lead_ms and playout.lead_ms < playout.frame_ms:
         raise ConfigError(path, "playout", "lead_ms",

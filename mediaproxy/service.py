@@ -124,7 +124,7 @@ class MediaProxyService(MultiService):
             webhooks={name: ToolWebhook(name, tool, http, reactor, self.metrics)
                       for name, tool in config.tools.items()},
         )
-        self.registry = CallRegistry(self.context, config.proxy.max_calls)
+        self.registry = CallRegistry(self.context, config.proxy.max_calls, config.proxy.idle_timeout_seconds)
         self.backends = {
             name: settings.type.new_backend(name, settings.options, reactor, self.metrics)
             for name, settings in config.backends.items()
@@ -134,9 +134,12 @@ class MediaProxyService(MultiService):
             backend = config.backends[settings.backend]
             endpoint = Endpoint(settings.name, settings.type, settings.options, self.backends[settings.backend],
                                 backend.common, settings.transfer_targets)
-            factory = PlatformServerFactory(endpoint, self.registry, config.proxy.public_url)
+            factory = PlatformServerFactory(endpoint, self.registry, config.proxy)
             routes[settings.path] = PlatformResource(factory)
-        self.site = Site(PathRouter(routes))
+        # The Site's timeout bounds how long a connection may stay silent before its upgrade
+        # request is complete (twisted.web's default is 12 hours); after the WebSocket takeover
+        # Autobahn's limits apply.
+        self.site = Site(PathRouter(routes), timeout=config.proxy.open_handshake_timeout_seconds)
         self.site.noisy = False
         self.platform_listener = Listener(reactor, config.proxy.listen, self.site)
         self.platform_listener.setServiceParent(self)

@@ -99,6 +99,7 @@ class RecordingLeg:
         self.flushes = 0
         self.producer: Any = None
         self.call: Any = None
+        self.messages_received = 0
 
     def adopt(self, call: Any, session: PlatformSession) -> None:
         self.call = call

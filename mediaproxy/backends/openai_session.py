@@ -20,6 +20,15 @@ The session is an ``IPushProducer`` only in name: its socket is always read, wha
 playout holds, because control events (``input_audio_buffer.speech_started`` above all) arrive
 on the same socket as the audio and must be handled at once. The playout bounds its own queue
 (it drops audio beyond ``max_buffer_ms``).
+
+The other direction is bounded too. A backend that stops reading (stalled, or a network that
+stopped acknowledging) would let the socket's write buffer grow with every append. Each
+connection's transport therefore has a push producer (:class:`_SocketWrites`): once its write
+buffer passes Twisted's bound (64 KiB) the transport pauses it, and caller audio goes into the
+early-audio buffer instead (``early_audio_ms``, oldest dropped, counted as
+``frames_dropped_total{direction="in",reason="backend_stalled"}``) until the transport resumes
+it; what is held then goes out first. Control messages (truncate, cancel, tool results) still go
+to the socket: they are few and small.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -83,6 +92,25 @@ _TOOL_CALLS = 32
 """Tool calls remembered per session (their names, for a result that outlives its connection)."""
 
 
+@implementer(IPushProducer)
+class _SocketWrites:
+    """The write side of one backend connection, as the transport's push producer: the transport
+    pauses it while its write buffer is over its bound and resumes it once drained."""
+
+    def __init__(self, session: OpenAIRealtimeSession, proto: RealtimeClientProtocol) -> None:
+        self._session = session
+        self._proto = proto
+
+    def pauseProducing(self) -> None:
+        self._session.writes_paused(self._proto, True)
+
+    def resumeProducing(self) -> None:
+        self._session.writes_paused(self._proto, False)
+
+    def stopProducing(self) -> None:
+        """The connection is going: its end is reported through ``onClose``."""
+
+
 class RealtimeClientProtocol(DialedWebSocketProtocol):
     """The WebSocket of one connection; forwards everything to its session."""
 
@@ -91,7 +119,13 @@ class RealtimeClientProtocol(DialedWebSocketProtocol):
     ready: Deferred[RealtimeClientProtocol] | None = None
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        if self.session is not None and not isBinary:
+        if self.session is None:
+            return
+        if isBinary:
+            # The Realtime protocol is text frames only: a binary one is a faulty peer. Counted
+            # and ignored, like any other message we cannot understand.
+            self.session.malformed_message(self)
+        else:
             self.session.message_received(self, payload)
 
     def link_closed(self, clean: bool, code: int | None, reason: str | None) -> None:
@@ -129,6 +163,9 @@ class OpenAIRealtimeSession:
         self._early = EarlyAudio(audio_format.bytes_for_ms(options.early_audio_ms))
         self._frame_bytes = audio_format.bytes_for_ms(20)
         self._dropped_bytes = 0
+        # The socket's write buffer is over its bound (see _SocketWrites): appends are held.
+        self._stalled = False
+        self._stall_dropped_bytes = 0
         self._proto: RealtimeClientProtocol | None = None
         self._dialect: RealtimeDialect | None = None
         self._connections = 0
@@ -179,7 +216,10 @@ class OpenAIRealtimeSession:
         self._input_bytes += len(data)
         dialect = self._dialect
         if dialect is None:
-            self._hold(data)
+            self._hold(data, "backend_not_ready")
+            return
+        if self._stalled:
+            self._hold(data, "backend_stalled")
             return
         dialect.send_audio(data)
         self._send_output()
@@ -314,6 +354,9 @@ class OpenAIRealtimeSession:
         def adopt(proto: RealtimeClientProtocol) -> None:
             proto.session, proto.dialect, proto.ready = self, dialect, ready
             self._proto = proto
+            self._stalled = False
+            if proto.transport is not None:
+                IConsumer(proto.transport).registerProducer(_SocketWrites(self, proto), True)
 
         def not_opened(failure: Failure) -> None:
             if not ready.called:
@@ -330,6 +373,24 @@ class OpenAIRealtimeSession:
         else:
             self._log("info", "backend session resumed on connection {connection}", connection=self._connections)
 
+    def writes_paused(self, proto: RealtimeClientProtocol, paused: bool) -> None:
+        """``proto``'s transport paused (its write buffer is full) or resumed our writes."""
+        if proto is not self._proto or self._closed or paused == self._stalled:
+            return
+        self._stalled = paused
+        if paused:
+            self._log("warn", "backend socket is not draining; caller audio is held (at most {ms} ms)",
+                      ms=self._options.early_audio_ms)
+            return
+        # The server's input timeline lacks what was dropped: transcript times shift by it.
+        self._input_offset_ms += self._stall_dropped_bytes // self.audio_format.bytes_per_ms
+        self._stall_dropped_bytes = 0
+        held = self._early.take()
+        if held and self._dialect is not None:
+            self._dialect.send_audio(held)
+            self._send_output()
+        self._log("info", "backend socket drains again")
+
     def message_received(self, proto: RealtimeClientProtocol, payload: bytes) -> None:
         """A text frame from the server on ``proto``."""
         if self._closed or proto is not self._proto or proto.dialect is None:
@@ -341,11 +402,17 @@ class OpenAIRealtimeSession:
                 return
             self._handle(proto, event)
 
+    def malformed_message(self, proto: RealtimeClientProtocol) -> None:
+        """A frame the protocol does not allow (binary) arrived on ``proto``."""
+        if proto is self._proto and not self._closed:
+            self._metrics.backend_errors_total.labels(self._name, "malformed_event").inc()
+
     def connection_closed(self, proto: RealtimeClientProtocol, code: int | None, reason: str | None) -> None:
         """``proto``'s WebSocket ended."""
         if proto is not self._proto:
             return
         self._proto, self._dialect = None, None
+        self._stalled = False
         self._cancel_chunk_timer()
         self._cancel_retry()
         description = self._redact(connection_lost_reason(code, reason))
@@ -501,13 +568,17 @@ class OpenAIRealtimeSession:
         for message in proto.dialect.take_output():
             proto.sendMessage(message.encode("utf-8"), isBinary=False)  # type: ignore[no-untyped-call]  # Autobahn
 
-    def _hold(self, data: bytes) -> None:
+    def _hold(self, data: bytes, reason: str) -> None:
+        """Keep ``data`` in the bounded early-audio buffer; what it drops is counted in whole
+        20 ms frames under ``reason``."""
         dropped = self._early.append(data)
         if dropped:
+            if self._stalled:
+                self._stall_dropped_bytes += dropped
             self._dropped_bytes += dropped
             frames, self._dropped_bytes = divmod(self._dropped_bytes, self._frame_bytes)
             if frames:
-                self._metrics.frames_dropped_total.labels("in", "backend_not_ready").inc(frames)
+                self._metrics.frames_dropped_total.labels("in", reason).inc(frames)
 
     def _flush_chunk(self) -> None:
         self._chunk_timer = None

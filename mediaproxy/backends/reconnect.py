@@ -33,6 +33,11 @@ log = Logger()
 
 T = TypeVar("T")
 
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+"""The largest message (and frame) a backend may send, bytes. Audio deltas and session events
+are far smaller; a larger one is a faulty peer, and Autobahn would otherwise buffer it whole
+(its default is no bound). Over it the connection fails (1009) and the redial policy applies."""
+
 
 class Timer(Protocol):
     """A pending call (what of ``IDelayedCall`` is used)."""
@@ -143,7 +148,11 @@ def dial_websocket(
     factory = _DialFactory(url, headers=dict(headers), reactor=reactor)  # type: ignore[no-untyped-call]
     factory.protocol = protocol
     factory.setProtocolOptions(  # type: ignore[no-untyped-call]
-        openHandshakeTimeout=timeout_s, autoPingInterval=keepalive_s, autoPingTimeout=keepalive_s
+        # Autobahn's timers count whole seconds (txaio's batched timer truncates the deadline), so
+        # its own handshake timeout could fire up to a second early: at once, for 1 s. It only
+        # backs up the exact bound, the Redialer's attempt timeout on the injected reactor.
+        openHandshakeTimeout=timeout_s + 1, autoPingInterval=keepalive_s, autoPingTimeout=keepalive_s,
+        maxMessagePayloadSize=MAX_MESSAGE_BYTES, maxFramePayloadSize=MAX_MESSAGE_BYTES,
     )
     # The reactor's connector (IConnector, plus the state and transport of a tcp.Connector).
     connector: Any = None

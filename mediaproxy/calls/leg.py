@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 class PlatformLeg(Protocol):
     """One platform connection, as its call sees it."""
 
+    messages_received: int
+    """How many messages the platform has sent on this connection (the idle check reads it)."""
+
     @property
     def session(self) -> PlatformSession:
         """The connection's sans-IO platform session (after a resume: the call's old one)."""

@@ -7,6 +7,12 @@ connection that resumes it — or takes it from a connection that still looks op
 TCP connection shows nothing until a write times out, minutes later) — and drains: when asked to
 stop it refuses new calls, lets live ones finish for the drain time, then ends each one its
 platform's way. The service asks it; it never reaches into the registry.
+
+It also ends calls whose platform has gone quiet: every open connection counts the messages it
+receives (:attr:`PlatformLeg.messages_received`); one timer for the whole process, armed only
+while a connection is open, compares the counts every tenth of ``idle_timeout_s``. A connection
+whose count has not moved for ``idle_timeout_s`` gets its platform's goodbye with outcome
+``timeout`` and is closed (nothing is rescheduled per message).
 """
 
 from __future__ import annotations
@@ -37,11 +43,16 @@ class CallRegistry:
     """The process's calls. ``max_calls`` bounds open platform connections (a connection that
     has not started its call yet counts: it holds a socket and will)."""
 
-    def __init__(self, context: CallContext, max_calls: int) -> None:
+    def __init__(self, context: CallContext, max_calls: int, idle_timeout_s: float = 0.0) -> None:
         self.context = context
         self.max_calls = max_calls
+        self.idle_timeout_s = idle_timeout_s
         self.draining = False
         self._connections: dict[PlatformLeg, CallBridge] = {}
+        # Per open connection: its message count at the last idle pass and since when (reactor
+        # seconds) it has had that count. A connection already timed out is dropped from it.
+        self._activity: dict[PlatformLeg, tuple[int, float]] = {}
+        self._idle_timer: IDelayedCall | None = None
         self._held: dict[tuple[str, str], _HeldCall] = {}
         self._idle_waiters: list[Deferred[None]] = []
         self._drain_timer: IDelayedCall | None = None
@@ -63,6 +74,7 @@ class CallRegistry:
         full = len(self._connections) >= self.max_calls
         bridge = CallBridge(endpoint, self.context, leg, self)
         self._connections[leg] = bridge
+        self._watch(leg)
         if full:
             leg.session.refuse(f"no capacity ({self.max_calls} calls)")
             leg.flush()
@@ -71,6 +83,9 @@ class CallRegistry:
     def disconnect(self, leg: PlatformLeg) -> None:
         """``leg``'s socket is gone; its call ends unless its platform may resume it."""
         bridge = self._connections.pop(leg, None)
+        self._activity.pop(leg, None)
+        if not self._activity:
+            self._stop_idle_timer()
         if bridge is not None and bridge.leg is leg:
             bridge.connection_lost()
         self._check_idle()
@@ -126,6 +141,7 @@ class CallRegistry:
             if (other is not leg and bridge.endpoint is endpoint and bridge.started and not bridge.ended
                     and bridge.call_id == call_id and bridge.leg is other and other.session.survives_disconnect):
                 del self._connections[other]
+                self._activity.pop(other, None)
                 other.give_up()
                 return bridge
         return None
@@ -139,6 +155,56 @@ class CallRegistry:
             if held.expiry.active():
                 held.expiry.cancel()
             self._check_idle()
+
+    # --- idle connections ----------------------------------------------------------------------
+
+    def _watch(self, leg: PlatformLeg) -> None:
+        """Start watching ``leg`` for silence (and arm the one idle timer if it is not)."""
+        if self.idle_timeout_s <= 0:
+            return
+        reactor = self.context.reactor
+        self._activity[leg] = (leg.messages_received, reactor.seconds())
+        if self._idle_timer is None:
+            self._idle_timer = reactor.callLater(self.idle_timeout_s / 10, self._idle_pass)
+
+    def _idle_pass(self) -> None:
+        """The periodic check: end the calls whose platform sent nothing for the idle timeout.
+        Costs one comparison per open connection every tenth of the timeout; the timer stops
+        when no connection is watched (an idle process arms nothing)."""
+        self._idle_timer = None
+        reactor = self.context.reactor
+        now = reactor.seconds()
+        quiet: list[PlatformLeg] = []
+        for leg, (seen, since) in self._activity.items():
+            count = leg.messages_received
+            if count != seen:
+                self._activity[leg] = (count, now)
+            elif now - since >= self.idle_timeout_s:
+                quiet.append(leg)
+        for leg in quiet:
+            del self._activity[leg]
+            self._time_out(leg)
+        if self._activity:
+            self._idle_timer = reactor.callLater(self.idle_timeout_s / 10, self._idle_pass)
+
+    def _time_out(self, leg: PlatformLeg) -> None:
+        bridge = self._connections.get(leg)
+        if bridge is None:
+            return
+        reason = f"no message from the platform for {self.idle_timeout_s:g} s"
+        log.info("{platform}: call {call_id} idle: {reason}", platform=bridge.platform, call_id=bridge.call_id,
+                 reason=reason)
+        if bridge.leg is leg and bridge.started and not bridge.ended:
+            # The platform's own goodbye first (AudioHook disconnect, AudioCodes hangup), then
+            # the close: a platform that is merely slow still learns why the call ended.
+            leg.session.hangup(Outcome.TIMEOUT, reason)
+            bridge.end(Outcome.TIMEOUT, reason)
+        leg.close()
+
+    def _stop_idle_timer(self) -> None:
+        if self._idle_timer is not None and self._idle_timer.active():
+            self._idle_timer.cancel()
+        self._idle_timer = None
 
     # --- drain -----------------------------------------------------------------------------------
 
@@ -168,6 +234,8 @@ class CallRegistry:
         return d
 
     def _check_idle(self) -> None:
+        if not self._activity:
+            self._stop_idle_timer()
         if self._connections or self._held:
             return
         if self._drain_timer is not None:

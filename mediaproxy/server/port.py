@@ -56,6 +56,9 @@ class PlatformPort:
         self._closing = False
         self._close_timer: IDelayedCall | None = None
         self._gone = False
+        self.messages_received = 0
+        """Messages the platform sent on this connection: the registry's idle check compares
+        it between its passes (a counter, so a message costs no clock read)."""
 
     @property
     def session(self) -> PlatformSession:
@@ -67,6 +70,7 @@ class PlatformPort:
         """One WebSocket message from the platform."""
         if self._gone:
             return
+        self.messages_received += 1
         session = self._session
         if binary:
             events = session.receive_binary(payload)

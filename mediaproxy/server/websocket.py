@@ -7,6 +7,8 @@ feeds the sans-IO session and the call. It knows nothing of any platform or of t
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import Deferred
@@ -24,7 +26,26 @@ AUTH_FAILURE_DELAY_S = 0.5
 """How long a refused upgrade waits before its answer: every refusal takes the same, long time,
 so timing tells a prober nothing and guessing is slow (the AudioHook reference verifier's
 policy, applied to every platform)."""
-MAX_MESSAGE_BYTES = 1024 * 1024
+
+
+class ListenerLimits(Protocol):
+    """What the glue reads of ``[proxy]`` (``config.ProxySettings``; the server layer does not
+    import the config): sizes in bytes, times in seconds."""
+
+    @property
+    def public_url(self) -> str: ...
+    @property
+    def max_message_bytes(self) -> int: ...
+    @property
+    def max_frame_bytes(self) -> int: ...
+    @property
+    def open_handshake_timeout_seconds(self) -> float: ...
+    @property
+    def close_handshake_timeout_seconds(self) -> float: ...
+    @property
+    def auto_ping_interval_seconds(self) -> float: ...
+    @property
+    def auto_ping_timeout_seconds(self) -> float: ...
 
 
 def _deny(refused: UpgradeRefused) -> None:
@@ -135,21 +156,38 @@ class PlatformServerProtocol(WebSocketServerProtocol):
 
 
 class PlatformServerFactory(WebSocketServerFactory):
-    """The Autobahn factory of one configured platform endpoint."""
+    """The Autobahn factory of one configured platform endpoint; its limits (message and frame
+    size, handshake timeouts, keep-alive pings) come from ``[proxy]``."""
 
     protocol = PlatformServerProtocol  # type: ignore[assignment]  # Autobahn's factories take a protocol class
 
-    def __init__(self, endpoint: Endpoint, registry: CallRegistry, public_url: str) -> None:
+    def __init__(self, endpoint: Endpoint, registry: CallRegistry, settings: ListenerLimits) -> None:
         super().__init__()
         self.endpoint = endpoint
         self.registry = registry
         self.reactor = registry.context.reactor
-        self.public_url = public_url
-        self.setProtocolOptions(
-            maxMessagePayloadSize=MAX_MESSAGE_BYTES,
-            maxFramePayloadSize=MAX_MESSAGE_BYTES,
-            openHandshakeTimeout=10,
-            closeHandshakeTimeout=5,
-            # Checked once, by the decode in the port, instead of twice.
-            utf8validateIncoming=False,
-        )
+        self.public_url = settings.public_url
+        self.setProtocolOptions(**protocol_options(settings))
+
+
+def protocol_options(settings: ListenerLimits) -> dict[str, object]:
+    """Autobahn's ``setProtocolOptions`` for a platform listener, from ``[proxy]``."""
+    ping_s = settings.auto_ping_interval_seconds
+    return {
+        "maxMessagePayloadSize": settings.max_message_bytes,
+        "maxFramePayloadSize": settings.max_frame_bytes,
+        # Autobahn's timer starts once twisted.web has read the whole upgrade request (the
+        # Site's own timeout bounds the wait for it): it bounds our answer, so it must outlast
+        # the delayed refusal.
+        "openHandshakeTimeout": max(settings.open_handshake_timeout_seconds, AUTH_FAILURE_DELAY_S + 0.5),
+        "closeHandshakeTimeout": settings.close_handshake_timeout_seconds,
+        "autoPingInterval": ping_s,
+        # A pong that never comes drops the connection; 0 means "as long as the interval".
+        "autoPingTimeout": (settings.auto_ping_timeout_seconds or ping_s) if ping_s else 0,
+        # Checked once, by the decode in the port, instead of twice.
+        "utf8validateIncoming": False,
+        # A peer that breaks the WebSocket rules (a message over the size bound above all) gets
+        # a close frame with the reason (1009 "too big") rather than a bare TCP reset; the
+        # closing handshake timeout still bounds the wait for its answer.
+        "failByDrop": False,
+    }

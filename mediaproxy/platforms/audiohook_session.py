@@ -27,15 +27,14 @@ from mediaproxy.platforms.audiohook_messages import (
     MediaOffer,
     OpenParameters,
     PositionSpan,
-    Token,
     choose_offer,
     format_duration,
     is_uuid,
     parse_envelope,
     parse_parameters,
     server_message,
-    transcript_entity,
 )
+from mediaproxy.platforms.audiohook_transcripts import MonitorTranscripts
 from mediaproxy.platforms.base import (
     CallEnded,
     CallerAudio,
@@ -150,13 +149,7 @@ class AudioHookSession(PlatformSession):
         self._reported_paused = False  # we told the bridge the caller stream is paused
         self.playback_active = False  # between playback_started and playback_completed
         self._audio_since_clear = False
-        self._utterance_start_us: dict[str, int] = {}
-        self._last_final_end_us: dict[str, int] = {}
-        self._backend_timeline = BackendTimeline(8000)
-        self._partial: dict[str, Transcript] = {}  # the last partial of each party's utterance
-        # A party whose utterance we closed ourselves (update, paused): the backend's rest of it
-        # is dropped up to its final. The value is where we closed it (backend ms, if known).
-        self._closed_early: dict[str, int | None] = {}
+        self._transcripts = MonitorTranscripts(self._timeline, BackendTimeline(8000), new_id)
 
     # --- binding -----------------------------------------------------------------------------
 
@@ -309,7 +302,7 @@ class AudioHookSession(PlatformSession):
         if mtype in ("discarded", "resumed"):
             assert isinstance(params, PositionSpan)
             self._timeline.add_skipped(params.discarded_us)
-            self._backend_timeline.skipped()
+            self._transcripts.backend_timeline.skipped()
             if mtype == "resumed" and self._reported_paused:
                 self._reported_paused = False
                 return self._call_event(CallerStreamPaused(False))
@@ -367,7 +360,8 @@ class AudioHookSession(PlatformSession):
         if offer is not None:
             self._splitter = ChannelSplitter(len(offer.channels), offer.channel_format.sample_bytes)
             self._timeline = StreamTimeline(offer.channel_format.rate_hz)
-            self._backend_timeline = BackendTimeline(offer.channel_format.rate_hz)
+            rate = offer.channel_format.rate_hz
+            self._transcripts = MonitorTranscripts(self._timeline, BackendTimeline(rate), self._new_id)
         if self.is_probe or offer is None:
             return []
         self._call_started = True
@@ -406,9 +400,9 @@ class AudioHookSession(PlatformSession):
         timeline = self._timeline
         if self._call_started and not self._reported_paused:
             # The bridge forwards this to the backend: its timeline advances with the stream's.
-            self._backend_timeline.forward(frames, timeline.position_us)
+            self._transcripts.backend_timeline.forward(frames, timeline.position_us)
         else:
-            self._backend_timeline.skipped()
+            self._transcripts.backend_timeline.skipped()
         timeline.add_samples(frames)
         if not self._call_started:
             return []
@@ -434,102 +428,22 @@ class AudioHookSession(PlatformSession):
     def caller_speech(self, started: bool) -> None:
         """Remember where the caller's utterance began, for its transcript's offset."""
         if started and self._state is _State.OPEN:
-            self._utterance_start_us["caller"] = self._timeline.position_us
+            self._transcripts.speech_started("caller")
 
     def transcript(self, transcript: Transcript) -> None:
-        """Monitor: send a final transcript as an ``event`` entity on the stream timeline.
-
-        With ``start_ms``/``end_ms`` (backend times of the channel) the utterance and its words
-        are mapped onto the stream timeline, paused and discarded spans included; without them
-        the offset is where the utterance was first noticed (the caller's VAD, a first partial;
-        the agent: the end of its previous transcript) and the duration runs to now. Partials are
-        not sent (the last one is kept: an ``update`` or ``paused`` mid-utterance closes the
-        utterance with it)."""
+        """Monitor: send a final transcript as an ``event`` entity placed on the stream timeline
+        (see :class:`~mediaproxy.platforms.audiohook_transcripts.MonitorTranscripts`)."""
         if self.mode != "monitor" or self._state is not _State.OPEN or self._offer is None:
             return
-        role = "caller" if transcript.role == "caller" else "agent"
-        if role in self._closed_early:
-            closed_at = self._closed_early[role]
-            if transcript.start_ms is None or closed_at is None or transcript.start_ms < closed_at:
-                # The rest of an utterance we already closed: dropped, up to its final.
-                if transcript.final:
-                    del self._closed_early[role]
-                return
-            del self._closed_early[role]  # it starts after the close: a new utterance
-        text = transcript.text if isinstance(transcript.text, str) else ""
-        if not transcript.final:
-            if role not in self._utterance_start_us:
-                self._utterance_start_us[role] = self._timeline.position_us
-            if text.strip():
-                self._partial[role] = transcript
-            return
-        self._partial.pop(role, None)
-        if text.strip():
-            self._send_final(role, transcript, text)
-        self._utterance_start_us.pop(role, None)
+        for entity in self._transcripts.transcript(transcript, self._offer.channels, self.language):
+            self._send("event", {"entities": [entity]})
 
     def _close_utterances(self) -> None:
-        """Close every utterance in progress with its last partial (the whole text so far), as a
-        final transcript, before the stream changes (a language update, a pause)."""
-        if self.mode != "monitor" or self._state is not _State.OPEN or not self._partial:
+        """Close every utterance in progress with its last partial before the stream changes."""
+        if self.mode != "monitor" or self._state is not _State.OPEN or self._offer is None:
             return
-        for role, partial in list(self._partial.items()):
-            self._send_final(role, partial, partial.text)
-            self._utterance_start_us.pop(role, None)
-            self._closed_early[role] = partial.end_ms
-        self._partial.clear()
-
-    def _send_final(self, role: str, transcript: Transcript, text: str) -> None:
-        assert self._offer is not None
-        now_us = self._timeline.position_us
-        mapping = self._backend_timeline
-        start_us = end_us = None
-        if transcript.start_ms is not None and transcript.end_ms is not None:
-            start_us = mapping.stream_us(transcript.start_ms)
-            end_us = mapping.stream_us(max(transcript.start_ms, transcript.end_ms), end=True)
-        if start_us is None or end_us is None:
-            start_us = self._utterance_start_us.get(role)
-            if start_us is None:
-                start_us = min(self._last_final_end_us.get(role, 0), now_us)
-            end_us = now_us
-        end_us = max(start_us, end_us)
-        self._last_final_end_us[role] = end_us
-        channel = "external" if role == "caller" else "internal"
-        channel_id = self._offer.channels.index(channel) if channel in self._offer.channels else 0
-        confidence = 1.0 if transcript.confidence is None else transcript.confidence
-        tokens = self._tokens(transcript, text, start_us, end_us, confidence)
-        entity = transcript_entity(self._new_id(), channel_id, text, True, start_us, end_us - start_us,
-                                   transcript.language or self.language, confidence, tokens)
-        self._send("event", {"entities": [entity]})
-
-    def _tokens(self, transcript: Transcript, text: str, start_us: int, end_us: int,
-                confidence: float) -> list[Token]:
-        """Word tokens on the stream timeline: the backend's word timings where it gives them,
-        else the words spread over the utterance in proportion to their length."""
-        mapping = self._backend_timeline
-        if transcript.words:
-            tokens: list[Token] = []
-            for word in transcript.words:
-                offset = mapping.stream_us(word.start_ms)
-                finish = mapping.stream_us(max(word.start_ms, word.end_ms), end=True)
-                if offset is None or finish is None:
-                    break
-                word_confidence = confidence if word.confidence is None else word.confidence
-                tokens.append(Token(word.text, offset, max(0, finish - offset), word_confidence))
-            else:
-                return tokens
-        words = text.split()
-        total = sum(len(word) for word in words)
-        if not total:
-            return []
-        span = end_us - start_us
-        spread: list[Token] = []
-        done = 0
-        for value in words:
-            offset = start_us + span * done // total
-            done += len(value)
-            spread.append(Token(value, offset, start_us + span * done // total - offset, confidence))
-        return spread
+        for entity in self._transcripts.close_utterances(self._offer.channels, self.language):
+            self._send("event", {"entities": [entity]})
 
     def pause_caller_audio(self, paused: bool) -> bool:
         """Flow control: ask Genesys to ``pause`` or ``resume`` streaming caller audio."""

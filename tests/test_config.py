@@ -103,7 +103,7 @@ class ConfigTests(SynchronousTestCase):
         self.assertConfigError(GOOD + "[playout]\nmax_buffer_ms = 10\n", "playout", "max_buffer_ms", "at least")
 
     def test_unknown_platform_type(self) -> None:
-        self.assertConfigError(GOOD + "[platform:nosuchvendor]\npath = /v\nbackend = echo\n", "platform:nosuchvendor", "type",
+        self.assertConfigError(GOOD + "[platform:nosuch]\npath = /v\nbackend = echo\n", "platform:nosuch", "type",
                                "unknown platform type")
 
     def test_duplicate_path(self) -> None:

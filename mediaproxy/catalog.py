@@ -19,11 +19,15 @@ from mediaproxy.platforms.audiocodes import AUDIOCODES
 from mediaproxy.platforms.audiohook import AUDIOHOOK
 from mediaproxy.platforms.base import PlatformType
 from mediaproxy.platforms.exotel import EXOTEL
+from mediaproxy.platforms.jambonz import JAMBONZ
 from mediaproxy.platforms.plivo import PLIVO
 from mediaproxy.platforms.telnyx import TELNYX
 from mediaproxy.platforms.twilio import TWILIO
+from mediaproxy.platforms.vonage import VONAGE
 
 PLATFORM_TYPES: Mapping[str, PlatformType[Any]] = {
     t.name: t for t in (TWILIO, AUDIOHOOK, AUDIOCODES, TELNYX, PLIVO, EXOTEL)
 }
+PLATFORM_TYPES = {**PLATFORM_TYPES, VONAGE.name: VONAGE}
+PLATFORM_TYPES = {**PLATFORM_TYPES, JAMBONZ.name: JAMBONZ}
 BACKEND_TYPES: Mapping[str, BackendType[Any]] = {t.name: t for t in (ECHO, OPENAI_REALTIME)}

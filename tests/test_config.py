@@ -58,7 +58,8 @@ class ConfigTests(SynchronousTestCase):
         env = {"OPENAI_API_KEY": "sk-test", "AUDIOHOOK_API_KEY": "bXlBcGlLZXk=",
                "AUDIOHOOK_CLIENT_SECRET": "c2VjcmV0", "AUDIOCODES_TOKEN": "t", "TWILIO_AUTH_TOKEN": "t"}
         keys = ("type|path|backend|mode|api_key|client_secret|packet_ms|token|barge_in|resume_seconds"
-                "|allow_unauthenticated|stream_auth_token|l16_byte_order|auth_token|api_token")
+                "|allow_unauthenticated|stream_auth_token|l16_byte_order|auth_token|api_token"
+                "|signature_secret|authorization|username|password")
         for name in ("mediaproxy.ini", "openai.ini"):
             text = ROOT.child("etc").child(name).getContent().decode()
             enabled = re.sub(rf"^; ?(\[platform:[^\]]+\]|(?:{keys}) += .*)$", r"\1", text, flags=re.M)
@@ -102,7 +103,7 @@ class ConfigTests(SynchronousTestCase):
         self.assertConfigError(GOOD + "[playout]\nmax_buffer_ms = 10\n", "playout", "max_buffer_ms", "at least")
 
     def test_unknown_platform_type(self) -> None:
-        self.assertConfigError(GOOD + "[platform:vonage]\npath = /v\nbackend = echo\n", "platform:vonage", "type",
+        self.assertConfigError(GOOD + "[platform:nosuch]\npath = /v\nbackend = echo\n", "platform:nosuch", "type",
                                "unknown platform type")
 
     def test_duplicate_path(self) -> None:

@@ -369,6 +369,9 @@ class PlatformType(Generic[OptionsT]):
     resume_grace_s: Callable[[OptionsT], float] | None = None
     validate: Callable[[OptionsT, str], None] | None = None
     transfer_request: Callable[[OptionsT, PlatformSession, str], HttpRequest | None] | None = None
+    subprotocols: tuple[str, ...] = ()
+    """WebSocket subprotocols the upgrade accepts: the first the client offers is selected
+    (jambonz offers ``audio.jambonz.org`` and insists on it)."""
     credential_keys: tuple[str, ...] = ()
     """The options that authenticate a caller (any one set is enough); with none set, start-up
     refuses a listener other hosts can reach unless ``allow_unauthenticated`` says so."""

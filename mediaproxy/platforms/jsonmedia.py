@@ -113,3 +113,22 @@ class JsonMediaSession(PlatformSession):
 def json_string(value: str) -> str:
     """``value`` as a JSON string literal (quotes included), for message prefixes."""
     return json.dumps(value)
+
+
+MAX_METADATA_VALUE_CHARS = 1024
+"""The longest metadata value kept from a platform's opening message (longer ones are cut)."""
+
+
+def string_metadata(message: dict[str, Any], skip: frozenset[str]) -> dict[str, str]:
+    """The top-level fields of an opening message (Vonage NCCO ``headers``, jambonz call
+    attributes and ``metadata``) as string metadata: strings as sent, any other JSON value
+    (a number, an object) in compact JSON, each cut to :data:`MAX_METADATA_VALUE_CHARS`; the
+    protocol's own keys (``skip``) and nulls are left out."""
+    out: dict[str, str] = {}
+    for key, value in message.items():
+        if key in skip or value is None:
+            continue
+        if not isinstance(value, str):
+            value = json.dumps(value, separators=(",", ":"))
+        out[key] = value[:MAX_METADATA_VALUE_CHARS]
+    return out

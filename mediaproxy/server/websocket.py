@@ -71,7 +71,7 @@ class PlatformServerProtocol(WebSocketServerProtocol):
         self._dataReceived(data)
 
     # Autobahn's annotation omits it, but onConnect may return a Deferred (a delayed refusal).
-    def onConnect(self, request: ConnectionRequest) -> Deferred[None] | None:  # type: ignore[override]
+    def onConnect(self, request: ConnectionRequest) -> Deferred[None] | str | None:  # type: ignore[override]
         factory = self.factory
         endpoint = factory.endpoint
         if factory.registry.draining:
@@ -95,7 +95,8 @@ class PlatformServerProtocol(WebSocketServerProtocol):
         refusal = factory.registry.refusal()
         if refusal is not None and not endpoint.platform.refuses_in_band:
             raise ConnectionDeny(503, refusal)
-        return None
+        # The platform's WebSocket subprotocol, when the client offers it (jambonz requires it).
+        return next((p for p in request.protocols if p in endpoint.platform.subprotocols), None)
 
     def onOpen(self) -> None:
         factory = self.factory

@@ -25,9 +25,18 @@ from mediaproxy.platforms.telnyx import TELNYX
 from mediaproxy.platforms.twilio import TWILIO
 from mediaproxy.platforms.vonage import VONAGE
 
-PLATFORM_TYPES: Mapping[str, PlatformType[Any]] = {
-    t.name: t for t in (TWILIO, AUDIOHOOK, AUDIOCODES, TELNYX, PLIVO, EXOTEL)
-}
-PLATFORM_TYPES = {**PLATFORM_TYPES, VONAGE.name: VONAGE}
-PLATFORM_TYPES = {**PLATFORM_TYPES, JAMBONZ.name: JAMBONZ}
-BACKEND_TYPES: Mapping[str, BackendType[Any]] = {t.name: t for t in (ECHO, OPENAI_REALTIME)}
+# One type per line: adding one is one line here (and its import).
+PLATFORM_TYPES: Mapping[str, PlatformType[Any]] = {t.name: t for t in (
+    TWILIO,
+    AUDIOHOOK,
+    AUDIOCODES,
+    TELNYX,
+    PLIVO,
+    EXOTEL,
+    VONAGE,
+    JAMBONZ,
+)}
+BACKEND_TYPES: Mapping[str, BackendType[Any]] = {t.name: t for t in (
+    ECHO,
+    OPENAI_REALTIME,
+)}

@@ -65,7 +65,18 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol  # noqa: E402
-from bench_twilio import bucket_max, bucket_quantile, buckets, free_port, scrape, stop_process, total, wait_ready  # noqa: E402
+from bench_twilio import (  # noqa: E402
+    bucket_max,
+    bucket_quantile,
+    buckets,
+    free_port,
+    machine_ticks,
+    runqueue_wait_s,
+    scrape,
+    stop_process,
+    total,
+    wait_ready,
+)
 from longrun import ProcSampler, reply_accounting  # noqa: E402
 
 from mediaproxy.sim.cli import build_script  # noqa: E402
@@ -302,6 +313,8 @@ class Chaos:
         self.chaos_to = first_call_at + args.duration - args.quiet_tail
         self.deadline = time.monotonic() + (first_call_at - now) + args.ramp + args.duration + 120
         self.drops_sent = 0
+        self.proxy_wait_s = 0.0
+        self.machine_busy = 0.0
         self.hostile: list[dict[str, Any]] = []
         self.hostile_open = 0
         self._hostile_plan: list[tuple[str, str]] = []
@@ -416,8 +429,12 @@ def run(args: argparse.Namespace) -> int:
             # The simulator's first call starts about a second after its reactor does.
             chaos = Chaos(reactor, args, proxy_port, fake, sim, samplers, launched + 2.0)
             reactor.callWhenRunning(chaos.start)
+            wait0, (busy0, all0) = runqueue_wait_s(proxy.pid), machine_ticks()
             reactor.run()
             chaos.sample()
+            chaos.proxy_wait_s = runqueue_wait_s(proxy.pid) - wait0
+            busy1, all1 = machine_ticks()
+            chaos.machine_busy = (busy1 - busy0) / max(all1 - all0, 1)
             metrics1 = scrape(metrics_url + "/metrics")
         finally:
             if sim is not None:
@@ -542,6 +559,10 @@ def report(args: argparse.Namespace, chaos: Chaos, sim: dict[str, Any], fake: di
           f"RSS {proxy.rss_first / 1024:.1f} MiB at start, {proxy.rss_last / 1024:.1f} at the end, peak "
           f"{proxy.rss_max / 1024:.1f}; fake {chaos.samplers['fake'].average_pct():.1f} %, simulator "
           f"{chaos.samplers['sim'].average_pct():.1f} %")
+    stall = buckets(metrics1, "mediaproxy_clock_tick_late_seconds")
+    print(f"machine               longest reactor stall {bucket_max(stall)} (clock_tick_late_seconds); proxy "
+          f"runnable but not running {chaos.proxy_wait_s:.2f} s; machine busy {chaos.machine_busy * 100:.0f} % "
+          f"of {os.cpu_count()} cores")
     tracebacks = log_text.count("Traceback")
     if tracebacks:
         print(f"WARNING: {tracebacks} tracebacks in the proxy log")

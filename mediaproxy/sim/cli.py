@@ -16,6 +16,7 @@ import argparse
 import gc
 import json
 import os
+import random
 import sys
 import time
 from typing import Any
@@ -44,8 +45,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--first-index", type=int, default=0, help="index of the first call (unique ids across processes)")
     p.add_argument("--per-call", action="store_true", help="print one line per call")
     p.add_argument("--json", help="write counts and raw samples to this file")
+    p.add_argument("--arrivals", action="store_true",
+                   help="with --json: also write each call's script start, media arrival times and stalls")
+    p.add_argument("--stall-every", type=float, default=0.0,
+                   help="chaos: stop reading a random call's socket about every this many seconds (default 0: never)")
+    p.add_argument("--stall-seconds", type=float, default=3.0, help="chaos: how long each stall lasts (default 3)")
+    p.add_argument("--stall-window", type=float, nargs=2, default=None, metavar=("FROM", "TO"),
+                   help="chaos: stalls only this many seconds after the first call's start (default: whole script)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the chaos choices")
     args = p.parse_args(argv)
-    if args.calls < 1 or args.duration <= 0:
+    if args.calls < 1 or args.duration <= 0 or args.stall_every < 0 or args.stall_seconds <= 0:
         p.error("--calls and --duration must be positive")
     if urlparse(args.url).scheme not in ("ws", "wss"):
         p.error("--url must be ws:// or wss://")
@@ -102,6 +111,9 @@ def run_calls(args: argparse.Namespace, script: CallScript) -> list[Any]:
 
         reactor.callLater(start_at - 0.5 - now, dial)
 
+    if args.stall_every > 0:
+        schedule_stalls(reactor, factories, base + 0.5, script.duration_s, args)
+
     done = DeferredList([f.done for f in factories])
     done.addBoth(lambda _: reactor.stop())
     limit = args.ramp + script.duration_s + 60.0
@@ -120,6 +132,28 @@ def run_calls(args: argparse.Namespace, script: CallScript) -> list[Any]:
     if watchdog.active():
         watchdog.cancel()
     return [f.record for f in factories]
+
+
+def schedule_stalls(reactor: Any, factories: list[Any], first_start: float, script_s: float,
+                    args: argparse.Namespace) -> None:
+    """Chaos: every ``stall_every`` seconds (uniformly 0.5x to 1.5x, seeded), one random open call
+    that is not stalled stops reading for ``stall_seconds``. Bounded by the window (default: the
+    script's duration), so it ends by itself."""
+    rng = random.Random(args.seed)
+    lo, hi = args.stall_window if args.stall_window else (0.0, script_s)
+    end = first_start + hi
+
+    def next_stall() -> None:
+        now = reactor.seconds()
+        if now + args.stall_seconds > end:
+            return
+        candidates = [f.live for f in factories if f.live is not None and not f.live.stalled]
+        if candidates:
+            rng.choice(candidates).stall(args.stall_seconds)
+        reactor.callLater(args.stall_every * rng.uniform(0.5, 1.5), next_stall)
+
+    first = max(0.0, first_start + lo - reactor.seconds()) + args.stall_every * rng.uniform(0.5, 1.5)
+    reactor.callLater(first, next_stall)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,7 +176,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"call {record.index:4d} {record.call_sid}: received {stats.frames_received} "
                   f"expected {stats.frames_expected} lost {stats.frames_lost} heard-gaps {stats.late_frames} "
                   f"grid-lateness p99 {p99} ms; {record.close_reason or 'not closed'}")
-        per_call.append({"index": record.index, "close_reason": record.close_reason, **stats.to_json()})
+        entry: dict[str, Any] = {"index": record.index, "close_reason": record.close_reason, **stats.to_json()}
+        if args.arrivals:
+            entry.update(script_start=record.script_start, arrivals=[round(t, 4) for t in record.arrivals],
+                         clears=[round(t, 4) for t in record.clears], stalls=record.stalls)
+        per_call.append(entry)
     print(f"script: {script.duration_s:.1f} s per call, {len(replies)} replies expected per call")
     print(format_summary(total, samples))
     print(f"simulator CPU {cpu_s:.1f} s")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from array import array
 from dataclasses import dataclass, field
+from typing import Any
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet.defer import Deferred
@@ -55,6 +56,8 @@ class CallRecord:
     marks_received: int = 0
     marks_echoed: int = 0
     other_messages: int = 0
+    stalls: list[tuple[float, float]] = field(default_factory=list)
+    """``(start, end)`` of every time this call stopped reading its socket (``--stall-every``)."""
 
     @property
     def completed(self) -> bool:
@@ -74,6 +77,7 @@ class TwilioCallerProtocol(WebSocketClientProtocol):
         self._seq = 0
         self._player: TwilioPlayer | None = None
         self._stopped = False
+        self._stall_call: IDelayedCall | None = None
 
     # --- Autobahn callbacks ---------------------------------------------------------------------
 
@@ -89,6 +93,7 @@ class TwilioCallerProtocol(WebSocketClientProtocol):
         self._reactor = reactor
         self._player = TwilioPlayer(reactor, self._echo_mark)
         record.opened_at = reactor.seconds()
+        factory.live = self
         self._send_json({"event": "connected", "protocol": "Call", "version": "1.0.0"})
         self._seq = 1
         self._send_json({
@@ -157,9 +162,37 @@ class TwilioCallerProtocol(WebSocketClientProtocol):
         if self._send_call is not None and self._send_call.active():
             self._send_call.cancel()
         self._send_call = None
+        if self._stall_call is not None and self._stall_call.active():
+            self._stall_call.cancel()
+        self._stall_call = None
         if self._player is not None:
             self._player.stop()
+        self.factory.live = None
         self.factory.finished()
+
+    # --- stalls (chaos) ---------------------------------------------------------------------------
+
+    @property
+    def stalled(self) -> bool:
+        return self._stall_call is not None
+
+    def stall(self, seconds: float) -> None:
+        """Stop reading the socket for ``seconds`` (a caller whose network or host froze), then
+        read again. Sending goes on. Recorded in :attr:`CallRecord.stalls`."""
+        reactor = self._reactor
+        if reactor is None or self._stall_call is not None or self.transport is None:
+            return
+        transport: Any = self.transport
+        transport.pauseProducing()
+        started = reactor.seconds()
+        self.factory.record.stalls.append((started, started + seconds))
+
+        def resume() -> None:
+            self._stall_call = None
+            if self.transport is not None:
+                transport.resumeProducing()
+
+        self._stall_call = reactor.callLater(seconds, resume)
 
     # --- sending ----------------------------------------------------------------------------------
 
@@ -245,6 +278,8 @@ class TwilioCallerFactory(WebSocketClientFactory):
         self.record = CallRecord(index=index, call_sid="CA" + tag.rjust(32, "0")[-32:],
                                  stream_sid="MZ" + tag.rjust(32, "0")[-32:])
         self.done: Deferred[CallRecord] = Deferred()
+        #: The open connection of this call, if any.
+        self.live: TwilioCallerProtocol | None = None
 
     def finished(self) -> None:
         if not self.done.called:

@@ -208,6 +208,9 @@ class Stats:
         self.truncates_ok = 0
         self.truncate_errors = 0
         self.truncate_ms: list[int] = []
+        #: Connections cut on purpose (SIGUSR1 on the command line): time, connection index and
+        #: the session's instructions (which carry the call's parameters when the proxy passes them).
+        self.drops: list[dict[str, Any]] = []
 
 
 class FakeRealtimeConnection(WebSocketServerProtocol):
@@ -806,6 +809,17 @@ class FakeRealtimeServer(ConditionWaiting):
         for connection in list(self.streaming):
             connection.tick(int(self.speed * TICK_S * 1000 * FORMAT_BYTES_PER_MS[connection.output_format]))
 
+    def drop_random(self, choose: Callable[[Sequence[FakeRealtimeConnection]], FakeRealtimeConnection]) -> None:
+        """Cut one open connection chosen by ``choose`` (:meth:`FakeRealtimeConnection.drop`) and
+        record it in ``stats.drops``; nothing when none is open."""
+        open_ = [c for c in self.connections if not c.closed]
+        if not open_:
+            return
+        victim = choose(open_)
+        self.stats.drops.append({"t": self.reactor.seconds(), "connection": victim.index,
+                                 "instructions": str(victim.session.get("instructions", ""))})
+        victim.drop()
+
     def connection(self, index: int = -1) -> FakeRealtimeConnection:
         return self.connections[index]
 
@@ -832,7 +846,10 @@ BENCH_CHUNK_SIZES = (160, 333, 97, 801, 41, 1200, 7, 512, 250, 640)
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the fake in this process for a benchmark: no validation, no history, the echo
     parrot's VAD, answers as long as the caller's turn at ``--speed`` times real time. Counts go
-    to ``--stats`` (JSON) when the process gets SIGTERM or after ``--max-seconds``."""
+    to ``--stats`` (JSON) when the process gets SIGTERM or after ``--max-seconds``. Each SIGUSR1
+    cuts one random open connection without a closing handshake (chaos benchmarks; ``--seed``),
+    recorded in the stats' ``drops``."""
+    import random
     import signal
 
     from twisted.internet import reactor as installed
@@ -847,6 +864,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="audio of a response not provoked by caller speech (greeting, response.create), ms")
     p.add_argument("--stats", default="", help="write counts here as JSON on exit")
     p.add_argument("--max-seconds", type=float, default=600.0, help="stop by itself after this long")
+    p.add_argument("--seed", type=int, default=None, help="seed of SIGUSR1's choice of connection")
     args = p.parse_args(argv)
 
     server = FakeRealtimeServer(reactor, api_key=args.api_key, validate=False, record=False, speed=args.speed,
@@ -864,6 +882,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     reactor.addSystemEventTrigger("before", "shutdown", write_stats)
     reactor.callLater(args.max_seconds, reactor.stop)
     signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))
+    rng = random.Random(args.seed)
+    signal.signal(signal.SIGUSR1, lambda *_: reactor.callFromThread(server.drop_random, rng.choice))
     print("fake realtime ready", flush=True)
     reactor.run(installSignalHandlers=False)
     return 0

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mediaproxy.backends.base import BackendType
+from mediaproxy.backends.deepgram import DEEPGRAM
 from mediaproxy.backends.echo import ECHO
 from mediaproxy.backends.openai import OPENAI_REALTIME
 from mediaproxy.platforms.audiocodes import AUDIOCODES
@@ -39,4 +40,5 @@ PLATFORM_TYPES: Mapping[str, PlatformType[Any]] = {t.name: t for t in (
 BACKEND_TYPES: Mapping[str, BackendType[Any]] = {t.name: t for t in (
     ECHO,
     OPENAI_REALTIME,
+    DEEPGRAM,
 )}

@@ -1,0 +1,460 @@
+"""One call's leg toward the Deepgram Voice Agent: the thin Twisted/Autobahn glue around
+:class:`~mediaproxy.backends.deepgram_dialect.AgentDialect`.
+
+The session dials ``url`` with ``Authorization: Token <api_key>`` through the shared
+:class:`~mediaproxy.backends.reconnect.Redialer`: an attempt counts as up once ``SettingsApplied``
+arrived. Caller audio that arrives before that (or while reconnecting) is kept up to
+``early_audio_ms``, oldest dropped and counted. A mid-call drop redials with backoff and sends the
+Settings again, without the greeting and with the recent conversation in the prompt; fatal errors
+(credentials refused at the upgrade, Settings refused) end the call through ``backend_failed``.
+
+The service closes a connection that carries nothing for 10 s: :class:`KeepAliveTimer` polls the
+dialect every half ``keepalive_seconds`` on the injected reactor and a ``KeepAlive`` goes out when
+no other client message did (caller audio normally flows all the time; this covers hold and
+paused streams). No per-frame timer work is done.
+
+The socket is always read, whatever the playout holds (``UserStartedSpeaking`` arrives on the
+same socket as the audio and must be handled at once); the playout bounds its own queue.
+"""
+
+from __future__ import annotations
+
+import random as _random
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from mediaproxy.audio.format import AudioFormat
+from mediaproxy.backends.base import BackendListener, CallInfo
+from mediaproxy.backends.deepgram_dialect import (
+    UNKNOWN_MESSAGE,
+    AgentAudio,
+    AgentAudioFinished,
+    AgentDialect,
+    AgentEvent,
+    ServerError,
+    SettingsAccepted,
+    SpeechStarted,
+    SpeechStopped,
+    ToolCalled,
+    TranscriptLine,
+    UnknownMessage,
+    Welcomed,
+    error_code_label,
+    settings_message,
+)
+from mediaproxy.backends.early_audio import EarlyAudio
+from mediaproxy.backends.reconnect import (
+    BackoffPolicy,
+    DialedWebSocketProtocol,
+    HandshakeRejected,
+    Redialer,
+    Timer,
+    Timers,
+    connection_lost_reason,
+    dial_websocket,
+)
+from mediaproxy.metrics import Metrics
+from mediaproxy.transcripts import Transcript
+
+if TYPE_CHECKING:
+    from mediaproxy.backends.deepgram import DeepgramOptions
+
+log = Logger()
+
+_HISTORY_LINES = 12
+_HISTORY_CHARS = 2000
+
+RESUME_NOTE = (
+    "The connection to the caller was briefly interrupted and has been restored. This is the "
+    "same call: continue the conversation where it left off and do not greet the caller again."
+)
+
+
+class KeepAliveTimer:
+    """Calls ``poll`` every ``interval_s`` seconds on ``reactor`` until stopped (one pending
+    delayed call at a time; nothing per audio frame)."""
+
+    def __init__(self, reactor: Timers, interval_s: float, poll: Callable[[], None]) -> None:
+        self._reactor = reactor
+        self._interval_s = interval_s
+        self._poll = poll
+        self._timer: Timer | None = None
+
+    def start(self) -> None:
+        if self._timer is None:
+            self._timer = self._reactor.callLater(self._interval_s, self._fire)
+
+    def stop(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _fire(self) -> None:
+        self._timer = self._reactor.callLater(self._interval_s, self._fire)
+        self._poll()
+
+
+class AgentClientProtocol(DialedWebSocketProtocol):
+    """The WebSocket of one connection; forwards everything to its session."""
+
+    session: DeepgramAgentSession | None = None
+    dialect: AgentDialect | None = None
+    ready: Deferred[AgentClientProtocol] | None = None
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self.session is not None:
+            self.session.message_received(self, payload, isBinary)
+
+    def link_closed(self, clean: bool, code: int | None, reason: str | None) -> None:
+        if self.session is not None:
+            self.session.connection_closed(self, code, reason)
+
+
+@implementer(IPushProducer)
+class DeepgramAgentSession:
+    """A :class:`~mediaproxy.backends.base.BackendSession` on the Deepgram Voice Agent for one
+    call. ``prompt`` is the agent's prompt for this call (the configured instructions plus the
+    call's context); ``random`` spreads reconnect delays (tests pass a constant)."""
+
+    def __init__(
+        self,
+        backend_name: str,
+        options: DeepgramOptions,
+        call: CallInfo,
+        listener: BackendListener,
+        audio_format: AudioFormat,
+        reactor: Any,
+        metrics: Metrics,
+        *,
+        prompt: str = "",
+        random: Callable[[], float] = _random.random,
+    ) -> None:
+        self.audio_format = audio_format
+        self._name = backend_name
+        self._options = options
+        self._call = call
+        self._listener = listener
+        self._reactor = reactor
+        self._metrics = metrics
+        self._prompt = prompt
+        self._language = options.language
+        self._early = EarlyAudio(audio_format.bytes_for_ms(options.early_audio_ms))
+        self._frame_bytes = audio_format.bytes_for_ms(20)
+        self._dropped_bytes = 0
+        self._proto: AgentClientProtocol | None = None
+        self._dialect: AgentDialect | None = None
+        self._connections = 0
+        self._dial_started = 0.0
+        self._ever_ready = False
+        self._closed = False
+        self._history: OrderedDict[int, str] = OrderedDict()
+        self._lines = 0
+        self._pending_results: list[tuple[str, str]] = []
+        self._keepalive = KeepAliveTimer(reactor, options.keepalive_seconds / 2.0, self._poll_keepalive)
+        self._redialer: Redialer[AgentClientProtocol] = Redialer(
+            reactor,
+            self._dial,
+            BackoffPolicy(
+                initial_s=options.reconnect_backoff_ms / 1000.0,
+                max_s=options.reconnect_max_backoff_ms / 1000.0,
+                max_attempts=options.reconnect_attempts,
+            ),
+            timeout_s=options.connect_timeout_seconds,
+            on_up=self._connection_up,
+            on_give_up=self._fail,
+            is_fatal=_fatal_reason,
+            on_redial=metrics.backend_reconnects_total.labels(backend_name).inc,
+            random=random,
+        )
+
+    def start(self) -> None:
+        """Dial the first connection (``open_session`` calls this; it returns at once)."""
+        self._redialer.start()
+
+    # --- BackendSession ------------------------------------------------------------------------
+
+    def send_audio(self, data: bytes) -> None:
+        """Caller audio in ``audio_format``, one binary frame per call; held (bounded) until the
+        agent is ready."""
+        if self._closed:
+            return
+        dialect = self._dialect
+        if dialect is None:
+            self._hold(data)
+            return
+        dialect.send_audio(data)
+        self._send_output()
+
+    def interrupt(self, response_id: str, played_ms: int) -> None:
+        """Barge-in on agent turn ``response_id`` after the caller heard ``played_ms`` of it: the
+        rest of the turn's audio is dropped. The API has no truncate (its history keeps the whole
+        reply), so nothing is sent; ``played_ms`` is only logged."""
+        if self._dialect is not None:
+            self._dialect.interrupt(response_id)
+        self._log("debug", "agent turn {turn} cut after {played} ms", turn=response_id, played=played_ms)
+
+    def send_dtmf(self, digits: str) -> None:
+        """The caller's keys reach the agent as an ``InjectUserMessage`` (dropped while
+        reconnecting)."""
+        if self._dialect is not None and digits:
+            self._dialect.send_dtmf(digits)
+            self._send_output()
+
+    def tool_result(self, call_id: str, output: str) -> None:
+        """``FunctionCallResponse`` for ``call_id``. While reconnecting the result is kept and
+        goes into the next connection's prompt (the new connection knows nothing of the call);
+        a result for a call of an earlier connection is only remembered for the next resume."""
+        if self._closed:
+            return
+        dialect = self._dialect
+        if dialect is not None and dialect.has_tool_call(call_id):
+            dialect.tool_result(call_id, output)
+            self._send_output()
+        else:
+            self._pending_results.append((call_id, output[:_HISTORY_CHARS]))
+            del self._pending_results[:-8]
+
+    def set_language(self, language: str) -> None:
+        """The conversation's language (BCP-47): used in the Settings of the next connection.
+        (The API changes a running agent's language only through provider updates this
+        connector does not send.)"""
+        if language:
+            self._language = language
+
+    def close(self) -> None:
+        """End the session; no listener calls follow. Idempotent."""
+        self._shut_down(abort=False)
+
+    def _shut_down(self, *, abort: bool) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._redialer.stop()
+        self._keepalive.stop()
+        proto, self._proto, self._dialect = self._proto, None, None
+        if proto is not None:
+            proto.session = None
+            if abort:
+                proto.dropConnection(abort=True)
+            else:
+                proto.sendClose(1000)
+        self._log("info", "backend session closed")
+
+    # --- IPushProducer -------------------------------------------------------------------------
+
+    def pauseProducing(self) -> None:
+        """Ignored: the backend socket is always read (barge-in must never wait behind audio)."""
+
+    def resumeProducing(self) -> None:
+        """Ignored (see :meth:`pauseProducing`)."""
+
+    def stopProducing(self) -> None:
+        self.close()
+
+    # --- connections ---------------------------------------------------------------------------
+
+    def _settings(self) -> dict[str, Any]:
+        prompt, greeting = self._prompt, self._options.greeting
+        if self._call.listen_only:
+            greeting = ""
+        if self._ever_ready:
+            greeting = ""
+            parts = [prompt, RESUME_NOTE]
+            lines = list(self._history.values())
+            lines += [f"(result of a function call made before the connection was restored: {output})"
+                      for _, output in self._pending_results]
+            self._pending_results = []
+            if lines:
+                parts.append(("Recent conversation, oldest first:\n" + "\n".join(lines))[-_HISTORY_CHARS:])
+            prompt = "\n\n".join(p for p in parts if p)
+        return settings_message(self._options, self.audio_format, self._call.tools,
+                                prompt=prompt, greeting=greeting, language=self._language)
+
+    def _dial(self) -> Deferred[AgentClientProtocol]:
+        self._connections += 1
+        self._dial_started = self._reactor.seconds()
+        dialect = AgentDialect(self._settings(), response_prefix=f"c{self._connections}t")
+        opened = dial_websocket(
+            self._reactor,
+            self._options.url,
+            AgentClientProtocol,
+            headers={"Authorization": f"Token {self._options.api_key}"},
+            timeout_s=self._options.connect_timeout_seconds,
+            keepalive_s=self._options.ping_seconds,
+        )
+
+        def cancel(d: Deferred[AgentClientProtocol]) -> None:
+            if not opened.called:
+                opened.cancel()
+            elif self._proto is not None and self._proto.ready is d:
+                self._proto.session = None
+                self._proto.dropConnection(abort=True)
+                self._proto = None
+
+        ready: Deferred[AgentClientProtocol] = Deferred(cancel)
+
+        def adopt(proto: AgentClientProtocol) -> None:
+            proto.session, proto.dialect, proto.ready = self, dialect, ready
+            self._proto = proto
+            self._keepalive.start()
+
+        def not_opened(failure: Failure) -> None:
+            if not ready.called:
+                ready.errback(failure)
+
+        opened.addCallbacks(adopt, not_opened)
+        return ready
+
+    def _connection_up(self, proto: AgentClientProtocol) -> None:
+        self._metrics.backend_connect_seconds.labels(self._name).observe(self._reactor.seconds() - self._dial_started)
+        if not self._ever_ready:
+            self._ever_ready = True
+            self._listener.backend_ready()
+        else:
+            self._log("info", "backend session resumed on connection {connection}", connection=self._connections)
+
+    def message_received(self, proto: AgentClientProtocol, payload: bytes, is_binary: bool) -> None:
+        """A frame from the server on ``proto``."""
+        if self._closed or proto is not self._proto or proto.dialect is None:
+            return
+        events = proto.dialect.receive(payload, is_binary)
+        self._send_output(proto)
+        for event in events:
+            if self._closed or proto is not self._proto:
+                return
+            self._handle(proto, event)
+
+    def connection_closed(self, proto: AgentClientProtocol, code: int | None, reason: str | None) -> None:
+        """``proto``'s WebSocket ended."""
+        if proto is not self._proto:
+            return
+        self._proto, self._dialect = None, None
+        self._keepalive.stop()
+        description = self._redact(connection_lost_reason(code, reason))
+        if proto.ready is not None and not proto.ready.called:
+            proto.ready.errback(ConnectionLost(description))
+            return
+        # Nothing more arrives for the turn in flight: let the bridge play what it has.
+        turn = proto.dialect.open_turn if proto.dialect is not None else None
+        if turn is not None:
+            self._listener.backend_response_done(turn)
+        if self._closed:
+            return
+        self._log("warn", "backend connection lost ({reason}); reconnecting", reason=description)
+        self._redialer.lost(description)
+
+    def _handle(self, proto: AgentClientProtocol, event: AgentEvent) -> None:
+        listener = self._listener
+        match event:
+            case AgentAudio(response_id=response_id, data=data):
+                listener.backend_audio(response_id, data)
+            case AgentAudioFinished(response_id=response_id):
+                listener.backend_response_done(response_id)
+            case SpeechStarted():
+                listener.backend_speech_started()
+            case SpeechStopped():
+                listener.backend_speech_stopped()
+            case TranscriptLine(role=role, text=text):
+                self._transcript(role, text)
+            case ToolCalled(call_id=call_id, name=name, arguments=arguments):
+                self._log("info", "agent calls tool {tool}", tool=name[:64])
+                listener.backend_tool_call(call_id, name, arguments)
+            case SettingsAccepted():
+                self._settings_applied(proto)
+            case Welcomed(request_id=request_id):
+                self._log("info", "backend connection {connection} open (request {request})",
+                          connection=self._connections, request=request_id[:64])
+            case ServerError(code=code, description=description, fatal=fatal, warning=warning):
+                self._metrics.backend_errors_total.labels(self._name, error_code_label(code)).inc()
+                if fatal:
+                    self._fail(f"{code}: {description}")
+                else:
+                    # "detail", not "message": legacy log observers overwrite an event's "message" key.
+                    self._log("warn", "backend {kind} {code}: {detail}", kind="warning" if warning else "error",
+                              code=code[:64], detail=description[:300])
+            case UnknownMessage(message_type=message_type):
+                self._metrics.backend_errors_total.labels(self._name, UNKNOWN_MESSAGE).inc()
+                self._log("debug", "ignored unknown backend message {kind!r}", kind=message_type[:80])
+
+    def _transcript(self, role: str, text: str) -> None:
+        if not text:
+            return
+        language = self._language if role == "caller" and self._language else None
+        self._listener.backend_transcript(Transcript(role, text, True, language=language))
+        # Kept only for the resume prompt; transcripts are never logged here.
+        self._lines += 1
+        self._history[self._lines] = f"{'caller' if role == 'caller' else 'assistant'}: {text}"
+        while len(self._history) > _HISTORY_LINES:
+            self._history.popitem(last=False)
+
+    def _settings_applied(self, proto: AgentClientProtocol) -> None:
+        self._log("info", "backend agent configured: {audio} both ways", audio=str(self.audio_format))
+        self._dialect = proto.dialect
+        held = self._early.take()
+        if held and self._dialect is not None:
+            self._dialect.send_audio(held)
+        self._send_output(proto)
+        if proto.ready is not None and not proto.ready.called:
+            proto.ready.callback(proto)
+
+    def _poll_keepalive(self) -> None:
+        proto = self._proto
+        if proto is not None and proto.dialect is not None and proto.dialect.poll_keepalive():
+            self._send_output(proto)
+
+    def _fail(self, reason: str) -> None:
+        if self._closed:
+            return
+        reason = self._redact(reason)
+        self._log("error", "backend failed: {reason}", reason=reason)
+        self._shut_down(abort=True)
+        self._listener.backend_failed(reason)
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _send_output(self, proto: AgentClientProtocol | None = None) -> None:
+        proto = proto or self._proto
+        if proto is None or proto.dialect is None:
+            return
+        for frame in proto.dialect.take_output():
+            if isinstance(frame, bytes):
+                proto.sendMessage(frame, isBinary=True)  # type: ignore[no-untyped-call]  # Autobahn
+            else:
+                proto.sendMessage(frame.encode("utf-8"), isBinary=False)  # type: ignore[no-untyped-call]
+
+    def _hold(self, data: bytes) -> None:
+        dropped = self._early.append(data)
+        if dropped:
+            self._dropped_bytes += dropped
+            frames, self._dropped_bytes = divmod(self._dropped_bytes, self._frame_bytes)
+            if frames:
+                self._metrics.frames_dropped_total.labels("in", "backend_not_ready").inc(frames)
+
+    def _log(self, level: str, fmt: str, **kwargs: Any) -> None:
+        # Never per frame. Server-supplied text is redacted in case a peer echoes the key back.
+        fields = {k: self._redact(v) if isinstance(v, str) else v for k, v in kwargs.items()}
+        getattr(log, level)(fmt, call_id=self._call.call_id, backend=self._name, **fields)
+
+    def _redact(self, text: str) -> str:
+        """``text`` without the API key (it must never reach a log line or a failure reason)."""
+        key = self._options.api_key
+        return text.replace(key, "[api key]") if len(key) >= 8 and key in text else text
+
+
+def _fatal_reason(failure: Failure) -> str | None:
+    """Failures of a dial attempt that retrying cannot fix."""
+    error = failure.value
+    if isinstance(error, HandshakeRejected):
+        if error.status in (401, 403):
+            return f"backend refused the credentials (HTTP {error.status})"
+        if error.status == 404:
+            return f"backend URL not found (HTTP {error.status})"
+    return None

@@ -1,0 +1,253 @@
+"""Loopback integration of the Deepgram Voice Agent backend: the real service on 127.0.0.1:0 with
+``[platform:twilio]`` wired to ``[backend:deepgram] type = deepgram``, pointed at the fake Voice
+Agent server (mediaproxy/testing/fake_deepgram.py), and the scripted Twilio client of the OpenAI
+loopback suite (plays what it receives at real time, echoes marks).
+
+Nothing here sleeps: every step waits on a Deferred fired by the event it needs.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from autobahn.twisted.websocket import connectWS
+from twisted.internet import reactor
+from twisted.internet.defer import DeferredList, inlineCallbacks
+from twisted.trial.unittest import TestCase
+
+from mediaproxy.backends.deepgram_session import AgentClientProtocol
+from mediaproxy.config import parse_config
+from mediaproxy.service import MediaProxyService
+from mediaproxy.testing.fake_deepgram import FakeDeepgramConnection, FakeDeepgramServer
+from mediaproxy.testing.fake_realtime import LOUD_FRAME, pattern
+from tests.support import LoopbackService, cancel_autobahn_timer_buckets
+from tests.test_loopback_openai import PlayingTwilioFactory, quiet_frames
+
+FRAME_BYTES = 160
+LOUD = LOUD_FRAME["audio/pcmu"]
+API_KEY = "dummy-deepgram-key"
+
+
+def proxy_config(fake_url: str, **backend: str) -> Any:
+    """The service's config: Twilio → Deepgram Voice Agent at the fake server."""
+    return parse_config(
+        "test.ini",
+        {
+            "proxy": {"listen": "tcp:0:interface=127.0.0.1", "drain_seconds": "1"},
+            "metrics": {"listen": "tcp:0:interface=127.0.0.1"},
+            "platform:twilio": {"path": "/twilio", "backend": "deepgram"},
+            "backend:deepgram": {
+                "type": "deepgram",
+                "url": fake_url,
+                "api_key": API_KEY,
+                "instructions": "You are a helpful agent.",
+                "reconnect_backoff_ms": "0",
+                "reconnect_max_backoff_ms": "0",
+                "ping_seconds": "0",
+                **backend,
+            },
+        },
+        {},
+    )
+
+
+def of_type(connection: FakeDeepgramConnection, kind: str) -> list[dict[str, Any]]:
+    return [m for m in connection.received if m.get("type") == kind]
+
+
+class DeepgramLoopbackTests(LoopbackService, TestCase):
+    timeout = 30
+
+    def setUp(self) -> None:
+        self.fake = FakeDeepgramServer(reactor, api_key=API_KEY)
+        self.fake_url = self.fake.listen()
+        self.service: MediaProxyService | None = None
+        self.clients: list[PlayingTwilioFactory] = []
+        self.backend_websockets: list[AgentClientProtocol] = []
+        opened = AgentClientProtocol.onOpen
+
+        def record(proto: AgentClientProtocol) -> None:
+            self.backend_websockets.append(proto)
+            opened(proto)
+
+        self.patch(AgentClientProtocol, "onOpen", record)
+
+    def start_proxy(self, **backend: str) -> None:
+        self.service = MediaProxyService(proxy_config(self.fake_url, **backend), reactor, tune_gc=False)
+        self.service.startService()
+        self.url = f"ws://127.0.0.1:{self.service.platform_listener.address().port}/twilio"
+
+    @inlineCallbacks
+    def tearDown(self) -> Any:
+        for factory in self.clients:
+            if factory.protocol_instance is not None and not factory.closed.called:
+                factory.protocol_instance.sendClose()
+        yield DeferredList([f.closed for f in self.clients if f.opened.called])
+        if self.service is not None:
+            yield self.service.stopService()
+            self.assertEqual(self.service.registry.connected_calls(), [])
+            self.assertEqual(len(self.service.clock), 0)
+        yield DeferredList([proto.is_closed for proto in self.backend_websockets])
+        yield self.fake.stop()
+        cancel_autobahn_timer_buckets()
+        self.assertEqual(self.fake.violations, [])
+
+    def call(self, sid: str = "1") -> PlayingTwilioFactory:
+        factory = PlayingTwilioFactory(self.url, sid)
+        self.clients.append(factory)
+        connectWS(factory)
+        return factory
+
+    def applied(self) -> list[FakeDeepgramConnection]:
+        return [c for c in self.fake.connections if c.settings is not None]
+
+    # --- the tests -------------------------------------------------------------------------------
+
+    @inlineCallbacks
+    def test_whole_call_passes_mulaw_through_both_ways(self) -> Any:
+        self.start_proxy()
+        factory = self.call()
+        client = yield factory.opened
+        yield self.fake.when(lambda: len(self.applied()) == 1)
+        conn = self.fake.connection(0)
+        self.assertEqual(conn.headers.get("authorization"), f"Token {API_KEY}")
+        settings = conn.settings
+        assert settings is not None
+        self.assertEqual(conn.received[0]["type"], "Settings")
+        self.assertEqual(settings["audio"]["input"], {"encoding": "mulaw", "sample_rate": 8000})
+        self.assertEqual(settings["audio"]["output"], {"encoding": "mulaw", "sample_rate": 8000, "container": "none"})
+        self.assertEqual(settings["agent"]["think"]["prompt"], "You are a helpful agent.")
+        caller = quiet_frames(10, seed=1) + [LOUD] * 10 + quiet_frames(12, seed=2)
+        client.send_audio(caller)
+        expected = pattern(1000 * 8, 1)  # the fake's first answer on connection 0
+        yield factory.when(lambda: len(client.audio()) >= len(expected))
+        yield self.fake.when(lambda: len(conn.input_audio) >= len(caller) * FRAME_BYTES)
+        # Up: every caller byte, unaltered, one binary frame per platform frame.
+        self.assertEqual(bytes(conn.input_audio), b"".join(caller))
+        self.assertEqual(conn.audio_frames, len(caller))
+        # Down: the irregular chunks arrive as exact 160-byte frames, byte-identical.
+        self.assertTrue(all(len(payload) == FRAME_BYTES for _, payload in client.media))
+        self.assertEqual(client.audio(), expected)
+        self.assertEqual(conn.errors_sent, [])
+        client.stop()
+        yield factory.closed
+        self.assertEqual(self.metric("calls_total", {"platform": "twilio", "outcome": "completed"}), 1)
+        self.assertEqual(self.metric("frames_total", {"platform": "twilio", "direction": "out"}), 50)
+
+    @inlineCallbacks
+    def test_barge_in_clears_twilio_and_drops_the_rest_of_the_turn(self) -> Any:
+        # A 4 s answer held after 2 s, so that it is still in progress when the caller talks; three
+        # more chunks are "in flight" after UserStartedSpeaking and must never be played.
+        self.fake.turn_audio = lambda conn, n, bpm: pattern(4000 * bpm, conn * 10 + n)
+        self.fake.pause_after_ms = 2000
+        self.fake.late_chunks = 3
+        self.start_proxy()
+        factory = self.call()
+        client = yield factory.opened
+        client.send_audio(quiet_frames(5, seed=1) + [LOUD] * 10 + quiet_frames(12, seed=2))
+        yield self.fake.when(lambda: bool(self.fake.connections) and self.fake.connection(0).turn is not None
+                             and bool(self.fake.connection(0).turn["paused"]))
+        conn = self.fake.connection(0)
+        yield factory.when(lambda: len(client.media) >= 20)
+        seen = len(client.received)
+        client.send_audio([LOUD])
+        yield factory.when(lambda: any(m["event"] == "clear" for m in client.received[seen:]))
+        yield self.fake.when(lambda: conn.turn is None)
+        clear_index = max(i for i, m in enumerate(client.received) if m["event"] == "clear")
+        # A round trip after the clear proves everything before it was handled.
+        client.send_audio(quiet_frames(1, seed=9))
+        yield self.fake.when(lambda: len(conn.input_audio) >= len(client.sent_audio))
+        self.assertEqual([m for m in client.received[clear_index + 1:] if m["event"] == "media"], [])
+        self.assertEqual(client.audio(), conn.turns[0][: len(client.audio())])
+        self.assertLess(len(client.audio()), 2000 * 8)
+        self.assertEqual(self.metric("bargein_seconds_count"), 1)
+        # The caller's new turn gets the next answer, whole.
+        self.fake.pause_after_ms = None
+        client.send_audio(quiet_frames(12, seed=3))
+        before = len(client.audio())
+        yield factory.when(lambda: len(client.audio()) >= before + 4000 * 8)
+        self.assertEqual(client.audio()[before:], conn.turns[1])
+        client.stop()
+        yield factory.closed
+
+    @inlineCallbacks
+    def test_end_call_after_the_goodbye(self) -> Any:
+        self.fake.next_function_call = ("end_call", json.dumps({"reason": "the caller is done"}))
+        self.fake.speak_before_function_call = True
+        self.start_proxy(tools="end_call")
+        factory = self.call()
+        client = yield factory.opened
+        yield self.fake.when(lambda: len(self.applied()) == 1)
+        conn = self.fake.connection(0)
+        [function] = conn.settings["agent"]["think"]["functions"]  # type: ignore[index]
+        self.assertEqual(function["name"], "end_call")
+        client.send_audio([LOUD] * 5 + quiet_frames(12, seed=1))
+        yield factory.closed
+        # The goodbye was played to its last frame before the call ended.
+        self.assertEqual(client.audio(), conn.turns[0])
+        self.assertEqual(list(conn.function_calls.values()), ["end_call"])
+        self.assertEqual(self.metric("calls_total", {"platform": "twilio", "outcome": "bot_hangup"}), 1)
+
+    @inlineCallbacks
+    def test_backend_drop_reconnects_and_the_call_goes_on(self) -> Any:
+        self.start_proxy(greeting="Hello there.")
+        factory = self.call()
+        client = yield factory.opened
+        first = pattern(1000 * 8, 1)  # the greeting
+        yield factory.when(lambda: len(client.audio()) >= len(first))
+        self.assertEqual(client.audio(), first)
+        client.send_audio([LOUD] * 3 + quiet_frames(12, seed=1))
+        second = pattern(1000 * 8, 2)
+        yield factory.when(lambda: len(client.audio()) >= len(first) + len(second))
+        self.fake.connection(0).drop()
+        yield self.fake.when(lambda: len(self.applied()) == 2)
+        resumed = self.fake.connection(1).settings
+        assert resumed is not None
+        # The Settings are sent again: no second greeting, the conversation so far in the prompt.
+        self.assertNotIn("greeting", resumed["agent"])
+        self.assertIn("do not greet the caller again", resumed["agent"]["think"]["prompt"])
+        self.assertIn("assistant: answer 2", resumed["agent"]["think"]["prompt"])
+        self.assertEqual(resumed["audio"]["input"]["encoding"], "mulaw")
+        words = quiet_frames(3, seed=4) + [LOUD] * 5 + quiet_frames(12, seed=5)
+        client.send_audio(words)
+        answer = pattern(1000 * 8, 11)
+        yield factory.when(lambda: len(client.audio()) >= len(first) + len(second) + len(answer))
+        self.assertEqual(client.audio(), first + second + answer)
+        self.assertTrue(bytes(self.fake.connection(1).input_audio).endswith(b"".join(words)))
+        self.assertFalse(factory.closed.called)
+        self.assertEqual(self.metric("backend_reconnects_total", {"backend": "deepgram"}), 1)
+        client.stop()
+        yield factory.closed
+        self.assertEqual(self.metric("calls_total", {"platform": "twilio", "outcome": "completed"}), 1)
+
+    @inlineCallbacks
+    def test_auth_failure_ends_the_call(self) -> Any:
+        self.fake.reject_auth = True
+        self.start_proxy()
+        factory = self.call()
+        yield factory.opened
+        yield factory.closed
+        self.assertEqual(self.metric("calls_total", {"platform": "twilio", "outcome": "backend_failed"}), 1)
+        self.assertEqual(self.metric("backend_reconnects_total", {"backend": "deepgram"}), 0)
+        self.assertEqual(len(self.fake.handshakes), 1)
+
+    @inlineCallbacks
+    def test_errors_warnings_and_unknown_messages_are_counted(self) -> Any:
+        self.start_proxy()
+        factory = self.call()
+        client = yield factory.opened
+        yield self.fake.when(lambda: len(self.applied()) == 1)
+        conn = self.fake.connection(0)
+        conn.send_error("PROMPT_TOO_LONG", "truncated", warning=True)
+        conn.send_error("SOMETHING_NEW", "?", warning=True)
+        conn.send({"type": "BrandNewEvent"})
+        conn.send_error("INVALID_SETTINGS", "bad")
+        yield factory.closed
+        errors = "mediaproxy_backend_errors_total"
+        self.assertEqual(self.metric(errors, {"backend": "deepgram", "code": "PROMPT_TOO_LONG"}), 1)
+        self.assertEqual(self.metric(errors, {"backend": "deepgram", "code": "other"}), 1)
+        self.assertEqual(self.metric(errors, {"backend": "deepgram", "code": "unknown_message"}), 1)
+        self.assertEqual(self.metric(errors, {"backend": "deepgram", "code": "INVALID_SETTINGS"}), 1)
+        self.assertEqual(self.metric("calls_total", {"platform": "twilio", "outcome": "backend_failed"}), 1)
+        del client

@@ -22,8 +22,9 @@ from mediaproxy.platforms.exotel import EXOTEL
 from mediaproxy.platforms.plivo import PLIVO
 from mediaproxy.platforms.telnyx import TELNYX
 from mediaproxy.platforms.twilio import TWILIO
+from mediaproxy.platforms.websocket_client import WEBSOCKET
 
 PLATFORM_TYPES: Mapping[str, PlatformType[Any]] = {
-    t.name: t for t in (TWILIO, AUDIOHOOK, AUDIOCODES, TELNYX, PLIVO, EXOTEL)
+    t.name: t for t in (TWILIO, AUDIOHOOK, AUDIOCODES, TELNYX, PLIVO, EXOTEL, WEBSOCKET)
 }
 BACKEND_TYPES: Mapping[str, BackendType[Any]] = {t.name: t for t in (ECHO, OPENAI_REALTIME)}

@@ -25,6 +25,7 @@ from mediaproxy.platforms.plivo import PLIVO
 from mediaproxy.platforms.telnyx import TELNYX
 from mediaproxy.platforms.twilio import TWILIO
 from mediaproxy.platforms.vonage import VONAGE
+from mediaproxy.platforms.websocket_client import WEBSOCKET
 
 # One type per line: adding one is one line here (and its import).
 PLATFORM_TYPES: Mapping[str, PlatformType[Any]] = {t.name: t for t in (
@@ -36,6 +37,7 @@ PLATFORM_TYPES: Mapping[str, PlatformType[Any]] = {t.name: t for t in (
     EXOTEL,
     VONAGE,
     JAMBONZ,
+    WEBSOCKET,
 )}
 BACKEND_TYPES: Mapping[str, BackendType[Any]] = {t.name: t for t in (
     ECHO,

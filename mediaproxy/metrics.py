@@ -99,7 +99,8 @@ class Metrics:
         )
         self.flow_pauses_total = Counter(
             p + "flow_pauses_total",
-            "Flow-control pauses (leg: platform = the platform paused the caller stream; backends are "
+            "Flow-control pauses (leg: platform = the platform paused the caller stream, or a WebSocket "
+            "client paused our sending; backends are "
             "never paused).",
             ["leg"],
             registry=r,

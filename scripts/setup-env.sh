@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepare everything mediaproxy needs on a fresh Debian machine with Python 3.11:
-# system packages (libopus0 for opuslib, python3-venv), the virtual environment in .venv,
+# system packages (libopus0 for opuslib, python3-venv; chromium in CI), the virtual environment in .venv,
 # and the project installed in it (editable, with the test extras).
 # Sourced by run.sh and test.sh; safe to run again (each step is skipped when already done).
 set -euo pipefail
@@ -39,6 +39,11 @@ if ! { /sbin/ldconfig -p 2>/dev/null || ldconfig -p 2>/dev/null; } | grep -q 'li
 fi
 if [ ! -x "$VENV/bin/python" ] && ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
     missing+=(python3-venv)
+fi
+# The browser test (tests/test_browser.py) drives examples/browser.html in headless Chromium. It
+# must run in CI; elsewhere it is skipped while Chromium is missing, so a developer's set-up stays lean.
+if [ -n "${CI:-}" ] && ! command -v chromium >/dev/null 2>&1; then
+    missing+=(chromium)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
     apt_install "${missing[@]}"

@@ -43,6 +43,7 @@ from mediaproxy.platforms.base import (
     PlatformError,
     PlatformEvent,
     PlaybackFlowChanged,
+    PlaybackPaused,
     ProtocolViolation,
     ResumeRequested,
 )
@@ -187,6 +188,13 @@ class CallBridge:
                 case PlaybackFlowChanged(retry_after_ms):
                     if self._playout is not None and retry_after_ms > 0:
                         self._playout.back_off(retry_after_ms)
+                case PlaybackPaused(paused):
+                    # The client stopped our sending (sessions report changes only): the playout
+                    # keeps queueing, bounded by max_buffer_ms; counted once per pause.
+                    if paused:
+                        self._metrics.flow_pauses_total.labels("platform").inc()
+                    if self._playout is not None:
+                        self._playout.pause_sending(paused)
                 case PlatformError(code, message):
                     self._metrics.platform_errors_total.labels(self.platform, code).inc()
                     log.info("{platform} reported error {code}: {message}", platform=self.platform,

@@ -102,6 +102,16 @@ class PlaybackFlowChanged:
 
 
 @dataclass(frozen=True)
+class PlaybackPaused:
+    """The platform's client asks us to stop (``paused=True``) or restart sending bot audio
+    (client-driven flow control: the generic WebSocket platform's ``pause``/``resume``). The
+    playout keeps queueing meanwhile, bounded by ``[playout] max_buffer_ms``. Sessions report
+    changes only: a second pause while paused is no event."""
+
+    paused: bool
+
+
+@dataclass(frozen=True)
 class CallerStreamPaused:
     """The platform paused (``paused=True``) or resumed caller audio (hold, secure pause)."""
 
@@ -168,6 +178,7 @@ PlatformEvent = (
     | DtmfReceived
     | MarkPlayed
     | PlaybackFlowChanged
+    | PlaybackPaused
     | CallerStreamPaused
     | CallEnded
     | PlatformError

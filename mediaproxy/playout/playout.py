@@ -136,6 +136,7 @@ class Playout:
         self._played_out_waiters: list[Deferred[None]] = []
         self._played_out_timer: IDelayedCall | None = None
         self._transport_paused = False
+        self._peer_paused = False
         self._stopped = False
 
         self._late = metrics.playout_late_seconds
@@ -214,6 +215,20 @@ class Playout:
         self._back_off_until = max(self._back_off_until, self._clock.seconds() + ms / 1000.0)
         if self._queue.queued_bytes:
             self._clock.add(self)
+
+    def pause_sending(self, paused: bool) -> None:
+        """The platform's client asked us to stop (``True``) or restart sending (client-driven
+        flow control). Like a full socket (:meth:`pauseProducing`) it keeps everything queued,
+        still bounded by ``max_buffer_ms``, and leaves the shared clock; it is a flag of its own
+        so that neither the transport's resume nor the client's lifts the other's pause."""
+        if paused == self._peer_paused:
+            return
+        self._peer_paused = paused
+        if paused:
+            self._clock.discard(self)
+        elif not self._stopped:
+            now = self._clock.seconds()
+            self._service(now, self._clock.grid_time(now))
 
     def clear(self) -> PlayedAudio | None:
         """Barge-in: drop all queued audio and cut every unfinished response. Returns what the
@@ -348,7 +363,7 @@ class Playout:
         self._service(now, grid)
 
     def _service(self, now: float, grid: float) -> None:
-        if self._stopped or self._transport_paused:
+        if self._stopped or self._transport_paused or self._peer_paused:
             self._clock.discard(self)
             return
         queue = self._queue

@@ -14,6 +14,7 @@ from typing import Any
 
 from mediaproxy.backends.base import BackendType
 from mediaproxy.backends.echo import ECHO
+from mediaproxy.backends.gemini import GEMINI
 from mediaproxy.backends.openai import OPENAI_REALTIME
 from mediaproxy.platforms.audiocodes import AUDIOCODES
 from mediaproxy.platforms.audiohook import AUDIOHOOK
@@ -26,4 +27,4 @@ from mediaproxy.platforms.twilio import TWILIO
 PLATFORM_TYPES: Mapping[str, PlatformType[Any]] = {
     t.name: t for t in (TWILIO, AUDIOHOOK, AUDIOCODES, TELNYX, PLIVO, EXOTEL)
 }
-BACKEND_TYPES: Mapping[str, BackendType[Any]] = {t.name: t for t in (ECHO, OPENAI_REALTIME)}
+BACKEND_TYPES: Mapping[str, BackendType[Any]] = {t.name: t for t in (ECHO, OPENAI_REALTIME, GEMINI)}

@@ -88,7 +88,8 @@ CLIENT_SCHEMA: dict[str, Any] = {
 def check_message(message: Any) -> list[str]:
     """What is wrong with one client message (empty: valid)."""
     if not isinstance(message, dict) or len(message) != 1:
-        return [f"a client message has exactly one field, got {list(message) if isinstance(message, dict) else message!r}"]
+        got = list(message) if isinstance(message, dict) else message
+        return [f"a client message has exactly one field, got {got!r}"]
     return _check(message, CLIENT_SCHEMA, "")
 
 

@@ -182,6 +182,8 @@ class FakeGeminiConnection(WebSocketServerProtocol):
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         server = self.factory.server
+        if self.state != WebSocketServerProtocol.STATE_OPEN:
+            return  # closing (a refused key): nothing more is answered
         try:
             message = json.loads(payload)
         except ValueError:
@@ -287,6 +289,11 @@ class FakeGeminiConnection(WebSocketServerProtocol):
             return
         server = self.factory.server
         audio = answer["audio"]
+        hold = server.hold_after_ms
+        if hold is not None and not answer.get("released") and answer["sent"] >= hold * 48:
+            answer["held"] = True
+            server.poke()
+            return
         if answer["sent"] >= len(audio):
             self.answer = None
             self.send({"serverContent": {"generationComplete": True}})
@@ -311,6 +318,12 @@ class FakeGeminiConnection(WebSocketServerProtocol):
         self.factory.reactor.callLater(0, self._stream, answer)
 
     # --- scripted events -----------------------------------------------------------------------
+
+    def continue_answer(self) -> None:
+        """Let an answer held at ``server.hold_after_ms`` run to its end."""
+        if self.answer is not None and self.answer.pop("held", False):
+            self.answer["released"] = True
+            self.factory.reactor.callLater(0, self._stream, self.answer)
 
     def send_handle(self) -> None:
         server = self.factory.server
@@ -337,7 +350,7 @@ class FakeGeminiConnection(WebSocketServerProtocol):
         transport.abortConnection()
 
     def send(self, message: dict[str, Any]) -> None:
-        if self.closed:
+        if self.closed or self.state != WebSocketServerProtocol.STATE_OPEN:
             return
         if self.factory.server.record_sent:
             self.factory.server.sent.append((self.index, message))
@@ -353,7 +366,8 @@ class FakeGeminiServer(ConditionWaiting):
     """The fake service. ``reactor``: listening and time; ``api_key``: the key accepted.
 
     Knobs: ``answer_ms`` (audio per answer), ``chunk_sizes`` (bytes per ``inlineData``, cycled),
-    ``silence_ms`` and ``vad_threshold_dbfs`` (its VAD), ``next_function_call`` (``(name, args)``:
+    ``silence_ms`` and ``vad_threshold_dbfs`` (its VAD), ``hold_after_ms`` (each answer stops after
+this much audio, still under way, until ``connection.continue_answer()``), ``next_function_call`` (``(name, args)``:
     the next caller turn is answered with that call), ``stall_turns`` (caller turns left
     unanswered until a nudge), ``go_away_close_s`` (how long after ``goAway`` the connection
     closes). Records: ``connections``, ``handles`` issued, ``violations``, counts of answers,
@@ -371,6 +385,7 @@ class FakeGeminiServer(ConditionWaiting):
         self.stall_turns = 0
         self.stalled_turn = False
         self.go_away_close_s = 2.0
+        self.hold_after_ms: int | None = None
         self.record_audio = True
         self.record_sent = False
         self.connections: list[FakeGeminiConnection] = []

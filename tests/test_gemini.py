@@ -346,3 +346,15 @@ class WatchdogTests(TestCase):
         off = StallWatchdog(clock, 0.0, lambda: calls.append("x"), lambda: calls.append("x"))
         off.caller_spoke()
         self.assertFalse(off.armed)
+
+
+class ExampleConfigTests(TestCase):
+    def test_etc_gemini_ini_loads_with_dummy_environment(self) -> None:
+        from twisted.python.filepath import FilePath
+
+        from mediaproxy.config import load_config
+
+        path = FilePath(__file__).parent().parent().child("etc").child("gemini.ini").path
+        config = load_config(path, {"GEMINI_API_KEY": "dummy", "TWILIO_AUTH_TOKEN": "dummy"})
+        self.assertEqual(config.backends["gemini"].type.name, "gemini")
+        self.assertEqual(config.backends["gemini"].common.tools, ("end_call",))

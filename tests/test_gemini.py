@@ -113,9 +113,10 @@ class DialectTests(TestCase):
         dialect.receive(audio_msg(b"\x00" * 48 * 1000, "one two three four"))  # 1 s of audio
         events = dialect.receive(content(interrupted=True))
         self.assertEqual(events[0], SpeechStarted())
-        self.assertEqual(events[-1], TurnEnded("g1_1", True))
-        # The bridge reports what was heard from inside backend_speech_started; the final bot
-        # line comes with the TurnEnded (here the cut was not known yet: all the text).
+        self.assertEqual(events[-1], TurnEnded("g1_1", True, "one two three four"))
+        self.assertNotIn(TranscriptReceived("bot", "one two three four", True), events)
+        # The bridge reports what was heard from inside backend_speech_started, before the
+        # session handles TurnEnded and cuts the final line with heard_text.
         dialect.interrupt("g1_1", 500)
         self.assertTrue(dialect.is_cut("g1_1"))
         self.assertEqual(dialect.heard_text("g1_1", "one two three four"), "one two")
@@ -277,6 +278,18 @@ class SessionTests(TestCase):
         self.assertEqual(self.protos[1].sent[0]["setup"]["sessionResumption"], {"handle": "h1"})
         self.assertEqual(self.metrics.registry.get_sample_value(
             "mediaproxy_backend_errors_total", {"backend": "gemini", "code": "model_stalled"}), 1)
+        session.close()
+
+    def test_barge_in_final_bot_line_is_what_was_heard(self) -> None:
+        session = self.session()
+        first = self.protos[0]
+        self.up(session, first)
+        self.listener.on_speech_started = lambda: session.interrupt("g1_1", 500)
+        self.recv(session, first, audio_msg(b"\x00\x00" * 24000, "one two three four"))  # 1 s
+        self.recv(session, first, content(interrupted=True))
+        finals = [t.text for t in self.listener.transcripts if t.final and t.role == "bot"]
+        self.assertEqual(finals, ["one two"])
+        self.assertNotIn(("done", "g1_1"), self.listener.events)
         session.close()
 
     def test_watchdog_stays_quiet_when_the_model_answers(self) -> None:

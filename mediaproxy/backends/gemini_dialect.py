@@ -94,10 +94,14 @@ class ModelAudio:
 
 @dataclass(frozen=True)
 class TurnEnded:
-    """The model's turn ``turn_id`` is over: complete (``cut`` false), or interrupted."""
+    """The model's turn ``turn_id`` is over: complete (``cut`` false), or interrupted. For a cut
+    turn, ``text`` is its whole bot transcript: the final line is only known once the bridge has
+    said what was heard (``interrupt``, which follows the ``SpeechStarted`` before this event),
+    so the session cuts it with :meth:`GeminiDialect.heard_text`."""
 
     turn_id: str
     cut: bool
+    text: str = ""
 
 
 @dataclass(frozen=True)
@@ -449,11 +453,10 @@ class GeminiDialect:
         if cut:
             self._last_cut = turn
             _remember(self._cut, turn, None)
-        events: list[GeminiEvent] = []
-        heard = self.heard_text(turn, text) if cut else text
-        if heard:
-            events.append(TranscriptReceived("bot", heard, True))
-        events.append(TurnEnded(turn, cut))
+        if cut:
+            return [TurnEnded(turn, True, text)]
+        events: list[GeminiEvent] = [TranscriptReceived("bot", text, True)] if text else []
+        events.append(TurnEnded(turn, False))
         return events
 
     def heard_text(self, turn: str, text: str) -> str:

@@ -497,9 +497,14 @@ class GeminiLiveSession:
                 out = self._down.convert(data) if self._down is not None else data
                 if out:
                     listener.backend_audio(turn_id, out)
-            case TurnEnded(turn_id=turn_id, cut=cut):
+            case TurnEnded(turn_id=turn_id, cut=cut, text=text):
                 if not cut and proto is not self._dialing:
                     listener.backend_response_done(turn_id)
+                if cut and text and proto.dialect is not None:
+                    # interrupt() has run by now (inside backend_speech_started): what was heard.
+                    heard = proto.dialect.heard_text(turn_id, text)
+                    if heard:
+                        self._transcript(proto, TranscriptReceived("bot", heard, True))
                 if proto is self._draining:
                     self._close_draining()
             case SpeechStarted():

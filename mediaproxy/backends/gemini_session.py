@@ -1,0 +1,623 @@
+"""One call's leg toward the Gemini Live API: the thin Twisted/Autobahn glue around
+:class:`~mediaproxy.backends.gemini_dialect.GeminiDialect`.
+
+The session dials ``url?key=<api_key>`` through the shared
+:class:`~mediaproxy.backends.reconnect.Redialer`; an attempt counts as up once ``setupComplete``
+arrived. Caller audio that arrives before that (or while reconnecting) is kept up to
+``early_audio_ms``, oldest dropped and counted.
+
+Connection lifetime: the service ends each connection after about ten minutes, announcing it with
+``goAway``, and sends ``sessionResumptionUpdate`` handles all along. On ``goAway`` the session
+makes the new connection before it breaks the old one (the Redialer's planned immediate redial):
+it dials with the latest handle while the old connection keeps carrying the call; once the new
+one is set up, caller audio moves to it. A model turn still arriving on the old connection plays
+out from there (the caller's audio goes to both meanwhile, so the old one's VAD can still cut
+it); the old connection is closed when that turn ends, or at once when none is under way. The
+caller hears no gap. A connection dropped without warning redials with backoff and resumes with
+the latest handle too; a handle the service refuses falls back to a fresh session with a note and
+the recent transcript.
+
+The watchdog (:class:`StallWatchdog`): a model that says nothing for ``stall_seconds`` after the
+caller spoke is nudged (``audioStreamEnd``), and after as long again the connection is replaced
+the same way as on ``goAway`` (counted as ``backend_errors_total{code="model_stalled"}``).
+
+The socket is always read, whatever the playout holds (``interrupted`` shares it with the audio).
+"""
+
+from __future__ import annotations
+
+import random as _random
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectError, ConnectionLost
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from mediaproxy.audio.format import L16_16K, L16_24K, AudioFormat
+from mediaproxy.audio.transcode import Transcoder
+from mediaproxy.backends.base import BackendListener, CallInfo
+from mediaproxy.backends.early_audio import EarlyAudio
+from mediaproxy.backends.gemini_dialect import (
+    GeminiDialect,
+    GeminiEvent,
+    GoingAway,
+    ModelAudio,
+    ResumptionHandle,
+    ServerError,
+    SessionReady,
+    SpeechStarted,
+    SpeechStopped,
+    ToolCalled,
+    ToolCallsCancelled,
+    TranscriptReceived,
+    TurnEnded,
+    UnknownEventReceived,
+    UsageReported,
+    error_code_label,
+)
+from mediaproxy.backends.openai_events import token_kind_label
+from mediaproxy.backends.reconnect import (
+    BackoffPolicy,
+    DialedWebSocketProtocol,
+    HandshakeRejected,
+    Redialer,
+    Timer,
+    Timers,
+    connection_lost_reason,
+    dial_websocket,
+)
+from mediaproxy.metrics import Metrics
+from mediaproxy.transcripts import Transcript
+
+if TYPE_CHECKING:
+    from mediaproxy.backends.gemini import GeminiOptions
+
+log = Logger()
+
+_HISTORY_LINES = 12
+_HISTORY_CHARS = 2000
+_TOOL_CALLS = 32
+
+SETUP_REFUSED_CODES = frozenset({1007, 1008})
+"""Close codes with which the service refuses a connection before ``setupComplete``: 1007 (invalid
+argument: a bad setup or key), 1008 (policy violation: key, permission). Retrying cannot help."""
+
+_CLOSE_CODE_LABELS = {1007: "invalid_argument", 1008: "policy_violation", 1011: "internal_error",
+                      1013: "unavailable"}
+
+
+class SetupRefused(ConnectError):
+    """The service closed the connection before ``setupComplete`` in a way retrying cannot fix."""
+
+
+class GeminiClientProtocol(DialedWebSocketProtocol):
+    """The WebSocket of one connection; forwards everything to its session."""
+
+    session: GeminiLiveSession | None = None
+    dialect: GeminiDialect | None = None
+    ready: Deferred[GeminiClientProtocol] | None = None
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        # The service sends its JSON as text frames, some deployments as binary frames.
+        if self.session is not None:
+            self.session.message_received(self, payload)
+
+    def link_closed(self, clean: bool, code: int | None, reason: str | None) -> None:
+        if self.session is not None:
+            self.session.connection_closed(self, code, reason)
+
+
+Connect = Callable[[str], "Deferred[Any]"]
+"""Opens one WebSocket to a URL; fires with the open protocol (tests pass their own)."""
+
+
+class StallWatchdog:
+    """Notices a model that stops answering: armed when the caller spoke, disarmed when the model
+    produces anything. ``seconds`` after the caller's last sign with nothing from the model it
+    calls ``on_nudge``; as long again after that, ``on_stall`` (then it waits for the caller
+    again). One timer at most; a sign while armed only moves the deadline (no timer per message).
+    ``seconds`` 0 turns it off. Times come from ``reactor`` (seconds)."""
+
+    def __init__(self, reactor: Timers, seconds: float, on_nudge: Callable[[], None],
+                 on_stall: Callable[[], None]) -> None:
+        self._reactor = reactor
+        self._seconds = seconds
+        self._on_nudge = on_nudge
+        self._on_stall = on_stall
+        self._timer: Timer | None = None
+        self._deadline = 0.0
+        self._nudged = False
+
+    @property
+    def armed(self) -> bool:
+        return self._timer is not None
+
+    def caller_spoke(self) -> None:
+        """The caller said something the model should answer (or interrupted it)."""
+        if not self._seconds:
+            return
+        self._nudged = False
+        self._deadline = self._reactor.seconds() + self._seconds
+        if self._timer is None:
+            self._timer = self._reactor.callLater(self._seconds, self._fire)
+
+    def model_spoke(self) -> None:
+        """The model produced something: it is not stuck."""
+        self.stop()
+
+    def stop(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self._nudged = False
+
+    def _fire(self) -> None:
+        self._timer = None
+        left = self._deadline - self._reactor.seconds()
+        if left > 1e-6:
+            self._timer = self._reactor.callLater(left, self._fire)
+            return
+        if not self._nudged:
+            self._nudged = True
+            self._deadline = self._reactor.seconds() + self._seconds
+            self._timer = self._reactor.callLater(self._seconds, self._fire)
+            self._on_nudge()
+            return
+        self._nudged = False
+        self._on_stall()
+
+
+@implementer(IPushProducer)
+class GeminiLiveSession:
+    """A :class:`~mediaproxy.backends.base.BackendSession` on the Gemini Live API for one call.
+
+    ``audio_format`` is L16 16 kHz or L16 24 kHz (see :mod:`mediaproxy.backends.gemini`); the
+    other direction is resampled here. ``reactor`` provides IReactorTime and
+    IReactorTCP/IReactorSSL; ``random`` spreads reconnect delays; ``connect`` replaces the real
+    dial (tests).
+    """
+
+    def __init__(self, backend_name: str, options: GeminiOptions, call: CallInfo, listener: BackendListener,
+                 audio_format: AudioFormat, reactor: Any, metrics: Metrics, *,
+                 random: Callable[[], float] = _random.random, connect: Connect | None = None) -> None:
+        if audio_format not in (L16_16K, L16_24K):
+            raise ValueError(f"Gemini Live sessions exchange L16 16 or 24 kHz, not {audio_format}")
+        self.audio_format = audio_format
+        self._name = backend_name
+        self._options = options
+        self._call = call
+        self._listener = listener
+        self._reactor = reactor
+        self._metrics = metrics
+        # One direction is converted here: the bridge resamples the other.
+        self._up = Transcoder(L16_24K, L16_16K) if audio_format == L16_24K else None
+        self._down = Transcoder(L16_24K, L16_16K) if audio_format == L16_16K else None
+        self._early = EarlyAudio(L16_16K.bytes_for_ms(options.early_audio_ms))
+        self._frame_bytes = L16_16K.bytes_for_ms(20)
+        self._dropped_bytes = 0
+        self._proto: GeminiClientProtocol | None = None
+        """The connection caller audio goes to."""
+        self._dialect: GeminiDialect | None = None
+        self._dialing: GeminiClientProtocol | None = None
+        """A connection being set up (a first dial, a reconnect, a handover)."""
+        self._draining: GeminiClientProtocol | None = None
+        """The previous connection, finishing its model turn after a handover."""
+        self._handle: str | None = None
+        self._handing_over = False
+        self._connections = 0
+        self._dial_started = 0.0
+        self._ever_ready = False
+        self._closed = False
+        self._language = options.language
+        self._history: OrderedDict[str, str] = OrderedDict()
+        self._tool_names: OrderedDict[str, str] = OrderedDict()
+        self._pending_results: list[tuple[str, str]] = []
+        self._url = f"{options.url}?key={quote(options.api_key, safe='')}"
+        self._connect: Connect = connect or self._dial_websocket
+        self.watchdog = StallWatchdog(reactor, options.stall_seconds, self._nudge, self._stalled)
+        self._redialer: Redialer[GeminiClientProtocol] = Redialer(
+            reactor,
+            self._dial,
+            BackoffPolicy(initial_s=options.reconnect_backoff_ms / 1000.0,
+                          max_s=options.reconnect_max_backoff_ms / 1000.0,
+                          max_attempts=options.reconnect_attempts),
+            timeout_s=options.connect_timeout_seconds,
+            on_up=self._connection_up,
+            on_give_up=self._fail,
+            is_fatal=_fatal_reason,
+            on_redial=metrics.backend_reconnects_total.labels(backend_name).inc,
+            random=random,
+        )
+
+    def start(self) -> None:
+        """Dial the first connection (``open_session`` calls this; it returns at once)."""
+        self._redialer.start()
+
+    @property
+    def resumption_handle(self) -> str | None:
+        """The latest handle the service gave (what the next connection resumes)."""
+        return self._handle
+
+    # --- BackendSession ------------------------------------------------------------------------
+
+    def send_audio(self, data: bytes) -> None:
+        """Caller audio in ``audio_format``; held (bounded) until a session is ready."""
+        if self._closed:
+            return
+        pcm = self._up.convert(data) if self._up is not None else data
+        dialect = self._dialect
+        if dialect is None:
+            self._hold(pcm)
+            return
+        dialect.send_audio(pcm)
+        self._send_output()
+        draining = self._draining
+        if draining is not None and draining.dialect is not None:
+            # The old connection's VAD must hear a barge-in on the turn it still plays.
+            draining.dialect.send_audio(pcm)
+            self._send_output(draining)
+
+    def interrupt(self, response_id: str, played_ms: int) -> None:
+        """Barge-in on turn ``response_id`` after the caller heard ``played_ms`` of it: drop the
+        rest (the service has no truncation; it stopped the turn itself) and cut its transcript."""
+        if self._down is not None:
+            self._down.reset()
+        for proto in (self._proto, self._draining):
+            if proto is not None and proto.dialect is not None:
+                proto.dialect.interrupt(response_id, played_ms)
+        draining = self._draining
+        if draining is not None and draining.dialect is not None and draining.dialect.is_cut(response_id):
+            self._close_draining()
+
+    def send_dtmf(self, digits: str) -> None:
+        """Tell the model the caller pressed keys (a text input; dropped while reconnecting)."""
+        if self._dialect is not None and digits:
+            self._dialect.send_text(f"The caller pressed the keys {digits} on the phone keypad.")
+            self._send_output()
+
+    def tool_result(self, call_id: str, output: str) -> None:
+        """The answer (JSON text) to the model's tool call ``call_id``. A call of a connection
+        that has since been replaced goes in as a text note naming the function; while
+        reconnecting it waits for the new connection."""
+        if self._closed:
+            return
+        dialect = self._dialect
+        if dialect is None:
+            self._pending_results.append((call_id, output))
+            return
+        if dialect.has_tool_call(call_id):
+            dialect.tool_result(call_id, output)
+        else:
+            self._result_as_note(dialect, call_id, output)
+        self._send_output()
+        self.watchdog.caller_spoke()  # the model owes an answer now
+
+    def _result_as_note(self, dialect: GeminiDialect, call_id: str, output: str) -> None:
+        name = self._tool_names.get(call_id, "a function")
+        dialect.send_text(f"The result of the function call {name} made before the connection was restored: "
+                          f"{output[:_HISTORY_CHARS]}")
+
+    def set_language(self, language: str) -> None:
+        """Speak ``language`` (BCP-47) from the next connection on: ``speechConfig.languageCode``
+        is part of ``setup`` and cannot change on a live connection."""
+        if language:
+            self._language = language
+
+    def close(self) -> None:
+        """End the session; no listener calls follow. Idempotent."""
+        self._shut_down(abort=False)
+
+    def _shut_down(self, *, abort: bool) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._redialer.stop()
+        self.watchdog.stop()
+        protos = (self._proto, self._dialing, self._draining)
+        self._proto = self._dialing = self._draining = None
+        self._dialect = None
+        for proto in protos:
+            if proto is None:
+                continue
+            proto.session = None
+            if abort:
+                proto.dropConnection(abort=True)
+            else:
+                proto.sendClose(1000)
+        self._log("info", "backend session closed")
+
+    # --- IPushProducer -------------------------------------------------------------------------
+
+    def pauseProducing(self) -> None:
+        """Ignored: the backend socket is always read (barge-in must never wait behind audio)."""
+
+    def resumeProducing(self) -> None:
+        """Ignored (see :meth:`pauseProducing`)."""
+
+    def stopProducing(self) -> None:
+        self.close()
+
+    # --- connections ---------------------------------------------------------------------------
+
+    def _dial_websocket(self, url: str) -> Deferred[Any]:
+        return dial_websocket(self._reactor, url, GeminiClientProtocol, headers={},
+                              timeout_s=self._options.connect_timeout_seconds,
+                              keepalive_s=self._options.keepalive_seconds)
+
+    def _dial(self) -> Deferred[GeminiClientProtocol]:
+        self._connections += 1
+        self._dial_started = self._reactor.seconds()
+        dialect = GeminiDialect(self._options, tools=self._call.tools, handle=self._handle,
+                                resumed=self._ever_ready, resume_context=self._resume_context(),
+                                connection=self._connections, language=self._language)
+        opened = self._connect(self._url)
+
+        def cancel(d: Deferred[GeminiClientProtocol]) -> None:
+            if not opened.called:
+                opened.cancel()
+            elif self._dialing is not None and self._dialing.ready is d:
+                proto, self._dialing = self._dialing, None
+                proto.session = None
+                proto.dropConnection(abort=True)
+
+        ready: Deferred[GeminiClientProtocol] = Deferred(cancel)
+
+        def adopt(proto: GeminiClientProtocol) -> None:
+            proto.session, proto.dialect, proto.ready = self, dialect, ready
+            self._dialing = proto
+            self._send_output(proto)  # setup goes first
+
+        def not_opened(failure: Failure) -> None:
+            if not ready.called:
+                ready.errback(failure)
+
+        opened.addCallbacks(adopt, not_opened)
+        return ready
+
+    def _connection_up(self, proto: GeminiClientProtocol) -> None:
+        self._metrics.backend_connect_seconds.labels(self._name).observe(self._reactor.seconds() - self._dial_started)
+        if not self._ever_ready:
+            self._ever_ready = True
+            self._listener.backend_ready()
+        else:
+            self._log("info", "backend session continued on connection {connection} ({how})",
+                      connection=self._connections, how="resumed" if proto.dialect and self._handle else "fresh")
+
+    def message_received(self, proto: GeminiClientProtocol, payload: bytes) -> None:
+        """A frame from the server on ``proto``."""
+        if self._closed or proto.dialect is None or proto not in (self._proto, self._dialing, self._draining):
+            return
+        events = proto.dialect.receive(payload)
+        self._send_output(proto)
+        for event in events:
+            if self._closed or proto not in (self._proto, self._dialing, self._draining):
+                return
+            self._handle_event(proto, event)
+
+    def connection_closed(self, proto: GeminiClientProtocol, code: int | None, reason: str | None) -> None:
+        """``proto``'s WebSocket ended."""
+        description = self._redact(connection_lost_reason(code, reason))
+        if proto is self._dialing:
+            self._dialing = None
+            if proto.ready is not None and not proto.ready.called:
+                resumed = proto.dialect is not None and self._handle is not None
+                refused = code in SETUP_REFUSED_CODES or "api key" in (reason or "").lower()
+                if code is not None and code in _CLOSE_CODE_LABELS:
+                    self._metrics.backend_errors_total.labels(self._name, _CLOSE_CODE_LABELS[code]).inc()
+                if refused and resumed:
+                    # The handle may have expired: the next attempt starts a fresh session.
+                    self._log("warn", "session resumption refused ({reason}); starting afresh", reason=description)
+                    self._handle = None
+                    proto.ready.errback(ConnectionLost(description))
+                elif refused:
+                    proto.ready.errback(SetupRefused(f"backend refused the session: {description}"))  # type: ignore[no-untyped-call]
+                else:
+                    proto.ready.errback(ConnectionLost(description))
+            return
+        if proto is self._draining:
+            self._draining = None
+            self._finish_turn(proto)
+            return
+        if proto is not self._proto:
+            return
+        self._proto, self._dialect = None, None
+        self._finish_turn(proto)
+        if self._closed or self._handing_over:
+            return  # a handover: the new connection is already being dialled
+        if code is not None and code in _CLOSE_CODE_LABELS:
+            self._metrics.backend_errors_total.labels(self._name, _CLOSE_CODE_LABELS[code]).inc()
+        expected = code == 1001 or "deadline" in (reason or "").lower()
+        self._log("warn", "backend connection lost ({reason}); reconnecting", reason=description)
+        self._redialer.lost(description, expected=expected)
+
+    def _finish_turn(self, proto: GeminiClientProtocol) -> None:
+        """Nothing more arrives on ``proto``: a turn it was delivering is done for the bridge."""
+        turn = proto.dialect.turn_active if proto.dialect is not None else None
+        if turn is not None and proto.dialect is not None and not proto.dialect.is_cut(turn) and not self._closed:
+            self._listener.backend_response_done(turn)
+
+    def _start_handover(self, reason: str) -> None:
+        """Replace the connection without the caller noticing: dial the next one now (with the
+        latest handle) while this one keeps carrying the call."""
+        if self._closed or self._handing_over or self._proto is None:
+            return
+        self._handing_over = True
+        self._log("info", "replacing the backend connection ({reason})", reason=reason)
+        self._redialer.lost(reason, expected=True)
+
+    def _promote(self, proto: GeminiClientProtocol) -> None:
+        """``proto`` is set up: caller audio goes there from now on."""
+        old = self._proto
+        self._dialing = None
+        self._proto, self._dialect = proto, proto.dialect
+        self._handing_over = False
+        if old is not None and old is not proto:
+            self._retire(old)
+        held = self._early.take()
+        if held and self._dialect is not None:
+            self._dialect.send_audio(held)
+        pending, self._pending_results = self._pending_results, []
+        for call_id, output in pending:
+            if self._dialect is not None:
+                self._result_as_note(self._dialect, call_id, output)
+        self._send_output(proto)
+        if proto.ready is not None and not proto.ready.called:
+            proto.ready.callback(proto)
+
+    def _retire(self, old: GeminiClientProtocol) -> None:
+        """The replaced connection: kept only while its model turn plays out."""
+        if self._draining is not None:
+            self._close_draining()
+        if old.dialect is not None and old.dialect.turn_active is not None:
+            self._draining = old
+        else:
+            old.session = None
+            old.sendClose(1000)
+
+    def _close_draining(self) -> None:
+        proto, self._draining = self._draining, None
+        if proto is not None:
+            self._finish_turn(proto)
+            proto.session = None
+            proto.sendClose(1000)
+
+    def _handle_event(self, proto: GeminiClientProtocol, event: GeminiEvent) -> None:
+        listener = self._listener
+        match event:
+            case ModelAudio(turn_id=turn_id, data=data):
+                if proto is self._dialing:
+                    return
+                self.watchdog.model_spoke()
+                out = self._down.convert(data) if self._down is not None else data
+                if out:
+                    listener.backend_audio(turn_id, out)
+            case TurnEnded(turn_id=turn_id, cut=cut, text=text):
+                if not cut and proto is not self._dialing:
+                    listener.backend_response_done(turn_id)
+                if cut and text and proto.dialect is not None:
+                    # interrupt() has run by now (inside backend_speech_started): what was heard.
+                    heard = proto.dialect.heard_text(turn_id, text)
+                    if heard:
+                        self._transcript(proto, TranscriptReceived("bot", heard, True))
+                if proto is self._draining:
+                    self._close_draining()
+            case SpeechStarted():
+                self.watchdog.caller_spoke()
+                listener.backend_speech_started()
+            case SpeechStopped():
+                listener.backend_speech_stopped()
+            case TranscriptReceived():
+                self._transcript(proto, event)
+            case ToolCalled(call_id=call_id, name=name, arguments=arguments):
+                self.watchdog.model_spoke()
+                self._tool_names[call_id] = name
+                while len(self._tool_names) > _TOOL_CALLS:
+                    self._tool_names.popitem(last=False)
+                self._log("info", "model calls tool {tool}", tool=name[:64])
+                listener.backend_tool_call(call_id, name, arguments)
+            case ToolCallsCancelled(call_ids=ids):
+                self._log("info", "backend cancelled {count} tool call(s)", count=len(ids))
+            case ResumptionHandle(handle=handle):
+                if proto is not self._draining:
+                    self._handle = handle
+            case GoingAway(time_left_s=left):
+                if proto is self._proto:
+                    self._log("info", "backend goes away in {left:.1f} s", left=left)
+                    self._start_handover("go_away")
+            case SessionReady():
+                if proto is self._dialing:
+                    self._promote(proto)
+            case UsageReported(tokens=tokens):
+                for kind, count in tokens.items():
+                    self._metrics.backend_tokens_total.labels(self._name, token_kind_label(kind)).inc(count)
+            case ServerError(code=code, message=message):
+                self._metrics.backend_errors_total.labels(self._name, error_code_label(code)).inc()
+                self._log("warn", "backend error {code}: {detail}", code=code, detail=message)
+            case UnknownEventReceived(event_type=event_type):
+                self._metrics.backend_errors_total.labels(self._name, "unknown_event").inc()
+                self._log("debug", "ignored unknown backend message {event_type!r}", event_type=event_type[:80])
+
+    def _transcript(self, proto: GeminiClientProtocol, event: TranscriptReceived) -> None:
+        caller = event.role == "caller"
+        if caller:
+            self.watchdog.caller_spoke()
+        else:
+            self.watchdog.model_spoke()
+        if proto is self._dialing:
+            return
+        self._listener.backend_transcript(Transcript(event.role, event.text, event.final,
+                                                     language=self._language or None if caller else None))
+        if event.final:
+            key = f"{self._connections}-{len(self._history)}-{event.role}"
+            self._history[key] = f"{'caller' if caller else 'assistant'}: {event.text}"
+            while len(self._history) > _HISTORY_LINES:
+                self._history.popitem(last=False)
+
+    def _nudge(self) -> None:
+        if self._dialect is not None:
+            self._log("info", "model silent after the caller spoke; nudging it")
+            self._dialect.nudge()
+            self._send_output()
+
+    def _stalled(self) -> None:
+        self._metrics.backend_errors_total.labels(self._name, "model_stalled").inc()
+        self._start_handover("model_stalled")
+
+    def _fail(self, reason: str) -> None:
+        if self._closed:
+            return
+        reason = self._redact(reason)
+        self._log("error", "backend failed: {reason}", reason=reason)
+        self._shut_down(abort=True)
+        self._listener.backend_failed(reason)
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _send_output(self, proto: GeminiClientProtocol | None = None) -> None:
+        proto = proto or self._proto
+        if proto is None or proto.dialect is None:
+            return
+        for message in proto.dialect.take_output():
+            proto.sendMessage(message.encode("utf-8"), isBinary=False)  # type: ignore[no-untyped-call]  # Autobahn
+
+    def _hold(self, data: bytes) -> None:
+        dropped = self._early.append(data)
+        if dropped:
+            self._dropped_bytes += dropped
+            frames, self._dropped_bytes = divmod(self._dropped_bytes, self._frame_bytes)
+            if frames:
+                self._metrics.frames_dropped_total.labels("in", "backend_not_ready").inc(frames)
+
+    def _resume_context(self) -> str:
+        if not self._history:
+            return ""
+        text = "Recent conversation, oldest first:\n" + "\n".join(self._history.values())
+        return text[-_HISTORY_CHARS:]
+
+    def _log(self, level: str, fmt: str, **kwargs: Any) -> None:
+        fields = {k: self._redact(v) if isinstance(v, str) else v for k, v in kwargs.items()}
+        getattr(log, level)(fmt, call_id=self._call.call_id, backend=self._name, **fields)
+
+    def _redact(self, text: str) -> str:
+        """``text`` without the API key (it is in the URL: never in a log line or a reason)."""
+        key = self._options.api_key
+        return text.replace(key, "[api key]") if len(key) >= 8 and key in text else text
+
+
+def _fatal_reason(failure: Failure) -> str | None:
+    """Failures of a dial attempt that retrying cannot fix."""
+    error = failure.value
+    if isinstance(error, HandshakeRejected):
+        if error.status in (401, 403):
+            return f"backend refused the credentials (HTTP {error.status})"
+        if error.status == 404:
+            return f"backend URL not found (HTTP {error.status})"
+    if isinstance(error, SetupRefused):
+        return str(error.args[0]) if error.args else "backend refused the session"
+    return None

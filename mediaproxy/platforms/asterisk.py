@@ -248,7 +248,7 @@ class AsteriskSession(JsonMediaSession):
         if name in _QUIET:
             return []
         if name == "ERROR":
-            detail = fields.get("error_text", "") if is_json else fields[""]
+            detail = fields.get("error_text", "") if is_json else fields[""].partition("error_text:")[2]
             return [PlatformError("command_error", str(detail)[:200])]
         return [MessageIgnored("unknown_event")]
 

@@ -17,10 +17,12 @@ from mediaproxy.backends.deepgram import DEEPGRAM
 from mediaproxy.backends.echo import ECHO
 from mediaproxy.backends.gemini import GEMINI
 from mediaproxy.backends.openai import OPENAI_REALTIME
+from mediaproxy.platforms.asterisk import ASTERISK
 from mediaproxy.platforms.audiocodes import AUDIOCODES
 from mediaproxy.platforms.audiohook import AUDIOHOOK
 from mediaproxy.platforms.base import PlatformType
 from mediaproxy.platforms.exotel import EXOTEL
+from mediaproxy.platforms.freeswitch import FREESWITCH
 from mediaproxy.platforms.jambonz import JAMBONZ
 from mediaproxy.platforms.plivo import PLIVO
 from mediaproxy.platforms.telnyx import TELNYX
@@ -39,6 +41,8 @@ PLATFORM_TYPES: Mapping[str, PlatformType[Any]] = {t.name: t for t in (
     VONAGE,
     JAMBONZ,
     WEBSOCKET,
+    ASTERISK,
+    FREESWITCH,
 )}
 BACKEND_TYPES: Mapping[str, BackendType[Any]] = {t.name: t for t in (
     ECHO,

@@ -60,7 +60,8 @@ class ConfigTests(SynchronousTestCase):
         keys = ("type|path|backend|mode|api_key|client_secret|packet_ms|token|barge_in|resume_seconds"
                 "|allow_unauthenticated|stream_auth_token|l16_byte_order|auth_token|api_token"
                 "|signature_secret|authorization|username|password"
-                "|encodings")
+                "|encodings"
+                "|marks|sample_rate")
         for name in ("mediaproxy.ini", "openai.ini"):
             text = ROOT.child("etc").child(name).getContent().decode()
             enabled = re.sub(rf"^; ?(\[platform:[^\]]+\]|(?:{keys}) += .*)$", r"\1", text, flags=re.M)

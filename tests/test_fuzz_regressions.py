@@ -15,6 +15,9 @@ from mediaproxy.backends.openai_session_config import RealtimeOptions
 from mediaproxy.platforms.audiocodes_session import AudioCodesSession
 from mediaproxy.platforms.audiohook_session import AudioHookSession
 from mediaproxy.platforms.base import CallEnded, CallStarted, PlatformError, ProtocolViolation, UpgradeRequest
+from mediaproxy.platforms.exotel import ExotelSession
+from mediaproxy.platforms.plivo import PlivoSession
+from mediaproxy.platforms.vonage import VonageSession
 
 
 def frames(session: Any) -> list[Any]:
@@ -136,3 +139,42 @@ class RealtimeDialectRegressionTests(unittest.TestCase):
             (error,) = dialect.receive(text)
             self.assertEqual(error, ServerError("malformed_event", error.message), text)  # type: ignore[union-attr]
         self.assertEqual(dialect.take_output(), [])
+
+
+ODD_DIGIT_RATES = ("\u00b2", "9" * 5000)
+"""Sample rates ``str.isdigit`` accepts and ``int()`` refuses: a superscript two, and a number of
+more digits than ``int()`` converts."""
+
+
+class SampleRateRegressionTests(unittest.TestCase):
+    """The fuzzer's opening messages with a sample rate written as an odd digit string: ``int()``
+    raised ValueError out of ``receive_text``. Each is an unsupported format."""
+
+    def test_plivo_start(self) -> None:
+        for rate in ODD_DIGIT_RATES:
+            start = {"event": "start", "start": {"callId": "c", "streamId": "s", "mediaFormat": {
+                "encoding": "audio/x-mulaw", "sampleRate": rate}}}
+            (violation,) = PlivoSession().receive_text(json.dumps(start))
+            self.assertEqual(violation.kind, "unsupported_format")  # type: ignore[union-attr]
+
+    def test_exotel_start(self) -> None:
+        for rate in ODD_DIGIT_RATES:
+            start = {"event": "start", "start": {"call_sid": "c", "stream_sid": "s", "media_format": {
+                "encoding": "audio/x-raw", "sample_rate": rate, "bit_rate": "16"}}}
+            (violation,) = ExotelSession().receive_text(json.dumps(start))
+            self.assertEqual(violation.kind, "unsupported_format")  # type: ignore[union-attr]
+
+    def test_vonage_connected(self) -> None:
+        for rate in ODD_DIGIT_RATES:
+            connected = {"event": "websocket:connected", "content-type": f"audio/l16;rate={rate}"}
+            (violation,) = VonageSession().receive_text(json.dumps(connected))
+            self.assertEqual(violation.kind, "unsupported_format")  # type: ignore[union-attr]
+
+    def test_string_rates_still_count(self) -> None:
+        """Plivo and Exotel send rates as strings: those of ASCII digits are taken as before."""
+        start = {"event": "start", "start": {"callId": "c", "streamId": "s", "mediaFormat": {
+            "encoding": "audio/x-l16", "sampleRate": "16000"}}}
+        self.assertIsInstance(PlivoSession().receive_text(json.dumps(start))[0], CallStarted)
+        start = {"event": "start", "start": {"call_sid": "c", "stream_sid": "s", "media_format": {
+            "sample_rate": "16000"}}}
+        self.assertIsInstance(ExotelSession().receive_text(json.dumps(start))[0], CallStarted)

@@ -72,6 +72,7 @@ from mediaproxy.platforms.base import (
     PlatformError,
     PlatformSession,
     PlaybackFlowChanged,
+    PlaybackPaused,
     ProtocolViolation,
     ResumeRequested,
     UpgradeRequest,
@@ -95,7 +96,7 @@ from tests.strategies import (
 
 PLATFORM_EVENTS = (
     CallStarted, CallerAudio, DtmfReceived, MarkPlayed, PlaybackFlowChanged, CallerStreamPaused, CallEnded,
-    PlatformError, ResumeRequested, MessageIgnored, LanguageChanged, ProtocolViolation,
+    PlatformError, ResumeRequested, MessageIgnored, LanguageChanged, ProtocolViolation, PlaybackPaused,
 )
 CALLER_EVENTS = (CallerAudio, DtmfReceived, CallerStreamPaused, LanguageChanged)
 
@@ -131,9 +132,11 @@ class Trace:
     events: list[Any] = field(default_factory=list)
 
 
-def check_events(test: unittest.TestCase, trace: Trace, events: list[Any], kinds: frozenset[str]) -> None:
+def check_events(test: unittest.TestCase, trace: Trace, events: list[Any], kinds: frozenset[str],
+                 ignored: frozenset[str] = IGNORED_KINDS) -> None:
     """The platform-neutral event properties: neutral types only; one violation at most, last,
-    with a bounded kind; bounded ignored kinds; CallStarted once, before any caller event."""
+    with a bounded kind; bounded ignored kinds (``ignored``: the platform's own set); CallStarted
+    once, before any caller event."""
     for index, event in enumerate(events):
         test.assertIsInstance(event, PLATFORM_EVENTS)
         if isinstance(event, ProtocolViolation):
@@ -142,7 +145,7 @@ def check_events(test: unittest.TestCase, trace: Trace, events: list[Any], kinds
             # Only the end of the call may follow (AudioHook completes a faulty close's transaction).
             test.assertTrue(all(isinstance(e, CallEnded) for e in events[index + 1:]), events)
         elif isinstance(event, MessageIgnored):
-            test.assertIn(event.kind, IGNORED_KINDS)
+            test.assertIn(event.kind, ignored)
         elif isinstance(event, CallStarted):
             test.assertFalse(trace.started, "a second CallStarted")
             trace.started = True

@@ -9,6 +9,7 @@ from typing import Any
 from twisted.trial import unittest
 
 from mediaproxy.audio.format import MULAW_8K
+from mediaproxy.backends.deepgram_dialect import AgentDialect, UnknownMessage
 from mediaproxy.backends.openai_dialect import RealtimeDialect
 from mediaproxy.backends.openai_events import ServerError
 from mediaproxy.backends.openai_session_config import RealtimeOptions
@@ -178,3 +179,24 @@ class SampleRateRegressionTests(unittest.TestCase):
         start = {"event": "start", "start": {"call_sid": "c", "stream_sid": "s", "media_format": {
             "sample_rate": "16000"}}}
         self.assertIsInstance(ExotelSession().receive_text(json.dumps(start))[0], CallStarted)
+
+
+AGENT_SETTINGS = {"type": "Settings", "audio": {}, "agent": {}}
+
+
+def welcomed_agent() -> AgentDialect:
+    """A Voice Agent dialect past Welcome and SettingsApplied, its Settings taken."""
+    dialect = AgentDialect(AGENT_SETTINGS)
+    dialect.receive('{"type":"Welcome","request_id":"r"}', False)
+    dialect.receive('{"type":"SettingsApplied"}', False)
+    dialect.take_output()
+    return dialect
+
+
+class AgentDialectRegressionTests(unittest.TestCase):
+    def test_deeply_nested_message_is_not_json(self) -> None:
+        """The fuzzer's ``[[[…`` 30000 deep: ``json.loads`` raises RecursionError (not
+        ValueError), which escaped ``receive``."""
+        dialect = AgentDialect(AGENT_SETTINGS)
+        self.assertEqual(dialect.receive("[" * 30000 + "]" * 30000, False), [UnknownMessage("(not JSON)")])
+        self.assertEqual(dialect.receive(b"[" * 30000, False), [UnknownMessage("(not JSON)")])

@@ -331,7 +331,7 @@ class AgentDialect:
             return self._audio(payload if isinstance(payload, bytes) else payload.encode())
         try:
             message = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):  # deep nesting raises RecursionError, not ValueError
             return [UnknownMessage("(not JSON)")]
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             return [UnknownMessage("(no type)")]

@@ -200,3 +200,18 @@ class AgentDialectRegressionTests(unittest.TestCase):
         dialect = AgentDialect(AGENT_SETTINGS)
         self.assertEqual(dialect.receive("[" * 30000 + "]" * 30000, False), [UnknownMessage("(not JSON)")])
         self.assertEqual(dialect.receive(b"[" * 30000, False), [UnknownMessage("(not JSON)")])
+
+    def test_lone_surrogates_in_client_messages_are_escaped(self) -> None:
+        """The fuzzer's function name ``"\\ud800"`` (echoed in FunctionCallResponse), a tool's
+        output and the caller's keys with lone surrogates: the text frame could not be encoded
+        as UTF-8 (UnicodeEncodeError in the glue's send). Other non-ASCII text goes out as is."""
+        dialect = welcomed_agent()
+        dialect.receive(json.dumps({"type": "FunctionCallRequest", "functions": [
+            {"id": "fc", "name": "f\ud800", "arguments": "{}", "client_side": True}]}), False)
+        dialect.tool_result("fc", "x\udc00")
+        dialect.send_dtmf("1\ud800")
+        dialect.send_dtmf("é")
+        response, keys, plain = frames(dialect)
+        self.assertEqual((response["name"], response["content"]), ("f\ud800", "x\udc00"))
+        self.assertIn("1\ud800", keys["content"])
+        self.assertIn("é", plain["content"])

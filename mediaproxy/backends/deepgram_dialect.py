@@ -424,7 +424,15 @@ class AgentDialect:
                 _remember(self._cancelled, call_id, None)
 
     def _send(self, message: Mapping[str, Any]) -> None:
-        self._output.append(json.dumps(message, ensure_ascii=False))
+        text = json.dumps(message, ensure_ascii=False)
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                # A lone surrogate (a tool's output, a function name the server sent as "\ud800")
+                # cannot go out in a text frame: the message is then written all-ASCII.
+                text = json.dumps(message)
+        self._output.append(text)
         self._sent_since_poll = True
 
 

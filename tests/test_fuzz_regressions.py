@@ -9,7 +9,7 @@ from typing import Any
 from twisted.trial import unittest
 
 from mediaproxy.audio.format import MULAW_8K
-from mediaproxy.backends.deepgram_dialect import AgentDialect, UnknownMessage
+from mediaproxy.backends.deepgram_dialect import AgentDialect, SettingsAccepted, UnknownMessage
 from mediaproxy.backends.openai_dialect import RealtimeDialect
 from mediaproxy.backends.openai_events import ServerError
 from mediaproxy.backends.openai_session_config import RealtimeOptions
@@ -215,3 +215,19 @@ class AgentDialectRegressionTests(unittest.TestCase):
         self.assertEqual((response["name"], response["content"]), ("f\ud800", "x\udc00"))
         self.assertIn("1\ud800", keys["content"])
         self.assertIn("é", plain["content"])
+
+    def test_settings_applied_before_welcome_is_not_ready(self) -> None:
+        """The fuzzer's ``SettingsApplied`` before any ``Welcome``: the dialect became ready and
+        sent caller audio and keys before its Settings (the service's
+        NON_SETTINGS_MESSAGE_BEFORE_SETTINGS, fatal). Now it is an unusable message; the real
+        one after Settings still counts."""
+        dialect = AgentDialect(AGENT_SETTINGS)
+        self.assertEqual(dialect.receive('{"type":"SettingsApplied"}', False), [UnknownMessage("SettingsApplied")])
+        dialect.send_audio(b"\xff" * 160)
+        dialect.send_dtmf("1")
+        self.assertFalse(dialect.ready)
+        self.assertEqual(dialect.take_output(), [])
+        dialect.receive('{"type":"Welcome"}', False)
+        self.assertEqual(dialect.receive('{"type":"SettingsApplied"}', False), [SettingsAccepted()])
+        dialect.send_audio(b"\xff" * 160)
+        self.assertEqual(dialect.take_output(), [json.dumps(AGENT_SETTINGS), b"\xff" * 160])

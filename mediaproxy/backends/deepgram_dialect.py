@@ -344,6 +344,10 @@ class AgentDialect:
                 self._send(dict(self._settings))
             return [Welcomed(_text(message.get("request_id")))]
         if kind == "SettingsApplied":
+            if not self._settings_sent:
+                # Before Welcome no Settings went out: nothing was applied, and caller audio
+                # before Settings is an error the service ends the connection for.
+                return [UnknownMessage(kind)]
             self._ready = True
             return [SettingsAccepted()]
         if kind == "UserStartedSpeaking":

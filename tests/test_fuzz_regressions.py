@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from mediaproxy.audio.format import MULAW_8K
@@ -18,7 +19,9 @@ from mediaproxy.platforms.audiohook_session import AudioHookSession
 from mediaproxy.platforms.base import CallEnded, CallStarted, PlatformError, ProtocolViolation, UpgradeRequest
 from mediaproxy.platforms.exotel import ExotelSession
 from mediaproxy.platforms.plivo import PlivoSession
+from mediaproxy.platforms.twilio import TwilioSession
 from mediaproxy.platforms.vonage import VonageSession
+from mediaproxy.server.port import PlatformPort
 
 
 def frames(session: Any) -> list[Any]:
@@ -231,3 +234,78 @@ class AgentDialectRegressionTests(unittest.TestCase):
         self.assertEqual(dialect.receive('{"type":"SettingsApplied"}', False), [SettingsAccepted()])
         dialect.send_audio(b"\xff" * 160)
         self.assertEqual(dialect.take_output(), [json.dumps(AGENT_SETTINGS), b"\xff" * 160])
+
+
+class StubWire:
+    """A socket that records what the port does with it."""
+
+    def __init__(self) -> None:
+        self.sent: list[str | bytes] = []
+        self.closed = 0
+
+    def send_frame(self, message: str | bytes) -> None:
+        self.sent.append(message)
+
+    def close_socket(self) -> None:
+        self.closed += 1
+
+    def drop_socket(self) -> None:
+        self.closed += 1
+
+    def register_producer(self, producer: Any) -> None:
+        pass
+
+    def unregister_producer(self) -> None:
+        pass
+
+
+class StubCall:
+    """A call bridge that records the events it is handed (the real one counts each violation)
+    and, as the real one does, closes its leg on a violation."""
+
+    def __init__(self, leg: PlatformPort) -> None:
+        self.leg = leg
+        self.events: list[Any] = []
+
+    def handle(self, events: list[Any]) -> None:
+        self.events += events
+        if any(isinstance(e, ProtocolViolation) for e in events):
+            self.leg.close()
+
+
+class PortRegressionTests(unittest.TestCase):
+    def port(self) -> tuple[PlatformPort, StubCall]:
+        port = PlatformPort(TwilioSession(), StubWire(), Clock())
+        call = StubCall(port)
+        port.call = call  # type: ignore[assignment]
+        return port, call
+
+    def test_bad_utf8_after_a_violation_is_not_counted_again(self) -> None:
+        """The loopback fuzzer's hostile connections sent frames after the one that ended the
+        session; the port turned each non-UTF-8 one into a fresh ``bad_utf8`` violation (counted
+        in ``protocol_errors_total`` again, while the session ignores any other input then)."""
+        port, call = self.port()
+        port.received(b"{not json", False)
+        port.received(b'{"event":"\xff"}', False)
+        self.assertEqual([e.kind for e in call.events], ["bad_json"])
+
+    def test_bad_utf8_while_closing_is_not_counted(self) -> None:
+        port, call = self.port()
+        port.close()
+        port.received(b"\xff", False)
+        self.assertEqual(call.events, [])
+
+    def test_bad_utf8_on_a_live_session_is_a_violation(self) -> None:
+        port, call = self.port()
+        port.received(b"\xff", False)
+        self.assertEqual(call.events, [ProtocolViolation("bad_utf8", "text frame is not UTF-8")])
+
+    def test_input_after_a_bad_utf8_violation_is_not_read(self) -> None:
+        """The port's own ``bad_utf8`` violation ends the call, but the session never saw the
+        frame: the next text frame reached it and gave a second violation (``bad_json``),
+        counted again."""
+        port, call = self.port()
+        port.received(b"\xff", False)
+        port.received(b"{not json", False)
+        port.received(b"\x00", True)
+        self.assertEqual([e.kind for e in call.events], ["bad_utf8"])

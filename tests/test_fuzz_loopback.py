@@ -1,8 +1,10 @@
 """Fuzzing the running service: one healthy Twilio call on the echo backend (``mode = stream``,
 every caller frame comes back) while hundreds of short connections on every platform path send
 generated hostile messages. The healthy call must lose no frame, every hostile connection must be
-closed by the proxy (after the protocol's own goodbye), each platform's
-``protocol_errors_total`` must move, and nothing may stay registered (the tear-down checks that).
+closed by the proxy (after the protocol's own goodbye: AudioHook's ``disconnect``, the generic
+WebSocket's ``error``), each platform's ``protocol_errors_total`` must move (by one per
+connection on the media-stream platforms, whose hostile connections never end the stream
+themselves), and nothing may stay registered (the tear-down checks that).
 
 Nothing here waits on a timer: every step waits for the event it needs. The hostile messages
 come from the generators of :mod:`tests.test_fuzz_platforms`, seeded per connection, so the run
@@ -25,9 +27,24 @@ from mediaproxy.config import parse_config
 from mediaproxy.service import MediaProxyService
 from tests.strategies import binary_frame, garbage_text, mutate
 from tests.support import LoopbackService
+from tests.test_fuzz_media_platforms import (
+    COUSINS,
+    JAMBONZ_KINDS,
+    JSON_KINDS,
+    VONAGE_KINDS,
+    WEBSOCKET_KINDS,
+    cousin_valid,
+    jambonz_valid,
+    vonage_valid,
+    websocket_valid,
+)
 from tests.test_fuzz_platforms import (
+    AUDIOCODES_KINDS,
+    AUDIOHOOK_KINDS,
+    IGNORED_KINDS,
     ORG,
     SID,
+    TWILIO_KINDS,
     CodesModel,
     HookModel,
     codes_valid,
@@ -36,9 +53,19 @@ from tests.test_fuzz_platforms import (
     twilio_valid,
 )
 
-PATHS = {"twilio": "/twilio", "audiohook": "/audiohook", "genesys-bot": "/audiohook/bot", "audiocodes": "/audiocodes"}
+PATHS = {"twilio": "/twilio", "audiohook": "/audiohook", "genesys-bot": "/audiohook/bot", "audiocodes": "/audiocodes",
+         "telnyx": "/telnyx", "plivo": "/plivo", "exotel": "/exotel", "vonage": "/vonage", "jambonz": "/jambonz",
+         "websocket": "/websocket"}
+MEDIA_STREAMS = ("telnyx", "plivo", "exotel", "vonage", "jambonz", "websocket")
+"""The platforms whose hostile connections never send their protocol's end of stream: each of
+them ends in exactly one violation."""
+IGNORED = IGNORED_KINDS | {"unknown_type", "empty_frame"}
+"""The labels of ignored messages (counted in ``protocol_errors_total`` too)."""
+ALL_KINDS = (TWILIO_KINDS | AUDIOHOOK_KINDS | AUDIOCODES_KINDS | JSON_KINDS | VONAGE_KINDS | JAMBONZ_KINDS
+             | WEBSOCKET_KINDS | IGNORED | {"bad_utf8"})
+"""Every label ``protocol_errors_total{kind}`` may take (``bad_utf8``: the glue's own)."""
 HOSTILE_PER_PLATFORM = 60
-"""Hostile connections per platform path (four paths: 240 in all)."""
+"""Hostile connections per platform path (ten paths: 600 in all)."""
 AT_ONCE = 8
 """Hostile connections open at the same time."""
 HEALTHY_FRAMES = 240
@@ -62,6 +89,7 @@ def config() -> Any:
             "platform:genesys-bot": {"type": "audiohook", "path": PATHS["genesys-bot"], "mode": "connector",
                                      **backend},
             "platform:audiocodes": {"path": PATHS["audiocodes"], **backend},
+            **{f"platform:{name}": {"type": name, "path": PATHS[name], **backend} for name in MEDIA_STREAMS},
             "backend:echo": {"type": "echo", "mode": "stream"},
         },
         {},
@@ -111,6 +139,7 @@ class Hostile(WebSocketClientProtocol):
     factory: HostileFactory
 
     def onOpen(self) -> None:
+        self.texts: list[Any] = []
         for message in self.factory.messages:
             if isinstance(message, bytes):
                 self.sendMessage(message, True)
@@ -119,14 +148,20 @@ class Hostile(WebSocketClientProtocol):
                 self.sendMessage(message.encode("utf-8", "surrogatepass"), False)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        if isBinary or not self.factory.platform.startswith(("audiohook", "genesys")):
+        if isBinary:
             return
         message = json.loads(payload)
+        self.texts.append(message)
+        if not self.factory.platform.startswith(("audiohook", "genesys")):
+            return
         if message.get("type") == "disconnect":
             self.sendMessage(json.dumps({"version": "2", "id": SID, "type": "close", "seq": 10**6, "serverseq": 0,
                                          "position": "PT0S", "parameters": {"reason": "end"}}).encode(), False)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if self.factory.platform == "websocket":
+            # The generic WebSocket's goodbye to a violation is its error message.
+            self.factory.goodbye = self.texts[-1].get("type") if getattr(self, "texts", None) else None
         self.factory.closed.callback(code)
 
 
@@ -134,10 +169,21 @@ class HostileFactory(WebSocketClientFactory):
     protocol = Hostile
 
     def __init__(self, url: str, platform: str, messages: list[str | bytes], headers: dict[str, str]) -> None:
-        super().__init__(url, headers=headers)
+        super().__init__(url, headers=headers, protocols=["audio.jambonz.org"] if platform == "jambonz" else None)
+        self.goodbye: str | None = None
         self.platform = platform
         self.messages = messages
         self.closed: Deferred[int | None] = Deferred()
+
+
+def is_utf8(message: str | bytes) -> bool:
+    """A text message that goes out as valid UTF-8 (binary frames count as such)."""
+    try:
+        if isinstance(message, str):
+            message.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def hostile_messages(platform: str, seed: int) -> list[str | bytes]:
@@ -146,15 +192,25 @@ def hostile_messages(platform: str, seed: int) -> list[str | bytes]:
     rng = random.Random(seed)
     out: list[str | bytes] = []
     hook, codes = HookModel("monitor" if platform == "audiohook" else "connector"), CodesModel()
-    for _ in range(rng.randint(0, 4)):
+    for index in range(rng.randint(0, 4)):
         if platform == "twilio":
             message = twilio_valid(rng)
         elif platform == "audiocodes":
             message = codes_valid(codes, rng)
+        elif platform in COUSINS:
+            message = cousin_valid(COUSINS[platform], rng)
+        elif platform == "vonage":
+            message = vonage_valid(rng)
+        elif platform == "jambonz":
+            message = jambonz_valid(rng, index > 0)
+        elif platform == "websocket":
+            message = websocket_valid(rng)
         else:
             message = hook_valid(hook, rng)[0]
+        if platform in MEDIA_STREAMS and (message.get("event") == "stop" or message.get("type") == "stop"):
+            continue  # the stream's own end: this connection is to end in a violation
         out.append(mutate(message, rng) if rng.random() < 0.5 else json.dumps(message))
-    if platform in ("twilio", "audiocodes") and rng.random() < 0.3:
+    if platform in ("twilio", "audiocodes", *COUSINS) and rng.random() < 0.3:
         out.append(binary_frame(rng))
     else:
         out.append("{" + garbage_text(rng))
@@ -168,23 +224,26 @@ class HostileLoopbackTests(LoopbackService, TestCase):
     def setUp(self) -> Any:
         address, _ = yield self.start_service(MediaProxyService(config(), reactor, tune_gc=False))
         self.base = f"ws://127.0.0.1:{address.port}"
+        self.goodbyes: list[HostileFactory] = []
 
     def tearDown(self) -> Any:
         return self.stop_service()
 
     def hostile(self, platform: str, seed: int) -> Deferred[int | None]:
         headers = {}
-        if platform != "twilio" and platform != "audiocodes":
+        if platform in ("audiohook", "genesys-bot"):
             headers = {"Audiohook-Session-Id": SID, "Audiohook-Organization-Id": ORG}
         factory = HostileFactory(self.base + PATHS[platform], platform, hostile_messages(platform, seed), headers)
         connectWS(factory)
+        self.goodbyes.append(factory)
         return factory.closed
 
     @inlineCallbacks
     def test_healthy_call_loses_nothing_while_hostile_connections_run(self) -> Any:
-        """The healthy call gets back every frame it sent, byte for byte, while 240 hostile
-        connections come and go; each of those is closed by the proxy, and each platform counts
-        its protocol errors."""
+        """The healthy call gets back every frame it sent, byte for byte, while 600 hostile
+        connections on ten platform paths come and go; each of those is closed by the proxy
+        (the generic WebSocket's after an ``error``), and each platform counts its protocol
+        errors: one per connection on the media-stream platforms."""
         healthy = HealthyFactory(self.base + PATHS["twilio"])
         connectWS(healthy)
         client = yield healthy.opened
@@ -202,8 +261,9 @@ class HostileLoopbackTests(LoopbackService, TestCase):
         yield healthy.all_back
         self.assertEqual(b"".join(client.payloads), b"".join(healthy_frame(i) for i in range(HEALTHY_FRAMES)))
         self.assertEqual(self.metric("frames_dropped_total", direction="out", reason="overflow"), 0)
-        families = self.service.metrics.registry.collect()
+        families = list(self.service.metrics.registry.collect())
         errors: dict[str, float] = {}
+        violations: dict[str, float] = {}  # errors less the ignored messages, counted alongside
         kinds: set[str] = set()
         for family in families:
             if family.name == "mediaproxy_protocol_errors":
@@ -211,9 +271,19 @@ class HostileLoopbackTests(LoopbackService, TestCase):
                     if sample.name.endswith("_total"):
                         errors[sample.labels["platform"]] = errors.get(sample.labels["platform"], 0) + sample.value
                         kinds.add(sample.labels["kind"])
+                        if sample.labels["kind"] not in IGNORED:
+                            violations[sample.labels["platform"]] = \
+                                violations.get(sample.labels["platform"], 0) + sample.value
         for platform in PATHS:
             self.assertGreater(errors.get(platform, 0), 0, platform)
-        self.assertLessEqual(len(kinds), 24, kinds)  # a bounded set of labels, whatever was sent
+        for platform in MEDIA_STREAMS:
+            self.assertEqual(violations.get(platform), HOSTILE_PER_PLATFORM, platform)
+        self.assertLessEqual(kinds, ALL_KINDS)  # a bounded set of labels, whatever was sent
+        # A frame that is not UTF-8 is the port's own violation, which the session never sees
+        # (so no error message): the goodbye is checked where every frame was UTF-8.
+        utf8 = [f for f in self.goodbyes if f.platform == "websocket" and all(map(is_utf8, f.messages))]
+        self.assertGreater(len(utf8), HOSTILE_PER_PLATFORM // 3)
+        self.assertEqual({f.goodbye for f in utf8}, {"error"})
         client.send({"event": "stop", "streamSid": "MZ1"})
         yield healthy.closed
         self.assertEqual(len(client.payloads), HEALTHY_FRAMES)

@@ -6,15 +6,22 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from mediaproxy.audio.format import MULAW_8K
+from mediaproxy.backends.deepgram_dialect import AgentDialect, SettingsAccepted, UnknownMessage
 from mediaproxy.backends.openai_dialect import RealtimeDialect
 from mediaproxy.backends.openai_events import ServerError
 from mediaproxy.backends.openai_session_config import RealtimeOptions
 from mediaproxy.platforms.audiocodes_session import AudioCodesSession
 from mediaproxy.platforms.audiohook_session import AudioHookSession
 from mediaproxy.platforms.base import CallEnded, CallStarted, PlatformError, ProtocolViolation, UpgradeRequest
+from mediaproxy.platforms.exotel import ExotelSession
+from mediaproxy.platforms.plivo import PlivoSession
+from mediaproxy.platforms.twilio import TwilioSession
+from mediaproxy.platforms.vonage import VonageSession
+from mediaproxy.server.port import PlatformPort
 
 
 def frames(session: Any) -> list[Any]:
@@ -136,3 +143,169 @@ class RealtimeDialectRegressionTests(unittest.TestCase):
             (error,) = dialect.receive(text)
             self.assertEqual(error, ServerError("malformed_event", error.message), text)  # type: ignore[union-attr]
         self.assertEqual(dialect.take_output(), [])
+
+
+ODD_DIGIT_RATES = ("\u00b2", "9" * 5000)
+"""Sample rates ``str.isdigit`` accepts and ``int()`` refuses: a superscript two, and a number of
+more digits than ``int()`` converts."""
+
+
+class SampleRateRegressionTests(unittest.TestCase):
+    """The fuzzer's opening messages with a sample rate written as an odd digit string: ``int()``
+    raised ValueError out of ``receive_text``. Each is an unsupported format."""
+
+    def test_plivo_start(self) -> None:
+        for rate in ODD_DIGIT_RATES:
+            start = {"event": "start", "start": {"callId": "c", "streamId": "s", "mediaFormat": {
+                "encoding": "audio/x-mulaw", "sampleRate": rate}}}
+            (violation,) = PlivoSession().receive_text(json.dumps(start))
+            self.assertEqual(violation.kind, "unsupported_format")  # type: ignore[union-attr]
+
+    def test_exotel_start(self) -> None:
+        for rate in ODD_DIGIT_RATES:
+            start = {"event": "start", "start": {"call_sid": "c", "stream_sid": "s", "media_format": {
+                "encoding": "audio/x-raw", "sample_rate": rate, "bit_rate": "16"}}}
+            (violation,) = ExotelSession().receive_text(json.dumps(start))
+            self.assertEqual(violation.kind, "unsupported_format")  # type: ignore[union-attr]
+
+    def test_vonage_connected(self) -> None:
+        for rate in ODD_DIGIT_RATES:
+            connected = {"event": "websocket:connected", "content-type": f"audio/l16;rate={rate}"}
+            (violation,) = VonageSession().receive_text(json.dumps(connected))
+            self.assertEqual(violation.kind, "unsupported_format")  # type: ignore[union-attr]
+
+    def test_string_rates_still_count(self) -> None:
+        """Plivo and Exotel send rates as strings: those of ASCII digits are taken as before."""
+        start = {"event": "start", "start": {"callId": "c", "streamId": "s", "mediaFormat": {
+            "encoding": "audio/x-l16", "sampleRate": "16000"}}}
+        self.assertIsInstance(PlivoSession().receive_text(json.dumps(start))[0], CallStarted)
+        start = {"event": "start", "start": {"call_sid": "c", "stream_sid": "s", "media_format": {
+            "sample_rate": "16000"}}}
+        self.assertIsInstance(ExotelSession().receive_text(json.dumps(start))[0], CallStarted)
+
+
+AGENT_SETTINGS = {"type": "Settings", "audio": {}, "agent": {}}
+
+
+def welcomed_agent() -> AgentDialect:
+    """A Voice Agent dialect past Welcome and SettingsApplied, its Settings taken."""
+    dialect = AgentDialect(AGENT_SETTINGS)
+    dialect.receive('{"type":"Welcome","request_id":"r"}', False)
+    dialect.receive('{"type":"SettingsApplied"}', False)
+    dialect.take_output()
+    return dialect
+
+
+class AgentDialectRegressionTests(unittest.TestCase):
+    def test_deeply_nested_message_is_not_json(self) -> None:
+        """The fuzzer's ``[[[…`` 30000 deep: ``json.loads`` raises RecursionError (not
+        ValueError), which escaped ``receive``."""
+        dialect = AgentDialect(AGENT_SETTINGS)
+        self.assertEqual(dialect.receive("[" * 30000 + "]" * 30000, False), [UnknownMessage("(not JSON)")])
+        self.assertEqual(dialect.receive(b"[" * 30000, False), [UnknownMessage("(not JSON)")])
+
+    def test_lone_surrogates_in_client_messages_are_escaped(self) -> None:
+        """The fuzzer's function name ``"\\ud800"`` (echoed in FunctionCallResponse), a tool's
+        output and the caller's keys with lone surrogates: the text frame could not be encoded
+        as UTF-8 (UnicodeEncodeError in the glue's send). Other non-ASCII text goes out as is."""
+        dialect = welcomed_agent()
+        dialect.receive(json.dumps({"type": "FunctionCallRequest", "functions": [
+            {"id": "fc", "name": "f\ud800", "arguments": "{}", "client_side": True}]}), False)
+        dialect.tool_result("fc", "x\udc00")
+        dialect.send_dtmf("1\ud800")
+        dialect.send_dtmf("é")
+        response, keys, plain = frames(dialect)
+        self.assertEqual((response["name"], response["content"]), ("f\ud800", "x\udc00"))
+        self.assertIn("1\ud800", keys["content"])
+        self.assertIn("é", plain["content"])
+
+    def test_settings_applied_before_welcome_is_not_ready(self) -> None:
+        """The fuzzer's ``SettingsApplied`` before any ``Welcome``: the dialect became ready and
+        sent caller audio and keys before its Settings (the service's
+        NON_SETTINGS_MESSAGE_BEFORE_SETTINGS, fatal). Now it is an unusable message; the real
+        one after Settings still counts."""
+        dialect = AgentDialect(AGENT_SETTINGS)
+        self.assertEqual(dialect.receive('{"type":"SettingsApplied"}', False), [UnknownMessage("SettingsApplied")])
+        dialect.send_audio(b"\xff" * 160)
+        dialect.send_dtmf("1")
+        self.assertFalse(dialect.ready)
+        self.assertEqual(dialect.take_output(), [])
+        dialect.receive('{"type":"Welcome"}', False)
+        self.assertEqual(dialect.receive('{"type":"SettingsApplied"}', False), [SettingsAccepted()])
+        dialect.send_audio(b"\xff" * 160)
+        self.assertEqual(dialect.take_output(), [json.dumps(AGENT_SETTINGS), b"\xff" * 160])
+
+
+class StubWire:
+    """A socket that records what the port does with it."""
+
+    def __init__(self) -> None:
+        self.sent: list[str | bytes] = []
+        self.closed = 0
+
+    def send_frame(self, message: str | bytes) -> None:
+        self.sent.append(message)
+
+    def close_socket(self) -> None:
+        self.closed += 1
+
+    def drop_socket(self) -> None:
+        self.closed += 1
+
+    def register_producer(self, producer: Any) -> None:
+        pass
+
+    def unregister_producer(self) -> None:
+        pass
+
+
+class StubCall:
+    """A call bridge that records the events it is handed (the real one counts each violation)
+    and, as the real one does, closes its leg on a violation."""
+
+    def __init__(self, leg: PlatformPort) -> None:
+        self.leg = leg
+        self.events: list[Any] = []
+
+    def handle(self, events: list[Any]) -> None:
+        self.events += events
+        if any(isinstance(e, ProtocolViolation) for e in events):
+            self.leg.close()
+
+
+class PortRegressionTests(unittest.TestCase):
+    def port(self) -> tuple[PlatformPort, StubCall]:
+        port = PlatformPort(TwilioSession(), StubWire(), Clock())
+        call = StubCall(port)
+        port.call = call  # type: ignore[assignment]
+        return port, call
+
+    def test_bad_utf8_after_a_violation_is_not_counted_again(self) -> None:
+        """The loopback fuzzer's hostile connections sent frames after the one that ended the
+        session; the port turned each non-UTF-8 one into a fresh ``bad_utf8`` violation (counted
+        in ``protocol_errors_total`` again, while the session ignores any other input then)."""
+        port, call = self.port()
+        port.received(b"{not json", False)
+        port.received(b'{"event":"\xff"}', False)
+        self.assertEqual([e.kind for e in call.events], ["bad_json"])
+
+    def test_bad_utf8_while_closing_is_not_counted(self) -> None:
+        port, call = self.port()
+        port.close()
+        port.received(b"\xff", False)
+        self.assertEqual(call.events, [])
+
+    def test_bad_utf8_on_a_live_session_is_a_violation(self) -> None:
+        port, call = self.port()
+        port.received(b"\xff", False)
+        self.assertEqual(call.events, [ProtocolViolation("bad_utf8", "text frame is not UTF-8")])
+
+    def test_input_after_a_bad_utf8_violation_is_not_read(self) -> None:
+        """The port's own ``bad_utf8`` violation ends the call, but the session never saw the
+        frame: the next text frame reached it and gave a second violation (``bad_json``),
+        counted again."""
+        port, call = self.port()
+        port.received(b"\xff", False)
+        port.received(b"{not json", False)
+        port.received(b"\x00", True)
+        self.assertEqual([e.kind for e in call.events], ["bad_utf8"])

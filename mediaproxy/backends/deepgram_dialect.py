@@ -331,7 +331,7 @@ class AgentDialect:
             return self._audio(payload if isinstance(payload, bytes) else payload.encode())
         try:
             message = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):  # deep nesting raises RecursionError, not ValueError
             return [UnknownMessage("(not JSON)")]
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             return [UnknownMessage("(no type)")]
@@ -344,6 +344,10 @@ class AgentDialect:
                 self._send(dict(self._settings))
             return [Welcomed(_text(message.get("request_id")))]
         if kind == "SettingsApplied":
+            if not self._settings_sent:
+                # Before Welcome no Settings went out: nothing was applied, and caller audio
+                # before Settings is an error the service ends the connection for.
+                return [UnknownMessage(kind)]
             self._ready = True
             return [SettingsAccepted()]
         if kind == "UserStartedSpeaking":
@@ -424,7 +428,15 @@ class AgentDialect:
                 _remember(self._cancelled, call_id, None)
 
     def _send(self, message: Mapping[str, Any]) -> None:
-        self._output.append(json.dumps(message, ensure_ascii=False))
+        text = json.dumps(message, ensure_ascii=False)
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                # A lone surrogate (a tool's output, a function name the server sent as "\ud800")
+                # cannot go out in a text frame: the message is then written all-ASCII.
+                text = json.dumps(message)
+        self._output.append(text)
         self._sent_since_poll = True
 
 

@@ -55,7 +55,7 @@ from mediaproxy.platforms.base import (
     UpgradeRefused,
     UpgradeRequest,
 )
-from mediaproxy.platforms.jsonmedia import JsonMediaSession, MediaTemplate, is_dtmf, json_string
+from mediaproxy.platforms.jsonmedia import JsonMediaSession, MediaTemplate, digits_int, is_dtmf, json_string
 
 PACKET_MS = 200
 """Outbound chunk duration: 3200 bytes at 8 kHz (Exotel's minimum chunk), and a multiple of 320
@@ -100,8 +100,8 @@ def new_session(options: ExotelOptions, formats: FormatPreference = ()) -> Exote
 
 
 def _rate(value: Any) -> int | None:
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
+    if isinstance(value, str):
+        value = digits_int(value)
     return value if type(value) is int and value in RATES else None
 
 

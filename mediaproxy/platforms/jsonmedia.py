@@ -33,6 +33,15 @@ MAX_MESSAGE_CHARS = 64 * 1024
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
 
 
+def digits_int(text: str) -> int | None:
+    """``text`` as a number when it is one to nine ASCII digits (a sample rate sent as a
+    string), else None. ``str.isdigit`` alone is not enough: it is true for digits ``int()``
+    refuses (``"²"``) and for strings too long to convert (over 4300 digits)."""
+    if 0 < len(text) <= 9 and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
+
 def is_dtmf(value: object) -> bool:
     """True for a non-empty string of ``0-9*#A-D``."""
     return isinstance(value, str) and bool(value) and set(value) <= DTMF_DIGITS

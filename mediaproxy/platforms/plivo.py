@@ -54,7 +54,7 @@ from mediaproxy.platforms.base import (
     UpgradeRefused,
     UpgradeRequest,
 )
-from mediaproxy.platforms.jsonmedia import JsonMediaSession, MediaTemplate, is_dtmf, json_string
+from mediaproxy.platforms.jsonmedia import JsonMediaSession, MediaTemplate, digits_int, is_dtmf, json_string
 
 FORMATS: Mapping[tuple[str, int], AudioFormat] = {
     ("audio/x-mulaw", 8000): MULAW_8K,
@@ -190,8 +190,8 @@ class PlivoSession(JsonMediaSession):
         if not isinstance(fmt_object, dict):
             return self._violation("wrong_type", "start without a mediaFormat object")
         rate = fmt_object.get("sampleRate")
-        if isinstance(rate, str) and rate.isdigit():
-            rate = int(rate)
+        if isinstance(rate, str):
+            rate = digits_int(rate)
         encoding = fmt_object.get("encoding")
         fmt = FORMATS.get((encoding, rate)) if isinstance(encoding, str) and type(rate) is int else None
         if fmt is None:

@@ -59,7 +59,7 @@ from mediaproxy.platforms.base import (
     UpgradeRefused,
     UpgradeRequest,
 )
-from mediaproxy.platforms.jsonmedia import JsonMediaSession, is_dtmf, json_string, string_metadata
+from mediaproxy.platforms.jsonmedia import JsonMediaSession, digits_int, is_dtmf, json_string, string_metadata
 
 RATES = (8000, 16000, 24000)
 FRAME_MS = 20
@@ -151,10 +151,10 @@ def content_type_format(value: Any) -> AudioFormat | None:
     media, _, params = value.replace(" ", "").lower().partition(";")
     if media != "audio/l16":
         return None
-    rate = dict(p.partition("=")[::2] for p in params.split(";") if p).get("rate", "")
-    if not rate.isdigit() or int(rate) not in RATES:
+    rate = digits_int(dict(p.partition("=")[::2] for p in params.split(";") if p).get("rate", ""))
+    if rate not in RATES:
         return None
-    return AudioFormat("l16", int(rate))
+    return AudioFormat("l16", rate)
 
 
 def _random_id() -> str:

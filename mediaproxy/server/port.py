@@ -72,6 +72,11 @@ class PlatformPort:
             return
         self.messages_received += 1
         session = self._session
+        if self._closing and not session.awaits_close:
+            # The call is over and the close under way: what the platform still had in flight is
+            # not read (a text frame would otherwise reach a session the port, not the session,
+            # found at fault: a non-UTF-8 frame).
+            return
         if binary:
             events = session.receive_binary(payload)
         else:
@@ -79,7 +84,10 @@ class PlatformPort:
                 # Autobahn's own UTF-8 check is off (utf8validateIncoming): this decode is it.
                 text = payload.decode("utf-8")
             except UnicodeDecodeError:
-                events = [ProtocolViolation("bad_utf8", "text frame is not UTF-8")]
+                # Once the session is over or the socket closing, a bad frame is input after the
+                # end like any other (the sessions ignore it): not one more protocol error.
+                ended = self._closing or session.finished
+                events = [] if ended else [ProtocolViolation("bad_utf8", "text frame is not UTF-8")]
             else:
                 events = session.receive_text(text)
         if events and self.call is not None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import Logger, LogLevel
@@ -16,6 +17,7 @@ from twisted.trial.unittest import TestCase
 
 from mediaproxy.audio.format import L16_16K, MULAW_8K
 from mediaproxy.backends.connection import (
+    AlwaysReading,
     BackendSocket,
     CallLog,
     HeldAudio,
@@ -226,6 +228,25 @@ class WriteBackpressureTests(TestCase):
         proto = RecordingSocket()
         proto.transport = None
         WriteBackpressure.watch(proto, lambda paused: None)  # does not raise
+
+
+class ClosingSession(AlwaysReading):
+    def __init__(self) -> None:
+        self.closes = 0
+
+    def close(self) -> None:
+        self.closes += 1
+
+
+class AlwaysReadingTests(TestCase):
+    def test_pausing_is_ignored_and_stopping_closes(self) -> None:
+        session = ClosingSession()
+        self.assertTrue(IPushProducer.providedBy(session))
+        session.pauseProducing()
+        session.resumeProducing()
+        self.assertEqual(session.closes, 0)
+        session.stopProducing()
+        self.assertEqual(session.closes, 1)
 
 
 class CallLogTests(TestCase):

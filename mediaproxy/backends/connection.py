@@ -12,6 +12,7 @@ leg that do not depend on what the backend speaks.
   20 ms frames.
 - :class:`WriteBackpressure` is a connection's push producer: the transport pauses it while the
   socket's write buffer is over its bound, so that the session holds caller audio instead.
+- :class:`AlwaysReading` is the ``IPushProducer`` side of a session whose socket is never paused.
 - :class:`CallLog` writes the session's log lines with the call and backend named and the
   secrets taken out.
 - :class:`KeepAliveTimer` polls at a fixed interval on the injected reactor.
@@ -216,6 +217,27 @@ class WriteBackpressure:
         """The connection is going: its end is reported through ``onClose``."""
 
 
+@implementer(IPushProducer)
+class AlwaysReading:
+    """The ``IPushProducer`` side of a backend session, in name only: its socket is always read,
+    whatever the playout holds, because control events (a barge-in above all) arrive on the same
+    socket as the audio and must be handled at once; the playout bounds its own queue. Stopping
+    the producer closes the session."""
+
+    def close(self) -> None:
+        """End the session (each session says how)."""
+        raise NotImplementedError
+
+    def pauseProducing(self) -> None:
+        """Ignored: the backend socket is always read (barge-in must never wait behind audio)."""
+
+    def resumeProducing(self) -> None:
+        """Ignored (see :meth:`pauseProducing`)."""
+
+    def stopProducing(self) -> None:
+        self.close()
+
+
 class CallLog:
     """One session's log lines, on ``logger``, each with ``call_id`` and ``backend``; ``secrets``
     (API keys, tokens) are replaced by ``[api key]`` in every string field and in what
@@ -270,6 +292,7 @@ class KeepAliveTimer:
 
 
 __all__ = [
+    "AlwaysReading",
     "BackendSocket",
     "CallLog",
     "HeldAudio",

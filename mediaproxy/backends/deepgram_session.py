@@ -27,13 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
-from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
-from zope.interface import implementer
 
 from mediaproxy.audio.format import AudioFormat
 from mediaproxy.backends.base import BackendListener, CallInfo
 from mediaproxy.backends.connection import (
+    AlwaysReading,
     BackendSocket,
     CallLog,
     HeldAudio,
@@ -90,8 +89,7 @@ class AgentClientProtocol(BackendSocket):
             self.session.message_received(self, payload, isBinary)
 
 
-@implementer(IPushProducer)
-class DeepgramAgentSession:
+class DeepgramAgentSession(AlwaysReading):
     """A :class:`~mediaproxy.backends.base.BackendSession` on the Deepgram Voice Agent for one
     call. ``prompt`` is the agent's prompt for this call (the configured instructions plus the
     call's context); ``random`` spreads reconnect delays (tests pass a constant)."""
@@ -205,17 +203,6 @@ class DeepgramAgentSession:
         if proto is not None:
             hang_up(proto, abort=abort)
         self._log("info", "backend session closed")
-
-    # --- IPushProducer -------------------------------------------------------------------------
-
-    def pauseProducing(self) -> None:
-        """Ignored: the backend socket is always read (barge-in must never wait behind audio)."""
-
-    def resumeProducing(self) -> None:
-        """Ignored (see :meth:`pauseProducing`)."""
-
-    def stopProducing(self) -> None:
-        self.close()
 
     # --- connections ---------------------------------------------------------------------------
 

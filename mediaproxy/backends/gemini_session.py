@@ -34,15 +34,14 @@ from urllib.parse import quote
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectError, ConnectionLost
-from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from mediaproxy.audio.format import L16_16K, L16_24K, AudioFormat
 from mediaproxy.audio.transcode import Transcoder
 from mediaproxy.backends.base import BackendListener, CallInfo
 from mediaproxy.backends.connection import (
+    AlwaysReading,
     BackendSocket,
     CallLog,
     HeldAudio,
@@ -168,8 +167,7 @@ class StallWatchdog:
         self._on_stall()
 
 
-@implementer(IPushProducer)
-class GeminiLiveSession:
+class GeminiLiveSession(AlwaysReading):
     """A :class:`~mediaproxy.backends.base.BackendSession` on the Gemini Live API for one call.
 
     ``audio_format`` is L16 16 kHz or L16 24 kHz (see :mod:`mediaproxy.backends.gemini`); the
@@ -314,17 +312,6 @@ class GeminiLiveSession:
             if proto is not None:
                 hang_up(proto, abort=abort)
         self._log("info", "backend session closed")
-
-    # --- IPushProducer -------------------------------------------------------------------------
-
-    def pauseProducing(self) -> None:
-        """Ignored: the backend socket is always read (barge-in must never wait behind audio)."""
-
-    def resumeProducing(self) -> None:
-        """Ignored (see :meth:`pauseProducing`)."""
-
-    def stopProducing(self) -> None:
-        self.close()
 
     # --- connections ---------------------------------------------------------------------------
 

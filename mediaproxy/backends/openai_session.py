@@ -43,13 +43,12 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
-from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
-from zope.interface import implementer
 
 from mediaproxy.audio.format import AudioFormat
 from mediaproxy.backends.base import BackendListener, CallInfo
 from mediaproxy.backends.connection import (
+    AlwaysReading,
     BackendSocket,
     CallLog,
     HeldAudio,
@@ -112,8 +111,7 @@ class RealtimeClientProtocol(BackendSocket):
             self.session.message_received(self, payload)
 
 
-@implementer(IPushProducer)
-class OpenAIRealtimeSession:
+class OpenAIRealtimeSession(AlwaysReading):
     """A :class:`~mediaproxy.backends.base.BackendSession` on OpenAI Realtime for one call.
 
     ``reactor`` provides IReactorTime and IReactorTCP/IReactorSSL; ``random`` spreads reconnect
@@ -269,17 +267,6 @@ class OpenAIRealtimeSession:
         if proto is not None:
             hang_up(proto, abort=abort)
         self._log("info", "backend session closed")
-
-    # --- IPushProducer -------------------------------------------------------------------------
-
-    def pauseProducing(self) -> None:
-        """Ignored: the backend socket is always read (barge-in must never wait behind audio)."""
-
-    def resumeProducing(self) -> None:
-        """Ignored (see :meth:`pauseProducing`)."""
-
-    def stopProducing(self) -> None:
-        self.close()
 
     # --- connections ---------------------------------------------------------------------------
 

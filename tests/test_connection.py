@@ -22,6 +22,7 @@ from mediaproxy.backends.connection import (
     CallLog,
     HeldAudio,
     KeepAliveTimer,
+    ReadyReporter,
     WriteBackpressure,
     backoff_redialer,
     hang_up,
@@ -30,6 +31,7 @@ from mediaproxy.backends.connection import (
 )
 from mediaproxy.backends.reconnect import HandshakeRejected
 from mediaproxy.metrics import Metrics
+from mediaproxy.testing.recording_listener import RecordingListener
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,29 @@ class OpenUntilReadyTests(TestCase):
         self.assertEqual(self.opened_cancelled, [])
         self.assertEqual(self.abandoned, [proto])
         self.assertTrue(self.results[0].check(CancelledError))
+
+
+class ReadyReporterTests(TestCase):
+    def test_each_attempt_is_timed_and_only_the_first_ready_is_reported(self) -> None:
+        clock, metrics, listener = Clock(), Metrics(), RecordingListener()
+        ready = ReadyReporter(clock, metrics, "openai", listener)
+        ready.dialling()
+        clock.advance(0.25)
+        self.assertFalse(ready.ever_ready)
+        self.assertTrue(ready.up())
+        self.assertTrue(ready.ever_ready)
+        clock.advance(60.0)
+        ready.dialling()
+        clock.advance(0.5)
+        self.assertFalse(ready.up())  # a resumption: the bridge is not told
+        self.assertEqual(listener.kinds(), ["ready"])
+
+        def sample(name: str) -> float:
+            return metrics.registry.get_sample_value(f"mediaproxy_backend_connect_seconds_{name}",
+                                                     {"backend": "openai"}) or 0.0
+
+        self.assertEqual(sample("count"), 2)
+        self.assertAlmostEqual(sample("sum"), 0.75)
 
 
 class HeldAudioTests(TestCase):

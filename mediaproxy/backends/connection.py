@@ -8,6 +8,8 @@ leg that do not depend on what the backend speaks.
   (it fires once the session says the connection is usable); :class:`BackendSocket` is the
   client protocol base that forwards a connection's end to its session, and :func:`hang_up`
   lets go of one (closing handshake, or an abort on a failure).
+- :class:`ReadyReporter` times each dial attempt to its connection's readiness and tells the
+  listener of the call's first ready connection.
 - :class:`HeldAudio` keeps caller audio while no connection takes it, drops counted in whole
   20 ms frames.
 - :class:`WriteBackpressure` is a connection's push producer: the transport pauses it while the
@@ -33,6 +35,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mediaproxy.audio.format import AudioFormat
+from mediaproxy.backends.base import BackendListener
 from mediaproxy.backends.early_audio import EarlyAudio
 from mediaproxy.backends.reconnect import (
     BackoffPolicy,
@@ -158,6 +161,34 @@ def open_until_ready(
 
     opened.addCallbacks(on_open, not_opened)
     return ready
+
+
+class ReadyReporter:
+    """A call's backend connections coming up: each attempt's time from dialling to ready goes to
+    ``backend_connect_seconds{backend}`` (seconds on ``reactor``), and the first ready connection
+    of the call is the listener's ``backend_ready`` (a later one is a resumption, which the
+    bridge is not told about)."""
+
+    def __init__(self, reactor: Timers, metrics: Metrics, backend: str, listener: BackendListener) -> None:
+        self._reactor = reactor
+        self._observe = metrics.backend_connect_seconds.labels(backend).observe
+        self._listener = listener
+        self._dial_started = 0.0
+        self.ever_ready = False
+        """A connection of this call was ready once (the next one resumes the conversation)."""
+
+    def dialling(self) -> None:
+        """An attempt starts now."""
+        self._dial_started = self._reactor.seconds()
+
+    def up(self) -> bool:
+        """The attempt's connection is ready; True when it is the call's first."""
+        self._observe(self._reactor.seconds() - self._dial_started)
+        if self.ever_ready:
+            return False
+        self.ever_ready = True
+        self._listener.backend_ready()
+        return True
 
 
 class HeldAudio:
@@ -297,6 +328,7 @@ __all__ = [
     "CallLog",
     "HeldAudio",
     "KeepAliveTimer",
+    "ReadyReporter",
     "ReconnectOptions",
     "WriteBackpressure",
     "backoff_redialer",

@@ -37,6 +37,7 @@ from mediaproxy.backends.connection import (
     CallLog,
     HeldAudio,
     KeepAliveTimer,
+    ReadyReporter,
     backoff_redialer,
     hang_up,
     open_until_ready,
@@ -120,8 +121,7 @@ class DeepgramAgentSession(AlwaysReading):
         self._proto: AgentClientProtocol | None = None
         self._dialect: AgentDialect | None = None
         self._connections = 0
-        self._dial_started = 0.0
-        self._ever_ready = False
+        self._ready = ReadyReporter(reactor, metrics, backend_name, listener)
         self._closed = False
         self._history: OrderedDict[int, str] = OrderedDict()
         self._lines = 0
@@ -210,7 +210,7 @@ class DeepgramAgentSession(AlwaysReading):
         prompt, greeting = self._prompt, self._options.greeting
         if self._call.listen_only:
             greeting = ""
-        if self._ever_ready:
+        if self._ready.ever_ready:
             greeting = ""
             parts = [prompt, RESUME_NOTE]
             lines = list(self._history.values())
@@ -225,7 +225,7 @@ class DeepgramAgentSession(AlwaysReading):
 
     def _dial(self) -> Deferred[AgentClientProtocol]:
         self._connections += 1
-        self._dial_started = self._reactor.seconds()
+        self._ready.dialling()
         dialect = AgentDialect(self._settings(), response_prefix=f"c{self._connections}t")
         opened = dial_websocket(
             self._reactor,
@@ -250,11 +250,7 @@ class DeepgramAgentSession(AlwaysReading):
             hang_up(proto, abort=True)
 
     def _connection_up(self, proto: AgentClientProtocol) -> None:
-        self._metrics.backend_connect_seconds.labels(self._name).observe(self._reactor.seconds() - self._dial_started)
-        if not self._ever_ready:
-            self._ever_ready = True
-            self._listener.backend_ready()
-        else:
+        if not self._ready.up():
             self._log("info", "backend session resumed on connection {connection}", connection=self._connections)
 
     def message_received(self, proto: AgentClientProtocol, payload: bytes, is_binary: bool) -> None:

@@ -45,6 +45,7 @@ from mediaproxy.backends.connection import (
     BackendSocket,
     CallLog,
     HeldAudio,
+    ReadyReporter,
     backoff_redialer,
     hang_up,
     open_until_ready,
@@ -202,8 +203,7 @@ class GeminiLiveSession(AlwaysReading):
         self._handle: str | None = None
         self._handing_over = False
         self._connections = 0
-        self._dial_started = 0.0
-        self._ever_ready = False
+        self._ready = ReadyReporter(reactor, metrics, backend_name, listener)
         self._closed = False
         self._language = options.language
         self._history: OrderedDict[str, str] = OrderedDict()
@@ -322,9 +322,9 @@ class GeminiLiveSession(AlwaysReading):
 
     def _dial(self) -> Deferred[GeminiClientProtocol]:
         self._connections += 1
-        self._dial_started = self._reactor.seconds()
+        self._ready.dialling()
         dialect = GeminiDialect(self._options, tools=self._call.tools, handle=self._handle,
-                                resumed=self._ever_ready, resume_context=self._resume_context(),
+                                resumed=self._ready.ever_ready, resume_context=self._resume_context(),
                                 connection=self._connections, language=self._language)
 
         def adopt(proto: GeminiClientProtocol, ready: Deferred[GeminiClientProtocol]) -> None:
@@ -341,11 +341,7 @@ class GeminiLiveSession(AlwaysReading):
             hang_up(proto, abort=True)
 
     def _connection_up(self, proto: GeminiClientProtocol) -> None:
-        self._metrics.backend_connect_seconds.labels(self._name).observe(self._reactor.seconds() - self._dial_started)
-        if not self._ever_ready:
-            self._ever_ready = True
-            self._listener.backend_ready()
-        else:
+        if not self._ready.up():
             self._log("info", "backend session continued on connection {connection} ({how})",
                       connection=self._connections, how="resumed" if proto.dialect and self._handle else "fresh")
 

@@ -24,9 +24,9 @@ on the same socket as the audio and must be handled at once. The playout bounds 
 The other direction is bounded too. A backend that stops reading (stalled, or a network that
 stopped acknowledging) would let the socket's write buffer grow with every append. Each
 connection's transport therefore has a push producer
-(:class:`~mediaproxy.backends.connection.WriteBackpressure`): once its write
-buffer passes Twisted's bound (64 KiB) the transport pauses it, and caller audio goes into the
-early-audio buffer instead (``early_audio_ms``, oldest dropped, counted as
+(:class:`~mediaproxy.backends.connection.WriteBackpressure`): once its write buffer passes
+Twisted's bound (64 KiB) the transport pauses it, and caller audio goes into the early-audio
+buffer instead (``early_audio_ms``, oldest dropped, counted as
 ``frames_dropped_total{direction="in",reason="backend_stalled"}``) until the transport resumes
 it; what is held then goes out first. Control messages (truncate, cancel, tool results) still go
 to the socket: they are few and small.
@@ -52,6 +52,7 @@ from mediaproxy.backends.connection import (
     BackendSocket,
     CallLog,
     HeldAudio,
+    ReadyReporter,
     WriteBackpressure,
     backoff_redialer,
     hang_up,
@@ -144,8 +145,7 @@ class OpenAIRealtimeSession(AlwaysReading):
         self._proto: RealtimeClientProtocol | None = None
         self._dialect: RealtimeDialect | None = None
         self._connections = 0
-        self._dial_started = 0.0
-        self._ever_ready = False
+        self._ready = ReadyReporter(reactor, metrics, backend_name, listener)
         self._expiring = False
         self._closed = False
         self._chunk_timer: Timer | None = None
@@ -273,11 +273,11 @@ class OpenAIRealtimeSession(AlwaysReading):
     def _dial(self) -> Deferred[RealtimeClientProtocol]:
         self._connections += 1
         self._expiring = False
-        self._dial_started = self._reactor.seconds()
+        self._ready.dialling()
         dialect = RealtimeDialect(
             self._options,
             self.audio_format,
-            resumed=self._ever_ready,
+            resumed=self._ready.ever_ready,
             resume_context=self._resume_context(),
             event_prefix=f"c{self._connections}",
             tools=self._call.tools,
@@ -306,11 +306,7 @@ class OpenAIRealtimeSession(AlwaysReading):
             hang_up(proto, abort=True)
 
     def _connection_up(self, proto: RealtimeClientProtocol) -> None:
-        self._metrics.backend_connect_seconds.labels(self._name).observe(self._reactor.seconds() - self._dial_started)
-        if not self._ever_ready:
-            self._ever_ready = True
-            self._listener.backend_ready()
-        else:
+        if not self._ready.up():
             self._log("info", "backend session resumed on connection {connection}", connection=self._connections)
 
     def writes_paused(self, proto: RealtimeClientProtocol, paused: bool) -> None:

@@ -8,10 +8,11 @@ arrived. Caller audio that arrives before that (or while reconnecting) is kept u
 Settings again, without the greeting and with the recent conversation in the prompt; fatal errors
 (credentials refused at the upgrade, Settings refused) end the call through ``backend_failed``.
 
-The service closes a connection that carries nothing for 10 s: :class:`KeepAliveTimer` polls the
-dialect every half ``keepalive_seconds`` on the injected reactor and a ``KeepAlive`` goes out when
-no other client message did (caller audio normally flows all the time; this covers hold and
-paused streams). No per-frame timer work is done.
+The service closes a connection that carries nothing for 10 s:
+:class:`~mediaproxy.backends.connection.KeepAliveTimer` polls the dialect every half
+``keepalive_seconds`` on the injected reactor and a ``KeepAlive`` goes out when no other client
+message did (caller audio normally flows all the time; this covers hold and paused streams). No
+per-frame timer work is done.
 
 The socket is always read, whatever the playout holds (``UserStartedSpeaking`` arrives on the
 same socket as the audio and must be handled at once); the playout bounds its own queue.
@@ -26,13 +27,22 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
-from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
-from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from mediaproxy.audio.format import AudioFormat
 from mediaproxy.backends.base import BackendListener, CallInfo
+from mediaproxy.backends.connection import (
+    AlwaysReading,
+    BackendSocket,
+    CallLog,
+    HeldAudio,
+    KeepAliveTimer,
+    ReadyReporter,
+    backoff_redialer,
+    hang_up,
+    open_until_ready,
+    refused_dial_reason,
+)
 from mediaproxy.backends.deepgram_dialect import (
     UNKNOWN_MESSAGE,
     AgentAudio,
@@ -50,17 +60,7 @@ from mediaproxy.backends.deepgram_dialect import (
     error_code_label,
     settings_message,
 )
-from mediaproxy.backends.early_audio import EarlyAudio
-from mediaproxy.backends.reconnect import (
-    BackoffPolicy,
-    DialedWebSocketProtocol,
-    HandshakeRejected,
-    Redialer,
-    Timer,
-    Timers,
-    connection_lost_reason,
-    dial_websocket,
-)
+from mediaproxy.backends.reconnect import Redialer, connection_lost_reason, dial_websocket
 from mediaproxy.metrics import Metrics
 from mediaproxy.transcripts import Transcript
 
@@ -78,31 +78,7 @@ RESUME_NOTE = (
 )
 
 
-class KeepAliveTimer:
-    """Calls ``poll`` every ``interval_s`` seconds on ``reactor`` until stopped (one pending
-    delayed call at a time; nothing per audio frame)."""
-
-    def __init__(self, reactor: Timers, interval_s: float, poll: Callable[[], None]) -> None:
-        self._reactor = reactor
-        self._interval_s = interval_s
-        self._poll = poll
-        self._timer: Timer | None = None
-
-    def start(self) -> None:
-        if self._timer is None:
-            self._timer = self._reactor.callLater(self._interval_s, self._fire)
-
-    def stop(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-
-    def _fire(self) -> None:
-        self._timer = self._reactor.callLater(self._interval_s, self._fire)
-        self._poll()
-
-
-class AgentClientProtocol(DialedWebSocketProtocol):
+class AgentClientProtocol(BackendSocket):
     """The WebSocket of one connection; forwards everything to its session."""
 
     session: DeepgramAgentSession | None = None
@@ -113,13 +89,8 @@ class AgentClientProtocol(DialedWebSocketProtocol):
         if self.session is not None:
             self.session.message_received(self, payload, isBinary)
 
-    def link_closed(self, clean: bool, code: int | None, reason: str | None) -> None:
-        if self.session is not None:
-            self.session.connection_closed(self, code, reason)
 
-
-@implementer(IPushProducer)
-class DeepgramAgentSession:
+class DeepgramAgentSession(AlwaysReading):
     """A :class:`~mediaproxy.backends.base.BackendSession` on the Deepgram Voice Agent for one
     call. ``prompt`` is the agent's prompt for this call (the configured instructions plus the
     call's context); ``random`` spreads reconnect delays (tests pass a constant)."""
@@ -146,32 +117,21 @@ class DeepgramAgentSession:
         self._metrics = metrics
         self._prompt = prompt
         self._language = options.language
-        self._early = EarlyAudio(audio_format.bytes_for_ms(options.early_audio_ms))
-        self._frame_bytes = audio_format.bytes_for_ms(20)
-        self._dropped_bytes = 0
+        self._early = HeldAudio(audio_format, options.early_audio_ms, metrics)
         self._proto: AgentClientProtocol | None = None
         self._dialect: AgentDialect | None = None
         self._connections = 0
-        self._dial_started = 0.0
-        self._ever_ready = False
+        self._ready = ReadyReporter(reactor, metrics, backend_name, listener)
         self._closed = False
         self._history: OrderedDict[int, str] = OrderedDict()
         self._lines = 0
         self._pending_results: list[tuple[str, str]] = []
         self._keepalive = KeepAliveTimer(reactor, options.keepalive_seconds / 2.0, self._poll_keepalive)
-        self._redialer: Redialer[AgentClientProtocol] = Redialer(
-            reactor,
-            self._dial,
-            BackoffPolicy(
-                initial_s=options.reconnect_backoff_ms / 1000.0,
-                max_s=options.reconnect_max_backoff_ms / 1000.0,
-                max_attempts=options.reconnect_attempts,
-            ),
-            timeout_s=options.connect_timeout_seconds,
-            on_up=self._connection_up,
-            on_give_up=self._fail,
-            is_fatal=_fatal_reason,
-            on_redial=metrics.backend_reconnects_total.labels(backend_name).inc,
+        call_log = CallLog(log, call.call_id, backend_name, (options.api_key,))
+        self._log, self._redact = call_log.log, call_log.redact
+        self._redialer: Redialer[AgentClientProtocol] = backoff_redialer(
+            reactor, options, self._dial, on_up=self._connection_up, on_give_up=self._fail,
+            is_fatal=refused_dial_reason, on_redial=metrics.backend_reconnects_total.labels(backend_name).inc,
             random=random,
         )
 
@@ -188,7 +148,7 @@ class DeepgramAgentSession:
             return
         dialect = self._dialect
         if dialect is None:
-            self._hold(data)
+            self._early.hold(data, "backend_not_ready")
             return
         dialect.send_audio(data)
         self._send_output()
@@ -241,23 +201,8 @@ class DeepgramAgentSession:
         self._keepalive.stop()
         proto, self._proto, self._dialect = self._proto, None, None
         if proto is not None:
-            proto.session = None
-            if abort:
-                proto.dropConnection(abort=True)
-            else:
-                proto.sendClose(1000)
+            hang_up(proto, abort=abort)
         self._log("info", "backend session closed")
-
-    # --- IPushProducer -------------------------------------------------------------------------
-
-    def pauseProducing(self) -> None:
-        """Ignored: the backend socket is always read (barge-in must never wait behind audio)."""
-
-    def resumeProducing(self) -> None:
-        """Ignored (see :meth:`pauseProducing`)."""
-
-    def stopProducing(self) -> None:
-        self.close()
 
     # --- connections ---------------------------------------------------------------------------
 
@@ -265,7 +210,7 @@ class DeepgramAgentSession:
         prompt, greeting = self._prompt, self._options.greeting
         if self._call.listen_only:
             greeting = ""
-        if self._ever_ready:
+        if self._ready.ever_ready:
             greeting = ""
             parts = [prompt, RESUME_NOTE]
             lines = list(self._history.values())
@@ -280,7 +225,7 @@ class DeepgramAgentSession:
 
     def _dial(self) -> Deferred[AgentClientProtocol]:
         self._connections += 1
-        self._dial_started = self._reactor.seconds()
+        self._ready.dialling()
         dialect = AgentDialect(self._settings(), response_prefix=f"c{self._connections}t")
         opened = dial_websocket(
             self._reactor,
@@ -291,34 +236,21 @@ class DeepgramAgentSession:
             keepalive_s=self._options.ping_seconds,
         )
 
-        def cancel(d: Deferred[AgentClientProtocol]) -> None:
-            if not opened.called:
-                opened.cancel()
-            elif self._proto is not None and self._proto.ready is d:
-                self._proto.session = None
-                self._proto.dropConnection(abort=True)
-                self._proto = None
-
-        ready: Deferred[AgentClientProtocol] = Deferred(cancel)
-
-        def adopt(proto: AgentClientProtocol) -> None:
+        def adopt(proto: AgentClientProtocol, ready: Deferred[AgentClientProtocol]) -> None:
             proto.session, proto.dialect, proto.ready = self, dialect, ready
             self._proto = proto
             self._keepalive.start()
 
-        def not_opened(failure: Failure) -> None:
-            if not ready.called:
-                ready.errback(failure)
+        return open_until_ready(opened, adopt, self._abandon)
 
-        opened.addCallbacks(adopt, not_opened)
-        return ready
+    def _abandon(self, proto: AgentClientProtocol) -> None:
+        """The attempt that opened ``proto`` was cancelled (timeout, stop)."""
+        if proto is self._proto:
+            self._proto = None
+            hang_up(proto, abort=True)
 
     def _connection_up(self, proto: AgentClientProtocol) -> None:
-        self._metrics.backend_connect_seconds.labels(self._name).observe(self._reactor.seconds() - self._dial_started)
-        if not self._ever_ready:
-            self._ever_ready = True
-            self._listener.backend_ready()
-        else:
+        if not self._ready.up():
             self._log("info", "backend session resumed on connection {connection}", connection=self._connections)
 
     def message_received(self, proto: AgentClientProtocol, payload: bytes, is_binary: bool) -> None:
@@ -429,32 +361,3 @@ class DeepgramAgentSession:
                 proto.sendMessage(frame, isBinary=True)  # type: ignore[no-untyped-call]  # Autobahn
             else:
                 proto.sendMessage(frame.encode("utf-8"), isBinary=False)  # type: ignore[no-untyped-call]
-
-    def _hold(self, data: bytes) -> None:
-        dropped = self._early.append(data)
-        if dropped:
-            self._dropped_bytes += dropped
-            frames, self._dropped_bytes = divmod(self._dropped_bytes, self._frame_bytes)
-            if frames:
-                self._metrics.frames_dropped_total.labels("in", "backend_not_ready").inc(frames)
-
-    def _log(self, level: str, fmt: str, **kwargs: Any) -> None:
-        # Never per frame. Server-supplied text is redacted in case a peer echoes the key back.
-        fields = {k: self._redact(v) if isinstance(v, str) else v for k, v in kwargs.items()}
-        getattr(log, level)(fmt, call_id=self._call.call_id, backend=self._name, **fields)
-
-    def _redact(self, text: str) -> str:
-        """``text`` without the API key (it must never reach a log line or a failure reason)."""
-        key = self._options.api_key
-        return text.replace(key, "[api key]") if len(key) >= 8 and key in text else text
-
-
-def _fatal_reason(failure: Failure) -> str | None:
-    """Failures of a dial attempt that retrying cannot fix."""
-    error = failure.value
-    if isinstance(error, HandshakeRejected):
-        if error.status in (401, 403):
-            return f"backend refused the credentials (HTTP {error.status})"
-        if error.status == 404:
-            return f"backend URL not found (HTTP {error.status})"
-    return None

@@ -34,15 +34,23 @@ from urllib.parse import quote
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectError, ConnectionLost
-from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from mediaproxy.audio.format import L16_16K, L16_24K, AudioFormat
 from mediaproxy.audio.transcode import Transcoder
 from mediaproxy.backends.base import BackendListener, CallInfo
-from mediaproxy.backends.early_audio import EarlyAudio
+from mediaproxy.backends.connection import (
+    AlwaysReading,
+    BackendSocket,
+    CallLog,
+    HeldAudio,
+    ReadyReporter,
+    backoff_redialer,
+    hang_up,
+    open_until_ready,
+    refused_dial_reason,
+)
 from mediaproxy.backends.gemini_dialect import (
     GeminiDialect,
     GeminiEvent,
@@ -62,16 +70,7 @@ from mediaproxy.backends.gemini_dialect import (
     error_code_label,
 )
 from mediaproxy.backends.openai_events import token_kind_label
-from mediaproxy.backends.reconnect import (
-    BackoffPolicy,
-    DialedWebSocketProtocol,
-    HandshakeRejected,
-    Redialer,
-    Timer,
-    Timers,
-    connection_lost_reason,
-    dial_websocket,
-)
+from mediaproxy.backends.reconnect import Redialer, Timer, Timers, connection_lost_reason, dial_websocket
 from mediaproxy.metrics import Metrics
 from mediaproxy.transcripts import Transcript
 
@@ -96,7 +95,7 @@ class SetupRefused(ConnectError):
     """The service closed the connection before ``setupComplete`` in a way retrying cannot fix."""
 
 
-class GeminiClientProtocol(DialedWebSocketProtocol):
+class GeminiClientProtocol(BackendSocket):
     """The WebSocket of one connection; forwards everything to its session."""
 
     session: GeminiLiveSession | None = None
@@ -107,10 +106,6 @@ class GeminiClientProtocol(DialedWebSocketProtocol):
         # The service sends its JSON as text frames, some deployments as binary frames.
         if self.session is not None:
             self.session.message_received(self, payload)
-
-    def link_closed(self, clean: bool, code: int | None, reason: str | None) -> None:
-        if self.session is not None:
-            self.session.connection_closed(self, code, reason)
 
 
 Connect = Callable[[str], "Deferred[Any]"]
@@ -173,8 +168,7 @@ class StallWatchdog:
         self._on_stall()
 
 
-@implementer(IPushProducer)
-class GeminiLiveSession:
+class GeminiLiveSession(AlwaysReading):
     """A :class:`~mediaproxy.backends.base.BackendSession` on the Gemini Live API for one call.
 
     ``audio_format`` is L16 16 kHz or L16 24 kHz (see :mod:`mediaproxy.backends.gemini`); the
@@ -198,9 +192,7 @@ class GeminiLiveSession:
         # One direction is converted here: the bridge resamples the other.
         self._up = Transcoder(L16_24K, L16_16K) if audio_format == L16_24K else None
         self._down = Transcoder(L16_24K, L16_16K) if audio_format == L16_16K else None
-        self._early = EarlyAudio(L16_16K.bytes_for_ms(options.early_audio_ms))
-        self._frame_bytes = L16_16K.bytes_for_ms(20)
-        self._dropped_bytes = 0
+        self._early = HeldAudio(L16_16K, options.early_audio_ms, metrics)
         self._proto: GeminiClientProtocol | None = None
         """The connection caller audio goes to."""
         self._dialect: GeminiDialect | None = None
@@ -211,8 +203,7 @@ class GeminiLiveSession:
         self._handle: str | None = None
         self._handing_over = False
         self._connections = 0
-        self._dial_started = 0.0
-        self._ever_ready = False
+        self._ready = ReadyReporter(reactor, metrics, backend_name, listener)
         self._closed = False
         self._language = options.language
         self._history: OrderedDict[str, str] = OrderedDict()
@@ -221,17 +212,12 @@ class GeminiLiveSession:
         self._url = f"{options.url}?key={quote(options.api_key, safe='')}"
         self._connect: Connect = connect or self._dial_websocket
         self.watchdog = StallWatchdog(reactor, options.stall_seconds, self._nudge, self._stalled)
-        self._redialer: Redialer[GeminiClientProtocol] = Redialer(
-            reactor,
-            self._dial,
-            BackoffPolicy(initial_s=options.reconnect_backoff_ms / 1000.0,
-                          max_s=options.reconnect_max_backoff_ms / 1000.0,
-                          max_attempts=options.reconnect_attempts),
-            timeout_s=options.connect_timeout_seconds,
-            on_up=self._connection_up,
-            on_give_up=self._fail,
-            is_fatal=_fatal_reason,
-            on_redial=metrics.backend_reconnects_total.labels(backend_name).inc,
+        # The key is in the URL: it must never reach a log line or a failure reason.
+        call_log = CallLog(log, call.call_id, backend_name, (options.api_key,))
+        self._log, self._redact = call_log.log, call_log.redact
+        self._redialer: Redialer[GeminiClientProtocol] = backoff_redialer(
+            reactor, options, self._dial, on_up=self._connection_up, on_give_up=self._fail,
+            is_fatal=_fatal_reason, on_redial=metrics.backend_reconnects_total.labels(backend_name).inc,
             random=random,
         )
 
@@ -253,7 +239,7 @@ class GeminiLiveSession:
         pcm = self._up.convert(data) if self._up is not None else data
         dialect = self._dialect
         if dialect is None:
-            self._hold(pcm)
+            self._early.hold(pcm, "backend_not_ready")
             return
         dialect.send_audio(pcm)
         self._send_output()
@@ -323,25 +309,9 @@ class GeminiLiveSession:
         self._proto = self._dialing = self._draining = None
         self._dialect = None
         for proto in protos:
-            if proto is None:
-                continue
-            proto.session = None
-            if abort:
-                proto.dropConnection(abort=True)
-            else:
-                proto.sendClose(1000)
+            if proto is not None:
+                hang_up(proto, abort=abort)
         self._log("info", "backend session closed")
-
-    # --- IPushProducer -------------------------------------------------------------------------
-
-    def pauseProducing(self) -> None:
-        """Ignored: the backend socket is always read (barge-in must never wait behind audio)."""
-
-    def resumeProducing(self) -> None:
-        """Ignored (see :meth:`pauseProducing`)."""
-
-    def stopProducing(self) -> None:
-        self.close()
 
     # --- connections ---------------------------------------------------------------------------
 
@@ -352,40 +322,26 @@ class GeminiLiveSession:
 
     def _dial(self) -> Deferred[GeminiClientProtocol]:
         self._connections += 1
-        self._dial_started = self._reactor.seconds()
+        self._ready.dialling()
         dialect = GeminiDialect(self._options, tools=self._call.tools, handle=self._handle,
-                                resumed=self._ever_ready, resume_context=self._resume_context(),
+                                resumed=self._ready.ever_ready, resume_context=self._resume_context(),
                                 connection=self._connections, language=self._language)
-        opened = self._connect(self._url)
 
-        def cancel(d: Deferred[GeminiClientProtocol]) -> None:
-            if not opened.called:
-                opened.cancel()
-            elif self._dialing is not None and self._dialing.ready is d:
-                proto, self._dialing = self._dialing, None
-                proto.session = None
-                proto.dropConnection(abort=True)
-
-        ready: Deferred[GeminiClientProtocol] = Deferred(cancel)
-
-        def adopt(proto: GeminiClientProtocol) -> None:
+        def adopt(proto: GeminiClientProtocol, ready: Deferred[GeminiClientProtocol]) -> None:
             proto.session, proto.dialect, proto.ready = self, dialect, ready
             self._dialing = proto
             self._send_output(proto)  # setup goes first
 
-        def not_opened(failure: Failure) -> None:
-            if not ready.called:
-                ready.errback(failure)
+        return open_until_ready(self._connect(self._url), adopt, self._abandon)
 
-        opened.addCallbacks(adopt, not_opened)
-        return ready
+    def _abandon(self, proto: GeminiClientProtocol) -> None:
+        """The attempt that opened ``proto`` was cancelled (timeout, stop)."""
+        if proto is self._dialing:
+            self._dialing = None
+            hang_up(proto, abort=True)
 
     def _connection_up(self, proto: GeminiClientProtocol) -> None:
-        self._metrics.backend_connect_seconds.labels(self._name).observe(self._reactor.seconds() - self._dial_started)
-        if not self._ever_ready:
-            self._ever_ready = True
-            self._listener.backend_ready()
-        else:
+        if not self._ready.up():
             self._log("info", "backend session continued on connection {connection} ({how})",
                       connection=self._connections, how="resumed" if proto.dialect and self._handle else "fresh")
 
@@ -477,15 +433,13 @@ class GeminiLiveSession:
         if old.dialect is not None and old.dialect.turn_active is not None:
             self._draining = old
         else:
-            old.session = None
-            old.sendClose(1000)
+            hang_up(old, abort=False)
 
     def _close_draining(self) -> None:
         proto, self._draining = self._draining, None
         if proto is not None:
             self._finish_turn(proto)
-            proto.session = None
-            proto.sendClose(1000)
+            hang_up(proto, abort=False)
 
     def _handle_event(self, proto: GeminiClientProtocol, event: GeminiEvent) -> None:
         listener = self._listener
@@ -586,38 +540,17 @@ class GeminiLiveSession:
         for message in proto.dialect.take_output():
             proto.sendMessage(message.encode("utf-8"), isBinary=False)  # type: ignore[no-untyped-call]  # Autobahn
 
-    def _hold(self, data: bytes) -> None:
-        dropped = self._early.append(data)
-        if dropped:
-            self._dropped_bytes += dropped
-            frames, self._dropped_bytes = divmod(self._dropped_bytes, self._frame_bytes)
-            if frames:
-                self._metrics.frames_dropped_total.labels("in", "backend_not_ready").inc(frames)
-
     def _resume_context(self) -> str:
         if not self._history:
             return ""
         text = "Recent conversation, oldest first:\n" + "\n".join(self._history.values())
         return text[-_HISTORY_CHARS:]
 
-    def _log(self, level: str, fmt: str, **kwargs: Any) -> None:
-        fields = {k: self._redact(v) if isinstance(v, str) else v for k, v in kwargs.items()}
-        getattr(log, level)(fmt, call_id=self._call.call_id, backend=self._name, **fields)
-
-    def _redact(self, text: str) -> str:
-        """``text`` without the API key (it is in the URL: never in a log line or a reason)."""
-        key = self._options.api_key
-        return text.replace(key, "[api key]") if len(key) >= 8 and key in text else text
-
 
 def _fatal_reason(failure: Failure) -> str | None:
-    """Failures of a dial attempt that retrying cannot fix."""
+    """Failures of a dial attempt that retrying cannot fix: those of every backend, and a setup
+    the service refused."""
     error = failure.value
-    if isinstance(error, HandshakeRejected):
-        if error.status in (401, 403):
-            return f"backend refused the credentials (HTTP {error.status})"
-        if error.status == 404:
-            return f"backend URL not found (HTTP {error.status})"
     if isinstance(error, SetupRefused):
         return str(error.args[0]) if error.args else "backend refused the session"
-    return None
+    return refused_dial_reason(failure)

@@ -23,9 +23,10 @@ on the same socket as the audio and must be handled at once. The playout bounds 
 
 The other direction is bounded too. A backend that stops reading (stalled, or a network that
 stopped acknowledging) would let the socket's write buffer grow with every append. Each
-connection's transport therefore has a push producer (:class:`_SocketWrites`): once its write
-buffer passes Twisted's bound (64 KiB) the transport pauses it, and caller audio goes into the
-early-audio buffer instead (``early_audio_ms``, oldest dropped, counted as
+connection's transport therefore has a push producer
+(:class:`~mediaproxy.backends.connection.WriteBackpressure`): once its write buffer passes
+Twisted's bound (64 KiB) the transport pauses it, and caller audio goes into the early-audio
+buffer instead (``early_audio_ms``, oldest dropped, counted as
 ``frames_dropped_total{direction="in",reason="backend_stalled"}``) until the transport resumes
 it; what is held then goes out first. Control messages (truncate, cancel, tool results) still go
 to the socket: they are few and small.
@@ -37,18 +38,27 @@ import random as _random
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
-from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.logger import Logger
-from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from mediaproxy.audio.format import AudioFormat
 from mediaproxy.backends.base import BackendListener, CallInfo
-from mediaproxy.backends.early_audio import EarlyAudio
+from mediaproxy.backends.connection import (
+    AlwaysReading,
+    BackendSocket,
+    CallLog,
+    HeldAudio,
+    ReadyReporter,
+    WriteBackpressure,
+    backoff_redialer,
+    hang_up,
+    open_until_ready,
+    refused_dial_reason,
+)
 from mediaproxy.backends.openai_dialect import RealtimeDialect, is_session_limit
 from mediaproxy.backends.openai_events import (
     AudioFinished,
@@ -72,15 +82,7 @@ from mediaproxy.backends.openai_events import (
 )
 from mediaproxy.backends.openai_flavors import endpoint
 from mediaproxy.backends.openai_session_config import RealtimeOptions, transcription_language
-from mediaproxy.backends.reconnect import (
-    BackoffPolicy,
-    DialedWebSocketProtocol,
-    HandshakeRejected,
-    Redialer,
-    Timer,
-    connection_lost_reason,
-    dial_websocket,
-)
+from mediaproxy.backends.reconnect import Redialer, Timer, connection_lost_reason, dial_websocket
 from mediaproxy.metrics import Metrics
 from mediaproxy.transcripts import Transcript
 
@@ -92,26 +94,7 @@ _TOOL_CALLS = 32
 """Tool calls remembered per session (their names, for a result that outlives its connection)."""
 
 
-@implementer(IPushProducer)
-class _SocketWrites:
-    """The write side of one backend connection, as the transport's push producer: the transport
-    pauses it while its write buffer is over its bound and resumes it once drained."""
-
-    def __init__(self, session: OpenAIRealtimeSession, proto: RealtimeClientProtocol) -> None:
-        self._session = session
-        self._proto = proto
-
-    def pauseProducing(self) -> None:
-        self._session.writes_paused(self._proto, True)
-
-    def resumeProducing(self) -> None:
-        self._session.writes_paused(self._proto, False)
-
-    def stopProducing(self) -> None:
-        """The connection is going: its end is reported through ``onClose``."""
-
-
-class RealtimeClientProtocol(DialedWebSocketProtocol):
+class RealtimeClientProtocol(BackendSocket):
     """The WebSocket of one connection; forwards everything to its session."""
 
     session: OpenAIRealtimeSession | None = None
@@ -128,13 +111,8 @@ class RealtimeClientProtocol(DialedWebSocketProtocol):
         else:
             self.session.message_received(self, payload)
 
-    def link_closed(self, clean: bool, code: int | None, reason: str | None) -> None:
-        if self.session is not None:
-            self.session.connection_closed(self, code, reason)
 
-
-@implementer(IPushProducer)
-class OpenAIRealtimeSession:
+class OpenAIRealtimeSession(AlwaysReading):
     """A :class:`~mediaproxy.backends.base.BackendSession` on OpenAI Realtime for one call.
 
     ``reactor`` provides IReactorTime and IReactorTCP/IReactorSSL; ``random`` spreads reconnect
@@ -160,17 +138,14 @@ class OpenAIRealtimeSession:
         self._listener = listener
         self._reactor = reactor
         self._metrics = metrics
-        self._early = EarlyAudio(audio_format.bytes_for_ms(options.early_audio_ms))
-        self._frame_bytes = audio_format.bytes_for_ms(20)
-        self._dropped_bytes = 0
-        # The socket's write buffer is over its bound (see _SocketWrites): appends are held.
+        self._early = HeldAudio(audio_format, options.early_audio_ms, metrics)
+        # The socket's write buffer is over its bound (see WriteBackpressure): appends are held.
         self._stalled = False
         self._stall_dropped_bytes = 0
         self._proto: RealtimeClientProtocol | None = None
         self._dialect: RealtimeDialect | None = None
         self._connections = 0
-        self._dial_started = 0.0
-        self._ever_ready = False
+        self._ready = ReadyReporter(reactor, metrics, backend_name, listener)
         self._expiring = False
         self._closed = False
         self._chunk_timer: Timer | None = None
@@ -187,20 +162,12 @@ class OpenAIRealtimeSession:
         self._pending_results: list[tuple[str, str]] = []
         # The flavor's URL (query included) and credential header (openai_flavors).
         self._url, self._headers = endpoint(options)
-        self._redialer: Redialer[RealtimeClientProtocol] = Redialer(
-            reactor,
-            self._dial,
-            BackoffPolicy(
-                initial_s=options.reconnect_backoff_ms / 1000.0,
-                max_s=options.reconnect_max_backoff_ms / 1000.0,
-                max_attempts=options.reconnect_attempts,
-            ),
-            timeout_s=options.connect_timeout_seconds,
-            on_up=self._connection_up,
-            on_give_up=self._fail,
-            is_fatal=_fatal_reason,
-            on_redial=metrics.backend_reconnects_total.labels(backend_name).inc,
-            random=random,
+        call_log = CallLog(log, call.call_id, backend_name, (options.api_key, options.entra_token))
+        self._log, self._redact = call_log.log, call_log.redact
+        self._redialer: Redialer[RealtimeClientProtocol] = backoff_redialer(
+            reactor, options, self._dial, on_up=self._connection_up, on_give_up=self._fail,
+            is_fatal=partial(refused_dial_reason, not_found="backend URL or model"),
+            on_redial=metrics.backend_reconnects_total.labels(backend_name).inc, random=random,
         )
 
     def start(self) -> None:
@@ -290,8 +257,6 @@ class OpenAIRealtimeSession:
         self._shut_down(abort=False)
 
     def _shut_down(self, *, abort: bool) -> None:
-        # abort: the connection is being given up on a failure; a closing handshake would only
-        # leave timers running against a peer we no longer trust.
         if self._closed:
             return
         self._closed = True
@@ -300,34 +265,19 @@ class OpenAIRealtimeSession:
         self._cancel_retry()
         proto, self._proto, self._dialect = self._proto, None, None
         if proto is not None:
-            proto.session = None
-            if abort:
-                proto.dropConnection(abort=True)
-            else:
-                proto.sendClose(1000)
+            hang_up(proto, abort=abort)
         self._log("info", "backend session closed")
-
-    # --- IPushProducer -------------------------------------------------------------------------
-
-    def pauseProducing(self) -> None:
-        """Ignored: the backend socket is always read (barge-in must never wait behind audio)."""
-
-    def resumeProducing(self) -> None:
-        """Ignored (see :meth:`pauseProducing`)."""
-
-    def stopProducing(self) -> None:
-        self.close()
 
     # --- connections ---------------------------------------------------------------------------
 
     def _dial(self) -> Deferred[RealtimeClientProtocol]:
         self._connections += 1
         self._expiring = False
-        self._dial_started = self._reactor.seconds()
+        self._ready.dialling()
         dialect = RealtimeDialect(
             self._options,
             self.audio_format,
-            resumed=self._ever_ready,
+            resumed=self._ready.ever_ready,
             resume_context=self._resume_context(),
             event_prefix=f"c{self._connections}",
             tools=self._call.tools,
@@ -341,36 +291,22 @@ class OpenAIRealtimeSession:
             keepalive_s=self._options.keepalive_seconds,
         )
 
-        def cancel(d: Deferred[RealtimeClientProtocol]) -> None:
-            if not opened.called:
-                opened.cancel()
-            elif self._proto is not None and self._proto.ready is d:
-                self._proto.session = None
-                self._proto.dropConnection(abort=True)
-                self._proto = None
-
-        ready: Deferred[RealtimeClientProtocol] = Deferred(cancel)
-
-        def adopt(proto: RealtimeClientProtocol) -> None:
+        def adopt(proto: RealtimeClientProtocol, ready: Deferred[RealtimeClientProtocol]) -> None:
             proto.session, proto.dialect, proto.ready = self, dialect, ready
             self._proto = proto
             self._stalled = False
-            if proto.transport is not None:
-                IConsumer(proto.transport).registerProducer(_SocketWrites(self, proto), True)
+            WriteBackpressure.watch(proto, partial(self.writes_paused, proto))
 
-        def not_opened(failure: Failure) -> None:
-            if not ready.called:
-                ready.errback(failure)
+        return open_until_ready(opened, adopt, self._abandon)
 
-        opened.addCallbacks(adopt, not_opened)
-        return ready
+    def _abandon(self, proto: RealtimeClientProtocol) -> None:
+        """The attempt that opened ``proto`` was cancelled (timeout, stop)."""
+        if proto is self._proto:
+            self._proto = None
+            hang_up(proto, abort=True)
 
     def _connection_up(self, proto: RealtimeClientProtocol) -> None:
-        self._metrics.backend_connect_seconds.labels(self._name).observe(self._reactor.seconds() - self._dial_started)
-        if not self._ever_ready:
-            self._ever_ready = True
-            self._listener.backend_ready()
-        else:
+        if not self._ready.up():
             self._log("info", "backend session resumed on connection {connection}", connection=self._connections)
 
     def writes_paused(self, proto: RealtimeClientProtocol, paused: bool) -> None:
@@ -571,14 +507,9 @@ class OpenAIRealtimeSession:
     def _hold(self, data: bytes, reason: str) -> None:
         """Keep ``data`` in the bounded early-audio buffer; what it drops is counted in whole
         20 ms frames under ``reason``."""
-        dropped = self._early.append(data)
-        if dropped:
-            if self._stalled:
-                self._stall_dropped_bytes += dropped
-            self._dropped_bytes += dropped
-            frames, self._dropped_bytes = divmod(self._dropped_bytes, self._frame_bytes)
-            if frames:
-                self._metrics.frames_dropped_total.labels("in", reason).inc(frames)
+        dropped = self._early.hold(data, reason)
+        if dropped and self._stalled:
+            self._stall_dropped_bytes += dropped
 
     def _flush_chunk(self) -> None:
         self._chunk_timer = None
@@ -596,28 +527,3 @@ class OpenAIRealtimeSession:
             return ""
         text = "Recent conversation, oldest first:\n" + "\n".join(self._history.values())
         return text[-_HISTORY_CHARS:]
-
-    def _log(self, level: str, fmt: str, **kwargs: Any) -> None:
-        # Never per frame. Server-supplied text (error messages, close reasons) is redacted in
-        # case a peer echoes the key back.
-        fields = {k: self._redact(v) if isinstance(v, str) else v for k, v in kwargs.items()}
-        getattr(log, level)(fmt, call_id=self._call.call_id, backend=self._name, **fields)
-
-    def _redact(self, text: str) -> str:
-        """``text`` without the API key (it must never reach a log line or a failure reason)."""
-        for key in (self._options.api_key, self._options.entra_token):
-            # A key too short to be secret (a test's "k") would only mangle the text around it.
-            if len(key) >= 8 and key in text:
-                text = text.replace(key, "[api key]")
-        return text
-
-
-def _fatal_reason(failure: Failure) -> str | None:
-    """Failures of a dial attempt that retrying cannot fix."""
-    error = failure.value
-    if isinstance(error, HandshakeRejected):
-        if error.status in (401, 403):
-            return f"backend refused the credentials (HTTP {error.status})"
-        if error.status == 404:
-            return f"backend URL or model not found (HTTP {error.status})"
-    return None

@@ -25,7 +25,7 @@ import binascii
 import json
 from typing import Any
 
-from mediaproxy.platforms.base import PlatformEvent, PlatformSession, ProtocolViolation
+from mediaproxy.platforms.base import MarkPlayed, PlatformEvent, PlatformSession, ProtocolViolation
 
 MAX_MESSAGE_CHARS = 64 * 1024
 """The largest text frame accepted, in characters."""
@@ -113,6 +113,14 @@ class JsonMediaSession(PlatformSession):
         if len(data) > self.max_frame_bytes:
             return self._violation("oversize_frame", f"media payload of {len(data)} bytes")
         return data
+
+    def mark_event(self, message: dict[str, Any]) -> list[PlatformEvent]:
+        """A ``mark`` echo (``{"mark": {"name": ...}}``, the Twilio family's shape)."""
+        mark = message.get("mark")
+        name = mark.get("name") if isinstance(mark, dict) else None
+        if not isinstance(name, str):
+            return self._violation("wrong_type", "mark without a name string")
+        return [MarkPlayed(name)]
 
     def _violation(self, kind: str, detail: str) -> list[PlatformEvent]:
         self._ended = True

@@ -49,7 +49,6 @@ from mediaproxy.platforms.base import (
     CallerAudio,
     CallStarted,
     DtmfReceived,
-    MarkPlayed,
     MessageIgnored,
     PlatformCapabilities,
     PlatformError,
@@ -145,11 +144,7 @@ class TelnyxSession(JsonMediaSession):
         if event == "media":
             return self._media_event(message)
         if event == "mark":
-            mark = message.get("mark")
-            name = mark.get("name") if isinstance(mark, dict) else None
-            if not isinstance(name, str):
-                return self._violation("wrong_type", "mark without a name string")
-            return [MarkPlayed(name)]
+            return self.mark_event(message)
         if event == "start":
             return self._start(message)
         if event == "dtmf":

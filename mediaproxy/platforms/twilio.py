@@ -52,7 +52,6 @@ from mediaproxy.platforms.base import (
     CallStarted,
     DtmfReceived,
     HttpRequest,
-    MarkPlayed,
     MessageIgnored,
     PlatformCapabilities,
     PlatformEvent,
@@ -205,7 +204,7 @@ class TwilioSession(JsonMediaSession):
         if event == "media":
             return self._media_event(message)
         if event == "mark":
-            return self._mark(message)
+            return self.mark_event(message)
         if event == "start":
             return self._start(message)
         if event == "dtmf":
@@ -265,13 +264,6 @@ class TwilioSession(JsonMediaSession):
         if isinstance(data, list):
             return data
         return [CallerAudio(data)] if data else []
-
-    def _mark(self, message: dict[str, Any]) -> list[PlatformEvent]:
-        mark = message.get("mark")
-        name = mark.get("name") if isinstance(mark, dict) else None
-        if not isinstance(name, str):
-            return self._violation("wrong_type", "mark without a name string")
-        return [MarkPlayed(name)]
 
     def _dtmf(self, message: dict[str, Any]) -> list[PlatformEvent]:
         if not self._started:

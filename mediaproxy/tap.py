@@ -11,6 +11,7 @@ from mediaproxy.config import Config, ConfigError, load_config
 class Options(usage.Options):
     optParameters = [
         ["config", "c", "etc/mediaproxy.ini", "The ini configuration file."],
+        ["worker", None, None, "Internal: run as worker N of a supervisor ([proxy] workers > 1)."],
     ]
 
     def postOptions(self) -> None:
@@ -26,8 +27,16 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     from mediaproxy.service import MediaProxyService
+    from mediaproxy.supervisor import SupervisorService, worker_service
+    from mediaproxy.workers.cpus import this_process_cpus
 
+    config = options.loaded
+    if options["worker"] is not None:
+        return worker_service(config, reactor)
+    workers = this_process_cpus() if config.proxy.workers == "auto" else int(config.proxy.workers)
     try:
-        return MediaProxyService(options.loaded, reactor)
+        if workers > 1:
+            return SupervisorService(config, reactor, workers)
+        return MediaProxyService(config, reactor)
     except ConfigError as e:
         raise usage.UsageError(str(e)) from None

@@ -26,8 +26,10 @@ ALLOWED: dict[str, set[str]] = {
     "config_reference": {"catalog", "config", "options"},
     "calls": {"audio", "platforms", "backends", "playout", "metrics", "config", "outcome", "transcripts"},
     "server": {"calls", "platforms"},
-    "service": {"calls", "config", "metrics", "playout", "server"},
-    "tap": {"config", "service"},
+    "workers": {"metrics"},
+    "service": {"calls", "config", "metrics", "playout", "server", "workers"},
+    "supervisor": {"calls", "config", "metrics", "server", "service", "workers"},
+    "tap": {"config", "service", "supervisor", "workers"},
     "sim": {"audio"},
     "testing": {"audio", "transcripts"},
 }

@@ -60,7 +60,10 @@ def listen_spec(description: str) -> ListenSpec:
     for any other kind (config validation refuses those with workers)."""
     recorder = _RecordingReactor()
     endpoint = serverFromString(recorder, description)
-    endpoint.listen(_NoFactory())
+    try:
+        endpoint.listen(_NoFactory()).addErrback(lambda _: None)
+    except AttributeError:  # it wanted another reactor method (listenUNIX, adoptStreamPort, ...)
+        pass
     if recorder.spec is None:
         raise ValueError(f"{description!r} is not a tcp: or ssl: endpoint")
     return recorder.spec

@@ -99,7 +99,8 @@ class SupervisorService(MultiService):
         self._platform_socket: socket.socket | None = None
         self._metrics_sockets: list[socket.socket] = []
         self.pool = WorkerPool(workers, self._spawn, reactor, self.metrics)
-        self._agent = Agent(reactor, pool=_QuietPool(reactor))
+        self._pool = _QuietPool(reactor)
+        self._agent = Agent(reactor, pool=self._pool)
         root = Resource()
         root.putChild(b"metrics", _AsyncPage(self._render_metrics))
         root.putChild(b"health", _AsyncPage(self._render_health))
@@ -114,7 +115,11 @@ class SupervisorService(MultiService):
     def privilegedStartService(self) -> None:
         if self._platform_socket is None:
             # Bound before privileges are dropped (a port below 1024), and a failure stops twistd.
-            self._platform_socket = bind(self.spec)
+            try:
+                self._platform_socket = bind(self.spec)
+            except OSError as e:
+                log.error("cannot listen on {endpoint}: {error}", endpoint=self.config.proxy.listen, error=e)
+                raise
             loopback = ListenSpec(0, "127.0.0.1", 50)
             self._metrics_sockets = [bind(loopback) for _ in self.pool.slots]
         super().privilegedStartService()
@@ -139,6 +144,7 @@ class SupervisorService(MultiService):
                 if sock is not None:
                     sock.close()
             self._platform_socket, self._metrics_sockets = None, []
+            self._pool.closeCachedConnections()
             result: Deferred[None] | None = super(SupervisorService, self).stopService()
             return result
 

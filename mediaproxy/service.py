@@ -111,6 +111,7 @@ class AdoptedListener(Listener):
     (a worker: the supervisor bound it), wrapped as ``spec`` says (TLS for ``ssl:``)."""
 
     def __init__(self, reactor: Any, fd: int, spec: ListenSpec, factory: IProtocolFactory) -> None:
+        # Not Listener.__init__: there is no endpoint string to parse, only a socket to adopt.
         self._reactor = reactor
         self._fd = fd
         self._spec = spec

@@ -99,8 +99,8 @@ class SupervisorService(MultiService):
         self._platform_socket: socket.socket | None = None
         self._metrics_sockets: list[socket.socket] = []
         self.pool = WorkerPool(workers, self._spawn, reactor, self.metrics)
-        self._pool = _QuietPool(reactor)
-        self._agent = Agent(reactor, pool=self._pool)
+        self._scrape_connections = _QuietPool(reactor)
+        self._agent = Agent(reactor, pool=self._scrape_connections)
         root = Resource()
         root.putChild(b"metrics", _AsyncPage(self._render_metrics))
         root.putChild(b"health", _AsyncPage(self._render_health))
@@ -144,7 +144,7 @@ class SupervisorService(MultiService):
                 if sock is not None:
                     sock.close()
             self._platform_socket, self._metrics_sockets = None, []
-            self._pool.closeCachedConnections()
+            self._scrape_connections.closeCachedConnections()
             result: Deferred[None] | None = super(SupervisorService, self).stopService()
             return result
 

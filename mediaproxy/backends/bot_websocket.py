@@ -98,6 +98,7 @@ class BotWebSocketBackend:
         self._reactor = reactor
         self._metrics = metrics
         self._random = random
+        metrics.backend_info.labels(name, "websocket", "").set(1)
 
     def open_session(
         self, call: CallInfo, listener: BackendListener, platform_format: AudioFormat

@@ -441,11 +441,10 @@ class CallBridge:
         self._actions.stop()
         if self._playout is not None:
             self._playout.stop()
-        if self._backend_session is not None:
-            if isinstance(self._backend_session, EndReported):
-                self._backend_session.call_ending(outcome.value)
-            self._backend_session.close()
-        for session, _ in self._extra_channels.values():
+        sessions = [] if self._backend_session is None else [self._backend_session]
+        for session in sessions + [extra for extra, _ in self._extra_channels.values()]:
+            if isinstance(session, EndReported):
+                session.call_ending(outcome.value)
             session.close()
         if self._started:
             self._metrics.calls_active.labels(self.platform).dec()

@@ -59,6 +59,7 @@ from mediaproxy.backends.connection import (
     BackendSocket,
     CallLog,
     HeldAudio,
+    QuietTimer,
     ReadyReporter,
     WriteBackpressure,
     backoff_redialer,
@@ -67,7 +68,7 @@ from mediaproxy.backends.connection import (
     refused_dial_reason,
 )
 from mediaproxy.backends.openai_session_config import allowed_context
-from mediaproxy.backends.reconnect import Redialer, Timer, connection_lost_reason, dial_websocket
+from mediaproxy.backends.reconnect import Redialer, connection_lost_reason, dial_websocket
 from mediaproxy.metrics import Metrics
 from mediaproxy.transcripts import Transcript
 
@@ -131,9 +132,7 @@ class BotWebSocketSession(AlwaysReading):
         self._actions: dict[str, str] = {}
         """The bot's hangup/transfer requests not answered yet, by call id."""
         self._requests = 0
-        self._turn_end_s = options.turn_end_ms / 1000.0
-        self._last_audio_at = 0.0
-        self._turn_timer: Timer | None = None
+        self._turn_end = QuietTimer(reactor, options.turn_end_ms / 1000.0, self._bot_went_quiet)
         call_log = CallLog(log, call.call_id, backend_name, (options.api_key,))
         self._log, self._redact = call_log.log, call_log.redact
         self._redialer: Redialer[BotClientProtocol] = backoff_redialer(
@@ -224,7 +223,7 @@ class BotWebSocketSession(AlwaysReading):
             return
         self._closed = True
         self._redialer.stop()
-        self._cancel_turn_timer()
+        self._turn_end.stop()
         proto, self._proto = self._proto, None
         if proto is not None:
             hang_up(proto, abort=abort)
@@ -301,7 +300,7 @@ class BotWebSocketSession(AlwaysReading):
         if proto is not self._proto:
             return
         self._proto = None
-        self._cancel_turn_timer()
+        self._turn_end.stop()
         description = self._redact(connection_lost_reason(code, reason))
         if proto.ready is not None and not proto.ready.called:
             proto.ready.errback(ConnectionLost(description))
@@ -319,9 +318,7 @@ class BotWebSocketSession(AlwaysReading):
         listener = self._listener
         match event:
             case BotAudio(response_id=response_id, data=data):
-                self._last_audio_at = self._reactor.seconds()
-                if self._turn_timer is None:
-                    self._turn_timer = self._reactor.callLater(self._turn_end_s, self._turn_pause_due)
+                self._turn_end.activity()
                 listener.backend_audio(response_id, data)
             case TurnFinished(response_id=response_id):
                 listener.backend_response_done(response_id)
@@ -390,23 +387,12 @@ class BotWebSocketSession(AlwaysReading):
         else:
             self._listener.backend_speech_stopped()
 
-    def _turn_pause_due(self) -> None:
-        self._turn_timer = None
+    def _bot_went_quiet(self) -> None:
+        """No bot audio for ``turn_end_ms``: its turn is complete (the bridge plays its tail)."""
         dialect = self._dialect
-        if dialect is None or dialect.open_turn is None:
-            return
-        quiet_s = self._reactor.seconds() - self._last_audio_at
-        if quiet_s + 1e-9 < self._turn_end_s:
-            self._turn_timer = self._reactor.callLater(self._turn_end_s - quiet_s, self._turn_pause_due)
-            return
-        finished = dialect.finish_turn()
+        finished = dialect.finish_turn() if dialect is not None else None
         if finished is not None:
             self._listener.backend_response_done(finished.response_id)
-
-    def _cancel_turn_timer(self) -> None:
-        timer, self._turn_timer = self._turn_timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
 
     def _fail(self, reason: str) -> None:
         if self._closed:

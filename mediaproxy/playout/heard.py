@@ -1,7 +1,9 @@
 """Waiting for the caller to have heard a point of the bot's audio: what a bot's ``mark`` needs.
 
 A waiter is registered with a *target*: the call's stream position (milliseconds of audio, see
-:mod:`mediaproxy.playout.position`) at the end of the audio written so far, sent or queued. It
+:mod:`mediaproxy.playout.position`) at the end of the audio written so far, sent or queued (the
+playout leaves out the partial packet at the end of a response still open: it cannot be sent
+before more audio or the response's end, and waiting for it would hold a mark back). It
 fires True once the played position reaches the target, or once everything sent has been played
 with nothing left queued (audio the playout dropped on overflow is never sent, so a target beyond
 it would never be reached otherwise). A barge-in (the playout's ``clear``) fires False for every

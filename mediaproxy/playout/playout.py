@@ -312,11 +312,13 @@ class Playout:
 
     def when_heard(self) -> Deferred[bool]:
         """A Deferred that fires True once the caller has heard all the audio written so far
-        (sent or queued), False when a :meth:`clear` flushed some of it first; after (or at)
+        (sent or queued; a response still open is counted to its last whole packet: the rest
+        waits for more audio), False when a :meth:`clear` flushed some of it first; after (or at)
         :meth:`stop` it fails with ``CancelledError``. See :mod:`mediaproxy.playout.heard`."""
         if self._stopped:
             return fail(CancelledError("playout stopped"))
-        return self._heard.add(self._played.sent_ms + self._queue.queued_ms)
+        queue = self._queue
+        return self._heard.add(self._played.sent_ms + queue.queued_ms - queue.open_tail_ms())
 
     def _check_played_out(self) -> None:
         """Fire the :meth:`when_played_out` waiters if everything was heard; otherwise, on the

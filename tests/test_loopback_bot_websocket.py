@@ -144,6 +144,20 @@ class BotLoopbackTests(LoopbackService, TestCase):
         self.assertEqual(self.metric("backend_connect_seconds_count", {"backend": "bot"}), 1)
 
     @inlineCallbacks
+    def test_an_echoing_bot_in_twilio_format_is_byte_exact_both_ways(self) -> Any:
+        self.bot.echo = True
+        self.start_proxy(audio_format="pcmu/8000")
+        factory, client, bot = yield self.connected()
+        self.assertEqual(bot.start["audio_format"], "pcmu/8000")  # type: ignore[index]
+        caller = quiet_frames(30, seed=6)
+        client.send_audio(caller)
+        yield factory.when(lambda: len(client.audio()) >= len(caller) * 160)
+        self.assertEqual(bytes(bot.caller_audio), b"".join(caller))
+        self.assertEqual(client.audio(), b"".join(caller))
+        client.stop()
+        yield factory.closed
+
+    @inlineCallbacks
     def test_a_mark_is_answered_once_the_audio_before_it_was_played(self) -> Any:
         self.start_proxy(audio_format="pcmu/8000")
         factory, client, bot = yield self.connected()

@@ -9,15 +9,12 @@ bot's socket does not drain (its write buffer over its bound) is kept up to ``ea
 oldest dropped and counted. A mid-call drop redials with backoff and sends ``start`` again with
 ``resumed``; credentials refused at the upgrade end the call through ``backend_failed``.
 
-What the bot asks for is carried out through the listener (the call bridge): ``clear`` flushes
-the platform and the playout; ``mark`` is answered once :meth:`BackendListener.when_heard` fires
-(at most :data:`MAX_PENDING_MARKS` wait at once); ``hangup`` and ``transfer`` become the call
-actions ``end_call`` and ``transfer_call`` (so the backend's ``tools`` must name them and the
-platform's ``transfer_targets`` the target), and what refuses or cancels them comes back as
-``action_result``. With ``detect_speech`` an energy detector runs over the caller's audio:
-speech starting is sent to the bot and is a barge-in. The bot's turn ends after ``turn_end_ms``
-without bot audio, timed by one delayed call per pause (nothing per frame).
-
+The bridge carries out what the bot asks: ``clear`` flushes the platform and the playout; a
+``mark`` is answered when ``when_heard`` fires (at most :data:`MAX_PENDING_MARKS` wait);
+``hangup``/``transfer`` are the call actions ``end_call``/``transfer_call`` (named in ``tools``),
+refusals and cancellations coming back as ``action_result``. With ``detect_speech`` an energy
+detector judges the caller's audio: speech starting is told to the bot, then is a barge-in. A
+bot turn ends after ``turn_end_ms`` without bot audio (:class:`QuietTimer`, nothing per frame).
 The socket is always read, whatever the playout holds; the playout bounds its own queue.
 """
 
@@ -194,11 +191,9 @@ class BotWebSocketSession(AlwaysReading):
         try:
             answer = json.loads(output)
         except ValueError:
-            answer = None
-        if not isinstance(answer, dict):
             return
         for key, outcome in (("error", "refused"), ("cancelled", "cancelled")):
-            if isinstance(answer.get(key), str):
+            if isinstance(answer, dict) and isinstance(answer.get(key), str):
                 dialect.action_result(action, outcome, answer[key])
                 self._send_output()
                 return

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mediaproxy.backends.base import BackendType
+from mediaproxy.backends.bot_websocket import BOT_WEBSOCKET
 from mediaproxy.backends.deepgram import DEEPGRAM
 from mediaproxy.backends.echo import ECHO
 from mediaproxy.backends.gemini import GEMINI
@@ -49,4 +50,5 @@ BACKEND_TYPES: Mapping[str, BackendType[Any]] = {t.name: t for t in (
     OPENAI_REALTIME,
     DEEPGRAM,
     GEMINI,
+    BOT_WEBSOCKET,
 )}

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+
+from twisted.internet.defer import Deferred
 
 from mediaproxy.audio.format import AudioFormat, FormatPreference
 from mediaproxy.metrics import Metrics
@@ -79,6 +81,18 @@ class BackendListener(Protocol):
     def backend_failed(self, reason: str) -> None:
         """The backend failed for good (bad key, quota, reconnects exhausted): end the call."""
 
+    def backend_clear(self) -> None:
+        """The bot takes back the audio it sent that has not been played yet (its own barge-in):
+        the platform and the playout are flushed as at a barge-in, but no caller speech is
+        reported to the platform and a goodbye waiting to be heard is not cancelled."""
+
+    def when_heard(self) -> Deferred[bool]:
+        """A Deferred that fires True once the caller has heard all the bot audio delivered so
+        far (the call's played position, see :mod:`mediaproxy.playout.position`), or False as
+        soon as a barge-in or :meth:`backend_clear` discarded some of it first. It fails with
+        ``CancelledError`` when the call ends before either."""
+        ...
+
 
 class BackendSession(Protocol):
     """One call's leg toward the backend. Also an ``IPushProducer``."""
@@ -110,6 +124,15 @@ class BackendSession(Protocol):
     def resumeProducing(self) -> None: ...
 
     def stopProducing(self) -> None: ...
+
+
+@runtime_checkable
+class EndReported(Protocol):
+    """A backend session that wants to know why its call ended (the bridge calls
+    :meth:`call_ending` just before ``close``); the others are only closed."""
+
+    def call_ending(self, outcome: str) -> None:
+        """The call is ending with ``outcome`` (a ``calls_total{outcome}`` value)."""
 
 
 class Backend(Protocol):

@@ -15,6 +15,7 @@ from typing import Any
 from mediaproxy.backends.base import BackendType
 from mediaproxy.backends.deepgram import DEEPGRAM
 from mediaproxy.backends.echo import ECHO
+from mediaproxy.backends.elevenlabs import ELEVENLABS
 from mediaproxy.backends.gemini import GEMINI
 from mediaproxy.backends.openai import OPENAI_REALTIME
 from mediaproxy.platforms.asterisk import ASTERISK
@@ -49,4 +50,5 @@ BACKEND_TYPES: Mapping[str, BackendType[Any]] = {t.name: t for t in (
     OPENAI_REALTIME,
     DEEPGRAM,
     GEMINI,
+    ELEVENLABS,
 )}

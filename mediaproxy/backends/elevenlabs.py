@@ -19,6 +19,7 @@ speak.
 from __future__ import annotations
 
 import json
+import random as _random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -149,9 +150,9 @@ class ElevenLabsBackend:
         self, call: CallInfo, listener: BackendListener, platform_format: AudioFormat
     ) -> ElevenLabsSession:
         """Start dialling for ``call``; returns at once (``backend_ready`` follows)."""
-        extra = {} if self._random is None else {"random": self._random}
         session = ElevenLabsSession(self.name, self.options, call, listener, session_format_for(platform_format),
-                                    self._reactor, self._metrics, signed_url=self._signed_url_source(), **extra)
+                                    self._reactor, self._metrics, signed_url=self._signed_url_source(),
+                                    random=self._random or _random.random)
         session.start()
         return session
 

@@ -134,17 +134,23 @@ def _refusal(failure: Failure) -> str | None:
     return refused_dial_reason(failure, not_found="agent WebSocket URL")
 
 
+Connect = Callable[[str], "Deferred[Any]"]
+"""Opens one WebSocket to a URL; fires with the open protocol (tests pass their own)."""
+
+
 class ElevenLabsSession(AlwaysReading):
     """A :class:`~mediaproxy.backends.base.BackendSession` on an ElevenLabs agent for one call.
     ``audio_format`` is what the bridge exchanges (the platform's); ``signed_url`` fetches a
     signed URL per conversation (None: a public agent, dialled at ``url?agent_id=``);
-    ``random`` spreads reconnect delays (tests pass a constant)."""
+    ``random`` spreads reconnect delays (tests pass a constant); ``connect`` replaces the real
+    dial (tests)."""
 
     def __init__(self, backend_name: str, options: ElevenLabsOptions, call: CallInfo, listener: BackendListener,
                  audio_format: AudioFormat, reactor: Any, metrics: Metrics, *,
                  signed_url: Callable[[], Deferred[str]] | None = None,
-                 random: Callable[[], float] = _random.random) -> None:
+                 random: Callable[[], float] = _random.random, connect: Connect | None = None) -> None:
         self.audio_format = audio_format
+        self._connect = connect or self._dial_websocket
         self._name = backend_name
         self._options = options
         self._call = call
@@ -269,12 +275,14 @@ class ElevenLabsSession(AlwaysReading):
             self._send_output(proto)
 
         def dial(target: str) -> Deferred[ConversationSocket]:
-            opened = dial_websocket(self._reactor, target, ConversationSocket, headers={},
-                                    timeout_s=self._options.connect_timeout_seconds,
-                                    keepalive_s=self._options.keepalive_seconds)
-            return open_until_ready(opened, adopt, self._abandon)
+            return open_until_ready(self._connect(target), adopt, self._abandon)
 
         return url.addCallback(dial)
+
+    def _dial_websocket(self, url: str) -> Deferred[Any]:
+        return dial_websocket(self._reactor, url, ConversationSocket, headers={},
+                              timeout_s=self._options.connect_timeout_seconds,
+                              keepalive_s=self._options.keepalive_seconds)
 
     def _abandon(self, proto: ConversationSocket) -> None:
         """The attempt that opened ``proto`` was cancelled (timeout, stop)."""

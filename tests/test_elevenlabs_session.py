@@ -342,3 +342,15 @@ class ConfigurationTests(TestCase):
         self.assertEqual(session_format_for(AudioFormat("l16", 16000, 2)), L16_16K)
         self.assertEqual(format_preference("pcm_16000")[:2], (L16_16K, MULAW_8K))
         self.assertEqual(len(set(format_preference("pcm_8000"))), len(format_preference("pcm_8000")))
+
+    def test_etc_elevenlabs_ini_loads_with_dummy_environment(self) -> None:
+        from twisted.python.filepath import FilePath
+
+        from mediaproxy.config import load_config
+
+        path = FilePath(__file__).parent().parent().child("etc").child("elevenlabs.ini").path
+        config = load_config(path, {"ELEVENLABS_API_KEY": "k", "TWILIO_AUTH_TOKEN": "t"})
+        settings = config.backends["elevenlabs"]
+        self.assertIs(settings.type, ELEVENLABS)
+        self.assertEqual(settings.options.agent_audio_format, "ulaw_8000")
+        self.assertEqual(settings.common.tools, ("end_call", "transfer_call"))

@@ -11,10 +11,13 @@ from twisted.trial.unittest import TestCase
 
 from mediaproxy.audio.format import ALAW_8K, L16_16K, MULAW_8K, AudioFormat
 from mediaproxy.backends.elevenlabs_dialect import (
+    ConversationDialect,
+    initiation_message,
+)
+from mediaproxy.backends.elevenlabs_events import (
     ERROR_CODE_LABELS,
     AgentAudio,
     AgentAudioFinished,
-    ConversationDialect,
     ConversationStarted,
     Interrupted,
     MalformedMessage,
@@ -24,7 +27,6 @@ from mediaproxy.backends.elevenlabs_dialect import (
     UnknownMessage,
     error_code_label,
     format_name,
-    initiation_message,
     parse_format,
 )
 from mediaproxy.testing.fake_elevenlabs import check_initiation

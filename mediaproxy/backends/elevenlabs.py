@@ -29,7 +29,9 @@ from twisted.internet.defer import Deferred
 
 from mediaproxy.audio.format import ALAW_8K, L16_16K, MULAW_8K, AudioFormat, FormatPreference
 from mediaproxy.backends.base import BackendListener, BackendType, CallInfo
-from mediaproxy.backends.elevenlabs_dialect import parse_format
+from mediaproxy.backends.elevenlabs_events import (
+    parse_format,
+)
 from mediaproxy.backends.elevenlabs_session import ElevenLabsSession, SignedUrlRefused
 from mediaproxy.http_requests import HttpClient, HttpRequest, HttpResponse
 from mediaproxy.metrics import Metrics

@@ -55,12 +55,15 @@ from mediaproxy.backends.connection import (
     refused_dial_reason,
 )
 from mediaproxy.backends.elevenlabs_dialect import (
+    ConversationDialect,
+    initiation_message,
+)
+from mediaproxy.backends.elevenlabs_events import (
     MALFORMED_MESSAGE,
     UNKNOWN_MESSAGE,
     UNSUPPORTED_FORMAT,
     AgentAudio,
     AgentAudioFinished,
-    ConversationDialect,
     ConversationEvent,
     ConversationStarted,
     Interrupted,
@@ -69,7 +72,6 @@ from mediaproxy.backends.elevenlabs_dialect import (
     ToolCalled,
     TranscriptLine,
     UnknownMessage,
-    initiation_message,
 )
 from mediaproxy.backends.openai_session_config import allowed_context
 from mediaproxy.backends.reconnect import Redialer, Timer, connection_lost_reason, dial_websocket

@@ -262,6 +262,15 @@ class SessionTests(TestCase):
         self.clock.advance(0.1)
         self.assertEqual(len(self.signed), 2)
 
+    def test_a_conversation_that_never_starts_times_out_and_redials(self) -> None:
+        self.session(connect_timeout_seconds=2)
+        self.clock.advance(2)
+        self.assertEqual(self.protos[0].closed, "abort")
+        self.clock.advance(0.1)
+        self.assertEqual(len(self.protos), 2)
+        self.protos[1].start()
+        self.assertEqual(self.listener.kinds(), ["ready"])
+
     def test_a_refused_key_is_final(self) -> None:
         from mediaproxy.backends.elevenlabs_session import SignedUrlRefused
 

@@ -256,7 +256,7 @@ class ElevenLabsSession(AlwaysReading):
 
     def _initiation(self) -> dict[str, Any]:
         first_message: str | None = self._options.greeting or None
-        if self._call.listen_only or (self._ready.ever_ready and not self._options.greet_on_reconnect):
+        if self._ready.ever_ready and not self._options.greet_on_reconnect:
             first_message = ""
         return initiation_message(dynamic_variables=self._variables, prompt=self._options.instructions,
                                   first_message=first_message, language=self._language)

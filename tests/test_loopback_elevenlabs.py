@@ -311,6 +311,22 @@ class ElevenLabsLoopbackTests(LoopbackService, TestCase):
         yield factory.closed
 
     @inlineCallbacks
+    def test_caller_keys_reach_the_agent_as_one_user_message(self) -> Any:
+        self.start_proxy()
+        factory = self.call()
+        client = yield factory.opened
+        yield self.fake.when(lambda: len(self.started()) == 1)
+        conn = self.fake.connection(0)
+        for digit in "42#":
+            client.send({"event": "dtmf", "streamSid": "MZ1", "dtmf": {"track": "inbound_track", "digit": digit}})
+        yield self.fake.when(lambda: bool(of_type(conn, "user_message")))
+        self.assertEqual(of_type(conn, "user_message"), [{"type": "user_message",
+                                                          "text": "(The caller pressed the keys: 42)"}])
+        yield factory.when(lambda: len(client.audio()) >= 8000)  # the agent answers them
+        client.stop()
+        yield factory.closed
+
+    @inlineCallbacks
     def test_errors_and_unknown_messages_are_counted_and_ignored(self) -> Any:
         self.start_proxy()
         factory = self.call()

@@ -163,7 +163,7 @@ class MediaProxyService(MultiService):
         )
         self.registry = CallRegistry(self.context, config.proxy.max_calls, config.proxy.idle_timeout_seconds)
         self.backends = {
-            name: settings.type.new_backend(name, settings.options, reactor, self.metrics)
+            name: settings.type.create(name, settings.options, reactor, self.metrics, http)
             for name, settings in config.backends.items()
         }
         routes = {}

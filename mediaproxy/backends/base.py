@@ -21,6 +21,7 @@ from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 from twisted.internet.defer import Deferred
 
 from mediaproxy.audio.format import AudioFormat, FormatPreference
+from mediaproxy.http_requests import HttpClient
 from mediaproxy.metrics import Metrics
 from mediaproxy.transcripts import Transcript
 
@@ -162,7 +163,9 @@ class BackendType(Generic[OptionsT]):
     :mod:`mediaproxy.options`). ``new_backend(name, options, reactor, metrics)``: the configured
     backend of one section; ``reactor`` provides ``IReactorTime`` and, for network backends,
     ``IReactorTCP``/``IReactorSSL``. ``validate(options)``: cross-checks at start-up; raises
-    :class:`~mediaproxy.options.OptionError`.
+    :class:`~mediaproxy.options.OptionError`. ``new_backend_with_http``: for a backend that also
+    makes HTTP requests (a credential exchange before it dials), the factory that takes the
+    process's HTTP client as a fifth argument; :meth:`create` prefers it.
     """
 
     name: str
@@ -170,3 +173,10 @@ class BackendType(Generic[OptionsT]):
     new_backend: Callable[[str, OptionsT, Any, Metrics], Backend]
     summary: str = ""
     validate: Callable[[OptionsT], None] | None = None
+    new_backend_with_http: Callable[[str, OptionsT, Any, Metrics, HttpClient], Backend] | None = None
+
+    def create(self, name: str, options: OptionsT, reactor: Any, metrics: Metrics, http: HttpClient) -> Backend:
+        """The configured backend of section ``name``, handed ``http`` when it makes requests."""
+        if self.new_backend_with_http is not None:
+            return self.new_backend_with_http(name, options, reactor, metrics, http)
+        return self.new_backend(name, options, reactor, metrics)

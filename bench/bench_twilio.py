@@ -174,10 +174,10 @@ def stop_process(process: subprocess.Popen[bytes], grace_s: float = 15.0) -> Non
 # --- /metrics ----------------------------------------------------------------------------------
 
 
-def scrape(url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+def scrape(url: str, timeout: float = 5.0) -> dict[str, list[tuple[dict[str, str], float]]]:
     """Samples by name: ``{sample_name: [(labels, value), ...]}``."""
     out: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for family in text_string_to_metric_families(http_get(url)):
+    for family in text_string_to_metric_families(http_get(url, timeout)):
         for sample in family.samples:
             out.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
     return out

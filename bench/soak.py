@@ -96,8 +96,12 @@ def run(args: argparse.Namespace) -> int:
                 now = time.monotonic()
                 if now >= next_at:
                     cpu_pct, rss = sampler.sample(now)
+                    # A generous timeout: on a machine shared with other work one scrape was seen
+                    # answered 8 s late, and a lost sample must not end a 30-minute run.
+                    asked = time.monotonic()
+                    metrics = scrape(metrics_url + "/metrics", timeout=60.0)
                     samples.append({"t": time.time(), "elapsed": now - start, "rss_kib": rss, "cpu_pct": cpu_pct,
-                                    "metrics": scrape(metrics_url + "/metrics")})
+                                    "scrape_s": time.monotonic() - asked, "metrics": metrics})
                     next_at += args.interval
             if sim.poll() is None:
                 print("soak: simulator overran; stopping it", file=sys.stderr)
@@ -176,6 +180,9 @@ def report(args: argparse.Namespace, samples: list[dict[str, Any]], sim: dict[st
           f"lateness p99/max (whole run, server) {bucket_quantile(late_all, 0.99)} / {bucket_max(late_all)}; "
           f"underruns {total(m_last, 'mediaproxy_playout_underruns_total'):g}; calls ended with stop "
           f"{completed} of {len(calls)}")
+    slowest = max(s.get("scrape_s", 0.0) for s in samples)
+    stall = buckets(m_last, "mediaproxy_clock_tick_late_seconds")
+    print(f"slowest /metrics answer {slowest:.2f} s; longest reactor stall (buckets) {bucket_max(stall)}")
     if tracebacks:
         print(f"WARNING: {tracebacks} tracebacks in the proxy log")
     checks = {

@@ -22,6 +22,9 @@ __all__ = ["SimMode", "MODE_MODULES", "load_modes"]
 #: Subcommand -> the module whose ``MODE`` it is, in the order ``--help`` lists them.
 MODE_MODULES: dict[str, str] = {
     "twilio": "mediaproxy.sim.twilio",
+    "audiohook": "mediaproxy.sim.audiohook",
+    "connector": "mediaproxy.sim.connector",
+    "audiocodes": "mediaproxy.sim.audiocodes",
 }
 
 

@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,6 +142,11 @@ def summarize(args: argparse.Namespace, script: CallScript, replies: list[Reply]
     out.write(f"{args.sim_mode.name} {args.url}: script {script.duration_s:.1f} s per call, "
               f"{len(replies)} replies expected per call\n")
     out.write(format_summary(report.total, report.samples) + "\n")
+    received: Counter[str] = Counter()
+    for r in report.calls:
+        received.update(r.record.received)
+    out.write("messages from the proxy: " + (", ".join(f"{k} {v}" for k, v in sorted(received.items())) or "none")
+              + "\n")
     out.write(f"simulator CPU {cpu_s:.1f} s\n")
     for r in report.calls:
         for error in r.record.errors[:3]:

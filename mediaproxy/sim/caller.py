@@ -105,8 +105,11 @@ class SimConnection(WebSocketClientProtocol):
     """One WebSocket of a :class:`SimCall`: hands every Autobahn callback to the call."""
 
     factory: SimCall
+    #: Whether the WebSocket opening handshake completed.
+    opened = False
 
     def onOpen(self) -> None:
+        self.opened = True
         # Autobahn's own tcpNoDelay option fails silently on Twisted; without it a mark echo can
         # wait ~40 ms for a delayed ACK, as the real platform's would not.
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
@@ -242,6 +245,13 @@ class SimCall(WebSocketClientFactory):
         self.on_text(message)
 
     def connection_closed(self, connection: SimConnection, code: int | None, reason: str | None) -> None:
+        if not connection.opened:
+            # The upgrade was refused (a wrong credential, a full proxy) or never answered.
+            if not self.record.close_reason:
+                self.record.close_reason = f"upgrade failed ({code} {reason or ''})".strip()
+            self.record.close_code = code
+            self._finish()
+            return
         if connection is not self.live:
             return
         self.live = None

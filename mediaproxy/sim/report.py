@@ -81,6 +81,7 @@ class CallStats:
     calls: int = 0
     completed: int = 0
     frames_sent: int = 0
+    frames_withheld: int = 0
     frames_received: int = 0
     frames_expected: int = 0
     frames_lost: int = 0
@@ -154,6 +155,7 @@ def depth_curve(arrivals: list[float], sizes: list[float], clears: list[float], 
 def analyse_call(record: CallRecord, replies: list[Reply], lead_ms: int) -> tuple[CallStats, Samples, CallSeries]:
     """Figures for one call; see the module docstring."""
     stats = CallStats(calls=1, completed=int(record.completed), frames_sent=record.frames_sent,
+                      frames_withheld=record.frames_withheld,
                       frames_received=round(sum(record.arrival_ms) / FRAME_MS), odd_frames=record.odd_messages,
                       replies_expected=len(replies), clears=len(record.clears),
                       marks_received=record.marks_received, marks_echoed=record.marks_echoed,
@@ -176,14 +178,18 @@ def analyse_call(record: CallRecord, replies: list[Reply], lead_ms: int) -> tupl
     bounds = [start + r.end_frame * _FRAME_S for r in replies]
     first = bisect.bisect_left(arrivals, bounds[0]) if bounds else len(arrivals)
     stats.frames_unexpected += round(sum(sizes[:first]) / _FRAME_S)
+    # Speech onset (the parrot's second loud frame) to the clear the proxy sends for it: each
+    # clear answers the latest onset before it (within a second), each onset at most once.
+    onsets = [start + (reply.utterance_start_frame + 1) * _FRAME_S for reply in replies]
+    answered: set[int] = set()
+    for c in clears:
+        k = bisect.bisect_right(onsets, c) - 1
+        if k >= 0 and k not in answered and c - onsets[k] < 1.0:
+            answered.add(k)
+            samples.bargein.append(c - onsets[k])
     for j, reply in enumerate(replies):
-        # Speech onset (the parrot's second loud frame) to the clear the proxy sends for it.
-        detected = start + (reply.utterance_start_frame + 1) * _FRAME_S
-        k = bisect.bisect_left(clears, detected)
-        if k < len(clears) and clears[k] - detected < 1.0:
-            samples.bargein.append(clears[k] - detected)
         if j > 0 and reply.utterance_start_frame < replies[j - 1].end_frame + replies[j - 1].frames:
-            series.barge_ins.append(detected - start)
+            series.barge_ins.append(onsets[j] - start)
     for j, reply in enumerate(replies):
         lo = bounds[j]
         hi = bounds[j + 1] if j + 1 < len(bounds) else float("inf")

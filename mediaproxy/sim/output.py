@@ -21,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from mediaproxy.sim.caller import CallRecord
+from mediaproxy.sim.call_record import CallRecord
 from mediaproxy.sim.report import CallSeries, CallStats, Samples, analyse_call, format_summary, percentiles_ms
 from mediaproxy.sim.script import CallScript, Reply
 

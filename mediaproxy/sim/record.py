@@ -17,7 +17,7 @@ import numpy as np
 
 from mediaproxy.audio.format import AudioFormat
 from mediaproxy.audio.transcode import Transcoder
-from mediaproxy.sim.caller import CallRecord
+from mediaproxy.sim.call_record import CallRecord
 
 if TYPE_CHECKING:
     from mediaproxy.sim.output import CallResult

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from mediaproxy.sim.caller import CallRecord
+from mediaproxy.sim.call_record import CallRecord
 from mediaproxy.sim.script import FRAME_MS, Reply
 
 _FRAME_S = FRAME_MS / 1000.0

@@ -217,7 +217,24 @@ class CommandLineTests(SynchronousTestCase):
         self.assertEqual(cli.parse_args(["twilio"]).chunk_ms, 20)
         self.assertEqual(cli.parse_args(["connector"]).chunk_ms, 200)
         self.assertEqual(cli.parse_args(["audiocodes", "--chunk-ms", "60"]).chunk_ms, 60)
+        self.patch(sys, "stderr", io.StringIO())
         self.assertRaises(SystemExit, cli.parse_args, ["twilio", "--chunk-ms", "30"])
+
+    def test_a_16_khz_wav_with_barge_in(self) -> None:
+        """A 16 kHz WAV is resampled to the 8 kHz script; with --barge-in-ms it plays again that
+        long into the parrot's reply to it."""
+        path = self.mktemp()
+        tone = (np.sin(2 * np.pi * 300 * np.arange(8000) / 16000) * 8000).astype("<i2")  # 0.5 s
+        with wave.open(path, "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(16000)
+            w.writeframes(tone.tobytes())
+        args = cli.parse_args(["twilio", "--wav", path, "--barge-in-ms", "200"])
+        replies = expected_replies(cli.build_script(args), args.threshold_dbfs, args.silence_ms)
+        self.assertEqual([(r.utterance_start_frame, r.speech_end_frame) for r in replies], [(0, 25), (64, 89)])
+        # The second copy starts 200 ms after the parrot decided the first utterance was over.
+        self.assertEqual(replies[0].end_frame + 10, replies[1].utterance_start_frame)
 
     def test_the_old_url_form_is_twilio(self) -> None:
         self.patch(sys, "stderr", io.StringIO())

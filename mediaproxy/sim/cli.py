@@ -147,7 +147,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_script(args: argparse.Namespace) -> CallScript:
     """The caller script every call plays, with a silent tail long enough for the last reply."""
-    bare = _script(args, 0)
+    # Enough quiet after the script for its last utterance to end (and be counted).
+    bare = _script(args, args.silence_ms + 2 * FRAME_MS)
     replies = expected_replies(bare, args.threshold_dbfs, args.silence_ms)
     longest = max((r.frames for r in replies), default=0) * FRAME_MS
     return _script(args, args.silence_ms + longest + 1000)
@@ -156,11 +157,13 @@ def build_script(args: argparse.Namespace) -> CallScript:
 def _script(args: argparse.Namespace, tail_ms: int) -> CallScript:
     if not args.wav:
         return synthetic_script(args.duration, args.talk_ms, args.gap_ms, args.barge_in_ms, args.silence_ms, tail_ms)
-    once = wav_script(args.wav)
     if args.barge_in_ms is None:
         return wav_script(args.wav, tail_ms)
-    # The WAV, then the WAV again barge_in_ms into the parrot's reply to its last utterance.
-    replies = expected_replies(once, args.threshold_dbfs, args.silence_ms)
+    once = wav_script(args.wav)
+    # The WAV, then the WAV again barge_in_ms into the parrot's reply to its last utterance
+    # (which ends with the quiet after the WAV, if not before).
+    replies = expected_replies(wav_script(args.wav, args.silence_ms + 2 * FRAME_MS), args.threshold_dbfs,
+                               args.silence_ms)
     again_at = (replies[-1].end_frame if replies else len(once.frames)) + args.barge_in_ms // FRAME_MS
     silence = b"\xff" * len(once.frames[0]) if once.frames else b""
     frames = list(once.frames) + [silence] * max(0, again_at - len(once.frames)) + list(once.frames)

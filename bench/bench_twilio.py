@@ -247,7 +247,8 @@ def run(args: argparse.Namespace) -> int:
             share = [args.calls // procs + (1 if i < args.calls % procs else 0) for i in range(procs)]
             first = 0
             for i, n in enumerate(share):
-                sim_cmd = [sys.executable, "-m", "mediaproxy.sim.cli", "--url", url, "--calls", str(n),
+                sim_cmd = [sys.executable, "-m", "mediaproxy.sim.cli", "twilio", url, "--no-progress",
+                           "--calls", str(n),
                            "--duration", str(args.duration), "--ramp", str(args.ramp),
                            "--first-index", str(first), "--json", str(work / f"sim{i}.json")]
                 if args.sim_nice:

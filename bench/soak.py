@@ -68,7 +68,7 @@ _FRAME_S = FRAME_MS / 1000.0
 def run(args: argparse.Namespace) -> int:
     duration_s = args.minutes * 60.0
     sim_argv = ["--calls", str(args.calls), "--duration", str(duration_s), "--ramp", str(args.ramp)]
-    script = build_script(sim_parse_args(sim_argv))
+    script = build_script(sim_parse_args(["twilio", *sim_argv]))
     replies = expected_replies(script, -40.0, 600)
     samples: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="mediaproxy-soak-") as tmp:
@@ -84,8 +84,8 @@ def run(args: argparse.Namespace) -> int:
             metrics_url = f"http://127.0.0.1:{metrics_port}"
             wait_ready(metrics_url + "/ready", proxy)
             sim = subprocess.Popen(
-                [sys.executable, "-m", "mediaproxy.sim.cli", *sim_argv, "--url", f"ws://127.0.0.1:{proxy_port}/twilio",
-                 "--json", str(work / "sim.json"), "--arrivals"],
+                [sys.executable, "-m", "mediaproxy.sim.cli", "twilio", f"ws://127.0.0.1:{proxy_port}/twilio",
+                 *sim_argv, "--json", str(work / "sim.json"), "--arrivals", "--no-progress"],
                 cwd=ROOT, stdout=open(work / "sim.log", "wb"), stderr=subprocess.STDOUT)
             start = time.monotonic()
             deadline = start + args.warmup + duration_s + 180

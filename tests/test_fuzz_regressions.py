@@ -14,10 +14,12 @@ from mediaproxy.backends.deepgram_dialect import AgentDialect, SettingsAccepted,
 from mediaproxy.backends.openai_dialect import RealtimeDialect
 from mediaproxy.backends.openai_events import ServerError
 from mediaproxy.backends.openai_session_config import RealtimeOptions
+from mediaproxy.platforms.asterisk import AsteriskSession
 from mediaproxy.platforms.audiocodes_session import AudioCodesSession
 from mediaproxy.platforms.audiohook_session import AudioHookSession
 from mediaproxy.platforms.base import CallEnded, CallStarted, PlatformError, ProtocolViolation, UpgradeRequest
 from mediaproxy.platforms.exotel import ExotelSession
+from mediaproxy.platforms.freeswitch import FreeswitchSession
 from mediaproxy.platforms.plivo import PlivoSession
 from mediaproxy.platforms.twilio import TwilioSession
 from mediaproxy.platforms.vonage import VonageSession
@@ -309,3 +311,52 @@ class PortRegressionTests(unittest.TestCase):
         port.received(b"{not json", False)
         port.received(b"\x00", True)
         self.assertEqual([e.kind for e in call.events], ["bad_utf8"])
+
+
+class AsteriskRegressionTests(unittest.TestCase):
+    """Found by :mod:`tests.test_fuzz_pbx`."""
+
+    def test_json_format_that_is_a_list_is_unsupported(self) -> None:
+        """``"format": ["slin16"]`` raised TypeError (unhashable) out of ``receive_text``."""
+        session = AsteriskSession()
+        (violation,) = session.receive_text(json.dumps({"event": "MEDIA_START", "channel_id": "c",
+                                                        "format": ["slin16"], "optimal_frame_size": 640}))
+        self.assertEqual(violation.kind, "unsupported_format")  # type: ignore[union-attr]
+
+    def test_frame_size_of_digits_int_refuses(self) -> None:
+        """``optimal_frame_size:²`` and a 5000-digit size passed ``isdigit`` and raised ValueError
+        out of ``int()``."""
+        for size in ("\u00b2", "9" * 5000):
+            session = AsteriskSession()
+            (violation,) = session.receive_text(f"MEDIA_START channel_id:c format:slin optimal_frame_size:{size}")
+            self.assertEqual(violation.kind, "unsupported_format")  # type: ignore[union-attr]
+
+    def started_plain(self) -> AsteriskSession:
+        session = AsteriskSession(marks="on")
+        session.receive_text("MEDIA_START channel_id:c format:ulaw optimal_frame_size:160")
+        return session
+
+    def test_plain_mark_is_one_printable_ascii_word(self) -> None:
+        """A plain-text ``MARK_MEDIA`` carried the name as given: a lone surrogate could not be
+        sent (UnicodeEncodeError in the glue) and a blank name gave ``MARK_MEDIA `` with no id."""
+        session = self.started_plain()
+        session.mark("a \ud800b\u00e9")
+        session.mark(" \t")
+        session.mark("12:340")
+        self.assertEqual(session.take_output(), ["MARK_MEDIA ab", "MARK_MEDIA 12:340"])
+
+    def test_empty_packet_is_not_sent(self) -> None:
+        """``play(b"")`` queued an empty binary frame (not a whole frame of audio)."""
+        session = self.started_plain()
+        session.play(b"")
+        self.assertEqual(session.take_output(), [])
+
+
+class FreeswitchRegressionTests(unittest.TestCase):
+    def test_empty_sample_rate_refuses_the_call(self) -> None:
+        """``?sample_rate=`` was remembered as an empty bad rate, which reads as none: the call
+        started at the configured rate instead of being refused like any other bad rate."""
+        session = FreeswitchSession()
+        session.bind_upgrade(UpgradeRequest("/freeswitch?sample_rate=", "proxy", {}))
+        (violation,) = session.receive_binary(bytes(320))
+        self.assertEqual(violation.kind, "unsupported_format")  # type: ignore[union-attr]

@@ -11,6 +11,9 @@ from twisted.trial import unittest
 
 from mediaproxy.audio.format import MULAW_8K
 from mediaproxy.backends.deepgram_dialect import AgentDialect, SettingsAccepted, UnknownMessage
+from mediaproxy.backends.gemini import GeminiOptions
+from mediaproxy.backends.gemini_dialect import GeminiDialect, SessionReady
+from mediaproxy.backends.gemini_dialect import ServerError as GeminiServerError
 from mediaproxy.backends.openai_dialect import RealtimeDialect
 from mediaproxy.backends.openai_events import ServerError
 from mediaproxy.backends.openai_session_config import RealtimeOptions
@@ -360,3 +363,47 @@ class FreeswitchRegressionTests(unittest.TestCase):
         session.bind_upgrade(UpgradeRequest("/freeswitch?sample_rate=", "proxy", {}))
         (violation,) = session.receive_binary(bytes(320))
         self.assertEqual(violation.kind, "unsupported_format")  # type: ignore[union-attr]
+
+
+class GeminiRegressionTests(unittest.TestCase):
+    """Found by :mod:`tests.test_fuzz_gemini`."""
+
+    def dialect(self) -> GeminiDialect:
+        dialect = GeminiDialect(GeminiOptions(api_key="k", greeting="Hello!"))
+        dialect.take_output()
+        return dialect
+
+    def test_bad_field_beside_setup_complete_does_not_lose_ready(self) -> None:
+        """``{"setupComplete": {}, "goAway": 5}``: the whole message became one malformed_event
+        error after the dialect had set itself ready and queued the greeting, so SessionReady
+        never reached the session (the dial never completed)."""
+        dialect = self.dialect()
+        events = dialect.receive(json.dumps({"setupComplete": {}, "goAway": 5}))
+        self.assertEqual([type(e) for e in events], [SessionReady, GeminiServerError])
+        self.assertTrue(dialect.ready)
+        self.assertEqual([list(json.loads(m)) for m in dialect.take_output()], [["clientContent"]])
+
+    def test_audio_before_a_bad_part_is_kept(self) -> None:
+        """Audio read before an unusable part is still reported (it had already opened the turn)."""
+        dialect = self.dialect()
+        events = dialect.receive(json.dumps({"serverContent": {"modelTurn": {"parts": [
+            {"inlineData": {"data": "AAAA"}}, {"inlineData": ["AAAA"]}]}}}))
+        self.assertEqual([type(e).__name__ for e in events], ["ModelAudio", "ServerError"])
+        self.assertEqual(dialect.turn_active, "g1_1")
+
+    def test_tool_result_that_is_not_strict_json_goes_as_text(self) -> None:
+        """A tool answering ``NaN``, ``1e999`` or deeply nested JSON: NaN and Infinity went out
+        in the toolResponse (not JSON), and the nesting raised RecursionError out of tool_result."""
+        for output in ("NaN", '{"a": 1e999}', "[" * 30000):
+            dialect = self.dialect()
+            dialect.tool_result("fc-1", output)
+            (message,) = dialect.take_output()
+            (response,) = json.loads(message, parse_constant=float.__call__)["toolResponse"]["functionResponses"]
+            self.assertEqual(response["response"], {"output": output})
+
+    def test_interrupt_with_an_infinite_position(self) -> None:
+        dialect = self.dialect()
+        dialect.receive(json.dumps({"serverContent": {"modelTurn": {"parts": [{"inlineData": {"data": "AAAA"}}]}}}))
+        dialect.interrupt("g1_1", float("inf"))
+        dialect.interrupt("g1_1", float("nan"))
+        self.assertEqual(dialect.heard_text("g1_1", "hello there"), "")

@@ -247,12 +247,14 @@ class StubWire:
     def __init__(self) -> None:
         self.sent: list[str | bytes] = []
         self.closed = 0
+        self.codes: list[int] = []
 
     def send_frame(self, message: str | bytes) -> None:
         self.sent.append(message)
 
-    def close_socket(self) -> None:
+    def close_socket(self, code: int = 1000) -> None:
         self.closed += 1
+        self.codes.append(code)
 
     def drop_socket(self) -> None:
         self.closed += 1

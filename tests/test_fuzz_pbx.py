@@ -69,7 +69,16 @@ from tests.strategies import (
     strict_json,
 )
 from tests.test_fuzz_media_platforms import BAD_DIGITS
-from tests.test_fuzz_platforms import UNKNOWN, Counted, Trace, Verdict, check_events, common_command, violation_kind
+from tests.test_fuzz_platforms import (
+    INVALID_UTF8,
+    UNKNOWN,
+    Counted,
+    Trace,
+    Verdict,
+    check_events,
+    common_command,
+    violation_kind,
+)
 
 ASTERISK_KINDS = frozenset({
     "oversize", "bad_json", "bad_message", "event_before_start", "wrong_type", "duplicate_start",
@@ -80,8 +89,6 @@ FREESWITCH_KINDS = frozenset({
     "bad_utf8",
 })
 PBX_IGNORED = frozenset({"unknown_event", "empty_frame"})
-INVALID_UTF8 = (b"\xff", b"MEDIA_START \xc3", b'{"event":"DTMF_END","digit":"\xed\xa0\x80"}', b"\x80" * 9)
-"""Text frames that are not UTF-8: a lone continuation byte, a cut sequence, an encoded surrogate."""
 
 # --- Asterisk --------------------------------------------------------------------------------------
 

@@ -7,9 +7,11 @@ import json
 from typing import Any
 
 from twisted.internet.task import Clock
+from twisted.logger import Logger, formatEvent
 from twisted.trial import unittest
 
 from mediaproxy.audio.format import MULAW_8K
+from mediaproxy.backends.connection import CallLog
 from mediaproxy.backends.deepgram_dialect import AgentDialect, SettingsAccepted, UnknownMessage
 from mediaproxy.backends.gemini import GeminiOptions
 from mediaproxy.backends.gemini_dialect import GeminiDialect, SessionReady
@@ -409,3 +411,17 @@ class GeminiRegressionTests(unittest.TestCase):
         dialect.interrupt("g1_1", float("inf"))
         dialect.interrupt("g1_1", float("nan"))
         self.assertEqual(dialect.heard_text("g1_1", "hello there"), "")
+
+
+class BackendLogRegressionTests(unittest.TestCase):
+    """Found by :mod:`tests.test_fuzz_loopback_gemini`."""
+
+    def test_lone_surrogate_from_the_server_is_escaped_in_the_log(self) -> None:
+        """A Gemini tool call named ``"\\ud800"`` was logged as is ("model calls tool ..."): the
+        log file's UTF-8 write raised UnicodeEncodeError (and twisted drops such an observer)."""
+        events: list[Any] = []
+        call_log = CallLog(Logger(observer=events.append), "CA\ud800", "gemini", ())
+        call_log.log("info", "model calls tool {tool}", tool="\ud800x", count=3)
+        (event,) = events
+        self.assertEqual((event["tool"], event["call_id"], event["count"]), ("\\ud800x", "CA\\ud800", 3))
+        formatEvent(event).encode("utf-8")

@@ -277,15 +277,17 @@ class CallLog:
 
     def __init__(self, logger: Logger, call_id: str, backend: str, secrets: Iterable[str]) -> None:
         self._logger = logger
-        self._call_id = call_id
+        self._call_id = _utf8_safe(call_id)
         self._backend = backend
         # A key too short to be secret (a test's "k") would only mangle the text around it.
         self._secrets = tuple(secret for secret in secrets if len(secret) >= 8)
 
     def log(self, level: str, fmt: str, **kwargs: Any) -> None:
         """Log ``fmt`` at ``level`` ("debug" ... "error"). Server-supplied text (error messages,
-        close reasons) is redacted in case a peer echoes a key back."""
-        fields = {k: self.redact(v) if isinstance(v, str) else v for k, v in kwargs.items()}
+        close reasons, tool names) is redacted in case a peer echoes a key back, and a lone
+        surrogate in it (a JSON ``\\ud800`` escape decodes to one) is written as an escape: the
+        log file's UTF-8 write would fail on it, and the observer be dropped."""
+        fields = {k: _utf8_safe(self.redact(v)) if isinstance(v, str) else v for k, v in kwargs.items()}
         getattr(self._logger, level)(fmt, call_id=self._call_id, backend=self._backend, **fields)
 
     def redact(self, text: str) -> str:
@@ -294,6 +296,10 @@ class CallLog:
             if secret in text:
                 text = text.replace(secret, "[api key]")
         return text
+
+
+def _utf8_safe(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class KeepAliveTimer:

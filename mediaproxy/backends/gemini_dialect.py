@@ -34,6 +34,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -182,6 +183,10 @@ GeminiEvent = (
     | ToolCallsCancelled | ResumptionHandle | GoingAway | UsageReported | ServerError | UnknownEventReceived
 )
 
+_FIELDS = ("setupComplete", "serverContent", "toolCall", "toolCallCancellation", "sessionResumptionUpdate", "goAway",
+           "usageMetadata")
+"""The server message fields the dialect reads, in the order it reads them."""
+
 IGNORED_FIELDS = frozenset({"voiceActivity", "voiceActivityDetectionSignal"})
 """Server message fields the dialect needs nothing from (newer VAD signals: ``interrupted`` is
 what barge-in goes by)."""
@@ -300,8 +305,10 @@ class GeminiDialect:
         wrapped as ``{"output": ...}``: ``response`` must be an object)."""
         name = self._tool_calls.pop(call_id, "")
         try:
-            response = json.loads(output)
-        except ValueError:
+            # NaN and Infinity are not JSON (nor is 1e999, which Python reads as inf): such an
+            # answer goes as text; so does one nested too deep to parse.
+            response = json.loads(output, parse_constant=_not_json, parse_float=_finite)
+        except (ValueError, RecursionError):
             response = output
         if not isinstance(response, dict):
             response = {"output": response}
@@ -312,7 +319,9 @@ class GeminiDialect:
         if turn_id not in self._received_bytes:
             return  # a turn of an earlier connection, or none
         _remember(self._cut, turn_id, None)
-        _remember(self._heard_ms, turn_id, max(0, int(played_ms)))
+        # Not finite (no playout reports that, but it must not raise): NaN is nothing heard.
+        heard = 0 if math.isnan(played_ms) else max(0, int(min(played_ms, 1e12)))
+        _remember(self._heard_ms, turn_id, heard)
 
     # --- server messages -----------------------------------------------------------------------
 
@@ -324,46 +333,45 @@ class GeminiDialect:
             return [ServerError("malformed_event", "server sent a message that is not JSON")]
         if not isinstance(event, dict):
             return [ServerError("malformed_event", "server message is not an object")]
-        try:
-            return self._dispatch(event)
-        except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RecursionError) as e:
-            return [ServerError("malformed_event", f"bad server message: {e!r}"[:200])]
-
-    def _dispatch(self, event: dict[str, Any]) -> list[GeminiEvent]:
         events: list[GeminiEvent] = []
         known = False
-        if "setupComplete" in event:
+        for field in _FIELDS:
+            if field not in event:
+                continue
             known = True
-            events += self._setup_complete()
-        if "serverContent" in event:
-            known = True
-            events += self._server_content(event["serverContent"])
-        if "toolCall" in event:
-            known = True
-            events += self._tool_call(event["toolCall"])
-        if "toolCallCancellation" in event:
-            known = True
-            ids = tuple(str(i) for i in event["toolCallCancellation"].get("ids") or ())
-            for call_id in ids:
-                self._tool_calls.pop(call_id, None)
-            events.append(ToolCallsCancelled(ids))
-        if "sessionResumptionUpdate" in event:
-            known = True
-            update = event["sessionResumptionUpdate"]
-            handle = update.get("newHandle")
-            if update.get("resumable", True) and isinstance(handle, str) and handle:
-                events.append(ResumptionHandle(handle))
-        if "goAway" in event:
-            known = True
-            events.append(GoingAway(parse_duration_s((event["goAway"] or {}).get("timeLeft"))))
-        if "usageMetadata" in event:
-            known = True
-            tokens = usage_tokens(event["usageMetadata"])
-            if tokens:
-                events.append(UsageReported(tokens))
+            try:
+                self._field(field, event[field], events)
+            except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RecursionError) as e:
+                # One unusable field costs only its own events: a setupComplete or the audio
+                # read before it still counts (the state they changed is already changed).
+                events.append(ServerError("malformed_event", f"bad {field}: {e!r}"[:200]))
         if not known and not IGNORED_FIELDS.intersection(event):
             events.append(UnknownEventReceived(next(iter(event), "")))
         return events
+
+    def _field(self, field: str, value: Any, events: list[GeminiEvent]) -> None:
+        """Read one known top-level field of a server message into ``events``."""
+        if field == "setupComplete":
+            events += self._setup_complete()
+        elif field == "serverContent":
+            self._server_content(value, events)
+        elif field == "toolCall":
+            self._tool_call(value, events)
+        elif field == "toolCallCancellation":
+            ids = tuple(str(i) for i in value.get("ids") or ())
+            for call_id in ids:
+                self._tool_calls.pop(call_id, None)
+            events.append(ToolCallsCancelled(ids))
+        elif field == "sessionResumptionUpdate":
+            handle = value.get("newHandle")
+            if value.get("resumable", True) and isinstance(handle, str) and handle:
+                events.append(ResumptionHandle(handle))
+        elif field == "goAway":
+            events.append(GoingAway(parse_duration_s((value or {}).get("timeLeft"))))
+        else:
+            tokens = usage_tokens(value)
+            if tokens:
+                events.append(UsageReported(tokens))
 
     def _setup_complete(self) -> list[GeminiEvent]:
         if self._ready:
@@ -381,8 +389,7 @@ class GeminiDialect:
                                           "turnComplete": True}})
         return [SessionReady()]
 
-    def _server_content(self, content: Mapping[str, Any]) -> list[GeminiEvent]:
-        events: list[GeminiEvent] = []
+    def _server_content(self, content: Mapping[str, Any], events: list[GeminiEvent]) -> None:
         caller = content.get("inputTranscription")
         if isinstance(caller, Mapping) and _text(caller.get("text")):
             self._caller_text += _text(caller.get("text"))
@@ -425,7 +432,6 @@ class GeminiDialect:
                 self._bot_text = ""
             if content.get("turnComplete"):
                 self._last_cut = None
-        return events
 
     _last_cut: str | None = None
 
@@ -480,8 +486,7 @@ class GeminiDialect:
         """``turn_id`` was interrupted: any more of its audio is dropped."""
         return turn_id in self._cut
 
-    def _tool_call(self, call: Mapping[str, Any]) -> list[GeminiEvent]:
-        events: list[GeminiEvent] = []
+    def _tool_call(self, call: Mapping[str, Any], events: list[GeminiEvent]) -> None:
         for fc in call.get("functionCalls") or ():
             call_id, name = str(fc.get("id") or ""), str(fc["name"])
             if not call_id:
@@ -489,12 +494,22 @@ class GeminiDialect:
             self._tool_calls[call_id] = name
             args = fc.get("args")
             events.append(ToolCalled(call_id, name, json.dumps(args if isinstance(args, dict) else {})))
-        return events
 
     # --- helpers -------------------------------------------------------------------------------
 
     def _send(self, message: dict[str, Any]) -> None:
         self._output.append(json.dumps(message, separators=(",", ":")))
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _finite(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):
+        raise ValueError(f"{literal} is out of range")
+    return value
 
 
 def _text(value: Any) -> str:

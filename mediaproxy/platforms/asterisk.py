@@ -73,6 +73,7 @@ from mediaproxy.platforms.jsonmedia import (
     MAX_MESSAGE_CHARS,
     MAX_METADATA_VALUE_CHARS,
     JsonMediaSession,
+    digits_int,
     json_string,
     string_metadata,
 )
@@ -255,12 +256,14 @@ class AsteriskSession(JsonMediaSession):
     def _media_start(self, fields: dict[str, Any], is_json: bool) -> list[PlatformEvent]:
         if self._started:
             return self._violation("duplicate_start", "second MEDIA_START")
-        fmt = FORMATS.get(fields.get("format"))  # type: ignore[arg-type]
+        name = fields.get("format")
+        # A JSON format may be any value (a list is unhashable): only a string names one.
+        fmt = FORMATS.get(name) if isinstance(name, str) else None
         if fmt is None:
-            return self._violation("unsupported_format", f"format {fields.get('format')!r:.40}")
+            return self._violation("unsupported_format", f"format {name!r:.40}")
         size = fields.get("optimal_frame_size")
-        if isinstance(size, str) and size.isdigit():
-            size = int(size)
+        if isinstance(size, str):
+            size = digits_int(size)  # "²" and 5000-digit strings are digits int() refuses
         packet_bytes = fmt.bytes_for_ms(PACKET_MS)
         if type(size) is not int or size <= 0 or packet_bytes % size or size % fmt.sample_bytes:
             return self._violation("unsupported_format", f"optimal_frame_size {size!r:.20} for {fmt}")
@@ -299,7 +302,7 @@ class AsteriskSession(JsonMediaSession):
             self._output.append(name if correlation_id is None else f"{name} {correlation_id}")
 
     def play(self, packet: bytes) -> None:
-        if not self._started or self._ended:
+        if not self._started or self._ended or not packet:
             return
         extra = len(packet) % self.frame_bytes
         if not extra:
@@ -309,9 +312,15 @@ class AsteriskSession(JsonMediaSession):
         self._output.append(packet + self.audio_format.silence(self.frame_bytes - extra))
 
     def mark(self, name: str) -> None:
-        if self._started and not self._ended and self.capabilities.has_marks:
-            # Plain text carries the id after one space: our names never hold whitespace.
-            self._command("MARK_MEDIA", name if self.json else "".join(name.split()))
+        if not (self._started and not self._ended and self.capabilities.has_marks):
+            return
+        if not self.json:
+            # Plain text carries the id after one space as one printable ASCII word (our names
+            # are such words; anything else could not go out as UTF-8 or would split the line).
+            name = "".join(c for c in name if "!" <= c <= "~")
+            if not name:
+                return
+        self._command("MARK_MEDIA", name)
 
     def clear(self) -> None:
         # Always sent: Asterisk may still hold audio we think was played.

@@ -212,6 +212,13 @@ class PlatformSession:
         """Parse one binary frame from the platform."""
         raise NotImplementedError
 
+    def invalid_text(self, payload: bytes) -> list[PlatformEvent]:
+        """A text frame that is not UTF-8 (``payload``: its bytes). Only called while the session
+        is live. A protocol with an error message queues it here, ends the session and returns
+        the violation, as for any malformed input; the default is the violation alone, and the
+        glue then closes the socket with 1007 (invalid frame payload data)."""
+        return [ProtocolViolation("bad_utf8", "text frame is not UTF-8")]
+
     def take_output(self) -> list[Outbound]:
         """Return and forget every queued wire message, oldest first."""
         out = self._output

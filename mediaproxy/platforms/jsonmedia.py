@@ -88,6 +88,11 @@ class JsonMediaSession(PlatformSession):
             return []
         return self._violation("binary_frame", f"{self.vendor} sends text frames only")
 
+    def invalid_text(self, payload: bytes) -> list[PlatformEvent]:
+        if self._ended:
+            return []
+        return self._violation("bad_utf8", "text frame is not UTF-8")
+
     def parse(self, text: str) -> dict[str, Any] | list[PlatformEvent]:
         """The frame as a JSON object, or the violation it is (after which the session is
         ended). Callers check ``self._ended`` first."""

@@ -129,9 +129,11 @@ class PlatformServerProtocol(WebSocketServerProtocol):
         else:
             self.sendMessage(message, True)
 
-    def close_socket(self) -> None:
+    def close_socket(self, code: int = 1000) -> None:
         if self.state == WebSocketServerProtocol.STATE_OPEN:
-            self.sendClose(code=1000)
+            # sendClose refuses the protocol's own codes (1007 for a text frame that is not
+            # UTF-8); the frame method under it takes any.
+            self.sendCloseFrame(code=code)
         elif self.transport is not None and self.state not in (
             WebSocketServerProtocol.STATE_CLOSED, WebSocketServerProtocol.STATE_CLOSING
         ):

@@ -126,6 +126,10 @@ class PlayoutSettings:
 class LogSettings:
     """``[log]``: what the proxy writes to its log."""
 
+    format: str = option(choice("text", "json"), "text",
+                         "text: twistd's own lines; json: one JSON object per line (time, level, namespace, "
+                         "message, and call_id, platform, backend, outcome on every line about a call), written "
+                         "where twistd writes its log (stdout with -n, else --logfile)")
     transcripts: bool = option(boolean, False,
                                "log caller and bot transcripts at info level (personal data: off by default)")
 
@@ -227,6 +231,9 @@ class Config:
     platforms: tuple[PlatformSettings, ...]
     backends: Mapping[str, BackendSettings]
     tools: Mapping[str, ToolSettings] = field(default_factory=lambda: MappingProxyType({}))
+    secrets: tuple[str, ...] = ()
+    """Every value the file took from the environment (``${NAME}``): the secrets, which no log
+    line may carry."""
 
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -384,7 +391,14 @@ def parse_config(path: str, sections: Mapping[str, Mapping[str, str]], env: Mapp
         platforms=tuple(platforms),
         backends=MappingProxyType(backends),
         tools=MappingProxyType(tools),
+        secrets=_environment_values(sections, env),
     )
+
+
+def _environment_values(sections: Mapping[str, Mapping[str, str]], env: Mapping[str, str]) -> tuple[str, ...]:
+    """The values of the environment variables the sections refer to (all set: parsing checked)."""
+    names = {name for raw in sections.values() for value in raw.values() for name in _ENV_REF.findall(value)}
+    return tuple(sorted(env[name] for name in names if env.get(name)))
 
 
 def _reachable_only_locally(listen: str) -> bool:

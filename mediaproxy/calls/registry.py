@@ -21,14 +21,11 @@ from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
-from twisted.logger import Logger
 
 from mediaproxy.calls.bridge import CallBridge
 from mediaproxy.calls.context import CallContext, Endpoint
 from mediaproxy.calls.leg import PlatformLeg
 from mediaproxy.outcome import Outcome
-
-log = Logger()
 
 
 @dataclass
@@ -114,8 +111,7 @@ class CallRegistry:
             self._check_idle()
 
         self._held[key] = _HeldCall(bridge, self.context.reactor.callLater(grace_s, expire))
-        log.info("{platform}: call {call_id} held {grace}s for resume", platform=endpoint.name,
-                 call_id=bridge.log_id, grace=grace_s)
+        bridge.log.info("{platform}: call {call_id} held {grace}s for resume", grace=grace_s)
 
     def resume(self, call_id: str, leg: PlatformLeg) -> None:
         """``leg`` asks to continue the call ``call_id`` of its endpoint: move the call onto it,
@@ -192,8 +188,7 @@ class CallRegistry:
         if bridge is None:
             return
         reason = f"no message from the platform for {self.idle_timeout_s:g} s"
-        log.info("{platform}: call {call_id} idle: {reason}", platform=bridge.platform, call_id=bridge.call_id,
-                 reason=reason)
+        bridge.log.info("{platform}: call {call_id} idle: {reason}", reason=reason)
         if bridge.leg is leg and bridge.started and not bridge.ended:
             # The platform's own goodbye first (AudioHook disconnect, AudioCodes hangup), then
             # the close: a platform that is merely slow still learns why the call ended.

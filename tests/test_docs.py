@@ -65,5 +65,6 @@ class MetricsReferenceTests(SynchronousTestCase):
 
         exported = {family.name for family in Metrics().registry.collect()}
         text = ROOT.descendant(["docs", "metrics.md"]).getContent().decode("utf-8")
-        documented = {name.removesuffix("_total") for name in re.findall(r"^\| `(mediaproxy_\w+)`", text, re.M)}
+        names = re.findall(r"^\| `((?:mediaproxy|process)_\w+)`", text, re.M)
+        documented = {name.removesuffix("_total") for name in names}
         self.assertEqual(documented, exported)

@@ -64,6 +64,11 @@ class CallRegistry:
             return f"at capacity ({self.max_calls} calls)"
         return None
 
+    def count_refused(self, platform: str) -> None:
+        """Count a new call refused on ``platform`` for the reason :meth:`refusal` gives."""
+        reason = "draining" if self.draining else "capacity"
+        self.context.metrics.calls_refused_total.labels(platform, reason).inc()
+
     def connect(self, leg: PlatformLeg, endpoint: Endpoint) -> CallBridge:
         """A platform connection opened on ``endpoint``: its call (not started yet). Over
         capacity (only platforms that refuse in-band get this far), the session is told to
@@ -73,6 +78,7 @@ class CallRegistry:
         self._connections[leg] = bridge
         self._watch(leg)
         if full:
+            self.count_refused(endpoint.name)
             leg.session.refuse(f"no capacity ({self.max_calls} calls)")
             leg.flush()
         return bridge
@@ -207,6 +213,7 @@ class CallRegistry:
         """Refuse new calls from now on, let live ones go on for ``seconds``, then end every call
         its platform's way. Fires once no connection is open and no call is held."""
         self.draining = True
+        self.context.metrics.draining.set(1)
         done = self.when_idle()
         if not done.called and self._drain_timer is None:
             self._drain_timer = self.context.reactor.callLater(seconds, self.end_all)

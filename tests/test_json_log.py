@@ -26,6 +26,7 @@ from mediaproxy.calls.scope import RECENTLY_ENDED, CallDirectory, CallLogger, Ca
 from mediaproxy.config import parse_config
 from mediaproxy.json_log import JsonLogObserver, Redactor, event_as_line
 from mediaproxy.service import MediaProxyService
+from mediaproxy.tap import Options, twistd_log_stream
 from mediaproxy.testing.fake_realtime import FakeRealtimeServer
 from tests.test_config import ROOT, Collect
 from tests.test_drain import free_port
@@ -195,6 +196,30 @@ class ServiceObserverTests(SynchronousTestCase):
     def test_the_config_knows_which_values_came_from_the_environment(self) -> None:
         self.assertEqual(json_config().secrets, (TWILIO_TOKEN,))
         self.assertEqual(json_config().log.format, "text")
+
+
+class LogStreamTests(SynchronousTestCase):
+    """Where the JSON lines go: where twistd's own observer would write them."""
+
+    def stream(self, **twistd: Any) -> Any:
+        options = Options()
+        options.parent = {"logfile": None, "nodaemon": 0, "syslog": 0, **twistd}
+        return twistd_log_stream(options)
+
+    def test_stdout_with_nodaemon_or_a_dash(self) -> None:
+        self.assertIs(self.stream(nodaemon=1), sys.stdout)
+        self.assertIs(self.stream(logfile="-"), sys.stdout)
+
+    def test_the_logfile_otherwise_written_as_text_lines(self) -> None:
+        path = FilePath(self.mktemp())
+        stream = self.stream(logfile=path.path, nodaemon=1)
+        self.addCleanup(stream.close)
+        JsonLogObserver(stream)({"log_format": "to the file", "log_level": LogLevel.info})
+        self.assertEqual(json.loads(path.getContent())["message"], "to the file")
+
+    def test_none_outside_twistd_and_with_syslog(self) -> None:
+        self.assertIsNone(twistd_log_stream(Options()))
+        self.assertIsNone(self.stream(syslog=1, nodaemon=1))
 
 
 CONFIG = """

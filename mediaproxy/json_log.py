@@ -8,9 +8,9 @@ other field of the event is written: events may carry objects (a protocol, a req
 audio) that have no place in a log line. Twisted's ``eventAsJSON`` writes them all; this does not.
 
 A call-scoped event that carries only ``call_id`` and ``backend`` (a backend session's own
-lines) gets the rest from ``find_call``. Every configured secret (``secrets``: the values the
-config took from the environment) is replaced by ``[secret]`` in every string written, in case
-a peer echoes one back in an error message.
+lines) gets the rest from ``find_call``. Every configured secret (``secrets``: the config's
+values from the environment and of credential keys) is replaced by ``[secret]`` in every
+string written, in case a peer echoes one back in an error message.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def event_fields(event: LogEvent, find_call: FindCall | None = None) -> dict[str
                     call[key] = found.get(key)
         for key in CALL_FIELDS:
             value = call[key]
-            fields[key] = value if value is None or isinstance(value, str) else str(value)
+            fields[key] = None if value is None or value == "" else str(value)
     failure = event.get("log_failure")
     if failure is not None:
         try:

@@ -197,6 +197,14 @@ class ServiceObserverTests(SynchronousTestCase):
         self.assertEqual(json_config().secrets, (TWILIO_TOKEN,))
         self.assertEqual(json_config().log.format, "text")
 
+    def test_a_credential_written_in_the_file_is_a_secret_too(self) -> None:
+        config = parse_config("test.ini", {
+            "proxy": {"listen": "tcp:0:interface=127.0.0.1"},
+            "platform:audiocodes": {"path": "/ac", "backend": "echo", "token": "literal-token-123"},
+            "backend:echo": {"type": "echo", "mode": "${MODE}"},
+        }, {"MODE": "parrot"})
+        self.assertEqual(config.secrets, ("literal-token-123", "parrot"))
+
 
 class LogStreamTests(SynchronousTestCase):
     """Where the JSON lines go: where twistd's own observer would write them."""

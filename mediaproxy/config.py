@@ -40,6 +40,7 @@ from mediaproxy.options import (
     text,
     url_path,
     word,
+    worker_count,
     ws_url,
 )
 from mediaproxy.platforms.base import PlatformType
@@ -96,6 +97,9 @@ class ProxySettings:
                                          "a call whose platform sends no message at all for this long ends "
                                          "with outcome timeout (checked about every tenth of it), seconds; "
                                          "0: off")
+    workers: int | str = option(worker_count, 1,
+                                "processes serving calls, sharing the listen port (auto: one per CPU this "
+                                "process may use, cgroup quota included); 1: a single process, no supervisor")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -379,6 +383,10 @@ def parse_config(path: str, sections: Mapping[str, Mapping[str, str]], env: Mapp
     if proxy.max_frame_bytes > proxy.max_message_bytes:
         raise ConfigError(path, "proxy", "max_frame_bytes",
                           f"must be at most max_message_bytes ({proxy.max_message_bytes})")
+    if proxy.workers != 1 and proxy.listen.partition(":")[0] not in ("tcp", "tcp6", "ssl"):
+        raise ConfigError(path, "proxy", "workers",
+                          f"several workers share a tcp: or ssl: listener; [proxy] listen = {proxy.listen} "
+                          "is neither: set workers = 1")
     playout: PlayoutSettings = fixed["playout"]
     if playout.lead_ms and playout.lead_ms < playout.frame_ms:
         raise ConfigError(path, "playout", "lead_ms",

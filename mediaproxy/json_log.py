@@ -3,7 +3,8 @@
 Each line has ``time`` (UTC, ISO 8601 with milliseconds), ``level`` (``debug`` ... ``critical``),
 ``namespace`` (the emitting module), ``message`` (the event's text, as the text log would
 write it) and, when the event is about a call, ``call_id``, ``platform``, ``backend`` and
-``outcome`` (``null`` while the call is in progress). A logged failure adds ``traceback``. No
+``outcome`` (``null`` while the call is in progress). A logged failure adds ``traceback``; a
+worker's line, passed on by the supervisor (``[proxy] workers`` > 1), adds ``worker``. No
 other field of the event is written: events may carry objects (a protocol, a request, bytes of
 audio) that have no place in a log line. Twisted's ``eventAsJSON`` writes them all; this does not.
 
@@ -21,6 +22,7 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from twisted.logger import ILogObserver, LogEvent, LogLevel, formatEvent
+from twisted.python.components import Componentized
 from zope.interface import implementer
 
 CALL_FIELDS = ("call_id", "platform", "backend", "outcome")
@@ -49,8 +51,23 @@ def _level(event: LogEvent) -> str:
     return _LEVEL_NAMES.get(event.get("log_level"), "info")
 
 
+LINE_KEYS = ("time", "level", "namespace", "message", *CALL_FIELDS, "traceback")
+"""Every key a line may have (a supervisor adds ``worker`` to its workers' lines)."""
+
+
+def _relayed_fields(line: Mapping[str, Any], worker: object) -> dict[str, Any]:
+    """A worker's JSON line, passed on by its supervisor: its own fields (strings or null
+    only), then ``worker``, its index."""
+    fields = {key: line[key] for key in LINE_KEYS if key in line and (line[key] is None or isinstance(line[key], str))}
+    fields["worker"] = str(worker)
+    return fields
+
+
 def event_fields(event: LogEvent, find_call: FindCall | None = None) -> dict[str, Any]:
     """The fields of ``event``'s JSON line, in the order they are written (unredacted)."""
+    relayed = event.get("worker_event")
+    if isinstance(relayed, dict):
+        return _relayed_fields(relayed, event.get("worker"))
     fields: dict[str, Any] = {
         "time": _time(event),
         "level": _level(event),
@@ -112,3 +129,13 @@ class JsonLogObserver:
     def __call__(self, event: LogEvent) -> None:
         self._stream.write(event_as_line(event, self._redact, self._find_call))
         self._stream.flush()
+
+
+def become_log_observer(application: object, observer: ILogObserver | None) -> None:
+    """Make ``observer`` the log observer of ``application``, the twistd application a service
+    is joining: twistd's ``AppLogger.start`` reads the ``ILogObserver`` component after the
+    plugin's service was added and before it logs its first line, so every line, twistd's own
+    included, goes to ``observer`` instead of twistd's text observer. Nothing happens for
+    another parent or no observer."""
+    if observer is not None and isinstance(application, Componentized):
+        application.setComponent(ILogObserver, observer)

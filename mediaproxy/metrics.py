@@ -161,3 +161,24 @@ class Metrics:
             buckets=_CONNECT_SECONDS,
             registry=r,
         )
+
+
+class SupervisorMetrics:
+    """The supervisor's own metrics (``[proxy] workers`` > 1), served beside its workers' merged
+    series. ``worker`` is a worker's index, 0 to workers - 1."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        p = "mediaproxy_"
+        self.worker_restarts_total = Counter(
+            p + "worker_restarts_total", "Worker processes restarted after they died.", ["worker"], registry=r
+        )
+        self.workers_up = Gauge(p + "workers_up", "Worker processes running.", registry=r)
+        self.worker_scrape_failures_total = Counter(
+            p + "worker_scrape_failures_total",
+            "Scrapes of /metrics that got no answer from a worker in time (its series are missing "
+            "from that scrape).",
+            ["worker"],
+            registry=r,
+        )

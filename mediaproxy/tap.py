@@ -15,6 +15,7 @@ from mediaproxy.config import Config, ConfigError, load_config
 class Options(usage.Options):
     optParameters = [
         ["config", "c", "etc/mediaproxy.ini", "The ini configuration file."],
+        ["worker", None, None, "Internal: run as worker N of a supervisor ([proxy] workers > 1)."],
     ]
 
     def postOptions(self) -> None:
@@ -46,8 +47,17 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     from mediaproxy.service import MediaProxyService
+    from mediaproxy.supervisor import SupervisorService, worker_service
+    from mediaproxy.workers.cpus import this_process_cpus
 
+    config = options.loaded
+    log_stream = twistd_log_stream(options)
+    if options["worker"] is not None:
+        return worker_service(config, reactor, log_stream)
+    workers = this_process_cpus() if config.proxy.workers == "auto" else int(config.proxy.workers)
     try:
-        return MediaProxyService(options.loaded, reactor, log_stream=twistd_log_stream(options))
+        if workers > 1:
+            return SupervisorService(config, reactor, workers, log_stream=log_stream)
+        return MediaProxyService(config, reactor, log_stream=log_stream)
     except ConfigError as e:
         raise usage.UsageError(str(e)) from None

@@ -70,6 +70,17 @@ class ConfigTests(SynchronousTestCase):
             self.assertGreaterEqual(len(config.platforms), 3, name)
             self.assertEqual(len({p.path for p in config.platforms}), len(config.platforms))
 
+    def test_the_bot_example_loads_and_the_websocket_backend_wants_a_key(self) -> None:
+        config = load_config(ROOT.child("etc").child("bot.ini").path, {"BOT_API_KEY": "k", "TWILIO_AUTH_TOKEN": "t"})
+        bot = config.backends["bot"]
+        self.assertEqual((bot.type.name, bot.options.audio_format, bot.common.tools),
+                         ("websocket", "l16/16000", ("end_call", "transfer_call")))
+        section = "[backend:bot]\ntype = websocket\nurl = ws://127.0.0.1:9000/bot\n"
+        text = GOOD.replace("backend = echo", "backend = bot") + section
+        self.assertConfigError(text, "backend:bot", "api_key", "allow_unauthenticated")
+        config = load_config(self.write(text + "allow_unauthenticated = true\n"), {})
+        self.assertEqual(config.backends["bot"].options.api_key, "")
+
     def test_environment_substitution(self) -> None:
         text = GOOD.replace("[metrics]", "public_url = wss://proxy.example.com\n[metrics]")
         path = self.write(text + "[platform:x]\ntype = twilio\npath = /x\nbackend = echo\nauth_token = ${TOKEN}\n")

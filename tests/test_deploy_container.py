@@ -23,6 +23,7 @@ from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mediaproxy.config import ConfigError, load_config
+from mediaproxy.workers.cpus import this_process_cpus
 from tests.test_config import ROOT, Collect
 from tests.test_drain import free_port
 
@@ -156,6 +157,7 @@ class EntryPointTests(SynchronousTestCase):
         self.assertEqual(config.metrics.listen, "tcp:9090:interface=0.0.0.0")
         self.assertEqual(config.proxy.listen, "tcp:8080")
         self.assertEqual(config.log.format, "json")
+        self.assertEqual(config.proxy.workers, "auto")
         self.assertFalse(config.log.transcripts)
         self.assertEqual(sorted(config.secrets), sorted(SECRETS.values()))
 
@@ -206,8 +208,11 @@ class EntryPointProcessTests(TestCase):
         exit_code = yield process.ended
         output = process.output.decode()
         self.assertEqual(exit_code, -15, output[-2000:])
-        for line in output.splitlines():
-            json.loads(line)  # the image logs JSON
+        lines = [json.loads(line) for line in output.splitlines()]  # the image logs JSON
+        # workers = auto: one worker per CPU this process may use (a supervisor above 1).
+        cpus = this_process_cpus()
+        ready = {line.get("worker") for line in lines if line["message"].startswith("mediaproxy ready")}
+        self.assertEqual(ready, {str(n) for n in range(cpus)} if cpus > 1 else {None})
         for secret in SECRETS.values():
             self.assertNotIn(secret, output)
         self.assertNotIn("plugin cache", output)

@@ -1,10 +1,11 @@
 """The dashboard and the alerts speak the proxy's metrics: ``promtool check rules`` passes
 deploy/prometheus/alerts.yml, ``promtool test rules`` passes alerts_test.yml, which shows every
 alert firing on one series and silent on another; every metric name that the rules, the
-dashboard's queries and its variables use is one a :class:`~mediaproxy.metrics.Metrics`
-registry exports (under its exposition name: ``_total``, ``_bucket`` ...), every label they
-group by is one docs/metrics.md gives that metric, and every dashboard query is valid PromQL
-(checked by promtool, as recording rules). The dashboard covers what an operator needs."""
+dashboard's queries and its variables use is one a :class:`~mediaproxy.metrics.Metrics` (or,
+with workers, :class:`~mediaproxy.metrics.SupervisorMetrics`) registry exports (under its
+exposition name: ``_total``, ``_bucket`` ...), every label they group by is one docs/metrics.md
+gives that metric, and every dashboard query is valid PromQL (checked by promtool, as recording
+rules). The dashboard covers what an operator needs."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import yaml
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from mediaproxy.metrics import Metrics
+from mediaproxy.metrics import Metrics, SupervisorMetrics
 from tests.test_config import ROOT
 
 RULES = ROOT.descendant(["deploy", "prometheus", "alerts.yml"])
@@ -33,9 +34,11 @@ SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), 
 
 
 def exported_names() -> dict[str, str]:
-    """Every series name a Metrics registry exposes, mapped to its family's name."""
+    """Every series name a proxy exposes (a Metrics registry, and a SupervisorMetrics one with
+    ``[proxy] workers`` > 1), mapped to its family's name."""
     names: dict[str, str] = {}
-    for family in Metrics().registry.collect():
+    families = [*Metrics().registry.collect(), *SupervisorMetrics().registry.collect()]
+    for family in families:
         for suffix in SUFFIXES.get(family.type, ("",)):
             names[family.name + suffix] = family.name
     return names
@@ -210,5 +213,6 @@ class DashboardTests(SynchronousTestCase):
             "protocol errors": r"by \(platform, kind\) \(rate\(mediaproxy_protocol_errors_total",
             "calls refused": r"mediaproxy_calls_refused_total",
             "CPU per worker": r"by \(instance, worker\) \(rate\(process_cpu_seconds_total",
+            "worker restarts": r"mediaproxy_worker_restarts_total",
         }
         self.assertEqual([name for name, pattern in needed.items() if not shown(pattern)], [])

@@ -235,6 +235,7 @@ CONFIG = """
 listen = tcp:{port}:interface=127.0.0.1
 public_url = {public_url}
 drain_seconds = 1
+workers = {workers}
 [metrics]
 listen = tcp:{metrics}:interface=127.0.0.1
 [log]
@@ -256,14 +257,30 @@ keepalive_seconds = 0
 class JsonLogProcessTests(TestCase):
     timeout = 60
 
-    @inlineCallbacks
     def test_every_line_is_json_and_call_lines_carry_the_call_fields(self) -> Any:
+        return self.one_call(workers=1)
+
+    @inlineCallbacks
+    def test_with_workers_the_supervisor_passes_on_each_workers_json_lines(self) -> Any:
+        lines = yield self.one_call(workers=2)
+        relayed = [line for line in lines if "worker" in line]
+        self.assertEqual({line["worker"] for line in relayed if "mediaproxy ready" in line["message"]}, {"0", "1"})
+        call_lines = [line for line in lines if "call_id" in line]
+        self.assertEqual(len({line["worker"] for line in call_lines}), 1)  # the call lives on one worker
+        for line in lines:
+            self.assertEqual(list(line)[-1] == "worker", line in relayed)
+        self.assertTrue(any("supervisor ready" in line["message"] and "worker" not in line for line in lines))
+
+    @inlineCallbacks
+    def one_call(self, workers: int) -> Any:
+        """A call through a real twistd with ``workers``; the parsed log lines (every line
+        checked: JSON, the call's fields, no secret)."""
         fake = FakeRealtimeServer(reactor, api_key=OPENAI_KEY)
         fake_url = fake.listen()
         self.addCleanup(fake.stop)
         port, metrics = free_port(), free_port()
         path = os.path.abspath(self.mktemp())
-        FilePath(path).setContent(CONFIG.format(port=port, metrics=metrics, fake=fake_url,
+        FilePath(path).setContent(CONFIG.format(port=port, metrics=metrics, fake=fake_url, workers=workers,
                                                 public_url=PUBLIC_URL).encode())
         process = Collect()
         twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
@@ -272,6 +289,10 @@ class JsonLogProcessTests(TestCase):
         reactor.spawnProcess(process, sys.executable, [sys.executable, twistd, "-n", "--pidfile=", "mediaproxy",
                                                        "--config", path], env=env, path=ROOT.path)
         yield process.wait_for(b"mediaproxy ready")
+        if workers > 1:
+            yield process.wait_for(b"supervisor ready")
+            for worker in range(workers):
+                yield process.wait_for(f'"worker":"{worker}"'.encode())
 
         # A refused upgrade (wrong signature), then a whole call.
         bad = ScriptedTwilioFactory(f"ws://127.0.0.1:{port}/twilio", headers={"X-Twilio-Signature": "AAAA"})
@@ -310,3 +331,4 @@ class JsonLogProcessTests(TestCase):
         self.assertTrue(any("upgrade refused" in line["message"] for line in lines))
         for secret in (TWILIO_TOKEN, OPENAI_KEY):
             self.assertNotIn(secret, output)
+        return lines

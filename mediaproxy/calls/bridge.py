@@ -21,8 +21,10 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from twisted.internet.defer import Deferred, succeed
+
 from mediaproxy.audio.transcode import Transcoder
-from mediaproxy.backends.base import BackendSession, CallInfo
+from mediaproxy.backends.base import BackendSession, CallInfo, EndReported
 from mediaproxy.calls.actions import CallActions
 from mediaproxy.calls.context import CallContext, Endpoint, loggable
 from mediaproxy.calls.digits import DigitCollector
@@ -79,6 +81,11 @@ class _ChannelListener:
         self._bridge.backend_hangup(reason, variables)
 
     def backend_ready(self) -> None: ...
+
+    def backend_clear(self) -> None: ...
+
+    def when_heard(self) -> Deferred[bool]:
+        return succeed(True)  # nothing is played on a listen-only call
 
     def backend_audio(self, response_id: str, data: bytes) -> None: ...
 
@@ -342,14 +349,37 @@ class CallBridge:
         self.leg.flush()
         # A goodbye the caller talks over does not end the call under them.
         self._actions.caller_interrupted()
+        self._flush_playout(signalled)
+
+    def backend_clear(self) -> None:
+        """The bot takes back its unplayed audio: the platform and the playout are flushed as
+        at a barge-in (the backend is told what was heard), without caller speech reported and
+        without cancelling a goodbye being waited for."""
+        if self._playout is None or self.ended:
+            return
+        self.leg.session.clear()
+        self.leg.flush()
+        self._flush_playout()
+
+    def _flush_playout(self, signalled: float | None = None) -> None:
+        """Clear the playout and tell the backend how much of its response was heard; a barge-in
+        ``signalled`` at that reactor time is timed (when a response had started playing)."""
+        assert self._playout is not None
         heard = self._playout.clear()
         if heard is None:
             return
-        self._metrics.bargein_seconds.observe(self._reactor.seconds() - signalled)
+        if signalled is not None:
+            self._metrics.bargein_seconds.observe(self._reactor.seconds() - signalled)
         if self._down is not None:
             self._down.reset()
         if self._backend_session is not None:
             self._backend_session.interrupt(heard.response_id, heard.played_ms)
+
+    def when_heard(self) -> Deferred[bool]:
+        """See :meth:`mediaproxy.backends.base.BackendListener.when_heard`."""
+        if self._playout is None or self._listen_only:
+            return succeed(True)
+        return self._playout.when_heard()
 
     def backend_speech_stopped(self) -> None:
         if not self.ended:
@@ -415,9 +445,10 @@ class CallBridge:
         self._actions.stop()
         if self._playout is not None:
             self._playout.stop()
-        if self._backend_session is not None:
-            self._backend_session.close()
-        for session, _ in self._extra_channels.values():
+        sessions = [] if self._backend_session is None else [self._backend_session]
+        for session in sessions + [extra for extra, _ in self._extra_channels.values()]:
+            if isinstance(session, EndReported):
+                session.call_ending(outcome.value)
             session.close()
         if self._started:
             self._metrics.calls_active.labels(self.platform).dec()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from mediaproxy.audio.format import AudioFormat, FormatPreference
+from mediaproxy.http_requests import HttpRequest as HttpRequest  # re-exported (Twilio builds one)
 from mediaproxy.outcome import Outcome
 from mediaproxy.transcripts import Transcript
 
@@ -315,17 +316,6 @@ class UpgradeRequest:
     host: str
     headers: Mapping[str, str]
     public_url: str = ""
-
-
-@dataclass(frozen=True)
-class HttpRequest:
-    """An HTTP request a platform needs made on a call's behalf (Twilio's REST API to redirect a
-    live call), as plain data: the call layer sends it and reports the status."""
-
-    method: str
-    url: str
-    headers: Mapping[str, str]
-    body: bytes = b""
 
 
 class UpgradeRefused(Exception):

@@ -174,10 +174,10 @@ def stop_process(process: subprocess.Popen[bytes], grace_s: float = 15.0) -> Non
 # --- /metrics ----------------------------------------------------------------------------------
 
 
-def scrape(url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+def scrape(url: str, timeout: float = 5.0) -> dict[str, list[tuple[dict[str, str], float]]]:
     """Samples by name: ``{sample_name: [(labels, value), ...]}``."""
     out: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for family in text_string_to_metric_families(http_get(url)):
+    for family in text_string_to_metric_families(http_get(url, timeout)):
         for sample in family.samples:
             out.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
     return out
@@ -247,7 +247,8 @@ def run(args: argparse.Namespace) -> int:
             share = [args.calls // procs + (1 if i < args.calls % procs else 0) for i in range(procs)]
             first = 0
             for i, n in enumerate(share):
-                sim_cmd = [sys.executable, "-m", "mediaproxy.sim.cli", "--url", url, "--calls", str(n),
+                sim_cmd = [sys.executable, "-m", "mediaproxy.sim.cli", "twilio", url, "--no-progress",
+                           "--calls", str(n),
                            "--duration", str(args.duration), "--ramp", str(args.ramp),
                            "--first-index", str(first), "--json", str(work / f"sim{i}.json")]
                 if args.sim_nice:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import sys
@@ -48,7 +49,17 @@ class ConfigTests(SynchronousTestCase):
 
     def test_default_config_loads(self) -> None:
         config = load_config(ROOT.child("etc").child("mediaproxy.ini").path, {})
-        self.assertEqual([p.path for p in config.platforms], ["/twilio"])
+        self.assertEqual([p.path for p in config.platforms],
+                         ["/twilio", "/audiohook", "/audiohook/connector", "/audiocodes"])
+        # mediaproxy-sim's defaults are the file's development credentials (README "Try it").
+        from mediaproxy.sim.audiocodes import DEV_TOKEN
+        from mediaproxy.sim.genesys import DEV_API_KEY, DEV_CLIENT_SECRET
+
+        by_path = {p.path: p for p in config.platforms}
+        for path in ("/audiohook", "/audiohook/connector"):
+            self.assertEqual(by_path[path].options.api_key, DEV_API_KEY)
+            self.assertEqual(by_path[path].options.client_secret, base64.b64decode(DEV_CLIENT_SECRET))
+        self.assertEqual(by_path["/audiocodes"].options.token, DEV_TOKEN)
         self.assertEqual(config.backends["echo"].type.name, "echo")
         self.assertFalse(config.log.transcripts, "transcripts are personal data: off by default")
         self.assertEqual(config.playout.frame_ms, 20)

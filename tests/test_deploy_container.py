@@ -195,6 +195,11 @@ class EntryPointProcessTests(TestCase):
         reactor.spawnProcess(process, sys.executable, [sys.executable, twistd, *argv[1:]], env=env,
                              path=ROOT.path)
         yield process.wait_for(b"mediaproxy ready")
+        # workers = auto: one worker per CPU this process may use (a supervisor above 1); each
+        # says it is ready with its index.
+        cpus = this_process_cpus()
+        for worker in range(cpus if cpus > 1 else 0):
+            yield process.wait_for(f'metrics on tcp:{metrics}:interface=0.0.0.0","worker":"{worker}"}}'.encode())
         check = json.loads(one("HEALTHCHECK").split("CMD", 1)[1])
         self.assertEqual(check[:2], ["python", "-c"])
         code = check[2].replace("127.0.0.1:9090", f"127.0.0.1:{metrics}")
@@ -209,8 +214,6 @@ class EntryPointProcessTests(TestCase):
         output = process.output.decode()
         self.assertEqual(exit_code, -15, output[-2000:])
         lines = [json.loads(line) for line in output.splitlines()]  # the image logs JSON
-        # workers = auto: one worker per CPU this process may use (a supervisor above 1).
-        cpus = this_process_cpus()
         ready = {line.get("worker") for line in lines if line["message"].startswith("mediaproxy ready")}
         self.assertEqual(ready, {str(n) for n in range(cpus)} if cpus > 1 else {None})
         for secret in SECRETS.values():

@@ -291,8 +291,8 @@ class JsonLogProcessTests(TestCase):
         yield process.wait_for(b"mediaproxy ready")
         if workers > 1:
             yield process.wait_for(b"supervisor ready")
-            for worker in range(workers):
-                yield process.wait_for(f'"worker":"{worker}"'.encode())
+            for worker in range(workers):  # each worker's ready line, passed on
+                yield process.wait_for(f'metrics on tcp:{metrics}:interface=127.0.0.1","worker":"{worker}"}}'.encode())
 
         # A refused upgrade (wrong signature), then a whole call.
         bad = ScriptedTwilioFactory(f"ws://127.0.0.1:{port}/twilio", headers={"X-Twilio-Signature": "AAAA"})

@@ -130,6 +130,10 @@ class PlayoutSettings:
 class LogSettings:
     """``[log]``: what the proxy writes to its log."""
 
+    format: str = option(choice("text", "json"), "text",
+                         "text: twistd's own lines; json: one JSON object per line (time, level, namespace, "
+                         "message, and call_id, platform, backend, outcome on every line about a call), written "
+                         "where twistd writes its log (stdout with -n, else --logfile)")
     transcripts: bool = option(boolean, False,
                                "log caller and bot transcripts at info level (personal data: off by default)")
 
@@ -231,6 +235,10 @@ class Config:
     platforms: tuple[PlatformSettings, ...]
     backends: Mapping[str, BackendSettings]
     tools: Mapping[str, ToolSettings] = field(default_factory=lambda: MappingProxyType({}))
+    secrets: tuple[str, ...] = ()
+    """What no log line may carry: every value the file took from the environment (``${NAME}``)
+    and every value of a key named like a credential (``*key``, ``*token``, ``*secret``,
+    ``password``, ``authorization``) even when written in the file."""
 
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -392,7 +400,24 @@ def parse_config(path: str, sections: Mapping[str, Mapping[str, str]], env: Mapp
         platforms=tuple(platforms),
         backends=MappingProxyType(backends),
         tools=MappingProxyType(tools),
+        secrets=_secret_values(sections, env),
     )
+
+
+_CREDENTIAL_KEY = re.compile(r"(key|token|secret|password|authorization)$")
+
+
+def _secret_values(sections: Mapping[str, Mapping[str, str]], env: Mapping[str, str]) -> tuple[str, ...]:
+    """The values of the environment variables the sections refer to (all set: parsing checked)
+    and the values of credential keys as substituted."""
+    found: set[str] = set()
+    for raw in sections.values():
+        for key, value in raw.items():
+            names = _ENV_REF.findall(value)
+            found.update(env[name] for name in names if env.get(name))
+            if _CREDENTIAL_KEY.search(key) and value.strip():
+                found.add(_ENV_REF.sub(lambda m: env.get(m.group(1), ""), value.strip()))
+    return tuple(sorted(found - {""}))
 
 
 def _reachable_only_locally(listen: str) -> bool:

@@ -10,9 +10,9 @@ import gc
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
-from twisted.application.service import MultiService, Service
+from twisted.application.service import IServiceCollection, MultiService, Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
@@ -23,6 +23,7 @@ from twisted.web.server import Site
 from mediaproxy.calls import CallContext, CallRegistry, Endpoint
 from mediaproxy.calls.webhook import ToolWebhook
 from mediaproxy.config import Config
+from mediaproxy.json_log import JsonLogObserver, become_log_observer
 from mediaproxy.metrics import Metrics
 from mediaproxy.playout import PlayoutClock
 from mediaproxy.server.http_client import TreqHttpClient
@@ -140,10 +141,16 @@ class WorkerSockets:
 
 class MediaProxyService(MultiService):
     """The proxy: platform listener, metrics listener, shared clock, drain on stop. A worker
-    (``sockets`` given) serves on the sockets its supervisor bound instead of binding its own."""
+    (``sockets`` given) serves on the sockets its supervisor bound instead of binding its own.
+
+    With ``[log] format = json`` and a ``log_stream`` (what twistd would write its log to: see
+    ``tap.py``), :attr:`log_observer` writes JSON lines there, and it becomes the twistd
+    application's log observer when this service joins the application (see
+    :meth:`setServiceParent`).
+    """
 
     def __init__(self, config: Config, reactor: Any, tune_gc: bool = True,
-                 sockets: WorkerSockets | None = None) -> None:
+                 sockets: WorkerSockets | None = None, log_stream: IO[str] | None = None) -> None:
         super().__init__()
         self.tune_gc = tune_gc
         self.config = config
@@ -195,6 +202,17 @@ class MediaProxyService(MultiService):
         self.platform_listener.setServiceParent(self)
         self.metrics_listener.setServiceParent(self)
         self.gc_meter = GcPauseMeter(self.metrics)
+        self.log_observer: JsonLogObserver | None = None
+        if config.log.format == "json" and log_stream is not None:
+            self.log_observer = JsonLogObserver(log_stream, config.secrets, self.context.calls.fields)
+
+    def setServiceParent(self, parent: IServiceCollection) -> None:
+        """Join ``parent``; the twistd application also gets :attr:`log_observer` as its
+        ``ILogObserver`` component, which twistd's ``AppLogger.start`` reads after the plugin's
+        service was added and before the first line is logged, so every line twistd writes,
+        its own included, is JSON."""
+        become_log_observer(parent, self.log_observer)
+        super().setServiceParent(parent)
 
     def ready(self) -> bool:
         return bool(self.running) and not self.registry.draining

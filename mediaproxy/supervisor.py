@@ -13,14 +13,15 @@ Handed the real reactor by ``tap.py``, like :mod:`mediaproxy.service`.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import IO, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from twisted.application.service import MultiService
+from twisted.application.service import IServiceCollection, MultiService
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IProcessTransport
@@ -33,6 +34,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from mediaproxy.config import Config
+from mediaproxy.json_log import JsonLogObserver, become_log_observer
 from mediaproxy.metrics import SupervisorMetrics
 from mediaproxy.service import Listener, MediaProxyService, WorkerSockets
 from mediaproxy.workers.merge import merge_worker_metrics
@@ -61,7 +63,11 @@ class _WorkerProtocol(ProcessProtocol):
     def outReceived(self, data: bytes) -> None:  # noqa: N802
         *lines, self._partial = (self._partial + data).split(b"\n")
         for line in lines:
-            log.info("worker {worker}| {line}", worker=self._index, line=line.decode("utf-8", "replace"))
+            text = line.decode("utf-8", "replace")
+            # A worker's JSON log line ([log] format = json) is passed on whole, with its worker
+            # index (the JSON log writes it as the worker's line, not as text inside a line).
+            relayed = _json_object(text) if text.startswith("{") else None
+            log.info("worker {worker}| {line}", worker=self._index, line=text, worker_event=relayed)
         if len(self._partial) > 65536:  # a line without end is still shown, in pieces
             self.outReceived(b"\n")
 
@@ -72,6 +78,14 @@ class _WorkerProtocol(ProcessProtocol):
             self.outReceived(b"\n")
         code, signal = getattr(reason.value, "exitCode", None), getattr(reason.value, "signal", None)
         self._ended(f"signal {signal}" if signal else f"exit status {code}")
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
 
 
 class _RunningWorker:
@@ -88,9 +102,12 @@ class _RunningWorker:
 class SupervisorService(MultiService):
     """Runs ``workers`` worker processes sharing the platform listener; see the module doc."""
 
-    def __init__(self, config: Config, reactor: Any, workers: int) -> None:
+    def __init__(self, config: Config, reactor: Any, workers: int, log_stream: IO[str] | None = None) -> None:
         super().__init__()
         self.config = config
+        # [log] format = json: the supervisor's lines and its workers' (relayed) as JSON lines.
+        self.log_observer = (JsonLogObserver(log_stream, config.secrets)
+                             if config.log.format == "json" and log_stream is not None else None)
         self.reactor = reactor
         self.metrics = SupervisorMetrics()
         self.spec = listen_spec(config.proxy.listen)
@@ -109,6 +126,12 @@ class SupervisorService(MultiService):
         site.noisy = False
         self.metrics_listener = Listener(reactor, config.metrics.listen, site)
         self.metrics_listener.setServiceParent(self)
+
+    def setServiceParent(self, parent: IServiceCollection) -> None:
+        """Join ``parent``, giving a twistd application :attr:`log_observer` (see
+        :func:`~mediaproxy.json_log.become_log_observer`)."""
+        become_log_observer(parent, self.log_observer)
+        super().setServiceParent(parent)
 
     # --- start and stop ---------------------------------------------------------------------------
 
@@ -260,13 +283,13 @@ class _AsyncPage(Resource):
 # --- a worker process -------------------------------------------------------------------------
 
 
-def worker_service(config: Config, reactor: Any) -> MediaProxyService:
+def worker_service(config: Config, reactor: Any, log_stream: IO[str] | None = None) -> MediaProxyService:
     """The proxy as worker of a supervisor: serves on the sockets it inherited, in its own process
     group (a terminal's Ctrl-C reaches the supervisor, which drains the workers itself), and
     drains as on SIGTERM should the supervisor vanish (it would no longer restart or stop it)."""
     os.setpgrp()
     service = MediaProxyService(config, reactor, sockets=WorkerSockets(
-        PLATFORM_FD, listen_spec(config.proxy.listen), METRICS_FD))
+        PLATFORM_FD, listen_spec(config.proxy.listen), METRICS_FD), log_stream=log_stream)
     parent = os.getppid()
 
     def check_parent() -> None:

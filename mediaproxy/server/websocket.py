@@ -75,6 +75,7 @@ class PlatformServerProtocol(WebSocketServerProtocol):
         factory = self.factory
         endpoint = factory.endpoint
         if factory.registry.draining:
+            factory.registry.count_refused(endpoint.name)
             raise ConnectionDeny(503, "draining: not accepting new calls")
         upgrade = UpgradeRequest(
             target=self.http_request_uri,
@@ -94,6 +95,7 @@ class PlatformServerProtocol(WebSocketServerProtocol):
         self._upgrade = upgrade
         refusal = factory.registry.refusal()
         if refusal is not None and not endpoint.platform.refuses_in_band:
+            factory.registry.count_refused(endpoint.name)
             raise ConnectionDeny(503, refusal)
         # The platform's WebSocket subprotocol, when the client offers it (jambonz requires it).
         return next((p for p in request.protocols if p in endpoint.platform.subprotocols), None)

@@ -15,8 +15,8 @@ from twisted.trial.unittest import TestCase
 from mediaproxy.audio.format import L16_16K, L16_24K, MULAW_8K
 from mediaproxy.backends.base import CallInfo, ToolSpec
 from mediaproxy.backends.gemini import GeminiOptions, session_format_for
-from mediaproxy.backends.gemini_dialect import (
-    GeminiDialect,
+from mediaproxy.backends.gemini_dialect import GeminiDialect
+from mediaproxy.backends.gemini_events import (
     GoingAway,
     ModelAudio,
     ResumptionHandle,

@@ -30,7 +30,8 @@ from mediaproxy.backends.gemini_events import (
     UnknownEventReceived,
     UsageReported,
 )
-from mediaproxy.backends.gemini_session import GeminiLiveSession, StallWatchdog
+from mediaproxy.backends.gemini_session import GeminiLiveSession
+from mediaproxy.backends.gemini_watchdog import StallWatchdog
 from mediaproxy.metrics import Metrics
 from mediaproxy.testing.fake_gemini import check_message
 from mediaproxy.testing.recording_listener import RecordingListener

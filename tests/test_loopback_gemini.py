@@ -15,7 +15,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import DeferredList, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from mediaproxy.backends.gemini_session import GeminiClientProtocol
+from mediaproxy.backends.gemini_socket import GeminiClientProtocol
 from mediaproxy.config import parse_config
 from mediaproxy.service import MediaProxyService
 from mediaproxy.testing.fake_gemini import FakeGeminiServer

@@ -27,14 +27,17 @@ class ConversationMemory:
 
     def __init__(self) -> None:
         self._lines: OrderedDict[str, str] = OrderedDict()
+        self._said = 0
         self._tool_names: OrderedDict[str, str] = OrderedDict()
         self._held_results: list[tuple[str, str]] = []
 
     def final_line(self, connection: int, role: str, text: str) -> None:
         """A final transcript line of ``role`` (``caller`` or ``bot``) said on connection number
         ``connection``."""
-        key = f"{connection}-{len(self._lines)}-{role}"
-        self._lines[key] = f"{'caller' if role == 'caller' else 'assistant'}: {text}"
+        # A count of every line ever said keys it: the table's length stops growing at the bound,
+        # and a key made from it would overwrite a kept line instead of adding the newest.
+        self._said += 1
+        self._lines[f"{connection}-{self._said}-{role}"] = f"{'caller' if role == 'caller' else 'assistant'}: {text}"
         while len(self._lines) > HISTORY_LINES:
             self._lines.popitem(last=False)
 

@@ -19,8 +19,8 @@ from twisted.trial.unittest import TestCase
 from mediaproxy.backends.deepgram_session import AgentClientProtocol
 from mediaproxy.config import parse_config
 from mediaproxy.service import MediaProxyService
+from mediaproxy.testing.fake_audio import LOUD_FRAME, pattern
 from mediaproxy.testing.fake_deepgram import FakeDeepgramConnection, FakeDeepgramServer
-from mediaproxy.testing.fake_realtime import LOUD_FRAME, pattern
 from tests.support import LoopbackService, cancel_autobahn_timer_buckets
 from tests.test_loopback_openai import PlayingTwilioFactory, quiet_frames
 

@@ -13,7 +13,8 @@ from twisted.trial.unittest import TestCase
 
 from mediaproxy.backends.openai_session import RealtimeClientProtocol
 from mediaproxy.service import MediaProxyService
-from mediaproxy.testing.fake_realtime import FakeRealtimeServer, pattern
+from mediaproxy.testing.fake_audio import pattern
+from mediaproxy.testing.fake_realtime import FakeRealtimeServer
 from tests import test_loopback_openai as ga
 from tests.support import LoopbackService
 from tests.test_loopback_openai import LOUD, events_of, quiet_frames

@@ -18,8 +18,8 @@ from twisted.trial.unittest import TestCase
 from mediaproxy.backends.gemini_socket import GeminiClientProtocol
 from mediaproxy.config import parse_config
 from mediaproxy.service import MediaProxyService
+from mediaproxy.testing.fake_audio import LOUD_FRAME
 from mediaproxy.testing.fake_gemini import FakeGeminiServer
-from mediaproxy.testing.fake_realtime import LOUD_FRAME
 from tests.support import LoopbackService, cancel_autobahn_timer_buckets
 from tests.test_loopback_openai import FRAME_MS, PlayingTwilioFactory, quiet_frames
 

@@ -28,12 +28,8 @@ from mediaproxy.backends.openai_session import RealtimeClientProtocol
 from mediaproxy.config import parse_config
 from mediaproxy.service import MediaProxyService
 from mediaproxy.sim.twilio_player import TwilioPlayer
-from mediaproxy.testing.fake_realtime import (
-    LOUD_FRAME,
-    FakeRealtimeConnection,
-    FakeRealtimeServer,
-    pattern,
-)
+from mediaproxy.testing.fake_audio import LOUD_FRAME, pattern
+from mediaproxy.testing.fake_realtime import FakeRealtimeConnection, FakeRealtimeServer
 from tests.support import (
     ConditionWaiting,
     LoopbackService,

@@ -58,6 +58,7 @@ from mediaproxy.backends.gemini_events import (
     error_code_label,
     usage_tokens,
 )
+from mediaproxy.transcripts import heard_part
 
 if TYPE_CHECKING:
     from mediaproxy.backends.gemini import GeminiOptions
@@ -367,16 +368,7 @@ class GeminiDialect:
         heard = self._heard_ms.get(turn)
         if heard is None:
             return text
-        total = self._received_bytes.get(turn, 0) // OUTPUT_BYTES_PER_MS
-        if heard <= 0 or total <= 0:
-            return ""
-        if heard >= total:
-            return text
-        end = len(text) * heard // total
-        if end < len(text) and not text[end].isspace():
-            space = text.rfind(" ", 0, end + 1)
-            end = space if space >= 0 else 0
-        return text[:end].rstrip()
+        return heard_part(text, heard, self._received_bytes.get(turn, 0) // OUTPUT_BYTES_PER_MS)
 
     def is_cut(self, turn_id: str) -> bool:
         """``turn_id`` was interrupted: any more of its audio is dropped."""

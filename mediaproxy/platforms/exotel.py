@@ -33,14 +33,12 @@ know is counted (:class:`MessageIgnored`) and the call goes on.
 
 from __future__ import annotations
 
-import base64
-import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from mediaproxy.audio.format import L16_8K, AudioFormat, FormatPreference
-from mediaproxy.options import OptionError, integer, option, text
+from mediaproxy.options import integer, option, text
 from mediaproxy.outcome import Outcome
 from mediaproxy.platforms.base import (
     CallEnded,
@@ -49,9 +47,9 @@ from mediaproxy.platforms.base import (
     PlatformCapabilities,
     PlatformEvent,
     PlatformType,
-    UpgradeRefused,
     UpgradeRequest,
 )
+from mediaproxy.platforms.basic_auth import check_basic_auth, require_both_halves
 from mediaproxy.platforms.jsonmedia import MediaStreamSession, MediaTemplate, digits_int, json_string
 
 PACKET_MS = 200
@@ -74,21 +72,12 @@ class ExotelOptions:
 
 def check_upgrade(request: UpgradeRequest, options: ExotelOptions, now: float) -> None:
     """Require ``Authorization: Basic base64(api_key:api_token)`` when the credentials are set."""
-    if not (options.api_key and options.api_token):
-        return
-    given = request.headers.get("authorization", "")
-    if not given:
-        raise UpgradeRefused(401, "missing Authorization")
-    expected = "Basic " + base64.b64encode(f"{options.api_key}:{options.api_token}".encode()).decode("ascii")
-    if not hmac.compare_digest(given.strip().encode(), expected.encode()):
-        raise UpgradeRefused(401, "bad Authorization")
+    check_basic_auth(request, options.api_key, options.api_token)
 
 
 def validate(options: ExotelOptions, public_url: str) -> None:
     """Basic auth needs both halves."""
-    if bool(options.api_key) != bool(options.api_token):
-        raise OptionError("api_token" if options.api_key else "api_key",
-                          "api_key and api_token are set together (Basic auth needs both)")
+    require_both_halves("api_key", options.api_key, "api_token", options.api_token)
 
 
 def new_session(options: ExotelOptions, formats: FormatPreference = ()) -> ExotelSession:

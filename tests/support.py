@@ -6,8 +6,9 @@ the platform session queued, stamped with the clock time it left at.
 
 For the loopback suites (the real service on 127.0.0.1): :class:`LoopbackService` (start, read
 metrics, stop leaving nothing behind), :func:`record_backend_websockets` (every backend
-connection the proxy opens, so tearDown waits for each to close), :class:`RealtimeBehindPlatform`
-(one platform in front of the fake OpenAI Realtime server), and 20 ms caller frames
+connection the proxy opens, so tearDown waits for each to close), one platform in front of the
+echo parrot (:class:`EchoBehindPlatform`) or of the fake OpenAI Realtime server
+(:class:`RealtimeBehindPlatform`), and 20 ms caller frames
 (:func:`speech_frame`, :func:`quiet_frame`)."""
 
 from __future__ import annotations
@@ -217,6 +218,34 @@ def all_closed(websockets: list[Any]) -> Deferred[Any]:
     """Fires once both ends of every recorded backend connection have closed (before Autobahn's
     timers are swept)."""
     return DeferredList([proto.is_closed for proto in websockets])
+
+
+ECHO_BACKEND: dict[str, str] = {"type": "echo", "silence_ms": "200"}
+"""A ``[backend:NAME]`` section for the echo parrot, quick to answer."""
+
+
+class EchoBehindPlatform(LoopbackService):
+    """For the platform loopback suites (a trial TestCase mixin): the real service with one
+    platform in front of the echo parrot, at ``self.url``; tearDown stops it leaving nothing
+    behind."""
+
+    timeout = 30
+    url: str
+
+    def start_echo_loopback(self, config: Any, platform_path: str) -> Deferred[None]:
+        """Start the service on ``config`` (see :data:`ECHO_BACKEND`); callers dial
+        ``ws://127.0.0.1:PORT/platform_path``."""
+        from twisted.internet import reactor
+
+        from mediaproxy.service import MediaProxyService
+
+        def remember(addresses: tuple[Any, Any]) -> None:
+            self.url = f"ws://127.0.0.1:{addresses[0].port}/{platform_path}"
+
+        return self.start_service(MediaProxyService(config, reactor, tune_gc=False)).addCallback(remember)
+
+    def tearDown(self) -> Deferred[None]:
+        return self.stop_service()
 
 
 REALTIME_API_KEY = "dummy-test-key"

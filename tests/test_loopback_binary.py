@@ -10,15 +10,14 @@ import json
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol, connectWS
-from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from mediaproxy.service import MediaProxyService
 from tests.binary_dialects import JAMBONZ_16K, VONAGE_16K, BinaryDialect
 from tests.support import (
+    ECHO_BACKEND,
     ConditionWaiting,
-    LoopbackService,
+    EchoBehindPlatform,
     RealtimeBehindPlatform,
     quiet_frame,
     speech_frame,
@@ -81,22 +80,14 @@ class BinaryVendorFactory(ConditionWaiting, WebSocketClientFactory):
         self.closed: Deferred[int | None] = Deferred()
 
 
-class EchoContract(LoopbackService):
+class EchoContract(EchoBehindPlatform):
     dialect: BinaryDialect
-    timeout = 30
     assertEqual: Any
     assertIn: Any
     assertTrue: Any
 
     def setUp(self) -> Any:
-        service = MediaProxyService(config(self.dialect, {"type": "echo", "silence_ms": "200"}),  # type: ignore[arg-type]
-                                    reactor, tune_gc=False)
-        d = self.start_service(service)
-        d.addCallback(lambda addresses: setattr(self, "url", f"ws://127.0.0.1:{addresses[0].port}/{self.dialect.name}"))
-        return d
-
-    def tearDown(self) -> Any:
-        return self.stop_service()
+        return self.start_echo_loopback(config(self.dialect, ECHO_BACKEND), self.dialect.name)  # type: ignore[arg-type]
 
     @inlineCallbacks
     def test_parrot_call_with_barge_in(self) -> Any:

@@ -10,24 +10,19 @@ import json
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol, connectWS
-from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from mediaproxy.config import parse_config
-from mediaproxy.service import MediaProxyService
 from tests.cousins import EXOTEL, PLIVO, TELNYX, Dialect
 from tests.support import (
+    ECHO_BACKEND,
     ConditionWaiting,
-    LoopbackService,
+    EchoBehindPlatform,
     RealtimeBehindPlatform,
     quiet_frame,
     speech_frame,
 )
-
-API_KEY = "dummy-test-key"
-
-
 
 
 class VendorClient(WebSocketClientProtocol):
@@ -86,19 +81,11 @@ def config(dialect: Dialect, backend: dict[str, str]) -> Any:
     }, {})
 
 
-class EchoContract(LoopbackService):
+class EchoContract(EchoBehindPlatform):
     dialect: Dialect
-    timeout = 30
 
     def setUp(self) -> Any:
-        service = MediaProxyService(config(self.dialect, {"type": "echo", "silence_ms": "200"}), reactor,
-                                    tune_gc=False)
-        d = self.start_service(service)
-        d.addCallback(lambda addresses: setattr(self, "url", f"ws://127.0.0.1:{addresses[0].port}/{self.dialect.name}"))
-        return d
-
-    def tearDown(self) -> Any:
-        return self.stop_service()
+        return self.start_echo_loopback(config(self.dialect, ECHO_BACKEND), self.dialect.name)
 
     @inlineCallbacks
     def test_parrot_call_with_barge_in(self) -> Any:

@@ -169,8 +169,6 @@ class PlayingTwilioFactory(ConditionWaiting, WebSocketClientFactory):
         self.closed: Deferred[int | None] = Deferred()
 
 
-
-
 def events_of(connection: FakeRealtimeConnection, kind: str) -> list[dict[str, Any]]:
     return [e for e in connection.received if e.get("type") == kind]
 

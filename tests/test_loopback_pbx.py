@@ -13,12 +13,10 @@ import json
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol, connectWS
-from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from mediaproxy.config import parse_config
-from mediaproxy.service import MediaProxyService
 from tests.pbx_dialects import (
     ASTERISK_SLIN16_JSON,
     ASTERISK_ULAW_JSON,
@@ -28,18 +26,16 @@ from tests.pbx_dialects import (
     FreeswitchDialect,
 )
 from tests.support import (
+    ECHO_BACKEND,
     ConditionWaiting,
-    LoopbackService,
+    EchoBehindPlatform,
     RealtimeBehindPlatform,
     quiet_frame,
     speech_frame,
 )
 
-API_KEY = "dummy-test-key"
 USER, PASSWORD = "ast", "s3cret"
 Dialect = AsteriskDialect | FreeswitchDialect
-
-
 
 
 def config(dialect: Dialect, backend: dict[str, str]) -> Any:
@@ -131,23 +127,15 @@ def unknown(dialect: Dialect) -> str:
     return dialect.event("SOMETHING_NEW") if isinstance(dialect, AsteriskDialect) else '{"type":"somethingNew"}'
 
 
-class EchoContract(LoopbackService):
+class EchoContract(EchoBehindPlatform):
     dialect: Dialect
-    timeout = 30
     assertEqual: Any
     assertIn: Any
     assertTrue: Any
     failUnlessFailure: Any
 
     def setUp(self) -> Any:
-        service = MediaProxyService(config(self.dialect, {"type": "echo", "silence_ms": "200"}), reactor,
-                                    tune_gc=False)
-        d = self.start_service(service)
-        d.addCallback(lambda addresses: setattr(self, "url", f"ws://127.0.0.1:{addresses[0].port}/{self.dialect.name}"))
-        return d
-
-    def tearDown(self) -> Any:
-        return self.stop_service()
+        return self.start_echo_loopback(config(self.dialect, ECHO_BACKEND), self.dialect.name)
 
     @inlineCallbacks
     def test_parrot_call_with_barge_in(self) -> Any:

@@ -20,6 +20,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, succeed
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import Clock
 
 from mediaproxy.audio.format import AudioFormat
 from mediaproxy.backends.base import CallInfo
@@ -27,7 +28,7 @@ from mediaproxy.backends.openai_session import RealtimeClientProtocol
 from mediaproxy.calls import CallBridge, CallContext, Endpoint
 from mediaproxy.config import PlayoutSettings
 from mediaproxy.metrics import Metrics
-from mediaproxy.platforms.base import PlatformSession
+from mediaproxy.platforms.base import CallStarted, PlatformSession
 from mediaproxy.platforms.twilio import TWILIO
 from mediaproxy.playout import PlayoutClock
 from mediaproxy.testing.fake_realtime import FakeRealtimeConnection, FakeRealtimeServer
@@ -155,6 +156,51 @@ def make_bridge(leg: Any, backend: Any, clock: IReactorTime, *, platform: str = 
     context = CallContext(clock, pacing, metrics, settings or PlayoutSettings(), log_transcripts)
     # The platform type only matters to the registry (resume grace): any will do here.
     return CallBridge(Endpoint(platform, TWILIO, None, backend), context, leg)
+
+
+BRIDGE_T0 = 100.0
+"""Where a bridged call's clock starts, in seconds (not 0: nothing may assume it)."""
+
+
+class BridgedCall:
+    """For the clock-driven bridge suites (a SynchronousTestCase mixin): one call started on a
+    real :class:`~mediaproxy.calls.CallBridge` over a platform session, a
+    :class:`RecordingBackend` and a recording leg, on a ``task.Clock``; then :meth:`receive`
+    feeds the platform's frames, :meth:`run_ms` runs the clock and :meth:`media` reads the
+    binary frames sent."""
+
+    def start_bridged_call(self, session: PlatformSession, opening: list[str], *, platform: str,
+                           settings: PlayoutSettings, leg_type: type[RecordingLeg] = RecordingLeg) -> None:
+        """Feed the platform's ``opening`` text frames to ``session`` and start the bridge on
+        the call they start; what the session answered is flushed and forgotten."""
+        self.clock = Clock()
+        self.clock.advance(BRIDGE_T0)
+        self.metrics = Metrics()
+        self.backend = RecordingBackend()
+        self.session = session
+        self.leg = leg_type(self.clock, session)
+        self.bridge = make_bridge(self.leg, self.backend, self.clock, platform=platform, settings=settings,
+                                  metrics=self.metrics)
+        started = [e for text in opening for e in session.receive_text(text) if isinstance(e, CallStarted)]
+        assert len(started) == 1, started
+        self.bridge.start(started[0])
+        self.leg.flush()
+        self.leg.sent.clear()
+        self.backend_session = self.backend.sessions[0]
+
+    def receive_frame(self, text: str) -> None:
+        """One text frame from the platform, through the session to the bridge; then a flush."""
+        self.bridge.handle(self.session.receive_text(text))
+        self.leg.flush()
+
+    def run_ms(self, ms: int) -> None:
+        """Advance the clock ``ms`` one millisecond at a time (every timer fires when due)."""
+        for _ in range(ms):
+            self.clock.advance(0.001)
+
+    def media(self) -> list[tuple[float, bytes]]:
+        """The binary frames sent, with the clock time each left at."""
+        return [(t, m) for t, m in self.leg.sent if isinstance(m, bytes)]
 
 
 def cancel_autobahn_timer_buckets() -> None:

@@ -37,10 +37,29 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mediaproxy.backends.base import ToolSpec
+from mediaproxy.backends.gemini_events import (
+    ERROR_CODE_LABELS,
+    GeminiEvent,
+    GoingAway,
+    ModelAudio,
+    ResumptionHandle,
+    ServerError,
+    SessionReady,
+    SpeechStarted,
+    SpeechStopped,
+    ToolCalled,
+    ToolCallsCancelled,
+    TranscriptReceived,
+    TurnEnded,
+    UnknownEventReceived,
+    UsageReported,
+    error_code_label,
+    usage_tokens,
+)
+from mediaproxy.transcripts import heard_part
 
 if TYPE_CHECKING:
     from mediaproxy.backends.gemini import GeminiOptions
@@ -56,132 +75,16 @@ RESUME_NOTE = (
     "same call: continue the conversation where it left off and do not greet the caller again."
 )
 
-ERROR_CODE_LABELS = frozenset(
-    {
-        # close codes the service is known to use, as labels
-        "invalid_argument", "policy_violation", "internal_error", "unavailable",
-        # the connector's own
-        "malformed_event", "unknown_event", "model_stalled", "go_away", "setup_refused", "auth_failed",
-        "tool_response_unmatched",
-    }
-)
-"""Values of the ``code`` label of ``backend_errors_total`` for this backend; anything else is ``other``."""
-
-TOKEN_KINDS = {"AUDIO": "audio", "TEXT": "text"}
-
 _REMEMBERED = 64
 
-
-def error_code_label(code: str) -> str:
-    """``code`` as a ``backend_errors_total`` label value: itself when known, else ``other``."""
-    return code if code in ERROR_CODE_LABELS else "other"
-
-
-# --- events ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SessionReady:
-    """``setupComplete``: the session is configured; caller audio is heard."""
-
-
-@dataclass(frozen=True)
-class ModelAudio:
-    """Bot audio of turn ``turn_id``: 16-bit PCM at 24 kHz, base64-decoded."""
-
-    turn_id: str
-    data: bytes
-
-
-@dataclass(frozen=True)
-class TurnEnded:
-    """The model's turn ``turn_id`` is over: complete (``cut`` false), or interrupted. For a cut
-    turn, ``text`` is its whole bot transcript: the final line is only known once the bridge has
-    said what was heard (``interrupt``, which follows the ``SpeechStarted`` before this event),
-    so the session cuts it with :meth:`GeminiDialect.heard_text`."""
-
-    turn_id: str
-    cut: bool
-    text: str = ""
-
-
-@dataclass(frozen=True)
-class SpeechStarted:
-    """The caller talked over the model (``interrupted``): barge-in."""
-
-
-@dataclass(frozen=True)
-class SpeechStopped:
-    """The caller's turn is over (the model started answering it)."""
-
-
-@dataclass(frozen=True)
-class TranscriptReceived:
-    """What was said: ``role`` ``caller`` or ``bot``; ``text`` the whole turn so far; ``final``
-    once the turn is over (a bot turn's final is cut to what the caller heard)."""
-
-    role: str
-    text: str
-    final: bool
-
-
-@dataclass(frozen=True)
-class ToolCalled:
-    """The model calls ``name`` with ``arguments`` (JSON text); answer under ``call_id``."""
-
-    call_id: str
-    name: str
-    arguments: str
-
-
-@dataclass(frozen=True)
-class ToolCallsCancelled:
-    """The server withdrew these tool calls (the caller interrupted); their results are ignored."""
-
-    call_ids: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class ResumptionHandle:
-    """``sessionResumptionUpdate``: a handle a new connection may resume this session with."""
-
-    handle: str
-
-
-@dataclass(frozen=True)
-class GoingAway:
-    """``goAway``: the server ends this connection in ``time_left_s`` seconds."""
-
-    time_left_s: float
-
-
-@dataclass(frozen=True)
-class UsageReported:
-    """Token counts by kind (``input_audio``, ``input_text``, ``output_audio``, ``output_text``,
-    ``input_cached``), from one ``usageMetadata``."""
-
-    tokens: Mapping[str, int]
-
-
-@dataclass(frozen=True)
-class ServerError:
-    """A message that could not be used (``code`` from :data:`ERROR_CODE_LABELS`)."""
-
-    code: str
-    message: str
-
-
-@dataclass(frozen=True)
-class UnknownEventReceived:
-    """A message with no field the dialect knows; ignored (``event_type``: its first key)."""
-
-    event_type: str
-
-
-GeminiEvent = (
-    SessionReady | ModelAudio | TurnEnded | SpeechStarted | SpeechStopped | TranscriptReceived | ToolCalled
-    | ToolCallsCancelled | ResumptionHandle | GoingAway | UsageReported | ServerError | UnknownEventReceived
-)
+# The events and label vocabularies live in gemini_events; they stay importable from here, where
+# the dialect's users (tests, fuzzers) have always found them.
+__all__ = [
+    "ERROR_CODE_LABELS", "IGNORED_FIELDS", "INPUT_MIME", "OUTPUT_BYTES_PER_MS", "RESUME_NOTE", "GeminiDialect",
+    "GeminiEvent", "GoingAway", "ModelAudio", "ResumptionHandle", "ServerError", "SessionReady", "SpeechStarted",
+    "SpeechStopped", "ToolCalled", "ToolCallsCancelled", "TranscriptReceived", "TurnEnded", "UnknownEventReceived",
+    "UsageReported", "error_code_label", "model_name", "parse_duration_s", "setup_message", "usage_tokens",
+]
 
 _FIELDS = ("setupComplete", "serverContent", "toolCall", "toolCallCancellation", "sessionResumptionUpdate", "goAway",
            "usageMetadata")
@@ -471,16 +374,7 @@ class GeminiDialect:
         heard = self._heard_ms.get(turn)
         if heard is None:
             return text
-        total = self._received_bytes.get(turn, 0) // OUTPUT_BYTES_PER_MS
-        if heard <= 0 or total <= 0:
-            return ""
-        if heard >= total:
-            return text
-        end = len(text) * heard // total
-        if end < len(text) and not text[end].isspace():
-            space = text.rfind(" ", 0, end + 1)
-            end = space if space >= 0 else 0
-        return text[:end].rstrip()
+        return heard_part(text, heard, self._received_bytes.get(turn, 0) // OUTPUT_BYTES_PER_MS)
 
     def is_cut(self, turn_id: str) -> bool:
         """``turn_id`` was interrupted: any more of its audio is dropped."""
@@ -520,23 +414,3 @@ def _remember(table: dict[str, Any], key: str, value: Any) -> None:
     table[key] = value
     while len(table) > _REMEMBERED:
         del table[next(iter(table))]
-
-
-def usage_tokens(usage: Any) -> dict[str, int]:
-    """Token counts by kind from ``usageMetadata`` (``promptTokensDetails`` and
-    ``responseTokensDetails`` per modality; ``cachedContentTokenCount``)."""
-    if not isinstance(usage, Mapping):
-        return {}
-    tokens: dict[str, int] = {}
-    for key, side in (("promptTokensDetails", "input"), ("responseTokensDetails", "output")):
-        for detail in usage.get(key) or ():
-            if not isinstance(detail, Mapping):
-                continue
-            kind = TOKEN_KINDS.get(str(detail.get("modality")))
-            count = detail.get("tokenCount")
-            if kind is not None and isinstance(count, int) and count > 0:
-                tokens[f"{side}_{kind}"] = tokens.get(f"{side}_{kind}", 0) + count
-    cached = usage.get("cachedContentTokenCount")
-    if isinstance(cached, int) and cached > 0:
-        tokens["input_cached"] = cached
-    return tokens

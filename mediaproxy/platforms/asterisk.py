@@ -43,8 +43,6 @@ Hanging up sends ``HANGUP`` (Asterisk hangs the channel up and closes), then the
 
 from __future__ import annotations
 
-import base64
-import hmac
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -52,7 +50,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from mediaproxy.audio.format import AudioFormat, FormatPreference
-from mediaproxy.options import OptionError, boolean, choice, integer, option, text
+from mediaproxy.options import boolean, choice, integer, option, text
 from mediaproxy.outcome import Outcome
 from mediaproxy.platforms.base import (
     CallerAudio,
@@ -65,9 +63,9 @@ from mediaproxy.platforms.base import (
     PlatformEvent,
     PlatformType,
     PlaybackPaused,
-    UpgradeRefused,
     UpgradeRequest,
 )
+from mediaproxy.platforms.basic_auth import check_basic_auth, require_both_halves
 from mediaproxy.platforms.jsonmedia import (
     DTMF_DIGITS,
     MAX_MESSAGE_CHARS,
@@ -116,21 +114,12 @@ class AsteriskOptions:
 
 def check_upgrade(request: UpgradeRequest, options: AsteriskOptions, now: float) -> None:
     """Require ``Authorization: Basic base64(username:password)`` when the credentials are set."""
-    if not (options.username and options.password):
-        return
-    given = request.headers.get("authorization", "")
-    if not given:
-        raise UpgradeRefused(401, "missing Authorization")
-    expected = "Basic " + base64.b64encode(f"{options.username}:{options.password}".encode()).decode("ascii")
-    if not hmac.compare_digest(given.strip().encode(), expected.encode()):
-        raise UpgradeRefused(401, "bad Authorization")
+    check_basic_auth(request, options.username, options.password)
 
 
 def validate(options: AsteriskOptions, public_url: str) -> None:
     """Basic auth needs both halves."""
-    if bool(options.username) != bool(options.password):
-        raise OptionError("password" if options.username else "username",
-                          "username and password are set together (Basic auth needs both)")
+    require_both_halves("username", options.username, "password", options.password)
 
 
 def new_session(options: AsteriskOptions, formats: FormatPreference = ()) -> AsteriskSession:

@@ -15,8 +15,9 @@ The output (``--json``, and a summary on stdout) has the proxy's figures (outbou
 proxy's grid, underruns, lost frames, ...) and the generator's own: CPU from ``getrusage`` (total
 and busiest second), its send lateness (p50/p99/max of every frame vs its ideal time) and the time
 it waited for a CPU (``/proc/self/schedstat``); ``generator.saturated`` is true when its send
-lateness p99 passed 2 ms or a second was over 90 % busy: then the figures judge the generator, not
-the proxy. ``--procs N`` runs N generator processes (pinned with ``--cpus``) and merges them.
+lateness p99 passed 2 ms or a second was over 90 % busy: then the figures judge the generator (or,
+when it mostly waited for a CPU, its busy machine: ``generator.verdict`` says which), not the proxy.
+``--procs N`` runs N generator processes (pinned with ``--cpus``) and merges them.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from mediaproxy.sim.script import FRAME_MS, CallScript, Reply, expected_replies,
 
 SATURATED_SEND_P99_MS = 2.0
 SATURATED_CPU_PCT = 90.0
+STARVED_WAIT_PCT = 5.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -162,7 +164,18 @@ def figures(args: argparse.Namespace, script: CallScript, replies: list[Reply], 
     late_max = max(g["send_late_max_s"] for g in generators)
     send_late = report.histogram_percentiles(hist, LATE_BIN_S, late_max)
     busiest = max(g["busiest_second_pct"] for g in generators)
-    saturated = (send_late["p99"] or 0.0) > SATURATED_SEND_P99_MS or busiest > SATURATED_CPU_PCT
+    wait_share = max(g["runqueue_wait_s"] / g["wall_s"] * 100.0 if g["wall_s"] else 0.0 for g in generators)
+    late = (send_late["p99"] or 0.0) > SATURATED_SEND_P99_MS
+    saturated = late or busiest > SATURATED_CPU_PCT
+    if not saturated:
+        verdict = "ok"
+    elif busiest > SATURATED_CPU_PCT:
+        verdict = f"saturated: a second was {busiest:.0f} % busy"
+    elif wait_share > STARVED_WAIT_PCT:
+        verdict = (f"starved: send p99 {send_late['p99']:.1f} ms while waiting for a CPU {wait_share:.0f} % of the "
+                   f"time (other processes on this core)")
+    else:
+        verdict = f"late: send p99 {send_late['p99']:.1f} ms"
     procs = [{k: v for k, v in g.items() if k != "send_late_hist"} for g in generators]
     for g, p in zip(generators, procs, strict=True):
         p["send_late_ms"] = report.histogram_percentiles(g["send_late_hist"], LATE_BIN_S, g["send_late_max_s"])
@@ -178,7 +191,8 @@ def figures(args: argparse.Namespace, script: CallScript, replies: list[Reply], 
         "generator": {"cpu_s": round(sum(g["cpu_s"] for g in generators), 3),
                       "cpu_pct": round(sum(g["cpu_pct"] for g in generators), 1),
                       "busiest_second_pct": busiest, "send_late_ms": send_late, "sends": int(hist.sum()),
-                      "saturated": saturated, "processes": procs},
+                      "runqueue_wait_pct": round(wait_share, 1), "saturated": saturated, "verdict": verdict,
+                      "processes": procs},
     }
 
 
@@ -199,8 +213,10 @@ def summary(fig: dict[str, Any]) -> str:
         f"{ms(fig['lateness_first_ms'])} ms",
         f"reply latency p50/p99/max {ms(fig['reply_latency_ms'])} ms; speech -> clear {ms(fig['bargein_ms'])} ms",
         f"generator: CPU {g['cpu_pct']:.1f} % (busiest second {g['busiest_second_pct']:.1f} %), send lateness "
-        f"p50/p99/max {ms(g['send_late_ms'])} ms over {g['sends']} sends; "
-        f"{'SATURATED: these figures judge the generator' if g['saturated'] else 'not saturated'}",
+        f"p50/p99/max {ms(g['send_late_ms'])} ms over {g['sends']} sends; waited for a CPU "
+        f"{g['runqueue_wait_pct']:.0f} % of the time; "
+        + ("not saturated" if not g["saturated"] else f"NOT TRUSTWORTHY ({g['verdict']}): these figures judge "
+           "the generator or its machine, not the proxy"),
     ])
 
 

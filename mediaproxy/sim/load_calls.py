@@ -7,7 +7,9 @@ behaves like Twilio's player: received audio is "played" at real time, a ``mark`
 playback reaches it (at once when nothing is queued), ``clear`` empties the queue and echoes every
 pending mark. On receipt it only records the arrival time and decoded size of each media message
 (any multiple of 20 ms) and the time of each ``clear``; analysis comes after the run
-(:mod:`mediaproxy.sim.load_report`).
+(:mod:`mediaproxy.sim.load_report`). On a real TCP socket, arrival times are the kernel's receive
+timestamps (``SO_TIMESTAMPNS``), so time this process spent waiting for a CPU is not counted as
+the proxy's lateness; and a write goes straight to the socket when Twisted holds nothing unsent.
 
 :class:`SendGrid` is the only timer: a tick every ``slot_ms`` (1 ms), each call owning one of the
 20 ms frame's slots; a tick sends the due frames of its slot's calls (every frame that came due,
@@ -19,12 +21,15 @@ from __future__ import annotations
 
 import heapq
 import math
+import socket
+import struct
 from array import array
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from twisted.internet import main
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
@@ -38,6 +43,7 @@ LATE_BIN_S = 1e-5
 """Width of a send-lateness histogram bin (10 µs); the last bin holds everything >= 100 ms."""
 LATE_BINS = 10000
 _EPSILON_S = 1e-6
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux's value where the module lacks it
 
 
 @dataclass
@@ -189,6 +195,8 @@ class LoadCall(Protocol):
         self._play_end = 0.0
         self._marks: deque[tuple[float, bytes]] = deque()
         self._socket: Any = None
+        self._rx_time = 0.0
+        """The kernel's receive time of the data being handled (0: unknown, use the clock)."""
 
     # --- connection ----------------------------------------------------------------------------
 
@@ -201,6 +209,7 @@ class LoadCall(Protocol):
         # other transport (tests' StringTransport) is written through.
         if all(hasattr(transport, name) for name in ("socket", "_tempDataLen", "dataBuffer", "offset")):
             self._socket = transport.socket
+            _stamp_reads(self, transport)
         transport.write(self.plan.request)
 
     def dataReceived(self, data: bytes) -> None:
@@ -221,6 +230,8 @@ class LoadCall(Protocol):
                 return
         now = self.plan.clock.seconds()
         self.plan.grid.poll(now)
+        if self._rx_time:
+            now, self._rx_time = min(now, self._rx_time), 0.0
         record = self.record
         for opcode, payload in self._reader.feed(data):
             if opcode == wire.OP_TEXT:
@@ -352,6 +363,35 @@ class LoadCall(Protocol):
             return
         self.record.marks_echoed += 1
         self._write(wire.mark_echo(self._next + 1, self.record.stream_sid, token))
+
+
+def _stamp_reads(call: LoadCall, transport: Any) -> None:
+    """Read ``transport``'s socket with ``recvmsg`` and ``SO_TIMESTAMPNS``, so that arrival times
+    are when the kernel received the data, not when this process got a CPU to read it: a
+    generator waiting behind other processes does not add its wait to the proxy's lateness.
+    (The kernel stamps a read with its last segment's time; reactor seconds are wall-clock, as
+    these stamps.) Where the option is missing, reads stay as they were."""
+    sock = transport.socket
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+    except (OSError, AttributeError):
+        return
+    size, space = transport.bufferSize, socket.CMSG_SPACE(16)
+
+    def do_read() -> object:
+        try:
+            data, ancillary, _, _ = sock.recvmsg(size, space)
+        except BlockingIOError:
+            return None
+        except OSError:
+            return main.CONNECTION_LOST
+        for level, kind, value in ancillary:
+            if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(value) >= 16:
+                seconds, nanoseconds = struct.unpack("qq", value[:16])
+                call._rx_time = seconds + nanoseconds * 1e-9
+        return transport._dataReceived(data)
+
+    transport.doRead = do_read
 
 
 class LoadCallFactory(ClientFactory):

@@ -45,7 +45,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from bench_twilio import cpu_ticks, free_port, stop_process, wait_ready  # noqa: E402
+from bench_twilio import cpu_ticks, free_port, runqueue_wait_s, stop_process, wait_ready  # noqa: E402
 
 PIPECAT_PIN = ["pipecat-ai==1.14.0", "fastapi", "uvicorn"]
 SCENARIOS = ("echo", "stream", "realtime", "pipecat")
@@ -148,19 +148,20 @@ def run_step(server: Server, n: int, args: argparse.Namespace, work: Path, idle_
            "--json", str(out), "--quiet"]
     hz = os.sysconf("SC_CLK_TCK")
     pid = server.process.pid
-    cpu0, wall0, peak = cpu_ticks(pid), time.monotonic(), 0
+    cpu0, wall0, peak, wait0 = cpu_ticks(pid), time.monotonic(), 0, runqueue_wait_s(pid)
     gen = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     while gen.poll() is None:
         time.sleep(0.5)
         peak = max(peak, rss_kb(pid))
     wall, cpu_s = time.monotonic() - wall0, (cpu_ticks(pid) - cpu0) / hz
+    waited = runqueue_wait_s(pid) - wait0
     if not out.exists():
         return {"calls": n, "error": f"generator exited with {gen.returncode} and no figures"}
     fig: dict[str, Any] = json.loads(out.read_text())
     stats, late = fig["stats"], fig["outbound_lateness_ms"]["p99"]
     fig["server"] = {"cpu_pct": round(cpu_s / wall * 100, 1), "cpu_ms_per_call_s": round(cpu_s * 1000 / max(
         fig["call_seconds"], 1e-9), 3), "rss_peak_mb": round(peak / 1024, 1),
-        "rss_kb_per_call": round(max(0, peak - idle_rss) / n, 1)}
+        "rss_kb_per_call": round(max(0, peak - idle_rss) / n, 1), "runqueue_wait_pct": round(waited / wall * 100, 1)}
     fig["pacing_ok"] = (fig["completed"] == n and stats["frames_lost"] == 0 and late is not None
                         and late <= LATE_P99_MS)
     fig["passed"] = fig["pacing_ok"] and stats["underruns"] == 0
@@ -204,7 +205,8 @@ def print_step(name: str, step: dict[str, Any]) -> None:
     print(f"{name:8} {step['calls']:5} calls: done {step['completed']:5}  late p50/p99/max "
           f"{fmt(late['p50'])}/{fmt(late['p99'])}/{fmt(late['max'])} ms  underruns {s['underruns']:5}  "
           f"lost {s['frames_lost']:6}  server {srv['cpu_pct']:5.1f} % core, {srv['cpu_ms_per_call_s']:6.2f} ms/call-s, "
-          f"RSS {srv['rss_peak_mb']:6.1f} MB ({srv['rss_kb_per_call']:6.1f} KB/call)  generator "
+          f"RSS {srv['rss_peak_mb']:6.1f} MB ({srv['rss_kb_per_call']:6.1f} KB/call), waited for CPU "
+          f"{srv['runqueue_wait_pct']:4.1f} %  generator "
           f"{gen['cpu_pct']:4.1f} % send p99 {fmt(gen['send_late_ms']['p99'])} ms"
           f"{'' if not gen['saturated'] else ' [' + gen['verdict'] + ']'}  -> {verdict}", flush=True)
 

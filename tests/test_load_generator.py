@@ -271,3 +271,17 @@ class AnalysisTests(SynchronousTestCase):
         script = synthetic_script(1.0, talk_ms=1000, gap_ms=0, tail_ms=200)
         (reply,) = mirror_replies(script)
         self.assertEqual((reply.end_frame, reply.frames), (0, 50))
+
+    def test_mirror_lateness_is_measured_from_the_callers_own_sends(self) -> None:
+        # The caller's frame 5 left 30 ms late (a busy generator); its echo, 5 ms after each
+        # send, is not the server's lateness. A 40 ms message leaves when its second frame came.
+        sent = [10.0 + 0.02 * k + (0.03 if k >= 5 else 0.0) for k in range(10)]
+        record = self.record([sent[1] + 0.005, sent[3] + 0.005, sent[5] + 0.005, sent[7] + 0.008, sent[9] + 0.005],
+                             [320] * 5)
+        record.send_times = array("d", sent)
+        reply = Reply(utterance_start_frame=0, end_frame=0, frames=10, speech_end_frame=1)
+        stats, samples = analyse_record(record, [reply], lead_ms=0, mirror=True)
+        self.assertEqual((stats.frames_received, stats.frames_lost), (10, 0))
+        self.assertEqual([round(v, 6) for v in samples["lateness_grid"]], [0.0, 0.0, 0.0, 0.003, 0.0])
+        # The caller still heard both gaps: 30 ms (the late send) and 3 ms (the late echo).
+        self.assertEqual([round(v, 6) for v in samples["underrun_gaps"]], [0.03, 0.003])

@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cpus:
             os.sched_setaffinity(0, {int(args.cpus.split(",")[0])})
         records, generator = run_calls(args, script)
-        stats, samples = report.analyse(records, replies, args.lead_ms)
+        stats, samples = report.analyse(records, replies, args.lead_ms, args.expect == "mirror")
         generators = [generator]
         call_seconds = sum((r.closed_at or r.opened_at or 0.0) - (r.opened_at or 0.0) for r in records)
         if args.raw:

@@ -55,6 +55,8 @@ class LoadRecord:
     closed_at: float | None = None
     close_reason: str = ""
     frames_sent: int = 0
+    send_times: array[float] = field(default_factory=lambda: array("d"))
+    """When each script frame was actually written (for echoes: the earliest an echo could leave)."""
     arrivals: array[float] = field(default_factory=lambda: array("d"))
     """Arrival time of every received media message."""
     sizes: array[int] = field(default_factory=lambda: array("i"))
@@ -229,8 +231,10 @@ class LoadCall(Protocol):
         grid, frames, tails, total = self.plan.grid, self.plan.frames, self._tails, self._total
         shared, phase = frames.shared, frames.phase
         write = self._write
+        send_times = self.record.send_times
         while n < total and due <= now + _EPSILON_S:
             grid.record_late(now - due)
+            send_times.append(now)
             write(shared[n] + tails[phase[n]])
             n += 1
             due = self._script_start + n * FRAME_S

@@ -7,7 +7,11 @@ such time); within it, message ``m`` carries frames ``K[m] .. K[m] + f[m] - 1`` 
 arrives at ``a[m]``; ``d`` is 20 ms and ``L`` the proxy's lead:
 
 * *outbound lateness vs the proxy grid*: ``a[m] - K[m]*d - phase`` over the paced messages
-  (``K[m]*d > L``), ``phase`` being the earliest ``a - K*d`` among them;
+  (``K[m]*d > L``), ``phase`` being the earliest ``a - K*d`` among them. With the *mirror*
+  expectation (everything echoed as it comes: no server can send ahead of the caller), the
+  reference of message ``m`` is instead the time its last frame ``K[m] + f[m] - 1`` was actually
+  sent by the caller, so the generator's own send jitter is not counted as the server's:
+  ``a[m] - sent[K[m] + f[m] - 1] - phase``;
 * *lateness vs first frame*: ``max(0, a[m] - (a[0] + max(0, K[m]*d - L)))``;
 * *heard gaps* (``late_frames``): messages that arrived after their first frame's play time
   ``a[0] + K[m]*d`` (+1 ms);
@@ -58,7 +62,8 @@ def empty_samples() -> Samples:
     return {name: np.zeros(0) for name in SAMPLE_NAMES}
 
 
-def analyse_record(record: LoadRecord, replies: list[Reply], lead_ms: int) -> tuple[LoadStats, Samples]:
+def analyse_record(record: LoadRecord, replies: list[Reply], lead_ms: int,
+                   mirror: bool = False) -> tuple[LoadStats, Samples]:
     """Figures of one call; see the module docstring."""
     arrivals = np.frombuffer(record.arrivals, dtype=np.float64) if len(record.arrivals) else np.zeros(0)
     sizes = np.frombuffer(record.sizes, dtype=np.int32).astype(np.float64) if len(record.sizes) else np.zeros(0)
@@ -108,7 +113,14 @@ def analyse_record(record: LoadRecord, replies: list[Reply], lead_ms: int) -> tu
         out["lateness_first"].append(np.maximum(0.0, a - due_first))
         stats.late_frames += int(np.count_nonzero(a > a0 + k_before * _D + _TOLERANCE_S))
         paced = k_before * _D > lead_s + 1e-9
-        if paced.any():
+        if mirror:
+            sent = np.frombuffer(record.send_times, dtype=np.float64) if len(record.send_times) else np.zeros(0)
+            last = np.rint(k_before + f).astype(np.int64) - 1
+            known = (last >= 0) & (last < len(sent))
+            if known.any():
+                offsets = a[known] - sent[last[known]]
+                out["lateness_grid"].append(offsets - offsets.min())
+        elif paced.any():
             offsets = a[paced] - k_before[paced] * _D
             out["lateness_grid"].append(offsets - offsets.min())
         # Playout replay: Q[m] = max(Q[m-1], a[m] - K[m]*d); message m finds the buffer dry
@@ -121,12 +133,13 @@ def analyse_record(record: LoadRecord, replies: list[Reply], lead_ms: int) -> tu
     return stats, {name: np.concatenate(parts) if parts else np.zeros(0) for name, parts in out.items()}
 
 
-def analyse(records: list[LoadRecord], replies: list[Reply], lead_ms: int) -> tuple[LoadStats, Samples]:
+def analyse(records: list[LoadRecord], replies: list[Reply], lead_ms: int,
+            mirror: bool = False) -> tuple[LoadStats, Samples]:
     """Summed counts and concatenated samples of every call."""
     total = LoadStats()
     parts: dict[str, list[npt.NDArray[np.float64]]] = {name: [] for name in SAMPLE_NAMES}
     for record in records:
-        stats, samples = analyse_record(record, replies, lead_ms)
+        stats, samples = analyse_record(record, replies, lead_ms, mirror)
         total.add(stats)
         for name in SAMPLE_NAMES:
             parts[name].append(samples[name])

@@ -50,6 +50,7 @@ from bench_twilio import cpu_ticks, free_port, runqueue_wait_s, stop_process, wa
 PIPECAT_PIN = ["pipecat-ai==1.14.0", "fastapi", "uvicorn"]
 SCENARIOS = ("echo", "stream", "realtime", "pipecat")
 LATE_P99_MS = 5.0
+SATURATED_PCT = 95.0
 
 
 def proxy_config(directory: Path, name: str, proxy_port: int, metrics_port: int, fake_port: int, calls: int) -> Path:
@@ -142,7 +143,8 @@ def run_step(server: Server, n: int, args: argparse.Namespace, work: Path, idle_
     """One generator run of ``n`` calls; the generator's figures plus the server's cost."""
     out = work / f"{server.name}-{n}.json"
     mirror = server.name in ("stream", "pipecat")
-    cmd = [sys.executable, "-m", "mediaproxy.sim.load", "--url", server.url, "--calls", str(n),
+    rt = ["chrt", "-f", str(args.load_rt)] if args.load_rt else []
+    cmd = rt + [sys.executable, "-m", "mediaproxy.sim.load", "--url", server.url, "--calls", str(n),
            "--duration", str(args.step_seconds), "--ramp", str(args.ramp), "--cpus", str(args.load_cpu),
            "--expect", "mirror" if mirror else "parrot", "--lead-ms", "0" if server.name == "pipecat" else "60",
            "--json", str(out), "--quiet"]
@@ -178,7 +180,9 @@ def run_scenario(name: str, args: argparse.Namespace, work: Path) -> dict[str, A
             step = run_step(server, n, args, work, idle_rss)
             steps.append(step)
             print_step(name, step)
-            if "error" in step or not step["pacing_ok"]:
+            if "error" in step or step["server"]["cpu_pct"] >= SATURATED_PCT:
+                break  # past saturation the figures say nothing more
+            if not step["pacing_ok"] and not args.all_steps:
                 break
     finally:
         server.stop()
@@ -224,6 +228,11 @@ def main() -> int:
     p.add_argument("--ramp", type=float, default=3.0, help="seconds over which a step's calls are dialled (default 3)")
     p.add_argument("--server-cpu", type=int, default=0, help="CPU the server is pinned to (default 0)")
     p.add_argument("--load-cpu", type=int, default=1, help="CPU of the generator and the fake Realtime (default 1)")
+    p.add_argument("--load-rt", type=int, default=0,
+                   help="run the generator at this SCHED_FIFO priority (chrt; shields it from other load on a "
+                        "shared machine; it uses well under a core; default 0: normal scheduling)")
+    p.add_argument("--all-steps", action="store_true",
+                   help="go on past the knee (for the cost figures) until the server saturates its core")
     p.add_argument("--pipecat-venv", default=str(HERE / ".venv-pipecat"), help="pipecat's virtual environment")
     p.add_argument("--json", default="", help="write every figure here")
     p.add_argument("--keep", default="", help="keep configs, logs and per-step figures in this directory")

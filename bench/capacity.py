@@ -176,6 +176,11 @@ def run_scenario(name: str, args: argparse.Namespace, work: Path) -> dict[str, A
     try:
         time.sleep(1.0)
         idle_rss = rss_kb(server.process.pid)
+        if args.warmup:
+            # Each server's first calls pay one-off costs (lazy imports, first pipeline, caches):
+            # a short discarded step, so the first measured step is like the others.
+            warm = argparse.Namespace(**{**vars(args), "step_seconds": 3.0, "ramp": 1.0})
+            print_step(name + "*", run_step(server, args.warmup, warm, work, idle_rss))
         for n in args.steps:
             step = run_step(server, n, args, work, idle_rss)
             steps.append(step)
@@ -215,6 +220,12 @@ def print_step(name: str, step: dict[str, Any]) -> None:
           f"{'' if not gen['saturated'] else ' [' + gen['verdict'] + ']'}  -> {verdict}", flush=True)
 
 
+def lossless(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The steps of ``result`` where every call completed and no frame was lost."""
+    return [s for s in result["steps"] if "error" not in s and s["completed"] == s["calls"]
+            and s["stats"]["frames_lost"] == 0]
+
+
 def fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
@@ -231,6 +242,8 @@ def main() -> int:
     p.add_argument("--load-rt", type=int, default=0,
                    help="run the generator at this SCHED_FIFO priority (chrt; shields it from other load on a "
                         "shared machine; it uses well under a core; default 0: normal scheduling)")
+    p.add_argument("--warmup", type=int, default=5,
+                   help="calls of a short discarded first step per server (default 5; 0: none)")
     p.add_argument("--all-steps", action="store_true",
                    help="go on past the knee (for the cost figures) until the server saturates its core")
     p.add_argument("--pipecat-venv", default=str(HERE / ".venv-pipecat"), help="pipecat's virtual environment")
@@ -261,6 +274,20 @@ def main() -> int:
                 strict = (f"{a['knee_strict_calls'] / b['knee_strict_calls']:.1f}x" if b["knee_strict_calls"]
                           else "pipecat passed no strict step")
                 print(f"ratio mediaproxy {ours} / pipecat: {ratio} (strict: {strict})")
+    print("\n== cost per call at every step with nothing lost (CPU time, so less sensitive to other load "
+          "than the knee): calls: CPU ms per call-second / KB RSS per call ==")
+    for r in results:
+        print(f"{r['scenario']:8} " + "; ".join(
+            f"{s['calls']}: {s['server']['cpu_ms_per_call_s']:.2f} / {s['server']['rss_kb_per_call']:.0f}"
+            for s in lossless(r)) or "none")
+    if "pipecat" in knees and "stream" in knees:
+        ours = {s["calls"]: s for s in lossless(knees["stream"])}
+        both = [s for s in lossless(knees["pipecat"]) if s["calls"] in ours]
+        for s in both:
+            o = ours[s["calls"]]["server"]
+            print(f"pipecat / mediaproxy stream at {s['calls']} calls: CPU per call-second "
+                  f"{s['server']['cpu_ms_per_call_s'] / max(o['cpu_ms_per_call_s'], 1e-9):.1f}x, RSS per call "
+                  f"{s['server']['rss_kb_per_call'] / max(o['rss_kb_per_call'], 1e-9):.1f}x")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": {k: v for k, v in vars(args).items()}, "results": results},
                                               indent=1))

@@ -16,7 +16,7 @@ from twisted.trial.unittest import TestCase
 from mediaproxy.config import parse_config
 from mediaproxy.service import MediaProxyService
 from mediaproxy.sim.load_calls import start_calls
-from mediaproxy.sim.load_report import analyse
+from mediaproxy.sim.load_report import analyse, mirror_replies
 from mediaproxy.sim.load_wire import StreamFrames
 from mediaproxy.sim.script import expected_replies, synthetic_script
 from mediaproxy.testing.ws_sink import SinkFactory
@@ -42,8 +42,8 @@ class LoadLoopbackTests(LoopbackService, TestCase):
     timeout = 60
 
     @inlineCallbacks
-    def run_calls(self, calls: int, script: Any) -> Any:
-        address, _ = yield self.start_service(MediaProxyService(config(), reactor, tune_gc=False))
+    def run_calls(self, calls: int, script: Any, mode: str = "parrot") -> Any:
+        address, _ = yield self.start_service(MediaProxyService(config(mode), reactor, tune_gc=False))
         clock: Any = reactor
         _, records, done = start_calls(clock, lambda h, p, f: clock.connectTCP(h, p, f, 10), "127.0.0.1",
                                        address.port, "/twilio", StreamFrames(script.payloads), calls, 0,
@@ -73,6 +73,18 @@ class LoadLoopbackTests(LoopbackService, TestCase):
         self.assertEqual(stats.marks_echoed, stats.marks_received)
         self.assertEqual(len(samples["reply_latency"]), 6)
         self.assertTrue(len(samples["lateness_grid"]) > 0)
+
+    @inlineCallbacks
+    def test_mirror_of_the_stream_echo(self) -> Any:
+        script = synthetic_script(1.0, talk_ms=1000, gap_ms=0, silence_ms=SILENCE_MS, tail_ms=600)
+        records = yield self.run_calls(2, script, mode="stream")
+        stats, samples = analyse(records, mirror_replies(script), lead_ms=60, mirror=True)
+        self.assertEqual((stats.completed, stats.replies_received), (2, 2))
+        self.assertEqual((stats.frames_expected, stats.frames_lost), (100, 0))
+        # The stream echoes the speech and the quiet up to silence_ms after it, then stops.
+        self.assertEqual(stats.frames_extra, 2 * SILENCE_MS // 20)
+        self.assertEqual(len(samples["lateness_grid"]), stats.messages_received)
+        self.assertEqual([len(r.send_times) for r in records], [len(script.frames)] * 2)
 
 
 class SinkLoopbackTests(TestCase):

@@ -100,6 +100,7 @@ class SimCall(WebSocketClientFactory):
         self._stall_call: IDelayedCall | None = None
         self._ending = False
         self._script_started = False
+        self._timers: list[IDelayedCall] = []
 
     # --- what a mode writes ---------------------------------------------------------------------
 
@@ -137,6 +138,10 @@ class SimCall(WebSocketClientFactory):
 
     def on_mark_due(self, name: str) -> None:
         """Playback reached a mark (only platforms that send marks get here)."""
+
+    def send_dtmf(self, digits: str) -> None:
+        """The caller presses ``digits`` (``--dtmf``; only modes with ``carries_dtmf``)."""
+        raise NotImplementedError
 
     # --- connection events ------------------------------------------------------------------------
 
@@ -221,10 +226,11 @@ class SimCall(WebSocketClientFactory):
             self.done.callback(self.record)
 
     def _cancel_timers(self) -> None:
-        for call in (self._send_call, self._stall_call):
+        for call in (self._send_call, self._stall_call, *self._timers):
             if call is not None and call.active():
                 call.cancel()
         self._send_call = self._stall_call = None
+        self._timers = []
 
     # --- helpers for modes --------------------------------------------------------------------------
 
@@ -256,10 +262,18 @@ class SimCall(WebSocketClientFactory):
         else:
             self.playout.media(payload)
 
-    def clear_playout(self) -> None:
-        """The proxy told the platform to drop what it holds (a barge-in)."""
+    def clear_playout(self, report_marks: bool = True) -> None:
+        """The proxy told the platform to drop what it holds (a barge-in). ``report_marks``:
+        the platform answers the marks it dropped (Twilio's do; Plivo's and Asterisk's do not)."""
         self.record.clears.append(self.clock.seconds())
-        self.playout.clear()
+        self.playout.clear(report_marks)
+
+    def call_later(self, delay: float, f: Any, *args: Any) -> IDelayedCall:
+        """A timer of the call's, cancelled when the call is over."""
+        self._timers = [t for t in self._timers if t.active()]
+        call: IDelayedCall = self.clock.callLater(delay, f, *args)
+        self._timers.append(call)
+        return call
 
     def protocol_error(self, text: str) -> None:
         """Something a real platform would refuse or not understand; the call goes on."""
@@ -287,6 +301,7 @@ class SimCall(WebSocketClientFactory):
         if not self._script_started:
             self._script_started = True
             self.record.script_start = max(self.start_at, self.clock.seconds())
+            self._schedule_dtmf()
         if self._send_call is None and not self._ending:
             self._arm()
 
@@ -324,6 +339,20 @@ class SimCall(WebSocketClientFactory):
             self._arm()
         else:
             self.end_call()
+
+    def _schedule_dtmf(self) -> None:
+        """``--dtmf DIGITS@MS``: the keys are pressed that far into the script (on the script's
+        clock, like the audio)."""
+        now = self.clock.seconds()
+        for digits, at_ms in getattr(self.options, "dtmf", None) or ():
+            delay = max(0.0, self.record.script_start + at_ms / 1000.0 - now)
+            self.call_later(delay, self._press, digits)
+
+    def _press(self, digits: str) -> None:
+        if self.live is None or self._ending:
+            return
+        self.send_dtmf(digits)
+        self.record.dtmf_sent += len(digits)
 
     @property
     def script_position_ms(self) -> int:

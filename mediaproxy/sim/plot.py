@@ -65,6 +65,7 @@ def write_plot(path: str, report: RunReport, title: str, lead_ms: int) -> None:
                 for ax in (top, bottom):
                     ax.axvline(t, color="tab:red", linewidth=0.8, linestyle=":",
                                label="clear" if n == 0 and ax is bottom else None)
+        bottom.set_xlim(left=0.0)  # the script's start, whether or not anything happened there
         for ax in (top, bottom):
             ax.grid(True, alpha=0.3)
             if ax.get_legend_handles_labels()[0]:

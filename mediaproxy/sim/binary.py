@@ -35,10 +35,8 @@ class BinaryAudioCall(SimCall):
     #: WebSocket subprotocols the platform offers (and needs selected).
     subprotocols: tuple[str, ...] = ()
 
-    def __init__(self, url: str, script: Any, clock: Any, index: int, start_at: float,
-                 options: argparse.Namespace, *args: Any, **kwargs: Any) -> None:
-        self.audio_format = self.format_for(options)
-        super().__init__(url, script, clock, index, start_at, options, *args, **kwargs)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.protocols = list(self.subprotocols)
 
     @classmethod

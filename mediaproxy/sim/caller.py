@@ -21,6 +21,8 @@ Time comes from the injected reactor (real sockets need the real one).
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -85,6 +87,7 @@ class SimCall(WebSocketClientFactory):
         self.start_at = start_at
         self.options = options
         self.run_id = run_id
+        self.audio_format = self.format_for(options)
         self.record = CallRecord(index=index, call_id=self.make_call_id(run_id, index), platform=self.platform,
                                  heard_format=self.audio_format)
         self.frames: Sequence[bytes] = script.frames_in(self.audio_format)
@@ -103,6 +106,11 @@ class SimCall(WebSocketClientFactory):
         self._timers: list[IDelayedCall] = []
 
     # --- what a mode writes ---------------------------------------------------------------------
+
+    @classmethod
+    def format_for(cls, options: argparse.Namespace) -> AudioFormat:
+        """The call's audio format, from its options (default: :attr:`audio_format`)."""
+        return cls.audio_format
 
     def make_call_id(self, run_id: str, index: int) -> str:
         """The call's id on the platform (unique across processes with distinct run ids)."""
@@ -261,6 +269,14 @@ class SimCall(WebSocketClientFactory):
             self.playout.queue_bytes(nbytes)
         else:
             self.playout.media(payload)
+
+    def decode_audio(self, text: object, what: str) -> bytes | None:
+        """The base64 ``text`` of ``what`` as bytes; None (and a protocol error) when it is not base64."""
+        try:
+            return base64.b64decode(text if isinstance(text, str) else "", validate=True)
+        except (binascii.Error, ValueError):
+            self.protocol_error(f"{what} is not base64")
+            return None
 
     def clear_playout(self, report_marks: bool = True) -> None:
         """The proxy told the platform to drop what it holds (a barge-in). ``report_marks``:

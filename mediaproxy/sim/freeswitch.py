@@ -14,8 +14,6 @@ call's rate, else a protocol error) and stops the playback on ``killAudio`` (``u
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
 import uuid
 from typing import Any
 
@@ -59,13 +57,9 @@ class FreeswitchCall(BinaryAudioCall):
                 or data.get("sampleRate") != self.audio_format.rate_hz:
             self.protocol_error(f"streamAudio not raw L16 at {self.audio_format.rate_hz} Hz: {str(data)[:80]}")
             return
-        text = data.get("audioData")
-        try:
-            audio = base64.b64decode(text if isinstance(text, str) else "", validate=True)
-        except (binascii.Error, ValueError):
-            self.protocol_error("streamAudio audioData is not base64")
-            return
-        self.play_audio(audio)
+        audio = self.decode_audio(data.get("audioData"), "streamAudio audioData")
+        if audio is not None:
+            self.play_audio(audio)
 
     def do_killAudio(self, message: dict[str, Any]) -> None:
         self.clear_playout()

@@ -13,7 +13,6 @@ sends is a protocol error.
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Sequence
 from typing import Any
 
@@ -151,12 +150,9 @@ class JsonDialectCall(SimCall):
             self.protocol_error(error)
             return
         if self.keep_audio:
-            try:
-                audio = base64.b64decode(text, validate=True)
-            except (binascii.Error, ValueError):
-                self.protocol_error(f"{self.media_event} payload is not base64")
-                return
-            self.bot_audio(audio)
+            audio = self.decode_audio(text, f"{self.media_event} payload")
+            if audio is not None:
+                self.bot_audio(audio)
         else:
             self.bot_audio(nbytes)  # not decoded: its size is all the player needs
 

@@ -39,14 +39,16 @@ class PlivoCall(JsonDialectCall):
     clear_event = "clearAudio"
     marks_answered_on_clear = False
 
-    def __init__(self, url: str, script: Any, clock: Any, index: int, start_at: float,
-                 options: argparse.Namespace, *args: Any, **kwargs: Any) -> None:
-        self.audio_format = CONTENT_TYPES[options.content_type]
-        super().__init__(url, script, clock, index, start_at, options, *args, **kwargs)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.call_id = f"sim-call-{self.record.call_id}"
         self.stream_id = f"sim-stream-{self.record.call_id}"
         self.record.call_id = self.call_id
-        self.encoding = options.content_type.split(";")[0]
+        self.encoding = self.options.content_type.split(";")[0]
+
+    @classmethod
+    def format_for(cls, options: argparse.Namespace) -> AudioFormat:
+        return CONTENT_TYPES[options.content_type]
 
     def upgrade_headers(self) -> dict[str, str]:
         token = self.options.auth_token

@@ -31,13 +31,15 @@ class TelnyxCall(JsonDialectCall):
 
     platform = "telnyx"
 
-    def __init__(self, url: str, script: Any, clock: Any, index: int, start_at: float,
-                 options: argparse.Namespace, *args: Any, **kwargs: Any) -> None:
-        self.audio_format = CODECS[options.codec]
-        super().__init__(url, script, clock, index, start_at, options, *args, **kwargs)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.call_control_id = f"v3:sim-{self.record.call_id}"
         self.stream_id = f"stream-{self.record.call_id}"
         self.record.call_id = self.call_control_id
+
+    @classmethod
+    def format_for(cls, options: argparse.Namespace) -> AudioFormat:
+        return CODECS[options.codec]
 
     def upgrade_headers(self) -> dict[str, str]:
         token = self.options.stream_auth_token

@@ -181,3 +181,13 @@ class DtmfOptionTests(SynchronousTestCase):
             args = cli.parse_args([mode])
             self.assertEqual((args.sim_mode.name, args.url), (mode, f"ws://127.0.0.1:8080{path}"))
         self.assertEqual(cli.parse_args(["exotel"]).chunk_ms, 100)
+
+
+class SignatureTests(SynchronousTestCase):
+    def test_plivo_v3_signature_is_what_the_proxy_checks(self) -> None:
+        from mediaproxy.platforms.plivo import signature_v3
+        from mediaproxy.sim.plivo import plivo_signature_v3
+
+        for url in ("wss://proxy.example.com/plivo", "wss://proxy.example.com/plivo?b=2&a=1&a=0"):
+            expected = signature_v3("token", url, "nonce-1").decode()
+            self.assertEqual(plivo_signature_v3("token", url, "nonce-1"), expected)

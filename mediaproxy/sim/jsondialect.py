@@ -12,6 +12,7 @@ sends is a protocol error.
 
 from __future__ import annotations
 
+import argparse
 import base64
 from collections.abc import Sequence
 from typing import Any
@@ -20,7 +21,7 @@ from mediaproxy.audio.format import MULAW_8K
 from mediaproxy.sim.caller import SimCall
 from mediaproxy.sim.script import FRAME_MS
 
-__all__ = ["JsonDialectCall", "media_payload", "mark_name"]
+__all__ = ["JsonDialectCall", "media_payload", "mark_name", "add_signing_options"]
 
 
 def media_payload(message: dict[str, Any]) -> object:
@@ -159,3 +160,13 @@ class JsonDialectCall(SimCall):
     def on_mark_due(self, name: str) -> None:
         self.record.marks_echoed += 1
         self.send_json(self.mark_echo(name))
+
+
+def add_signing_options(parser: argparse.ArgumentParser, vendor: str, header: str) -> None:
+    """``--auth-token`` and ``--signed-url``: a platform that signs its upgrade over the URL."""
+    parser.add_argument("--auth-token", default=None,
+                        help=f"{vendor} auth token: sign the upgrade with {header} (default: unsigned, "
+                             "as etc/mediaproxy.ini accepts)")
+    parser.add_argument("--signed-url", default=None,
+                        help="the public wss:// URL the proxy checks the signature against ([proxy] public_url "
+                             "+ path; default: the URL dialled)")

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mediaproxy.audio.format import L16_8K, L16_16K, MULAW_8K, AudioFormat
-from mediaproxy.sim.jsondialect import JsonDialectCall
+from mediaproxy.sim.jsondialect import JsonDialectCall, add_signing_options
 from mediaproxy.sim.modes import SimMode
 
 __all__ = ["PlivoCall", "MODE", "CONTENT_TYPES"]
@@ -110,12 +110,7 @@ def plivo_signature_v3(token: str, url: str, nonce: str) -> str:
 def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--content-type", default="audio/x-mulaw;rate=8000", choices=sorted(CONTENT_TYPES),
                         help="the <Stream contentType> (default audio/x-mulaw;rate=8000)")
-    parser.add_argument("--auth-token", default=None,
-                        help="Plivo auth token: sign the upgrade with X-Plivo-Signature-V3 (default: unsigned, "
-                             "as etc/mediaproxy.ini accepts)")
-    parser.add_argument("--signed-url", default=None,
-                        help="the public wss:// URL the proxy checks the signature against ([proxy] public_url "
-                             "+ path; default: the URL dialled)")
+    add_signing_options(parser, "Plivo", "X-Plivo-Signature-V3")
 
 
 MODE = SimMode(name="plivo", call=PlivoCall, help="Plivo Audio Streams (bidirectional <Stream>)",

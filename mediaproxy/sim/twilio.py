@@ -22,7 +22,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from mediaproxy.sim.jsondialect import JsonDialectCall
+from mediaproxy.sim.jsondialect import JsonDialectCall, add_signing_options
 from mediaproxy.sim.modes import SimMode
 from mediaproxy.sim.script import FRAME_MS
 
@@ -102,12 +102,7 @@ def twilio_signature(token: str, url: str) -> str:
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--auth-token", default=None,
-                        help="Twilio auth token: sign the upgrade with X-Twilio-Signature (default: unsigned, "
-                             "as etc/mediaproxy.ini accepts)")
-    parser.add_argument("--signed-url", default=None,
-                        help="the public wss:// URL the proxy checks the signature against ([proxy] public_url "
-                             "+ path; default: the URL dialled)")
+    add_signing_options(parser, "Twilio", "X-Twilio-Signature")
 
 
 MODE = SimMode(name="twilio", call=TwilioCall, help="Twilio Media Streams (<Connect><Stream>)",

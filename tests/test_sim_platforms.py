@@ -1,10 +1,11 @@
 """The simulator's modes for Telnyx, Plivo, Exotel, Vonage, jambonz, Asterisk, FreeSWITCH and the
-generic WebSocket, tested like the product: each places a real call through the real proxy
+generic WebSocket (and Twilio's DTMF), tested like the product: each places a real call through the real proxy
 service on 127.0.0.1 (echo parrot backend, the development credentials of etc/mediaproxy.ini),
 driven by the simulator's own code on the real reactor. Each call barges in on the first reply
 and presses keys (``--dtmf``); the tests check the replies came, the barge-in was answered by
 the platform's clear, the recording holds the bot's audio where the caller heard it, the JSON
-has its fields, no protocol error on either side, and the proxy counted the keys. Also:
+has its fields, no protocol error on either side (the proxy's counter included), and the proxy
+counted the keys. Also:
 Asterisk's MEDIA_XOFF/XON, the WebSocket client's pause, other formats, and ``--dtmf`` on the
 command line."""
 
@@ -23,6 +24,7 @@ from tests.test_sim import SILENCE_MS, SimLoopback
 
 #: mode -> (path of etc/mediaproxy.ini, the platform's section as that file has it).
 PLATFORMS: dict[str, tuple[str, dict[str, str]]] = {
+    "twilio": ("/twilio", {}),
     "telnyx": ("/telnyx", {"stream_auth_token": telnyx.DEV_TOKEN}),
     "plivo": ("/plivo", {}),
     "exotel": ("/exotel", {"api_key": exotel.DEV_API_KEY, "api_token": exotel.DEV_API_TOKEN}),
@@ -33,11 +35,11 @@ PLATFORMS: dict[str, tuple[str, dict[str, str]]] = {
     "websocket": ("/browser", {}),
 }
 #: What each platform's barge-in reaction is called in the simulator's ``received`` counts.
-CLEAR = {"telnyx": "clear", "plivo": "clearAudio", "exotel": "clear", "vonage": "clear", "jambonz": "killAudio",
-         "asterisk": "FLUSH_MEDIA", "freeswitch": "killAudio", "websocket": "clear"}
+CLEAR = {"twilio": "clear", "telnyx": "clear", "plivo": "clearAudio", "exotel": "clear", "vonage": "clear",
+         "jambonz": "killAudio", "asterisk": "FLUSH_MEDIA", "freeswitch": "killAudio", "websocket": "clear"}
 #: The rate of each platform's recording at the simulator's defaults.
-RATE = {"telnyx": 8000, "plivo": 8000, "exotel": 8000, "vonage": 16000, "jambonz": 16000, "asterisk": 16000,
-        "freeswitch": 16000, "websocket": 16000}
+RATE = {"twilio": 8000, "telnyx": 8000, "plivo": 8000, "exotel": 8000, "vonage": 16000, "jambonz": 16000,
+        "asterisk": 16000, "freeswitch": 16000, "websocket": 16000}
 DTMF = ["--dtmf", "12@300", "--dtmf", "#@1000"]
 
 
@@ -57,6 +59,12 @@ class PlatformSimulatorTests(SimLoopback, TestCase):
     def service_config(self) -> Any:
         return platforms_config()
 
+    def proxy_errors(self, platform: str) -> dict[str, float]:
+        """``mediaproxy_protocol_errors_total`` of ``platform``, by kind (counted ones only)."""
+        return {sample.labels["kind"]: sample.value
+                for family in self.service.metrics.registry.collect() for sample in family.samples
+                if sample.name == "mediaproxy_protocol_errors_total" and sample.labels["platform"] == platform}
+
     @inlineCallbacks
     def converse(self, mode: str, *extra: str) -> Any:
         """One call of ``mode`` with a barge-in and keys; checks what every platform shares and
@@ -70,11 +78,17 @@ class PlatformSimulatorTests(SimLoopback, TestCase):
         self.assertEqual(call["dtmf_sent"], 3)
         platform = "browser" if mode == "websocket" else mode
         self.assertEqual(self.metric("dtmf_keys_total", platform=platform), 3.0)
-        self.assertEqual(self.metric("protocol_errors_total", platform=platform, kind="auth"), 0.0)
+        # Nothing the proxy refused or ignored, not even an acknowledgement (cleared, clearedAudio).
+        self.assertEqual(self.proxy_errors(platform), {})
         self.assertEqual(self.metric("calls_total", platform=platform, outcome="protocol_error"), 0.0)
         if mode != "freeswitch":  # mod_audio_stream has no marks
             self.assertGreater(call["marks_received"], 0)
         return call
+
+    @inlineCallbacks
+    def test_twilio_dtmf(self) -> Any:
+        call = yield self.converse("twilio")
+        self.assertEqual(call["marks_echoed"], call["marks_received"])
 
     @inlineCallbacks
     def test_telnyx(self) -> Any:
@@ -176,7 +190,7 @@ class DtmfOptionTests(SynchronousTestCase):
         self.assertRaises(SystemExit, cli.parse_args, ["connector", "--dtmf", "1@100"])
         self.assertIn("carries no DTMF", sys.stderr.getvalue())  # type: ignore[attr-defined]
 
-    def test_every_new_mode_is_a_subcommand_with_the_default_configs_path(self) -> None:
+    def test_every_mode_is_a_subcommand_with_the_default_configs_path(self) -> None:
         for mode, (path, _) in PLATFORMS.items():
             args = cli.parse_args([mode])
             self.assertEqual((args.sim_mode.name, args.url), (mode, f"ws://127.0.0.1:8080{path}"))

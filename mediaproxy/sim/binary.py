@@ -19,12 +19,7 @@ from typing import Any
 from mediaproxy.audio.format import AudioFormat
 from mediaproxy.sim.caller import SimCall
 
-__all__ = ["BinaryAudioCall", "l16_format", "add_rate_option"]
-
-
-def l16_format(options: argparse.Namespace) -> AudioFormat:
-    """L16 at ``--rate`` (the modes' common option)."""
-    return AudioFormat("l16", int(options.rate))
+__all__ = ["BinaryAudioCall", "add_rate_option"]
 
 
 class BinaryAudioCall(SimCall):
@@ -42,7 +37,7 @@ class BinaryAudioCall(SimCall):
     @classmethod
     def format_for(cls, options: argparse.Namespace) -> AudioFormat:
         """The call's audio format (default: L16 at ``--rate``)."""
-        return l16_format(options)
+        return AudioFormat("l16", int(options.rate))
 
     # --- what a mode writes ---------------------------------------------------------------------
 

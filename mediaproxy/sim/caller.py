@@ -12,6 +12,7 @@ here:
   came due goes at once, as a platform's bunched frames do;
 * bot audio into a :class:`~mediaproxy.sim.playout.Playout` at real time, each message recorded as
   (arrival time, ms of audio, playout depth just before it) in a :class:`CallRecord`;
+* key presses (``--dtmf DIGITS@MS``) on the script's clock, sent by the mode's :meth:`send_dtmf`;
 * protocol errors (anything the platform would not accept), counted and kept (the first few);
 * chaos stalls (the socket is not read for a while).
 

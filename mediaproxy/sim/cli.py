@@ -3,6 +3,7 @@
     mediaproxy-sim twilio ws://127.0.0.1:8080/twilio --calls 10 --duration 20
     mediaproxy-sim connector ws://127.0.0.1:8080/audiohook/connector --record out.wav --plot out.png
     mediaproxy-sim audiocodes --wav hello.wav --barge-in-ms 500
+    mediaproxy-sim asterisk --dtmf 12#@3000 --queue-frames 3
     mediaproxy-sim load ...            (the load generator, mediaproxy.sim.load)
 
 One subcommand per platform (mediaproxy/sim/modes.py lists them); the URL defaults to where

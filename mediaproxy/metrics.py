@@ -125,6 +125,13 @@ class Metrics:
             ["platform", "code"],
             registry=r,
         )
+        self.dtmf_keys_total = Counter(
+            p + "dtmf_keys_total",
+            "DTMF keys the platform reported the caller pressed (each key once, whatever the backend "
+            "does with them).",
+            ["platform"],
+            registry=r,
+        )
         self.clock_tick_late_seconds = Histogram(
             p + "clock_tick_late_seconds",
             "How late the shared playout clock's ticks ran (reactor stalls show here).",

@@ -50,7 +50,8 @@ class ConfigTests(SynchronousTestCase):
     def test_default_config_loads(self) -> None:
         config = load_config(ROOT.child("etc").child("mediaproxy.ini").path, {})
         self.assertEqual([p.path for p in config.platforms],
-                         ["/twilio", "/audiohook", "/audiohook/connector", "/audiocodes"])
+                         ["/twilio", "/audiohook", "/audiohook/connector", "/audiocodes", "/telnyx", "/plivo",
+                          "/exotel", "/vonage", "/jambonz", "/asterisk", "/freeswitch", "/browser"])
         # mediaproxy-sim's defaults are the file's development credentials (README "Try it").
         from mediaproxy.sim.audiocodes import DEV_TOKEN
         from mediaproxy.sim.genesys import DEV_API_KEY, DEV_CLIENT_SECRET
@@ -60,6 +61,25 @@ class ConfigTests(SynchronousTestCase):
             self.assertEqual(by_path[path].options.api_key, DEV_API_KEY)
             self.assertEqual(by_path[path].options.client_secret, base64.b64decode(DEV_CLIENT_SECRET))
         self.assertEqual(by_path["/audiocodes"].options.token, DEV_TOKEN)
+        from mediaproxy.sim import asterisk, exotel, freeswitch, jambonz, modes, telnyx, vonage
+
+        self.assertEqual(by_path["/telnyx"].options.stream_auth_token, telnyx.DEV_TOKEN)
+        self.assertEqual((by_path["/exotel"].options.api_key, by_path["/exotel"].options.api_token),
+                         (exotel.DEV_API_KEY, exotel.DEV_API_TOKEN))
+        self.assertEqual(by_path["/vonage"].options.authorization, vonage.DEV_AUTHORIZATION)
+        self.assertEqual((by_path["/jambonz"].options.username, by_path["/jambonz"].options.password),
+                         (jambonz.DEV_USERNAME, jambonz.DEV_PASSWORD))
+        self.assertEqual((by_path["/asterisk"].options.username, by_path["/asterisk"].options.password),
+                         (asterisk.DEV_USERNAME, asterisk.DEV_PASSWORD))
+        self.assertEqual(by_path["/freeswitch"].options.authorization, freeswitch.DEV_AUTHORIZATION)
+        # Every simulator mode's default URL is served by this file.
+        self.assertEqual({mode.default_path for mode in modes.load_modes().values()} - set(by_path), set())
+        text = ROOT.child("etc").child("mediaproxy.ini").getContent().decode()
+        for value in (telnyx.DEV_TOKEN, exotel.DEV_API_KEY, vonage.DEV_AUTHORIZATION, jambonz.DEV_PASSWORD,
+                      asterisk.DEV_PASSWORD, freeswitch.DEV_AUTHORIZATION):
+            lines = text.splitlines()
+            at = next(i for i, line in enumerate(lines) if line.endswith(value))
+            self.assertIn("DEVELOPMENT VALUE", " ".join(lines[at - 2:at]), lines[at])  # marked right above
         self.assertEqual(config.backends["echo"].type.name, "echo")
         self.assertFalse(config.log.transcripts, "transcripts are personal data: off by default")
         self.assertEqual(config.playout.frame_ms, 20)

@@ -77,6 +77,18 @@ def free_port() -> int:
         return port
 
 
+@inlineCallbacks
+def scrape_metrics(port: int) -> Any:
+    """``/metrics`` of the process listening on ``port``, as {(name, sorted labels): value}."""
+    response = yield Agent(reactor).request(b"GET", f"http://127.0.0.1:{port}/metrics".encode())
+    body = yield readBody(response)
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
 def ini_text(sections: Mapping[str, Mapping[str, str]]) -> str:
     lines: list[str] = []
     for name, keys in sections.items():
@@ -182,16 +194,9 @@ class ProxyProcessCase(TestCase):
         cancel_autobahn_timer_buckets()
         self.assertEqual(self.fake.violations, [])
 
-    @inlineCallbacks
     def metrics(self) -> Any:
         """The process's ``/metrics``, as {(name, sorted labels): value}."""
-        response = yield Agent(reactor).request(b"GET", f"http://127.0.0.1:{self.metrics_port}/metrics".encode())
-        body = yield readBody(response)
-        samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-        for family in text_string_to_metric_families(body.decode()):
-            for sample in family.samples:
-                samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-        return samples
+        return scrape_metrics(self.metrics_port)
 
     @inlineCallbacks
     def assertMetric(self, name: str, expected: float, **labels: str) -> Any:

@@ -184,6 +184,7 @@ class CallBridge:
                 case CallStarted():
                     self.start(event)
                 case DtmfReceived(digits):
+                    self._metrics.dtmf_keys_total.labels(self.platform).inc(len(digits))
                     if self._backend_session is not None and not self.ended:
                         self._digits.feed(digits)
                 case CallerStreamPaused(paused):

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import binascii
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,10 +48,9 @@ class VaicCall(SimCall):
 
     platform = "audiocodes"
 
-    def __init__(self, url: str, script: Any, clock: Any, index: int, start_at: float,
-                 options: argparse.Namespace, *args: Any, **kwargs: Any) -> None:
-        self.audio_format = MEDIA_FORMATS[options.media_format]
-        super().__init__(url, script, clock, index, start_at, options, *args, **kwargs)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        options = self.options
         self.conversation_id = f"sim-{self.record.call_id}"
         self.record.call_id = self.conversation_id
         self.barge_in_enabled = bool(options.vaic_barge_in)
@@ -62,6 +60,10 @@ class VaicCall(SimCall):
         self._resuming = False
         self._resumed = False
         self._lost_until = 0.0
+
+    @classmethod
+    def format_for(cls, options: argparse.Namespace) -> AudioFormat:
+        return MEDIA_FORMATS[options.media_format]
 
     def upgrade_headers(self) -> dict[str, str]:
         token = self.options.token
@@ -143,13 +145,9 @@ class VaicCall(SimCall):
         if self._stream is None or message.get("streamId") != self._stream:
             self.protocol_error(f"playStream.chunk for {message.get('streamId')!r}, open: {self._stream!r}")
             return
-        text = message.get("audioChunk")
-        try:
-            audio = base64.b64decode(text if isinstance(text, str) else "", validate=True)
-        except (binascii.Error, ValueError):
-            self.protocol_error("playStream.chunk audioChunk is not base64")
-            return
-        self.bot_audio(audio)
+        audio = self.decode_audio(message.get("audioChunk"), "playStream.chunk audioChunk")
+        if audio is not None:
+            self.bot_audio(audio)
 
     def _on_playStream_stop(self, message: dict[str, Any]) -> None:
         if self._stream is None or message.get("streamId") != self._stream:

@@ -51,6 +51,8 @@ class CallRecord:
     """When the proxy told the platform to drop what it holds (Twilio ``clear``, ...)."""
     marks_received: int = 0
     marks_echoed: int = 0
+    dtmf_sent: int = 0
+    """DTMF keys the caller pressed (``--dtmf``)."""
     received: Counter[str] = field(default_factory=Counter)
     """Messages from the proxy, by type (``binary`` for binary frames)."""
     protocol_errors: int = 0

@@ -12,6 +12,7 @@ here:
   came due goes at once, as a platform's bunched frames do;
 * bot audio into a :class:`~mediaproxy.sim.playout.Playout` at real time, each message recorded as
   (arrival time, ms of audio, playout depth just before it) in a :class:`CallRecord`;
+* key presses (``--dtmf DIGITS@MS``) on the script's clock, sent by the mode's :meth:`send_dtmf`;
 * protocol errors (anything the platform would not accept), counted and kept (the first few);
 * chaos stalls (the socket is not read for a while).
 
@@ -21,6 +22,8 @@ Time comes from the injected reactor (real sockets need the real one).
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -85,6 +88,7 @@ class SimCall(WebSocketClientFactory):
         self.start_at = start_at
         self.options = options
         self.run_id = run_id
+        self.audio_format = self.format_for(options)
         self.record = CallRecord(index=index, call_id=self.make_call_id(run_id, index), platform=self.platform,
                                  heard_format=self.audio_format)
         self.frames: Sequence[bytes] = script.frames_in(self.audio_format)
@@ -100,8 +104,14 @@ class SimCall(WebSocketClientFactory):
         self._stall_call: IDelayedCall | None = None
         self._ending = False
         self._script_started = False
+        self._timers: list[IDelayedCall] = []
 
     # --- what a mode writes ---------------------------------------------------------------------
+
+    @classmethod
+    def format_for(cls, options: argparse.Namespace) -> AudioFormat:
+        """The call's audio format, from its options (default: :attr:`audio_format`)."""
+        return cls.audio_format
 
     def make_call_id(self, run_id: str, index: int) -> str:
         """The call's id on the platform (unique across processes with distinct run ids)."""
@@ -137,6 +147,10 @@ class SimCall(WebSocketClientFactory):
 
     def on_mark_due(self, name: str) -> None:
         """Playback reached a mark (only platforms that send marks get here)."""
+
+    def send_dtmf(self, digits: str) -> None:
+        """The caller presses ``digits`` (``--dtmf``; only modes with ``carries_dtmf``)."""
+        raise NotImplementedError
 
     # --- connection events ------------------------------------------------------------------------
 
@@ -221,10 +235,11 @@ class SimCall(WebSocketClientFactory):
             self.done.callback(self.record)
 
     def _cancel_timers(self) -> None:
-        for call in (self._send_call, self._stall_call):
+        for call in (self._send_call, self._stall_call, *self._timers):
             if call is not None and call.active():
                 call.cancel()
         self._send_call = self._stall_call = None
+        self._timers = []
 
     # --- helpers for modes --------------------------------------------------------------------------
 
@@ -256,10 +271,26 @@ class SimCall(WebSocketClientFactory):
         else:
             self.playout.media(payload)
 
-    def clear_playout(self) -> None:
-        """The proxy told the platform to drop what it holds (a barge-in)."""
+    def decode_audio(self, text: object, what: str) -> bytes | None:
+        """The base64 ``text`` of ``what`` as bytes; None (and a protocol error) when it is not base64."""
+        try:
+            return base64.b64decode(text if isinstance(text, str) else "", validate=True)
+        except (binascii.Error, ValueError):
+            self.protocol_error(f"{what} is not base64")
+            return None
+
+    def clear_playout(self, report_marks: bool = True) -> None:
+        """The proxy told the platform to drop what it holds (a barge-in). ``report_marks``:
+        the platform answers the marks it dropped (Twilio's do; Plivo's and Asterisk's do not)."""
         self.record.clears.append(self.clock.seconds())
-        self.playout.clear()
+        self.playout.clear(report_marks)
+
+    def call_later(self, delay: float, f: Any, *args: Any) -> IDelayedCall:
+        """A timer of the call's, cancelled when the call is over."""
+        self._timers = [t for t in self._timers if t.active()]
+        call: IDelayedCall = self.clock.callLater(delay, f, *args)
+        self._timers.append(call)
+        return call
 
     def protocol_error(self, text: str) -> None:
         """Something a real platform would refuse or not understand; the call goes on."""
@@ -287,6 +318,7 @@ class SimCall(WebSocketClientFactory):
         if not self._script_started:
             self._script_started = True
             self.record.script_start = max(self.start_at, self.clock.seconds())
+            self._schedule_dtmf()
         if self._send_call is None and not self._ending:
             self._arm()
 
@@ -324,6 +356,20 @@ class SimCall(WebSocketClientFactory):
             self._arm()
         else:
             self.end_call()
+
+    def _schedule_dtmf(self) -> None:
+        """``--dtmf DIGITS@MS``: the keys are pressed that far into the script (on the script's
+        clock, like the audio)."""
+        now = self.clock.seconds()
+        for digits, at_ms in getattr(self.options, "dtmf", None) or ():
+            delay = max(0.0, self.record.script_start + at_ms / 1000.0 - now)
+            self.call_later(delay, self._press, digits)
+
+    def _press(self, digits: str) -> None:
+        if self.live is None or self._ending:
+            return
+        self.send_dtmf(digits)
+        self.record.dtmf_sent += len(digits)
 
     @property
     def script_position_ms(self) -> int:

@@ -3,6 +3,7 @@
     mediaproxy-sim twilio ws://127.0.0.1:8080/twilio --calls 10 --duration 20
     mediaproxy-sim connector ws://127.0.0.1:8080/audiohook/connector --record out.wav --plot out.png
     mediaproxy-sim audiocodes --wav hello.wav --barge-in-ms 500
+    mediaproxy-sim asterisk --dtmf 12#@3000 --queue-frames 3
     mediaproxy-sim load ...            (the load generator, mediaproxy.sim.load)
 
 One subcommand per platform (mediaproxy/sim/modes.py lists them); the URL defaults to where
@@ -57,6 +58,9 @@ def _common_options() -> argparse.ArgumentParser:
                         "long into the reply to it; default: never barge in)")
     g.add_argument("--chunk-ms", type=int, default=None,
                    help="caller audio per message, a multiple of 20 (default: the platform's usual size)")
+    g.add_argument("--dtmf", type=dtmf_press, action="append", default=[], metavar="DIGITS@MS",
+                   help="press DIGITS (0-9*#A-D) this many ms into the script, the platform's way; repeatable "
+                        "(platforms that carry DTMF)")
     g.add_argument("--ramp", type=float, default=2.0, help="seconds over which call starts are spread (default 2)")
     g.add_argument("--first-index", type=int, default=0, help="index of the first call (unique ids across processes)")
     g = p.add_argument_group("what the proxy is expected to do (its configuration)")
@@ -80,6 +84,14 @@ def _common_options() -> argparse.ArgumentParser:
                    help="stalls only this many seconds after the first call's start (default: whole script)")
     g.add_argument("--seed", type=int, default=None, help="seed of the chaos choices")
     return p
+
+
+def dtmf_press(text: str) -> tuple[str, int]:
+    """``--dtmf DIGITS@MS`` as ``(digits, ms)``."""
+    digits, at, ms = text.partition("@")
+    if not at or not digits or set(digits) - set("0123456789*#ABCD") or not ms.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected DIGITS@MS, e.g. 12#@1500 (keys 0-9*#A-D)")
+    return digits, int(ms)
 
 
 def build_parser(modes: dict[str, SimMode] | None = None) -> argparse.ArgumentParser:
@@ -140,6 +152,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--calls and --duration must be positive")
     if args.chunk_ms < FRAME_MS or args.chunk_ms % FRAME_MS:
         parser.error(f"--chunk-ms must be a positive multiple of {FRAME_MS}")
+    if args.dtmf and not mode.carries_dtmf:
+        parser.error(f"--dtmf: {mode.name} carries no DTMF")
     if urlparse(args.url).scheme not in ("ws", "wss"):
         parser.error("the URL must be ws:// or wss://")
     return args

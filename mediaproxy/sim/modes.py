@@ -25,6 +25,14 @@ MODE_MODULES: dict[str, str] = {
     "audiohook": "mediaproxy.sim.audiohook",
     "connector": "mediaproxy.sim.connector",
     "audiocodes": "mediaproxy.sim.audiocodes",
+    "telnyx": "mediaproxy.sim.telnyx",
+    "plivo": "mediaproxy.sim.plivo",
+    "exotel": "mediaproxy.sim.exotel",
+    "vonage": "mediaproxy.sim.vonage",
+    "jambonz": "mediaproxy.sim.jambonz",
+    "asterisk": "mediaproxy.sim.asterisk",
+    "freeswitch": "mediaproxy.sim.freeswitch",
+    "websocket": "mediaproxy.sim.websocket",
 }
 
 
@@ -47,6 +55,8 @@ class SimMode:
     """How much caller audio the platform puts in one message by default (``--chunk-ms``)."""
     plays_audio: bool = True
     """False for listen-only platforms (AudioHook Monitor): no replies are expected."""
+    carries_dtmf: bool = False
+    """Whether the platform reports the caller's keys on the socket (``--dtmf``)."""
 
 
 def load_modes() -> dict[str, SimMode]:

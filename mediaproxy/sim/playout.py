@@ -99,8 +99,9 @@ class Playout:
         if self._timer is None:
             self._timer = self._clock.callLater(max(0.0, self._play_end - now), self._due)
 
-    def clear(self) -> None:
-        """The queue is dropped and every pending mark reported at once."""
+    def clear(self, report_marks: bool = True) -> None:
+        """The queue is dropped and every pending mark reported at once (or, without
+        ``report_marks``, dropped with it)."""
         now = self._clock.seconds()
         self.cleared_ms += self.queued_ms
         if self._segments is not None:
@@ -108,7 +109,9 @@ class Playout:
         self._play_end = min(self._play_end, now)
         self._cancel()
         while self._marks:
-            self._on_mark(self._marks.popleft()[1])
+            name = self._marks.popleft()[1]
+            if report_marks:
+                self._on_mark(name)
 
     def segments(self) -> list[tuple[float, bytes]]:
         """``(play start time, audio)`` of everything played so far, in order (needs

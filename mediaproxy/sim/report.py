@@ -96,6 +96,7 @@ class CallStats:
     clears: int = 0
     marks_received: int = 0
     marks_echoed: int = 0
+    dtmf_sent: int = 0
     send_late_max_s: float = 0.0
     protocol_errors: int = 0
     messages_received: int = 0
@@ -159,7 +160,8 @@ def analyse_call(record: CallRecord, replies: list[Reply], lead_ms: int) -> tupl
                       frames_received=round(sum(record.arrival_ms) / FRAME_MS), odd_frames=record.odd_messages,
                       replies_expected=len(replies), clears=len(record.clears),
                       marks_received=record.marks_received, marks_echoed=record.marks_echoed,
-                      send_late_max_s=record.send_late_max_s, protocol_errors=record.protocol_errors,
+                      dtmf_sent=record.dtmf_sent, send_late_max_s=record.send_late_max_s,
+                      protocol_errors=record.protocol_errors,
                       messages_received=len(record.arrivals))
     samples = Samples()
     series = CallSeries()

@@ -90,6 +90,14 @@ def cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])
 
 
+def cpu_split_ticks(pid: int) -> tuple[int, int]:
+    """(utime, stime) of ``pid``, in clock ticks: the proxy's own code vs the kernel's socket
+    and poll work done on its behalf."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]), int(fields[12])
+
+
 def runqueue_wait_s(pid: int) -> float:
     """Seconds ``pid`` has spent runnable but waiting for a CPU (/proc/<pid>/schedstat)."""
     try:

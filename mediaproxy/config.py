@@ -120,6 +120,11 @@ class PlayoutSettings:
                                 "never paused: its socket carries barge-in), ms")
     mark_interval_ms: int = option(integer(20, 2000), 100,
                                    "a playback mark is sent to platforms that echo them at least this often, ms")
+    message_ms: int = option(integer(10, 200), 20,
+                             "bot audio per media message, at most, to platforms that play messages of any "
+                             "length (Twilio), ms (a multiple of frame_ms); fewer, larger messages cost less "
+                             "CPU, and the platform then holds up to lead_ms plus one message, which a "
+                             "barge-in's clear still flushes at once")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -372,6 +377,8 @@ def parse_config(path: str, sections: Mapping[str, Mapping[str, str]], env: Mapp
         raise ConfigError(path, "proxy", "max_frame_bytes",
                           f"must be at most max_message_bytes ({proxy.max_message_bytes})")
     playout: PlayoutSettings = fixed["playout"]
+    if playout.message_ms % playout.frame_ms:
+        raise ConfigError(path, "playout", "message_ms", f"must be a multiple of frame_ms ({playout.frame_ms})")
     if playout.lead_ms and playout.lead_ms < playout.frame_ms:
         raise ConfigError(path, "playout", "lead_ms",
                           f"must be 0 or at least frame_ms ({playout.frame_ms})")

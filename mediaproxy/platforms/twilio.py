@@ -181,7 +181,7 @@ class TwilioSession(JsonMediaSession):
     ``custom_parameters`` are kept from ``start`` (the only copy Twilio sends)."""
 
     capabilities = PlatformCapabilities(can_flush=True, has_marks=True, max_lead_ms=None, packet_ms=20,
-                                        can_transfer=True)
+                                        can_transfer=True, any_message_length=True)
     vendor = "Twilio"
 
     def __init__(self, max_frame_bytes: int = 1600) -> None:

@@ -30,7 +30,6 @@ from mediaproxy.sim.script import FRAME_BYTES, FRAME_MS, CallScript
 from mediaproxy.sim.twilio_player import TwilioPlayer
 
 _FRAME_S = FRAME_MS / 1000.0
-_PAYLOAD_CHARS = (FRAME_BYTES + 2) // 3 * 4
 
 
 @dataclass
@@ -134,11 +133,15 @@ class TwilioCallerProtocol(WebSocketClientProtocol):
             except (KeyError, TypeError):
                 record.other_messages += 1
                 return
-            record.arrivals.append(now)
-            if len(text) != _PAYLOAD_CHARS:
+            # The payload is never decoded: its size is all the player needs. A message of
+            # several frames (the proxy's [playout] message_ms) counts as that many arrivals.
+            nbytes = len(text) * 3 // 4 - text[-2:].count("=")
+            frames, rest = divmod(nbytes, FRAME_BYTES)
+            if rest or not frames:
                 record.odd_frames += 1
-            # The payload is never decoded: its size is all the player needs.
-            player.queue_bytes(len(text) * 3 // 4)
+            for _ in range(max(frames, 1)):
+                record.arrivals.append(now)
+            player.queue_bytes(nbytes)
         elif event == "mark":
             record.marks_received += 1
             try:

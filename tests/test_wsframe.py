@@ -16,6 +16,7 @@ from autobahn.twisted.websocket import (
     WebSocketServerProtocol,
 )
 from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -60,9 +61,11 @@ class LeanClient(WebSocketClientProtocol):
 
 
 def server(cls: type[PlainServer], **options: Any) -> tuple[PlainServer, StringTransport]:
-    factory = WebSocketServerFactory()
+    factory = WebSocketServerFactory(reactor=Clock())  # Autobahn's close timers: not the real reactor
     factory.protocol = cls
-    factory.setProtocolOptions(autoPingInterval=0, failByDrop=False, **options)
+    # No timers (txaio's batched timers run on the global reactor, whatever the factory's).
+    factory.setProtocolOptions(autoPingInterval=0, failByDrop=False, openHandshakeTimeout=0,
+                               closeHandshakeTimeout=0, **options)
     protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
     transport = StringTransport()
     protocol.makeConnection(transport)
@@ -73,9 +76,9 @@ def server(cls: type[PlainServer], **options: Any) -> tuple[PlainServer, StringT
 
 
 def client() -> tuple[LeanClient, StringTransport]:
-    factory = WebSocketClientFactory("ws://127.0.0.1:9/x")
+    factory = WebSocketClientFactory("ws://127.0.0.1:9/x", reactor=Clock())
     factory.protocol = LeanClient
-    factory.setProtocolOptions(autoPingInterval=0)
+    factory.setProtocolOptions(autoPingInterval=0, openHandshakeTimeout=0, closeHandshakeTimeout=0)
     protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
     transport = StringTransport()
     protocol.makeConnection(transport)
@@ -232,3 +235,4 @@ class ReceiveTests(SynchronousTestCase):
             protocol.dataReceived(frame(b"one") + frame(b"two"))
             got.append(protocol.got)
         self.assertEqual(got[0], got[1])
+

@@ -68,6 +68,15 @@ TARGET_BARGEIN_P99_MS = 5.0
 API_KEY = "bench-dummy-key"  # the fake's; never a real key
 
 
+def rss_kib(pid: int) -> int:
+    """Resident set size of ``pid`` in KiB (/proc/<pid>/status VmRSS)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 def write_config(directory: Path, proxy_port: int, metrics_port: int, fake_port: int, args: argparse.Namespace) -> Path:
     path = directory / "bench_openai.ini"
     path.write_text(f"""\
@@ -151,7 +160,9 @@ def run(args: argparse.Namespace) -> int:
             wall0, proxy0, fake0 = time.monotonic(), cpu_ticks(proxy.pid), cpu_ticks(fake.pid)
             split0 = cpu_split_ticks(proxy.pid)
             wait0, (busy0, all0) = runqueue_wait_s(proxy.pid), machine_ticks()
+            rss0 = rss_peak = rss_kib(proxy.pid)
             while any(s.poll() is None for s in sims):
+                rss_peak = max(rss_peak, rss_kib(proxy.pid))
                 if time.monotonic() - wall0 > bound_s:
                     print("bench: simulator overran; stopping it", file=sys.stderr)
                     break
@@ -182,8 +193,11 @@ def run(args: argparse.Namespace) -> int:
             sim_cpu += data["sim_cpu_s"]
         fake_stats = json.loads((work / "fake.json").read_text()) if (work / "fake.json").exists() else {}
         log_text = (work / "proxy.log").read_text(errors="replace")
-    report(args, procs, wall, proxy_cpu, proxy_split, fake_cpu, sim_cpu, proxy_wait, (busy1 - busy0) / max(all1 - all0, 1),
-           stats, samples, fake_stats, metrics, log_text)
+    print(f"proxy RSS             {rss0 / 1024:.1f} MiB before the calls, peak {rss_peak / 1024:.1f} MiB: "
+          f"{(rss_peak - rss0) / max(args.calls, 1):.0f} KiB per call")
+    busy = (busy1 - busy0) / max(all1 - all0, 1)
+    report(args, procs, wall, proxy_cpu, proxy_split, fake_cpu, sim_cpu, proxy_wait, busy, stats,
+           samples, fake_stats, metrics, log_text)
     if profile:
         print_profile(profile, 30)
     return 0
@@ -217,7 +231,8 @@ def report(args: argparse.Namespace, procs: int, wall: float, proxy_cpu: float, 
     ncpu = os.cpu_count() or 1
     print(f"== mediaproxy Twilio <-> OpenAI Realtime benchmark: {args.calls} calls x {args.duration:g} s, fake "
           f"at {args.speed:g}x real time, {procs} simulator process(es), {ncpu} CPUs; input_chunk_ms "
-          f"{args.input_chunk_ms}, message_ms {args.message_ms}, lead_ms {args.lead_ms}, harness nice {args.harness_nice} ==")
+          f"{args.input_chunk_ms}, message_ms {args.message_ms}, lead_ms {args.lead_ms}, harness nice "
+          f"{args.harness_nice} ==")
     print(f"calls                 {stats.calls} started, {stats.completed} completed with stop; proxy outcomes "
           f"{ {k: int(v) for k, v in outcomes.items()} }")
     print(f"proxy CPU             {proxy_cpu / wall * 100:.1f} % of one core over {wall:.1f} s (ramp and tails "

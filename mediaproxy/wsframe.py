@@ -72,6 +72,7 @@ def lean_data_received(protocol: Any, data: bytes) -> None:
     if (
         protocol.state != _OPEN or protocol.data or protocol.current_frame is not None or protocol.inside_message
         or protocol._perMessageCompress is not None or protocol.logOctets or protocol.logFrames
+        or protocol.trackedTimings
     ):
         WebSocketProtocol._dataReceived(protocol, data)
         return

@@ -149,7 +149,8 @@ def run(args: argparse.Namespace) -> int:
             first = 0
             for i, n in enumerate(share):
                 sims.append(subprocess.Popen(
-                    nice + [sys.executable, "-m", "mediaproxy.sim.cli", "--url", f"ws://127.0.0.1:{proxy_port}/twilio",
+                    nice + [sys.executable, "-m", "mediaproxy.sim.cli", "twilio", f"ws://127.0.0.1:{proxy_port}/twilio",
+                            "--no-progress",
                             "--calls", str(n), "--duration", str(args.duration), "--ramp", str(args.ramp),
                             "--first-index", str(first), "--lead-ms", str(args.lead_ms),
                             "--silence-ms", str(args.silence_ms), "--barge-in-ms", str(args.barge_in_ms),

@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -71,13 +72,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def write_config(directory: Path, proxy_port: int, metrics_port: int, calls: int) -> Path:
-    """The default config with loopback ports and room for ``calls``."""
+def write_config(directory: Path, proxy_port: int, metrics_port: int, calls: int, workers: int = 1) -> Path:
+    """The default config with loopback ports, room for ``calls`` and ``[proxy] workers``."""
     text = (ROOT / "etc" / "mediaproxy.ini").read_text()
     text = re.sub(r"(?m)^listen = tcp:8080.*$", f"listen = tcp:{proxy_port}:interface=127.0.0.1", text)
     text = re.sub(r"(?m)^listen = tcp:9090.*$", f"listen = tcp:{metrics_port}:interface=127.0.0.1", text)
     text = re.sub(r"(?m)^max_calls = .*$", f"max_calls = {max(1000, calls * 2)}", text)
-    text = re.sub(r"(?m)^drain_seconds = .*$", "drain_seconds = 2", text)
+    text = re.sub(r"(?m)^drain_seconds = .*$", f"drain_seconds = 2\nworkers = {workers}", text)
     path = directory / "bench.ini"
     path.write_text(text)
     return path
@@ -96,6 +97,35 @@ def cpu_split_ticks(pid: int) -> tuple[int, int]:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return int(fields[11]), int(fields[12])
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (a supervisor and its workers), from /proc/<pid>/task/*/children."""
+    found = [pid]
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                children = [int(c) for c in f.read().split()]
+        except (OSError, ValueError):
+            continue
+        for child in children:
+            found.extend(process_tree(child))
+    return found
+
+
+def tree_ticks(pid: int) -> dict[int, int]:
+    """:func:`cpu_ticks` of ``pid`` and of each live descendant, by pid."""
+    ticks = {}
+    for p in process_tree(pid):
+        try:
+            ticks[p] = cpu_ticks(p)
+        except OSError:  # ended meanwhile
+            pass
+    return ticks
 
 
 def runqueue_wait_s(pid: int) -> float:
@@ -120,7 +150,8 @@ def http_get(url: str, timeout: float = 5.0) -> str:
         return response.read().decode()
 
 
-def wait_ready(url: str, proxy: subprocess.Popen[bytes], limit_s: float = 20.0) -> None:
+def wait_ready(url: str, proxy: subprocess.Popen[bytes], limit_s: float = 20.0, expect_ok: bool = False) -> None:
+    """Until ``url`` answers (with 200 when ``expect_ok``)."""
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         if proxy.poll() is not None:
@@ -128,6 +159,10 @@ def wait_ready(url: str, proxy: subprocess.Popen[bytes], limit_s: float = 20.0) 
         try:
             http_get(url, timeout=1.0)
             return
+        except urllib.error.HTTPError:
+            if not expect_ok:
+                return
+            time.sleep(0.2)
         except OSError:
             time.sleep(0.2)
     raise SystemExit("proxy did not become ready")
@@ -147,10 +182,10 @@ def stop_process(process: subprocess.Popen[bytes], grace_s: float = 15.0) -> Non
 # --- /metrics ----------------------------------------------------------------------------------
 
 
-def scrape(url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+def scrape(url: str, timeout: float = 5.0) -> dict[str, list[tuple[dict[str, str], float]]]:
     """Samples by name: ``{sample_name: [(labels, value), ...]}``."""
     out: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for family in text_string_to_metric_families(http_get(url)):
+    for family in text_string_to_metric_families(http_get(url, timeout)):
         for sample in family.samples:
             out.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
     return out
@@ -199,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
         work = Path(args.keep) if args.keep else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         proxy_port, metrics_port = free_port(), free_port()
-        config = write_config(work, proxy_port, metrics_port, args.calls)
+        config = write_config(work, proxy_port, metrics_port, args.calls, args.workers)
         twistd = str(Path(sys.executable).parent / "twistd")
         command = [twistd, "-n", "--pidfile=", "mediaproxy", "--config", str(config)]
         if profile:
@@ -220,7 +255,8 @@ def run(args: argparse.Namespace) -> int:
             share = [args.calls // procs + (1 if i < args.calls % procs else 0) for i in range(procs)]
             first = 0
             for i, n in enumerate(share):
-                sim_cmd = [sys.executable, "-m", "mediaproxy.sim.cli", "--url", url, "--calls", str(n),
+                sim_cmd = [sys.executable, "-m", "mediaproxy.sim.cli", "twilio", url, "--no-progress",
+                           "--calls", str(n),
                            "--duration", str(args.duration), "--ramp", str(args.ramp),
                            "--first-index", str(first), "--json", str(work / f"sim{i}.json")]
                 if args.sim_nice:
@@ -230,9 +266,12 @@ def run(args: argparse.Namespace) -> int:
                 sims.append(subprocess.Popen(sim_cmd, cwd=ROOT, stdout=open(work / f"sim{i}.log", "wb"),
                                              stderr=subprocess.STDOUT))
                 first += n
-            wall0, proxy0 = time.monotonic(), cpu_ticks(proxy.pid)
+            if args.workers > 1:  # the supervisor answers /ready once every worker does
+                wait_ready(metrics_url + "/ready", proxy, expect_ok=True)
+            wall0, tree0 = time.monotonic(), tree_ticks(proxy.pid)
+            proxy0 = sum(tree0.values())
             busy0, all0 = machine_ticks()
-            wait0 = runqueue_wait_s(proxy.pid)
+            wait0 = sum(runqueue_wait_s(p) for p in tree0)
             peak_pct, last_t, last_ticks = 0.0, wall0, proxy0
             deadline = wall0 + args.ramp + args.duration + 120
             while any(s.poll() is None for s in sims):
@@ -240,14 +279,16 @@ def run(args: argparse.Namespace) -> int:
                     print("bench: simulator overran; stopping it", file=sys.stderr)
                     break
                 time.sleep(1.0)
-                now, ticks = time.monotonic(), cpu_ticks(proxy.pid)
+                now, ticks = time.monotonic(), sum(tree_ticks(proxy.pid).values())
                 peak_pct = max(peak_pct, (ticks - last_ticks) / os.sysconf("SC_CLK_TCK") / (now - last_t) * 100)
                 last_t, last_ticks = now, ticks
             hz = os.sysconf("SC_CLK_TCK")
             wall = time.monotonic() - wall0
-            proxy_cpu_s = (cpu_ticks(proxy.pid) - proxy0) / hz
+            tree1 = tree_ticks(proxy.pid)
+            proxy_cpu_s = (sum(tree1.values()) - proxy0) / hz
+            per_process = {pid: (tree1[pid] - tree0.get(pid, 0)) / hz for pid in tree1}
             busy1, all1 = machine_ticks()
-            proxy_wait_s = runqueue_wait_s(proxy.pid) - wait0
+            proxy_wait_s = sum(runqueue_wait_s(p) for p in tree1) - wait0
             metrics = scrape(metrics_url + "/metrics")
         finally:
             for s in sims:
@@ -268,6 +309,9 @@ def run(args: argparse.Namespace) -> int:
 
     print_report(args, procs, wall, proxy_cpu_s, peak_pct, (busy1 - busy0) / max(all1 - all0, 1),
                  sim_cpu_s, stats, samples, metrics)
+    if args.workers > 1:
+        shares = ", ".join(f"pid {pid}: {cpu / wall * 100:.1f} %" for pid, cpu in per_process.items())
+        print(f"proxy CPU by process  {shares}  (the first is the supervisor)")
     print(f"proxy waited for CPU  {proxy_wait_s:.2f} s runnable but not running over {wall:.1f} s "
           f"(/proc/<pid>/schedstat: time lost to other processes on this machine)")
     tracebacks = proxy_log.count("Traceback")
@@ -291,12 +335,17 @@ def print_report(args: argparse.Namespace, procs: int, wall: float, proxy_cpu_s:
     frames_out = total(metrics, "mediaproxy_frames_total", direction="out")
     frames_in = total(metrics, "mediaproxy_frames_total", direction="in")
     dropped = metrics.get("mediaproxy_frames_dropped_total", [])
-    dropped_text = ", ".join(f"{lab.get('direction')}/{lab.get('reason')}={v:g}" for lab, v in dropped) or "0"
+    by_kind: dict[str, float] = {}  # summed over workers
+    for lab, v in dropped:
+        kind = f"{lab.get('direction')}/{lab.get('reason')}"
+        by_kind[kind] = by_kind.get(kind, 0.0) + v
+    dropped_text = ", ".join(f"{kind}={v:g}" for kind, v in by_kind.items()) or "0"
     underruns = total(metrics, "mediaproxy_playout_underruns_total")
     client_first = percentiles_ms(samples.lateness_first)
     client_grid = percentiles_ms(samples.lateness_grid)
     ncpu = os.cpu_count() or 1
     print(f"== mediaproxy Twilio benchmark: {args.calls} calls x {args.duration:g} s script, echo parrot, "
+          f"{args.workers} worker(s), "
           f"{procs} simulator process(es), {ncpu} CPUs ==")
     print(f"calls                 {stats.calls} started, {stats.completed} completed with stop "
           f"(proxy calls_total {total(metrics, 'mediaproxy_calls_total'):g})")
@@ -364,6 +413,8 @@ def main() -> int:
     p.add_argument("--proxy-nice", type=int, default=0,
                    help="run the proxy at this nice value (negative needs root; shields it from other load)")
     p.add_argument("--sim-nice", type=int, default=0, help="run the simulators at this nice value")
+    p.add_argument("--workers", type=int, default=1,
+                   help="[proxy] workers: proxy processes sharing the port (default 1; CPU is summed over all)")
     p.add_argument("--keep", default="", help="keep config, logs and simulator results in this directory")
     p.add_argument("--profile-top", type=int, default=30, help="functions shown from the profile")
     args = p.parse_args()

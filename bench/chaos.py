@@ -386,7 +386,7 @@ class Chaos:
 def run(args: argparse.Namespace) -> int:
     from twisted.internet import reactor
 
-    sim_argv = ["--url", "ws://x/twilio", "--calls", str(args.calls), "--duration", str(args.duration),
+    sim_argv = ["twilio", "ws://x/twilio", "--calls", str(args.calls), "--duration", str(args.duration),
                 "--ramp", str(args.ramp)]
     script = build_script(sim_parse_args(sim_argv))
     replies = expected_replies(script, -40.0, 600)
@@ -415,8 +415,8 @@ def run(args: argparse.Namespace) -> int:
             metrics0 = scrape(metrics_url + "/metrics")
             stall_from = args.ramp + 2.0
             stall_to = args.duration - args.quiet_tail
-            sim_cmd = [sys.executable, "-m", "mediaproxy.sim.cli", *sim_argv[2:], "--url",
-                       f"ws://127.0.0.1:{proxy_port}/twilio", "--json", str(work / "sim.json"), "--arrivals",
+            sim_cmd = [sys.executable, "-m", "mediaproxy.sim.cli", "twilio", f"ws://127.0.0.1:{proxy_port}/twilio",
+                       *sim_argv[2:], "--json", str(work / "sim.json"), "--arrivals", "--no-progress",
                        "--seed", str(args.seed)]
             if args.stall_every > 0 and stall_to > stall_from:
                 sim_cmd += ["--stall-every", str(args.stall_every), "--stall-seconds", str(args.stall_seconds),

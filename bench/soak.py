@@ -68,7 +68,7 @@ _FRAME_S = FRAME_MS / 1000.0
 def run(args: argparse.Namespace) -> int:
     duration_s = args.minutes * 60.0
     sim_argv = ["--calls", str(args.calls), "--duration", str(duration_s), "--ramp", str(args.ramp)]
-    script = build_script(sim_parse_args(sim_argv))
+    script = build_script(sim_parse_args(["twilio", *sim_argv]))
     replies = expected_replies(script, -40.0, 600)
     samples: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="mediaproxy-soak-") as tmp:
@@ -84,8 +84,8 @@ def run(args: argparse.Namespace) -> int:
             metrics_url = f"http://127.0.0.1:{metrics_port}"
             wait_ready(metrics_url + "/ready", proxy)
             sim = subprocess.Popen(
-                [sys.executable, "-m", "mediaproxy.sim.cli", *sim_argv, "--url", f"ws://127.0.0.1:{proxy_port}/twilio",
-                 "--json", str(work / "sim.json"), "--arrivals"],
+                [sys.executable, "-m", "mediaproxy.sim.cli", "twilio", f"ws://127.0.0.1:{proxy_port}/twilio",
+                 *sim_argv, "--json", str(work / "sim.json"), "--arrivals", "--no-progress"],
                 cwd=ROOT, stdout=open(work / "sim.log", "wb"), stderr=subprocess.STDOUT)
             start = time.monotonic()
             deadline = start + args.warmup + duration_s + 180
@@ -96,8 +96,12 @@ def run(args: argparse.Namespace) -> int:
                 now = time.monotonic()
                 if now >= next_at:
                     cpu_pct, rss = sampler.sample(now)
+                    # A generous timeout: on a machine shared with other work one scrape was seen
+                    # answered 8 s late, and a lost sample must not end a 30-minute run.
+                    asked = time.monotonic()
+                    metrics = scrape(metrics_url + "/metrics", timeout=60.0)
                     samples.append({"t": time.time(), "elapsed": now - start, "rss_kib": rss, "cpu_pct": cpu_pct,
-                                    "metrics": scrape(metrics_url + "/metrics")})
+                                    "scrape_s": time.monotonic() - asked, "metrics": metrics})
                     next_at += args.interval
             if sim.poll() is None:
                 print("soak: simulator overran; stopping it", file=sys.stderr)
@@ -176,6 +180,9 @@ def report(args: argparse.Namespace, samples: list[dict[str, Any]], sim: dict[st
           f"lateness p99/max (whole run, server) {bucket_quantile(late_all, 0.99)} / {bucket_max(late_all)}; "
           f"underruns {total(m_last, 'mediaproxy_playout_underruns_total'):g}; calls ended with stop "
           f"{completed} of {len(calls)}")
+    slowest = max(s.get("scrape_s", 0.0) for s in samples)
+    stall = buckets(m_last, "mediaproxy_clock_tick_late_seconds")
+    print(f"slowest /metrics answer {slowest:.2f} s; longest reactor stall (buckets) {bucket_max(stall)}")
     if tracebacks:
         print(f"WARNING: {tracebacks} tracebacks in the proxy log")
     checks = {

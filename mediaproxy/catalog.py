@@ -13,8 +13,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from mediaproxy.backends.base import BackendType
+from mediaproxy.backends.bot_websocket import BOT_WEBSOCKET
 from mediaproxy.backends.deepgram import DEEPGRAM
 from mediaproxy.backends.echo import ECHO
+from mediaproxy.backends.elevenlabs import ELEVENLABS
 from mediaproxy.backends.gemini import GEMINI
 from mediaproxy.backends.openai import OPENAI_REALTIME
 from mediaproxy.platforms.asterisk import ASTERISK
@@ -49,4 +51,6 @@ BACKEND_TYPES: Mapping[str, BackendType[Any]] = {t.name: t for t in (
     OPENAI_REALTIME,
     DEEPGRAM,
     GEMINI,
+    BOT_WEBSOCKET,
+    ELEVENLABS,
 )}

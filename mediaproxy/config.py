@@ -40,6 +40,7 @@ from mediaproxy.options import (
     text,
     url_path,
     word,
+    worker_count,
     ws_url,
 )
 from mediaproxy.platforms.base import PlatformType
@@ -96,6 +97,9 @@ class ProxySettings:
                                          "a call whose platform sends no message at all for this long ends "
                                          "with outcome timeout (checked about every tenth of it), seconds; "
                                          "0: off")
+    workers: int | str = option(worker_count, 1,
+                                "processes serving calls, sharing the listen port (auto: one per CPU this "
+                                "process may use, cgroup quota included); 1: a single process, no supervisor")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,6 +135,10 @@ class PlayoutSettings:
 class LogSettings:
     """``[log]``: what the proxy writes to its log."""
 
+    format: str = option(choice("text", "json"), "text",
+                         "text: twistd's own lines; json: one JSON object per line (time, level, namespace, "
+                         "message, and call_id, platform, backend, outcome on every line about a call), written "
+                         "where twistd writes its log (stdout with -n, else --logfile)")
     transcripts: bool = option(boolean, False,
                                "log caller and bot transcripts at info level (personal data: off by default)")
 
@@ -232,6 +240,10 @@ class Config:
     platforms: tuple[PlatformSettings, ...]
     backends: Mapping[str, BackendSettings]
     tools: Mapping[str, ToolSettings] = field(default_factory=lambda: MappingProxyType({}))
+    secrets: tuple[str, ...] = ()
+    """What no log line may carry: every value the file took from the environment (``${NAME}``)
+    and every value of a key named like a credential (``*key``, ``*token``, ``*secret``,
+    ``password``, ``authorization``) even when written in the file."""
 
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -376,6 +388,10 @@ def parse_config(path: str, sections: Mapping[str, Mapping[str, str]], env: Mapp
     if proxy.max_frame_bytes > proxy.max_message_bytes:
         raise ConfigError(path, "proxy", "max_frame_bytes",
                           f"must be at most max_message_bytes ({proxy.max_message_bytes})")
+    if proxy.workers != 1 and proxy.listen.partition(":")[0] not in ("tcp", "tcp6", "ssl"):
+        raise ConfigError(path, "proxy", "workers",
+                          f"several workers share a tcp: or ssl: listener; [proxy] listen = {proxy.listen} "
+                          "is neither: set workers = 1")
     playout: PlayoutSettings = fixed["playout"]
     if playout.message_ms % playout.frame_ms:
         raise ConfigError(path, "playout", "message_ms", f"must be a multiple of frame_ms ({playout.frame_ms})")
@@ -391,7 +407,24 @@ def parse_config(path: str, sections: Mapping[str, Mapping[str, str]], env: Mapp
         platforms=tuple(platforms),
         backends=MappingProxyType(backends),
         tools=MappingProxyType(tools),
+        secrets=_secret_values(sections, env),
     )
+
+
+_CREDENTIAL_KEY = re.compile(r"(key|token|secret|password|authorization)$")
+
+
+def _secret_values(sections: Mapping[str, Mapping[str, str]], env: Mapping[str, str]) -> tuple[str, ...]:
+    """The values of the environment variables the sections refer to (all set: parsing checked)
+    and the values of credential keys as substituted."""
+    found: set[str] = set()
+    for raw in sections.values():
+        for key, value in raw.items():
+            names = _ENV_REF.findall(value)
+            found.update(env[name] for name in names if env.get(name))
+            if _CREDENTIAL_KEY.search(key) and value.strip():
+                found.add(_ENV_REF.sub(lambda m: env.get(m.group(1), ""), value.strip()))
+    return tuple(sorted(found - {""}))
 
 
 def _reachable_only_locally(listen: str) -> bool:

@@ -7,7 +7,7 @@ by fixed vocabularies (direction, reason, kind, outcome).
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 _FINE_SECONDS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 _BUFFER_SECONDS = (0.02, 0.04, 0.06, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0)
@@ -25,6 +25,14 @@ class Metrics:
         self.calls_total = Counter(
             p + "calls_total", "Calls ended, by outcome.", ["platform", "outcome"], registry=r
         )
+        self.calls_refused_total = Counter(
+            p + "calls_refused_total",
+            "New calls refused (reason: capacity = [proxy] max_calls reached, draining = shutting down).",
+            ["platform", "reason"],
+            registry=r,
+        )
+        self.draining = Gauge(p + "draining", "1 while the process drains on shutdown (new calls refused), else 0.",
+                              registry=r)
         self.frames_total = Counter(
             p + "frames_total",
             "Audio messages exchanged with platforms (direction: in = from caller, out = to caller).",
@@ -143,10 +151,34 @@ class Metrics:
             ["action", "platform", "outcome"],
             registry=r,
         )
+        # process_cpu_seconds_total, process_resident_memory_bytes, ...: the CPU a dashboard
+        # compares with the calls each process carries (read from /proc at each scrape).
+        self.process = ProcessCollector(registry=r)
         self.tool_seconds = Histogram(
             p + "tool_seconds",
             "Time a [tool:NAME] endpoint took to answer (or to fail).",
             ["tool"],
             buckets=_CONNECT_SECONDS,
+            registry=r,
+        )
+
+
+class SupervisorMetrics:
+    """The supervisor's own metrics (``[proxy] workers`` > 1), served beside its workers' merged
+    series. ``worker`` is a worker's index, 0 to workers - 1."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        p = "mediaproxy_"
+        self.worker_restarts_total = Counter(
+            p + "worker_restarts_total", "Worker processes restarted after they died.", ["worker"], registry=r
+        )
+        self.workers_up = Gauge(p + "workers_up", "Worker processes running.", registry=r)
+        self.worker_scrape_failures_total = Counter(
+            p + "worker_scrape_failures_total",
+            "Scrapes of /metrics that got no answer from a worker in time (its series are missing "
+            "from that scrape).",
+            ["worker"],
             registry=r,
         )

@@ -114,6 +114,20 @@ def number(minimum: float | None = None, maximum: float | None = None) -> Callab
     return parse
 
 
+def worker_count(text: str) -> int | str:
+    """A positive whole number of processes, or ``auto`` (as many as the CPUs this process may
+    use, resolved at start-up)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise ValueError(f"expected a whole number or auto, got {text!r}") from None
+    if not 1 <= value <= 1024:
+        raise ValueError(f"must be between 1 and 1024 or auto, got {value}")
+    return value
+
+
 def boolean(text: str) -> bool:
     """yes/no, true/false, on/off, 1/0."""
     lowered = text.strip().lower()

@@ -7,10 +7,12 @@ just its ``IReactorTime`` face, as an argument.
 from __future__ import annotations
 
 import gc
+import os
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import IO, Any
 
-from twisted.application.service import MultiService, Service
+from twisted.application.service import IServiceCollection, MultiService, Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
@@ -21,12 +23,14 @@ from twisted.web.server import Site
 from mediaproxy.calls import CallContext, CallRegistry, Endpoint
 from mediaproxy.calls.webhook import ToolWebhook
 from mediaproxy.config import Config
+from mediaproxy.json_log import JsonLogObserver, become_log_observer
 from mediaproxy.metrics import Metrics
 from mediaproxy.playout import PlayoutClock
 from mediaproxy.server.http_client import TreqHttpClient
 from mediaproxy.server.routing import PathRouter, PlatformResource
 from mediaproxy.server.status import metrics_root
 from mediaproxy.server.websocket import PlatformServerFactory
+from mediaproxy.workers.sockets import ListenSpec
 
 log = Logger()
 
@@ -103,10 +107,50 @@ class Listener(Service):
         return d
 
 
-class MediaProxyService(MultiService):
-    """The proxy: platform listener, metrics listener, shared clock, drain on stop."""
+class AdoptedListener(Listener):
+    """Serves ``factory`` on a listening socket this process inherited as file descriptor ``fd``
+    (a worker: the supervisor bound it), wrapped as ``spec`` says (TLS for ``ssl:``)."""
 
-    def __init__(self, config: Config, reactor: Any, tune_gc: bool = True) -> None:
+    def __init__(self, reactor: Any, fd: int, spec: ListenSpec, factory: IProtocolFactory) -> None:
+        # Not Listener.__init__: there is no endpoint string to parse, only a socket to adopt.
+        self._reactor = reactor
+        self._fd = fd
+        self._spec = spec
+        self._description = f"inherited fd {fd}"
+        self._factory = spec.wrap(factory)
+        self._port = None
+        self._failure = None
+
+    def privilegedStartService(self) -> None:
+        Service.privilegedStartService(self)
+        if self._port is None:
+            self._port = self._reactor.adoptStreamPort(self._fd, self._spec.family, self._factory)
+            # The reactor's port holds its own duplicate: the inherited copy is not needed.
+            os.close(self._fd)
+
+
+@dataclass(frozen=True)
+class WorkerSockets:
+    """What a worker inherits from its supervisor: the shared platform socket (``platform_fd``,
+    listening as ``platform`` says) and its private loopback metrics socket (``metrics_fd``)."""
+
+    platform_fd: int
+    platform: ListenSpec
+    metrics_fd: int
+
+
+class MediaProxyService(MultiService):
+    """The proxy: platform listener, metrics listener, shared clock, drain on stop. A worker
+    (``sockets`` given) serves on the sockets its supervisor bound instead of binding its own.
+
+    With ``[log] format = json`` and a ``log_stream`` (what twistd would write its log to: see
+    ``tap.py``), :attr:`log_observer` writes JSON lines there, and it becomes the twistd
+    application's log observer when this service joins the application (see
+    :meth:`setServiceParent`).
+    """
+
+    def __init__(self, config: Config, reactor: Any, tune_gc: bool = True,
+                 sockets: WorkerSockets | None = None, log_stream: IO[str] | None = None) -> None:
         super().__init__()
         self.tune_gc = tune_gc
         self.config = config
@@ -126,7 +170,7 @@ class MediaProxyService(MultiService):
         )
         self.registry = CallRegistry(self.context, config.proxy.max_calls, config.proxy.idle_timeout_seconds)
         self.backends = {
-            name: settings.type.new_backend(name, settings.options, reactor, self.metrics)
+            name: settings.type.create(name, settings.options, reactor, self.metrics, http)
             for name, settings in config.backends.items()
         }
         routes = {}
@@ -141,13 +185,34 @@ class MediaProxyService(MultiService):
         # Autobahn's limits apply.
         self.site = Site(PathRouter(routes), timeout=config.proxy.open_handshake_timeout_seconds)
         self.site.noisy = False
-        self.platform_listener = Listener(reactor, config.proxy.listen, self.site)
-        self.platform_listener.setServiceParent(self)
         metrics_site = Site(metrics_root(self.metrics.registry, self.ready))
         metrics_site.noisy = False
-        self.metrics_listener = Listener(reactor, config.metrics.listen, metrics_site)
+        self.platform_listener: Listener
+        self.metrics_listener: Listener
+        if sockets is None:
+            self.platform_listener = Listener(reactor, config.proxy.listen, self.site)
+            self.metrics_listener = Listener(reactor, config.metrics.listen, metrics_site)
+        else:
+            # The supervisor's scrapes of this worker are not news: its own listener logs the
+            # scrape it answers.
+            metrics_site.log = lambda request: None  # type: ignore[method-assign]
+            self.platform_listener = AdoptedListener(reactor, sockets.platform_fd, sockets.platform, self.site)
+            self.metrics_listener = AdoptedListener(reactor, sockets.metrics_fd, ListenSpec(0, "127.0.0.1", 50),
+                                                    metrics_site)
+        self.platform_listener.setServiceParent(self)
         self.metrics_listener.setServiceParent(self)
         self.gc_meter = GcPauseMeter(self.metrics)
+        self.log_observer: JsonLogObserver | None = None
+        if config.log.format == "json" and log_stream is not None:
+            self.log_observer = JsonLogObserver(log_stream, config.secrets, self.context.calls.fields)
+
+    def setServiceParent(self, parent: IServiceCollection) -> None:
+        """Join ``parent``; the twistd application also gets :attr:`log_observer` as its
+        ``ILogObserver`` component, which twistd's ``AppLogger.start`` reads after the plugin's
+        service was added and before the first line is logged, so every line twistd writes,
+        its own included, is JSON."""
+        become_log_observer(parent, self.log_observer)
+        super().setServiceParent(parent)
 
     def ready(self) -> bool:
         return bool(self.running) and not self.registry.draining

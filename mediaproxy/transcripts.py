@@ -36,3 +36,18 @@ class Transcript:
     words: tuple[Word, ...] = ()
     confidence: float | None = None
     language: str | None = None
+
+
+def heard_part(text: str, heard_ms: int, total_ms: int) -> str:
+    """What the caller heard of ``text`` when ``heard_ms`` of the ``total_ms`` of bot audio that
+    says it had played before a barge-in: ``text`` cut in proportion, back to a word boundary
+    (half a word was not said). All of it when everything played; nothing when nothing did."""
+    if heard_ms <= 0 or total_ms <= 0:
+        return ""
+    if heard_ms >= total_ms:
+        return text
+    end = len(text) * heard_ms // total_ms
+    if end < len(text) and not text[end].isspace():
+        space = text.rfind(" ", 0, end + 1)
+        end = space if space >= 0 else 0
+    return text[:end].rstrip()

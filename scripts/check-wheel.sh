@@ -141,7 +141,7 @@ done
 
 # mediaproxy-sim exits 0 only when the call completed; its caller script talks and pauses so the
 # echo (parrot) backend has utterances to play back.
-"$work/venv/bin/mediaproxy-sim" --url "ws://127.0.0.1:$port/twilio" --calls 1 --duration 3 --ramp 0 \
+"$work/venv/bin/mediaproxy-sim" twilio "ws://127.0.0.1:$port/twilio" --calls 1 --duration 3 --ramp 0 \
     >"$work/sim.log" 2>&1 </dev/null || fail "mediaproxy-sim call failed"
 
 # The bot audio really came back: the proxy counted frames sent to the caller.

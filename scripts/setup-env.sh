@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepare everything mediaproxy needs on a fresh Debian machine with Python 3.11:
-# system packages (libopus0 for opuslib, python3-venv; chromium in CI), the virtual environment in .venv,
+# system packages (libopus0 for opuslib, python3-venv; in CI chromium and promtool), the virtual environment in .venv,
 # and the project installed in it (editable, with the test extras).
 # Sourced by run.sh and test.sh; safe to run again (each step is skipped when already done).
 set -euo pipefail
@@ -44,6 +44,11 @@ fi
 # must run in CI; elsewhere it is skipped while Chromium is missing, so a developer's set-up stays lean.
 if [ -n "${CI:-}" ] && ! command -v chromium >/dev/null 2>&1; then
     missing+=(chromium)
+fi
+# promtool (Debian's prometheus package) checks and unit-tests deploy/prometheus/alerts.yml
+# (tests/test_deploy_observability.py). As with Chromium: always in CI, elsewhere on demand.
+if [ -n "${CI:-}" ] && ! command -v promtool >/dev/null 2>&1; then
+    missing+=(prometheus)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
     apt_install "${missing[@]}"

@@ -8,25 +8,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from mediaproxy.config import PlayoutSettings
-from mediaproxy.metrics import Metrics
 from mediaproxy.platforms import jambonz, vonage
-from mediaproxy.platforms.base import CallStarted, PlatformSession
+from mediaproxy.platforms.base import PlatformSession
 from tests.binary_dialects import JAMBONZ_8K, JAMBONZ_16K, VONAGE_8K, VONAGE_16K, BinaryDialect, text
-from tests.support import RecordingBackend, RecordingLeg, make_bridge
+from tests.support import BridgedCall
 
 LEAD_MS = 60
-T0 = 100.0
 
 
 def audio(ms: int, dialect: BinaryDialect, seed: int = 1) -> bytes:
     return bytes((seed * 31 + i * 7 + (i >> 9)) % 251 for i in range(dialect.fmt.bytes_for_ms(ms)))
 
 
-class BinaryBridgeContract:
+class BinaryBridgeContract(BridgedCall):
     dialect: BinaryDialect
     assertEqual: Any
     assertLessEqual: Any
@@ -37,31 +34,11 @@ class BinaryBridgeContract:
         raise NotImplementedError
 
     def setUp(self) -> None:
-        self.clock = Clock()
-        self.clock.advance(T0)
-        self.metrics = Metrics()
-        self.backend = RecordingBackend()
-        self.session = self.make()
-        self.leg = RecordingLeg(self.clock, self.session)
-        self.bridge = make_bridge(self.leg, self.backend, self.clock, platform=self.dialect.name,
-                                  settings=PlayoutSettings(lead_ms=LEAD_MS), metrics=self.metrics)
-        [started] = self.session.receive_text(text(self.dialect.opening()))
-        assert isinstance(started, CallStarted)
-        self.bridge.start(started)
-        self.leg.flush()
-        self.leg.sent.clear()
-        self.backend_session = self.backend.sessions[0]
+        self.start_bridged_call(self.make(), [text(self.dialect.opening())], platform=self.dialect.name,
+                                settings=PlayoutSettings(lead_ms=LEAD_MS))
 
     def receive(self, message: dict[str, Any]) -> None:
-        self.bridge.handle(self.session.receive_text(text(message)))
-        self.leg.flush()
-
-    def run_ms(self, ms: int) -> None:
-        for _ in range(ms):
-            self.clock.advance(0.001)
-
-    def media(self) -> list[tuple[float, bytes]]:
-        return [(t, m) for t, m in self.leg.sent if isinstance(m, bytes)]
+        self.receive_frame(text(message))
 
     def controls(self, since: int = 0) -> list[tuple[float, dict[str, Any]]]:
         return [(t, m) for t, m in self.leg.sent[since:] if not isinstance(m, bytes)]

@@ -7,25 +7,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from mediaproxy.config import PlayoutSettings
-from mediaproxy.metrics import Metrics
 from mediaproxy.platforms import exotel, plivo, telnyx
-from mediaproxy.platforms.base import CallStarted, PlatformSession
+from mediaproxy.platforms.base import PlatformSession
 from tests.cousins import EXOTEL, PLIVO, TELNYX, Dialect, text
-from tests.support import RecordingBackend, RecordingLeg, make_bridge
+from tests.support import BridgedCall
 
 LEAD_MS = 60
-T0 = 100.0
 
 
 def audio(ms: int, dialect: Dialect, seed: int = 1) -> bytes:
     return bytes((seed * 31 + i * 7 + (i >> 9)) % 251 for i in range(dialect.fmt.bytes_for_ms(ms)))
 
 
-class BridgeContract:
+class BridgeContract(BridgedCall):
     """Mixed into a SynchronousTestCase: ``dialect`` and ``make`` set."""
 
     dialect: Dialect
@@ -38,33 +35,12 @@ class BridgeContract:
         raise NotImplementedError
 
     def setUp(self) -> None:
-        self.clock = Clock()
-        self.clock.advance(T0)
-        self.metrics = Metrics()
-        self.backend = RecordingBackend()
-        self.session = self.make()
-        self.leg = RecordingLeg(self.clock, self.session)
-        self.bridge = make_bridge(self.leg, self.backend, self.clock, platform=self.dialect.name,
-                                  settings=PlayoutSettings(lead_ms=LEAD_MS), metrics=self.metrics)
-        started = None
-        for message in self.dialect.opening():
-            for event in self.session.receive_text(text(message)):
-                if isinstance(event, CallStarted):
-                    started = event
-        assert started is not None
-        self.bridge.start(started)
-        self.leg.flush()
-        self.leg.sent.clear()
-        self.backend_session = self.backend.sessions[0]
+        self.start_bridged_call(self.make(), [text(m) for m in self.dialect.opening()], platform=self.dialect.name,
+                                settings=PlayoutSettings(lead_ms=LEAD_MS))
         self.packet_ms = self.session.capabilities.packet_ms
 
     def receive(self, message: dict[str, Any]) -> None:
-        self.bridge.handle(self.session.receive_text(text(message)))
-        self.leg.flush()
-
-    def run_ms(self, ms: int) -> None:
-        for _ in range(ms):
-            self.clock.advance(0.001)
+        self.receive_frame(text(message))
 
     def media(self) -> list[tuple[float, bytes]]:
         return [(t, self.dialect.payload_of(m)) for t, m in self.leg.sent if m["event"] == self.dialect.media_event]

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from mediaproxy.config import PlayoutSettings
-from mediaproxy.metrics import Metrics
 from mediaproxy.platforms import asterisk, freeswitch
-from mediaproxy.platforms.base import CallStarted, PlatformSession
+from mediaproxy.platforms.base import PlatformSession
 from tests.pbx_dialects import (
     ASTERISK_SLIN16_JSON,
     ASTERISK_SLIN_PLAIN,
@@ -28,10 +26,9 @@ from tests.pbx_dialects import (
     AsteriskDialect,
     FreeswitchDialect,
 )
-from tests.support import RecordingBackend, RecordingLeg, make_bridge
+from tests.support import BridgedCall, RecordingLeg
 
 LEAD_MS = 60
-T0 = 100.0
 
 
 class RawLeg(RecordingLeg):
@@ -47,7 +44,7 @@ def audio(ms: int, fmt: Any, seed: int = 1) -> bytes:
     return bytes((seed * 31 + i * 7 + (i >> 9)) % 251 for i in range(fmt.bytes_for_ms(ms)))
 
 
-class PbxBridge:
+class PbxBridge(BridgedCall):
     assertEqual: Any
     assertTrue: Any
     assertGreater: Any
@@ -55,31 +52,11 @@ class PbxBridge:
     assertGreaterEqual: Any
 
     def start_bridge(self, session: PlatformSession, opening: str, platform: str) -> None:
-        self.clock = Clock()
-        self.clock.advance(T0)
-        self.metrics = Metrics()
-        self.backend = RecordingBackend()
-        self.session = session
-        self.leg = RawLeg(self.clock, session)
-        self.bridge = make_bridge(self.leg, self.backend, self.clock, platform=platform,
-                                  settings=PlayoutSettings(lead_ms=LEAD_MS), metrics=self.metrics)
-        [started] = session.receive_text(opening)
-        assert isinstance(started, CallStarted)
-        self.bridge.start(started)
-        self.leg.flush()
-        self.leg.sent.clear()
-        self.backend_session = self.backend.sessions[0]
+        self.start_bridged_call(session, [opening], platform=platform, settings=PlayoutSettings(lead_ms=LEAD_MS),
+                                leg_type=RawLeg)
 
     def receive(self, message: str) -> None:
-        self.bridge.handle(self.session.receive_text(message))
-        self.leg.flush()
-
-    def run_ms(self, ms: int) -> None:
-        for _ in range(ms):
-            self.clock.advance(0.001)
-
-    def media(self) -> list[tuple[float, bytes]]:
-        return [(t, m) for t, m in self.leg.sent if isinstance(m, bytes)]
+        self.receive_frame(message)
 
     def texts(self, since: int = 0) -> list[tuple[float, str]]:
         return [(t, m) for t, m in self.leg.sent[since:] if isinstance(m, str)]

@@ -8,17 +8,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from mediaproxy.config import PlayoutSettings
-from mediaproxy.metrics import Metrics
 from mediaproxy.platforms import websocket_client as ws
-from mediaproxy.platforms.base import CallStarted
-from tests.support import RecordingBackend, RecordingLeg, make_bridge
+from tests.support import BridgedCall
 
 LEAD_MS = 60
-T0 = 100.0
 RATE = 16000
 BYTES_PER_MS = RATE // 1000 * 2
 
@@ -27,27 +23,15 @@ def audio(ms: int, seed: int = 1) -> bytes:
     return bytes((seed * 31 + i * 7 + (i >> 9)) % 251 for i in range(ms * BYTES_PER_MS))
 
 
-class Fixture:
+class Fixture(BridgedCall):
     """Mixed into a SynchronousTestCase: a started call on a real bridge, and its helpers."""
 
     max_buffer_ms = 30000
 
     def setUp(self) -> None:
-        self.clock = Clock()
-        self.clock.advance(T0)
-        self.metrics = Metrics()
-        self.backend = RecordingBackend()
-        self.session = ws.new_session(ws.WebSocketClientOptions())
-        self.leg = RecordingLeg(self.clock, self.session)
-        settings = PlayoutSettings(lead_ms=LEAD_MS, max_buffer_ms=self.max_buffer_ms)
-        self.bridge = make_bridge(self.leg, self.backend, self.clock, platform="browser", settings=settings,
-                                  metrics=self.metrics)
         start = {"type": "start", "call_id": "c1", "format": {"encoding": "l16", "rate_hz": RATE}}
-        [started] = self.session.receive_text(json.dumps(start))
-        assert isinstance(started, CallStarted)
-        self.bridge.start(started)
-        self.leg.flush()
-        self.backend_session = self.backend.sessions[0]
+        self.start_bridged_call(ws.new_session(ws.WebSocketClientOptions()), [json.dumps(start)], platform="browser",
+                                settings=PlayoutSettings(lead_ms=LEAD_MS, max_buffer_ms=self.max_buffer_ms))
 
     def receive(self, message: dict[str, Any] | bytes) -> None:
         if isinstance(message, bytes):
@@ -57,19 +41,11 @@ class Fixture:
         self.bridge.handle(events)
         self.leg.flush()
 
-    def run_ms(self, ms: int) -> None:
-        for _ in range(ms):
-            self.clock.advance(0.001)
-
-    def media(self) -> list[tuple[float, bytes]]:
-        return [(t, m) for t, m in self.leg.sent if isinstance(m, bytes)]
-
     def marks(self) -> list[str]:
         return [m["name"] for _, m in self.leg.sent if isinstance(m, dict) and m["type"] == "mark"]
 
     def metric(self, name: str, **labels: str) -> float:
         return self.metrics.registry.get_sample_value("mediaproxy_" + name, labels) or 0.0
-
 
 
 class BridgeTests(Fixture, SynchronousTestCase):

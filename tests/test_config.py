@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import sys
@@ -48,7 +49,17 @@ class ConfigTests(SynchronousTestCase):
 
     def test_default_config_loads(self) -> None:
         config = load_config(ROOT.child("etc").child("mediaproxy.ini").path, {})
-        self.assertEqual([p.path for p in config.platforms], ["/twilio"])
+        self.assertEqual([p.path for p in config.platforms],
+                         ["/twilio", "/audiohook", "/audiohook/connector", "/audiocodes"])
+        # mediaproxy-sim's defaults are the file's development credentials (README "Try it").
+        from mediaproxy.sim.audiocodes import DEV_TOKEN
+        from mediaproxy.sim.genesys import DEV_API_KEY, DEV_CLIENT_SECRET
+
+        by_path = {p.path: p for p in config.platforms}
+        for path in ("/audiohook", "/audiohook/connector"):
+            self.assertEqual(by_path[path].options.api_key, DEV_API_KEY)
+            self.assertEqual(by_path[path].options.client_secret, base64.b64decode(DEV_CLIENT_SECRET))
+        self.assertEqual(by_path["/audiocodes"].options.token, DEV_TOKEN)
         self.assertEqual(config.backends["echo"].type.name, "echo")
         self.assertFalse(config.log.transcripts, "transcripts are personal data: off by default")
         self.assertEqual(config.playout.frame_ms, 20)
@@ -69,6 +80,17 @@ class ConfigTests(SynchronousTestCase):
             config = load_config(path, env)
             self.assertGreaterEqual(len(config.platforms), 3, name)
             self.assertEqual(len({p.path for p in config.platforms}), len(config.platforms))
+
+    def test_the_bot_example_loads_and_the_websocket_backend_wants_a_key(self) -> None:
+        config = load_config(ROOT.child("etc").child("bot.ini").path, {"BOT_API_KEY": "k", "TWILIO_AUTH_TOKEN": "t"})
+        bot = config.backends["bot"]
+        self.assertEqual((bot.type.name, bot.options.audio_format, bot.common.tools),
+                         ("websocket", "l16/16000", ("end_call", "transfer_call")))
+        section = "[backend:bot]\ntype = websocket\nurl = ws://127.0.0.1:9000/bot\n"
+        text = GOOD.replace("backend = echo", "backend = bot") + section
+        self.assertConfigError(text, "backend:bot", "api_key", "allow_unauthenticated")
+        config = load_config(self.write(text + "allow_unauthenticated = true\n"), {})
+        self.assertEqual(config.backends["bot"].options.api_key, "")
 
     def test_environment_substitution(self) -> None:
         text = GOOD.replace("[metrics]", "public_url = wss://proxy.example.com\n[metrics]")

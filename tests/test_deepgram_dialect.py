@@ -12,10 +12,10 @@ from twisted.trial.unittest import TestCase
 from mediaproxy.audio.format import ALAW_8K, MULAW_8K, AudioFormat
 from mediaproxy.backends.base import ToolSpec
 from mediaproxy.backends.deepgram import DeepgramOptions, session_format_for
-from mediaproxy.backends.deepgram_dialect import (
+from mediaproxy.backends.deepgram_dialect import AgentDialect
+from mediaproxy.backends.deepgram_events import (
     AgentAudio,
     AgentAudioFinished,
-    AgentDialect,
     ServerError,
     SettingsAccepted,
     SpeechStarted,
@@ -25,9 +25,9 @@ from mediaproxy.backends.deepgram_dialect import (
     UnknownMessage,
     Welcomed,
     error_code_label,
-    settings_message,
 )
 from mediaproxy.backends.deepgram_session import KeepAliveTimer
+from mediaproxy.backends.deepgram_settings import settings_message
 from mediaproxy.testing.fake_deepgram import check_settings
 
 OPTIONS = DeepgramOptions(api_key="k", instructions="Be brief.", greeting="Hello!")

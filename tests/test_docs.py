@@ -61,9 +61,11 @@ class SelfContainedTests(SynchronousTestCase):
 
 class MetricsReferenceTests(SynchronousTestCase):
     def test_every_exported_family_is_documented_and_nothing_else(self) -> None:
-        from mediaproxy.metrics import Metrics
+        from mediaproxy.metrics import Metrics, SupervisorMetrics
 
-        exported = {family.name for family in Metrics().registry.collect()}
+        registries = (Metrics().registry, SupervisorMetrics().registry)  # a proxy's, a supervisor's
+        exported = {family.name for registry in registries for family in registry.collect()}
         text = ROOT.descendant(["docs", "metrics.md"]).getContent().decode("utf-8")
-        documented = {name.removesuffix("_total") for name in re.findall(r"^\| `(mediaproxy_\w+)`", text, re.M)}
+        names = re.findall(r"^\| `((?:mediaproxy|process)_\w+)`", text, re.M)
+        documented = {name.removesuffix("_total") for name in names}
         self.assertEqual(documented, exported)

@@ -89,6 +89,10 @@ class DrainProcessTests(TestCase):
         yield refused.closed
         self.assertFalse(refused.opened)
         self.assertIn("503", refused.status_line)
+        response = yield agent.request(b"GET", f"http://127.0.0.1:{metrics}/metrics".encode())
+        exported = (yield readBody(response)).decode()
+        self.assertIn("\nmediaproxy_draining 1.0\n", exported)
+        self.assertIn('\nmediaproxy_calls_refused_total{platform="twilio",reason="draining"} 1.0\n', exported)
         # The live calls go on meanwhile: AudioHook still answers.
         yield audiohook_client.ping()
         self.assertFalse(twilio.closed.called or audiohook.closed.called or audiocodes.closed.called)

@@ -36,8 +36,9 @@ from twisted.web.client import Agent, readBody
 
 from mediaproxy.audio.format import MULAW_8K
 from mediaproxy.calls.webhook import signature
+from mediaproxy.testing.fake_audio import LOUD_FRAME, pattern
 from mediaproxy.testing.fake_http import FakeToolEndpoint, FakeTwilioRest
-from mediaproxy.testing.fake_realtime import LOUD_FRAME, FakeRealtimeConnection, FakeRealtimeServer, pattern
+from mediaproxy.testing.fake_realtime import FakeRealtimeConnection, FakeRealtimeServer
 from tests.support import cancel_autobahn_timer_buckets
 from tests.test_config import Collect
 from tests.test_loopback_audiocodes import ScriptedVaic, VaicFactory, chunks_of, loud_frame, of_type, quiet_frame

@@ -1,7 +1,7 @@
 """Property-based fuzzing of the backend dialects added since :mod:`tests.test_fuzz_platforms`: the
-Deepgram Voice Agent dialect (JSON control plus binary audio) and the OpenAI Realtime dialect under
+Deepgram Voice Agent dialect (JSON control plus binary audio), the OpenAI Realtime dialect under
 its other flavors (Azure, Voice Live with its renamed events, xAI opening with
-``conversation.created``).
+``conversation.created``), and the bot protocol of the ``type = websocket`` backend.
 
 Each example is a generated program (:mod:`tests.strategies`) playing a hostile server: valid
 messages from the protocol's real templates in any order, targeted malformations, random
@@ -18,7 +18,10 @@ checked after every step:
   only once the settings are applied; a function result only for a call the server made; agent
   audio is numbered by turn and a turn's end names the open turn;
 - OpenAI flavors: the flavor's own session object goes out once, on the flavor's opening event;
-  every event id is fresh; ``response.cancel`` names the response exactly when the flavor does.
+  every event id is fresh; ``response.cancel`` names the response exactly when the flavor does;
+- the bot protocol: ``start`` first and once; a malformed message is answered with ``error``, an
+  unknown one with nothing; the bot's audio comes out as the exact whole-sample prefix of what it
+  sent, numbered by turn; nothing after ``stop``.
 
 Each test asserts it really ran :data:`~tests.strategies.FUZZ_EXAMPLES` cases.
 """
@@ -31,8 +34,23 @@ from typing import Any
 from hypothesis import given
 from twisted.trial import unittest
 
-from mediaproxy.audio.format import MULAW_8K
+from mediaproxy.audio.format import MULAW_8K, AudioFormat
 from mediaproxy.backends.base import ToolSpec
+from mediaproxy.backends.bot_websocket_dialect import (
+    BotAudio,
+    BotDialect,
+    ClearRequested,
+    HangupRequested,
+    MalformedMessage,
+    MarkRequested,
+    TranscriptReceived,
+    TransferRequested,
+    TurnFinished,
+    start_message,
+)
+from mediaproxy.backends.bot_websocket_dialect import (
+    UnknownMessage as BotUnknownMessage,
+)
 from mediaproxy.backends.deepgram import DeepgramOptions
 from mediaproxy.backends.deepgram_dialect import (
     ERROR_CODE_LABELS as AGENT_ERROR_LABELS,
@@ -365,3 +383,119 @@ class FlavorFuzzTests(unittest.TestCase):
         (whichever comes first); its ``ping`` ignored; the same properties as the GA dialect."""
         self.fuzz("xai")
 
+
+
+# --- the bot protocol (type = websocket backend) ---------------------------------------------------
+
+BOT_EVENTS = (BotAudio, ClearRequested, MarkRequested, HangupRequested, TransferRequested, TranscriptReceived,
+              TurnFinished, BotUnknownMessage, MalformedMessage)
+BOT_KNOWN = frozenset({"clear", "mark", "hangup", "transfer", "transcript"})
+BOT_OUT = frozenset({"start", "dtmf", "speech_started", "speech_stopped", "mark", "action_result", "error", "stop"})
+
+
+def bot_valid(rng: random.Random) -> dict[str, Any]:
+    op = rng.randrange(8)
+    if op == 0:
+        return {"type": "clear"}
+    if op <= 2:
+        return {"type": "mark", "name": rng.choice(("m1", "\ud800", hostile_string(rng) or "x"))}
+    if op == 3:
+        return {"type": "hangup", "reason": hostile_string(rng)}
+    if op == 4:
+        return {"type": "transfer", "target": rng.choice(("sales", "\u202e")), "summary": hostile_string(rng)}
+    if op == 5:
+        return {"type": "transcript", "role": rng.choice(("bot", "caller")), "text": hostile_string(rng),
+                "final": rng.choice((True, False))}
+    return {"type": "z" + identifier(rng), "x": hostile_string(rng)}
+
+
+class BotDialectFuzzTests(unittest.TestCase):
+    """BotDialect against a generated hostile bot."""
+
+    def run_program(self, program: bytes) -> None:
+        l16 = AudioFormat("l16", 16000)
+        dialect = BotDialect(start_message("CA1", "twilio", l16, {"k": "v"}, resumed=False), l16,
+                             response_prefix="t")
+        received, played = bytearray(), bytearray()
+        turn: str | None = None
+        turns = 0
+        started = stopped = False
+        for op, rng in steps(program):
+            if op < 100:
+                message = bot_valid(rng)
+                events = dialect.receive(dump(message), False)
+                if message["type"] not in BOT_KNOWN:
+                    self.assertEqual(events, [BotUnknownMessage(message["type"])])
+            elif op < 130:
+                events = dialect.receive(rng.choice((garbage_text(rng), dump(rng.choice(([], 3, None, {"type": 1}))))),
+                                         False)
+                self.assertEqual([type(e) for e in events], [MalformedMessage])
+            elif op < 170:
+                events = dialect.receive(mutate(bot_valid(rng), rng), False)
+            elif op < 215:
+                data = binary_frame(rng)
+                received += data
+                events = dialect.receive(data, True)
+            else:
+                events = []
+                self._command(dialect, rng, turn)
+            malformed = any(isinstance(e, MalformedMessage) for e in events)
+            for event in events:
+                self.assertIsInstance(event, BOT_EVENTS)
+                if isinstance(event, BotAudio):
+                    if turn is None:
+                        turns += 1
+                        turn = f"t{turns}"
+                    self.assertEqual(event.response_id, turn)
+                    played += event.data
+                elif isinstance(event, TurnFinished):
+                    self.assertEqual(event.response_id, turn)
+                    turn = None
+            if dialect.open_turn is None:
+                turn = None  # finished, cleared or interrupted
+            self.assertEqual(len(played), len(received) - len(received) % 2)
+            self.assertEqual(played, received[: len(played)])
+            out = [strict_json(item) for item in dialect.take_output() if not isinstance(item, bytes)]
+            if malformed and not stopped:
+                self.assertIn("malformed_message", [o.get("code") for o in out if o["type"] == "error"])
+            for message in out:
+                self.assertFalse(stopped, "nothing after stop")
+                self.assertIn(message["type"], BOT_OUT)
+                self.assertEqual(message["type"] == "start", not started, "start first and once")
+                started = True
+                stopped = message["type"] == "stop"
+
+    @staticmethod
+    def _command(dialect: BotDialect, rng: random.Random, turn: str | None) -> None:
+        op = rng.randrange(8)
+        if op == 0:
+            dialect.send_audio(rng.randbytes(rng.choice((0, 1, 640))))
+        elif op == 1:
+            dialect.interrupt(rng.choice((turn or "t0", "t1", "nope")))
+        elif op == 2:
+            dialect.send_dtmf(rng.choice(("1", "12#", "")))
+        elif op == 3:
+            dialect.speech(rng.random() < 0.5)
+        elif op == 4:
+            dialect.mark_played(hostile_string(rng), rng.random() < 0.5)
+        elif op == 5:
+            dialect.action_result("hangup", "refused", hostile_string(rng))
+        elif op == 6:
+            dialect.finish_turn()
+        elif rng.random() < 0.2:
+            dialect.stop("completed")
+
+    def test_hostile_bot(self) -> None:
+        """Any mix of valid and hostile bot messages and audio: never an exception; malformed
+        messages answered with error, unknown ones reported; audio exact, whole samples, by turn;
+        start first and once, nothing after stop, every text frame strict UTF-8 JSON."""
+        counted = Counted()
+
+        @FUZZ
+        @given(PROGRAMS)
+        def run(program: bytes) -> None:
+            counted.cases += 1
+            self.run_program(program)
+
+        run()
+        self.assertGreaterEqual(counted.cases, FUZZ_EXAMPLES)

@@ -38,6 +38,7 @@ from tests.test_fuzz_media_platforms import (
     vonage_valid,
     websocket_valid,
 )
+from tests.test_fuzz_pbx import ASTERISK_KINDS, FREESWITCH_KINDS, asterisk_valid, freeswitch_valid
 from tests.test_fuzz_platforms import (
     AUDIOCODES_KINDS,
     AUDIOHOOK_KINDS,
@@ -55,17 +56,17 @@ from tests.test_fuzz_platforms import (
 
 PATHS = {"twilio": "/twilio", "audiohook": "/audiohook", "genesys-bot": "/audiohook/bot", "audiocodes": "/audiocodes",
          "telnyx": "/telnyx", "plivo": "/plivo", "exotel": "/exotel", "vonage": "/vonage", "jambonz": "/jambonz",
-         "websocket": "/websocket"}
-MEDIA_STREAMS = ("telnyx", "plivo", "exotel", "vonage", "jambonz", "websocket")
+         "websocket": "/websocket", "asterisk": "/asterisk", "freeswitch": "/freeswitch"}
+MEDIA_STREAMS = ("telnyx", "plivo", "exotel", "vonage", "jambonz", "websocket", "asterisk", "freeswitch")
 """The platforms whose hostile connections never send their protocol's end of stream: each of
 them ends in exactly one violation."""
 IGNORED = IGNORED_KINDS | {"unknown_type", "empty_frame"}
 """The labels of ignored messages (counted in ``protocol_errors_total`` too)."""
 ALL_KINDS = (TWILIO_KINDS | AUDIOHOOK_KINDS | AUDIOCODES_KINDS | JSON_KINDS | VONAGE_KINDS | JAMBONZ_KINDS
-             | WEBSOCKET_KINDS | IGNORED | {"bad_utf8"})
+             | WEBSOCKET_KINDS | ASTERISK_KINDS | FREESWITCH_KINDS | IGNORED | {"bad_utf8"})
 """Every label ``protocol_errors_total{kind}`` may take (``bad_utf8``: the glue's own)."""
 HOSTILE_PER_PLATFORM = 60
-"""Hostile connections per platform path (ten paths: 600 in all)."""
+"""Hostile connections per platform path (twelve paths: 720 in all)."""
 AT_ONCE = 8
 """Hostile connections open at the same time."""
 HEALTHY_FRAMES = 240
@@ -192,6 +193,8 @@ def hostile_messages(platform: str, seed: int) -> list[str | bytes]:
     rng = random.Random(seed)
     out: list[str | bytes] = []
     hook, codes = HookModel("monitor" if platform == "audiohook" else "connector"), CodesModel()
+    if platform in ("asterisk", "freeswitch"):
+        return pbx_messages(platform, rng)
     for index in range(rng.randint(0, 4)):
         if platform == "twilio":
             message = twilio_valid(rng)
@@ -214,6 +217,25 @@ def hostile_messages(platform: str, seed: int) -> list[str | bytes]:
         out.append(binary_frame(rng))
     else:
         out.append("{" + garbage_text(rng))
+    return out
+
+
+def pbx_messages(platform: str, rng: random.Random) -> list[str | bytes]:
+    """An Asterisk or FreeSWITCH connection's worth: control messages (valid or mutated) and
+    audio frames of any size, then one message neither accepts in any state: text that is not
+    JSON for Asterisk, an odd-sized audio frame for FreeSWITCH (whose first text frame, whatever
+    it holds, is the call's metadata)."""
+    out: list[str | bytes] = []
+    for _ in range(rng.randint(0, 5)):
+        if rng.random() < 0.4:
+            out.append(rng.randbytes(rng.choice((0, 160, 320, 640, 3))))
+        elif platform == "asterisk":
+            text, name, fields = asterisk_valid(rng, rng.random() < 0.5)
+            out.append(mutate({"event": name, **fields}, rng) if rng.random() < 0.3 else text)
+        else:
+            message = freeswitch_valid(rng)
+            out.append(mutate(message, rng) if rng.random() < 0.3 else json.dumps(message))
+    out.append("{not json" + garbage_text(rng) if platform == "asterisk" else rng.randbytes(3))
     return out
 
 
@@ -240,8 +262,8 @@ class HostileLoopbackTests(LoopbackService, TestCase):
 
     @inlineCallbacks
     def test_healthy_call_loses_nothing_while_hostile_connections_run(self) -> Any:
-        """The healthy call gets back every frame it sent, byte for byte, while 600 hostile
-        connections on ten platform paths come and go; each of those is closed by the proxy
+        """The healthy call gets back every frame it sent, byte for byte, while 720 hostile
+        connections on twelve platform paths come and go; each of those is closed by the proxy
         (the generic WebSocket's after an ``error``), and each platform counts its protocol
         errors: one per connection on the media-stream platforms."""
         healthy = HealthyFactory(self.base + PATHS["twilio"])
@@ -279,11 +301,11 @@ class HostileLoopbackTests(LoopbackService, TestCase):
         for platform in MEDIA_STREAMS:
             self.assertEqual(violations.get(platform), HOSTILE_PER_PLATFORM, platform)
         self.assertLessEqual(kinds, ALL_KINDS)  # a bounded set of labels, whatever was sent
-        # A frame that is not UTF-8 is the port's own violation, which the session never sees
-        # (so no error message): the goodbye is checked where every frame was UTF-8.
-        utf8 = [f for f in self.goodbyes if f.platform == "websocket" and all(map(is_utf8, f.messages))]
-        self.assertGreater(len(utf8), HOSTILE_PER_PLATFORM // 3)
-        self.assertEqual({f.goodbye for f in utf8}, {"error"})
+        # A frame that is not UTF-8 is answered the protocol's way too (the session's
+        # invalid_text): every hostile WebSocket connection ends with an error message.
+        websocket = [f for f in self.goodbyes if f.platform == "websocket"]
+        self.assertTrue(any(not all(map(is_utf8, f.messages)) for f in websocket))
+        self.assertEqual({f.goodbye for f in websocket}, {"error"})
         client.send({"event": "stop", "streamSid": "MZ1"})
         yield healthy.closed
         self.assertEqual(len(client.payloads), HEALTHY_FRAMES)

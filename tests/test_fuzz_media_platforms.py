@@ -65,6 +65,7 @@ from tests.strategies import (
     strict_json,
 )
 from tests.test_fuzz_platforms import (
+    INVALID_UTF8,
     UNKNOWN,
     Counted,
     Trace,
@@ -78,19 +79,20 @@ from tests.test_fuzz_platforms import (
 JSON_KINDS = frozenset({
     "oversize", "bad_json", "bad_message", "duplicate_start", "wrong_type", "unsupported_format",
     "media_before_start", "dtmf_before_start", "oversize_frame", "bad_base64", "bad_payload", "binary_frame",
+    "bad_utf8",
 })
 """Every violation kind of the JSON media platforms (Telnyx, Plivo, Exotel)."""
 VONAGE_KINDS = frozenset({
     "oversize", "bad_json", "bad_message", "duplicate_start", "wrong_type", "unsupported_format",
-    "media_before_start", "dtmf_before_start", "bad_frame_size",
+    "media_before_start", "dtmf_before_start", "bad_frame_size", "bad_utf8",
 })
 JAMBONZ_KINDS = frozenset({
     "oversize", "bad_json", "bad_message", "wrong_type", "unsupported_format", "media_before_start",
-    "bad_payload", "oversize_frame",
+    "bad_payload", "oversize_frame", "bad_utf8",
 })
 WEBSOCKET_KINDS = frozenset({
     "oversize", "bad_json", "bad_message", "duplicate_start", "wrong_type", "unsupported_format",
-    "media_before_start", "dtmf_before_start", "oversize_frame", "bad_payload", "bad_opus",
+    "media_before_start", "dtmf_before_start", "oversize_frame", "bad_payload", "bad_opus", "bad_utf8",
 })
 UNKNOWN_EVENT = frozenset({"unknown_event"})
 BINARY_IGNORED = frozenset({"unknown_event", "empty_frame"})
@@ -345,9 +347,12 @@ class CousinFuzzTests(unittest.TestCase):
                 events = session.receive_text(text)
             elif op < 210:
                 events = session.receive_text(mutate(cousin_valid(spec, rng), rng))
-            elif op < 220:
+            elif op < 215:
                 expected = "binary_frame"
                 events = session.receive_binary(binary_frame(rng))
+            elif op < 220:
+                expected = "bad_utf8"
+                events = session.invalid_text(rng.choice(INVALID_UTF8))
             else:
                 common_command(session, rng)
                 events, expected = [], None
@@ -454,7 +459,7 @@ class VonageFuzzTests(unittest.TestCase):
                 events = session.receive_text(text)
             elif op < 165:
                 events = session.receive_text(mutate(vonage_valid(rng), rng))
-            elif op < 215:
+            elif op < 210:
                 size = session.frame_bytes + rng.choice((0, 0, 0, 1, -1, -2, 2)) if rng.random() < 0.7 \
                     else len(binary_frame(rng))
                 data = rng.randbytes(size)
@@ -467,6 +472,9 @@ class VonageFuzzTests(unittest.TestCase):
                         self.assertEqual(events, [CallerAudio(data)] if data else [MessageIgnored("empty_frame")])
                 else:
                     expected = "bad_frame_size"
+            elif op < 215:
+                expected = "bad_utf8"
+                events = session.invalid_text(rng.choice(INVALID_UTF8))
             else:
                 common_command(session, rng)
                 events, expected = [], None
@@ -577,7 +585,7 @@ class JambonzFuzzTests(unittest.TestCase):
                 events = session.receive_text(text)
             elif op < 165:
                 events = session.receive_text(mutate(jambonz_valid(rng, started), rng))
-            elif op < 215:
+            elif op < 210:
                 size = rng.choice((0, 1, 2, 3, 160, 319, 320, 640, session.max_frame_bytes,
                                    session.max_frame_bytes + 1, session.max_frame_bytes + 2))
                 data = rng.randbytes(size)
@@ -586,6 +594,9 @@ class JambonzFuzzTests(unittest.TestCase):
                             and size <= session.max_frame_bytes else "bad_payload" if size % 2 else "oversize_frame")
                 if started and expected is None and not dead_before:
                     self.assertEqual(events, [CallerAudio(data)] if size else [MessageIgnored("empty_frame")])
+            elif op < 215:
+                expected = "bad_utf8"
+                events = session.invalid_text(rng.choice(INVALID_UTF8))
             else:
                 common_command(session, rng)
                 events, expected = [], None
@@ -725,9 +736,12 @@ class WebSocketClientFuzzTests(unittest.TestCase):
                 events = session.receive_text(text)
             elif op < 175:
                 events = session.receive_text(mutate(websocket_valid(rng), rng))
-            elif op < 220:
+            elif op < 215:
                 data, expected = self._frame(session, rng)
                 events = session.receive_binary(data)
+            elif op < 220:
+                expected = "bad_utf8"
+                events = session.invalid_text(rng.choice(INVALID_UTF8))
             else:
                 common_command(session, rng)
                 events, expected = [], None

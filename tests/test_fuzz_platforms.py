@@ -94,6 +94,10 @@ from tests.strategies import (
     strict_json,
 )
 
+INVALID_UTF8 = (b"\xff", b'{"event":"media","x":"\xc3"}', b'{"type":"\xed\xa0\x80"}', b"\x80" * 9)
+"""Text frames that are not UTF-8 (for :meth:`PlatformSession.invalid_text`): a lone
+continuation byte, a cut sequence, an encoded surrogate."""
+
 PLATFORM_EVENTS = (
     CallStarted, CallerAudio, DtmfReceived, MarkPlayed, PlaybackFlowChanged, CallerStreamPaused, CallEnded,
     PlatformError, ResumeRequested, MessageIgnored, LanguageChanged, ProtocolViolation, PlaybackPaused,
@@ -102,16 +106,16 @@ CALLER_EVENTS = (CallerAudio, DtmfReceived, CallerStreamPaused, LanguageChanged)
 
 TWILIO_KINDS = frozenset({
     "oversize", "bad_json", "bad_message", "duplicate_start", "wrong_type", "unsupported_format",
-    "media_before_start", "dtmf_before_start", "oversize_frame", "bad_base64", "binary_frame",
+    "media_before_start", "dtmf_before_start", "oversize_frame", "bad_base64", "binary_frame", "bad_utf8",
 })
 AUDIOHOOK_KINDS = frozenset({
     "too_large", "bad_json", "bad_envelope", "bad_seq", "bad_serverseq", "bad_id", "wrong_direction",
     "unknown_type", "invalid_parameters", "unexpected_message", "organization_mismatch", "unsupported_media",
-    "unexpected_binary",
+    "unexpected_binary", "bad_utf8",
 })
 AUDIOCODES_KINDS = frozenset({
     "bad_json", "bad_message", "out_of_order", "audio_not_expected", "no_media_format", "bad_base64",
-    "binary_frame",
+    "binary_frame", "bad_utf8",
 })
 IGNORED_KINDS = frozenset({"unknown_event", "chunk_outside_stream", "other_participant"})
 
@@ -308,9 +312,12 @@ class TwilioFuzzTests(unittest.TestCase):
                 events = session.receive_text(text)
             elif op < 215:
                 events = session.receive_text(mutate(twilio_valid(rng), rng))
-            elif op < 225:
+            elif op < 220:
                 expected = "binary_frame"
                 events = session.receive_binary(binary_frame(rng))
+            elif op < 225:
+                expected = "bad_utf8"
+                events = session.invalid_text(rng.choice(INVALID_UTF8))
             else:
                 common_command(session, rng)
                 events = []
@@ -533,10 +540,15 @@ class AudioHookFuzzTests(unittest.TestCase):
                 else:
                     expected, replies = self._predict(model, message, usable)
                 events = session.receive_text(dump(message))
-            elif op < 160:
+            elif op < 154:
                 fault = hook_targeted(model, rng)
                 expected, replies = self._predict_fault(model, fault)
                 events = session.receive_text(fault.text)
+            elif op < 160:
+                # Not UTF-8: unreadable, like text that is not JSON (the client counted its seq).
+                model.seq += 1
+                expected, replies = self._predict_fault(model, HookFault("", "bad_utf8", None, False, False))
+                events = session.invalid_text(rng.choice(INVALID_UTF8))
             elif op < 205:
                 message, _ = hook_valid(model, rng)
                 events = session.receive_text(mutate(message, rng))
@@ -796,9 +808,12 @@ class AudioCodesFuzzTests(unittest.TestCase):
                 message = codes_valid(model, rng)
                 expected, replies = codes_predict(model, message)
                 events = session.receive_text(dump(message))
-            elif op < 160:
+            elif op < 154:
                 text, expected = codes_targeted(model, rng)
                 events = session.receive_text(text)
+            elif op < 160:
+                expected, replies = "bad_utf8", ["session.error"]
+                events = session.invalid_text(rng.choice(INVALID_UTF8))
             elif op < 205:
                 events = session.receive_text(mutate(codes_valid(model, rng), rng))
             elif op < 215:

@@ -7,17 +7,24 @@ import json
 from typing import Any
 
 from twisted.internet.task import Clock
+from twisted.logger import Logger, formatEvent
 from twisted.trial import unittest
 
 from mediaproxy.audio.format import MULAW_8K
+from mediaproxy.backends.connection import CallLog
 from mediaproxy.backends.deepgram_dialect import AgentDialect, SettingsAccepted, UnknownMessage
+from mediaproxy.backends.gemini import GeminiOptions
+from mediaproxy.backends.gemini_dialect import GeminiDialect, SessionReady
+from mediaproxy.backends.gemini_dialect import ServerError as GeminiServerError
 from mediaproxy.backends.openai_dialect import RealtimeDialect
 from mediaproxy.backends.openai_events import ServerError
 from mediaproxy.backends.openai_session_config import RealtimeOptions
+from mediaproxy.platforms.asterisk import AsteriskSession
 from mediaproxy.platforms.audiocodes_session import AudioCodesSession
 from mediaproxy.platforms.audiohook_session import AudioHookSession
 from mediaproxy.platforms.base import CallEnded, CallStarted, PlatformError, ProtocolViolation, UpgradeRequest
 from mediaproxy.platforms.exotel import ExotelSession
+from mediaproxy.platforms.freeswitch import FreeswitchSession
 from mediaproxy.platforms.plivo import PlivoSession
 from mediaproxy.platforms.twilio import TwilioSession
 from mediaproxy.platforms.vonage import VonageSession
@@ -242,12 +249,14 @@ class StubWire:
     def __init__(self) -> None:
         self.sent: list[str | bytes] = []
         self.closed = 0
+        self.codes: list[int] = []
 
     def send_frame(self, message: str | bytes) -> None:
         self.sent.append(message)
 
-    def close_socket(self) -> None:
+    def close_socket(self, code: int = 1000) -> None:
         self.closed += 1
+        self.codes.append(code)
 
     def drop_socket(self) -> None:
         self.closed += 1
@@ -309,3 +318,110 @@ class PortRegressionTests(unittest.TestCase):
         port.received(b"{not json", False)
         port.received(b"\x00", True)
         self.assertEqual([e.kind for e in call.events], ["bad_utf8"])
+
+
+class AsteriskRegressionTests(unittest.TestCase):
+    """Found by :mod:`tests.test_fuzz_pbx`."""
+
+    def test_json_format_that_is_a_list_is_unsupported(self) -> None:
+        """``"format": ["slin16"]`` raised TypeError (unhashable) out of ``receive_text``."""
+        session = AsteriskSession()
+        (violation,) = session.receive_text(json.dumps({"event": "MEDIA_START", "channel_id": "c",
+                                                        "format": ["slin16"], "optimal_frame_size": 640}))
+        self.assertEqual(violation.kind, "unsupported_format")  # type: ignore[union-attr]
+
+    def test_frame_size_of_digits_int_refuses(self) -> None:
+        """``optimal_frame_size:²`` and a 5000-digit size passed ``isdigit`` and raised ValueError
+        out of ``int()``."""
+        for size in ("\u00b2", "9" * 5000):
+            session = AsteriskSession()
+            (violation,) = session.receive_text(f"MEDIA_START channel_id:c format:slin optimal_frame_size:{size}")
+            self.assertEqual(violation.kind, "unsupported_format")  # type: ignore[union-attr]
+
+    def started_plain(self) -> AsteriskSession:
+        session = AsteriskSession(marks="on")
+        session.receive_text("MEDIA_START channel_id:c format:ulaw optimal_frame_size:160")
+        return session
+
+    def test_plain_mark_is_one_printable_ascii_word(self) -> None:
+        """A plain-text ``MARK_MEDIA`` carried the name as given: a lone surrogate could not be
+        sent (UnicodeEncodeError in the glue) and a blank name gave ``MARK_MEDIA `` with no id."""
+        session = self.started_plain()
+        session.mark("a \ud800b\u00e9")
+        session.mark(" \t")
+        session.mark("12:340")
+        self.assertEqual(session.take_output(), ["MARK_MEDIA ab", "MARK_MEDIA 12:340"])
+
+    def test_empty_packet_is_not_sent(self) -> None:
+        """``play(b"")`` queued an empty binary frame (not a whole frame of audio)."""
+        session = self.started_plain()
+        session.play(b"")
+        self.assertEqual(session.take_output(), [])
+
+
+class FreeswitchRegressionTests(unittest.TestCase):
+    def test_empty_sample_rate_refuses_the_call(self) -> None:
+        """``?sample_rate=`` was remembered as an empty bad rate, which reads as none: the call
+        started at the configured rate instead of being refused like any other bad rate."""
+        session = FreeswitchSession()
+        session.bind_upgrade(UpgradeRequest("/freeswitch?sample_rate=", "proxy", {}))
+        (violation,) = session.receive_binary(bytes(320))
+        self.assertEqual(violation.kind, "unsupported_format")  # type: ignore[union-attr]
+
+
+class GeminiRegressionTests(unittest.TestCase):
+    """Found by :mod:`tests.test_fuzz_gemini`."""
+
+    def dialect(self) -> GeminiDialect:
+        dialect = GeminiDialect(GeminiOptions(api_key="k", greeting="Hello!"))
+        dialect.take_output()
+        return dialect
+
+    def test_bad_field_beside_setup_complete_does_not_lose_ready(self) -> None:
+        """``{"setupComplete": {}, "goAway": 5}``: the whole message became one malformed_event
+        error after the dialect had set itself ready and queued the greeting, so SessionReady
+        never reached the session (the dial never completed)."""
+        dialect = self.dialect()
+        events = dialect.receive(json.dumps({"setupComplete": {}, "goAway": 5}))
+        self.assertEqual([type(e) for e in events], [SessionReady, GeminiServerError])
+        self.assertTrue(dialect.ready)
+        self.assertEqual([list(json.loads(m)) for m in dialect.take_output()], [["clientContent"]])
+
+    def test_audio_before_a_bad_part_is_kept(self) -> None:
+        """Audio read before an unusable part is still reported (it had already opened the turn)."""
+        dialect = self.dialect()
+        events = dialect.receive(json.dumps({"serverContent": {"modelTurn": {"parts": [
+            {"inlineData": {"data": "AAAA"}}, {"inlineData": ["AAAA"]}]}}}))
+        self.assertEqual([type(e).__name__ for e in events], ["ModelAudio", "ServerError"])
+        self.assertEqual(dialect.turn_active, "g1_1")
+
+    def test_tool_result_that_is_not_strict_json_goes_as_text(self) -> None:
+        """A tool answering ``NaN``, ``1e999`` or deeply nested JSON: NaN and Infinity went out
+        in the toolResponse (not JSON), and the nesting raised RecursionError out of tool_result."""
+        for output in ("NaN", '{"a": 1e999}', "[" * 30000):
+            dialect = self.dialect()
+            dialect.tool_result("fc-1", output)
+            (message,) = dialect.take_output()
+            (response,) = json.loads(message, parse_constant=float.__call__)["toolResponse"]["functionResponses"]
+            self.assertEqual(response["response"], {"output": output})
+
+    def test_interrupt_with_an_infinite_position(self) -> None:
+        dialect = self.dialect()
+        dialect.receive(json.dumps({"serverContent": {"modelTurn": {"parts": [{"inlineData": {"data": "AAAA"}}]}}}))
+        dialect.interrupt("g1_1", float("inf"))
+        dialect.interrupt("g1_1", float("nan"))
+        self.assertEqual(dialect.heard_text("g1_1", "hello there"), "")
+
+
+class BackendLogRegressionTests(unittest.TestCase):
+    """Found by :mod:`tests.test_fuzz_loopback_gemini`."""
+
+    def test_lone_surrogate_from_the_server_is_escaped_in_the_log(self) -> None:
+        """A Gemini tool call named ``"\\ud800"`` was logged as is ("model calls tool ..."): the
+        log file's UTF-8 write raised UnicodeEncodeError (and twisted drops such an observer)."""
+        events: list[Any] = []
+        call_log = CallLog(Logger(observer=events.append), "CA\ud800", "gemini", ())
+        call_log.log("info", "model calls tool {tool}", tool="\ud800x", count=3)
+        (event,) = events
+        self.assertEqual((event["tool"], event["call_id"], event["count"]), ("\\ud800x", "CA\\ud800", 3))
+        formatEvent(event).encode("utf-8")

@@ -15,8 +15,8 @@ from twisted.trial.unittest import TestCase
 from mediaproxy.audio.format import L16_16K, L16_24K, MULAW_8K
 from mediaproxy.backends.base import CallInfo, ToolSpec
 from mediaproxy.backends.gemini import GeminiOptions, session_format_for
-from mediaproxy.backends.gemini_dialect import (
-    GeminiDialect,
+from mediaproxy.backends.gemini_dialect import GeminiDialect
+from mediaproxy.backends.gemini_events import (
     GoingAway,
     ModelAudio,
     ResumptionHandle,
@@ -30,7 +30,9 @@ from mediaproxy.backends.gemini_dialect import (
     UnknownEventReceived,
     UsageReported,
 )
-from mediaproxy.backends.gemini_session import GeminiLiveSession, StallWatchdog
+from mediaproxy.backends.gemini_memory import HISTORY_LINES, ConversationMemory
+from mediaproxy.backends.gemini_session import GeminiLiveSession
+from mediaproxy.backends.gemini_watchdog import StallWatchdog
 from mediaproxy.metrics import Metrics
 from mediaproxy.testing.fake_gemini import check_message
 from mediaproxy.testing.recording_listener import RecordingListener
@@ -359,6 +361,25 @@ class WatchdogTests(TestCase):
         off = StallWatchdog(clock, 0.0, lambda: calls.append("x"), lambda: calls.append("x"))
         off.caller_spoke()
         self.assertFalse(off.armed)
+
+
+class ConversationMemoryTests(TestCase):
+    def test_resume_context_is_the_newest_lines_in_order(self) -> None:
+        memory = ConversationMemory()
+        self.assertEqual(memory.resume_context(), "")
+        for i in range(HISTORY_LINES + 4):
+            memory.final_line(1 + i // 10, "caller" if i % 2 == 0 else "bot", f"line {i}")
+        expected = [f"{'caller' if i % 2 == 0 else 'assistant'}: line {i}" for i in range(4, HISTORY_LINES + 4)]
+        self.assertEqual(memory.resume_context().splitlines(), ["Recent conversation, oldest first:", *expected])
+
+    def test_result_note_names_the_function_and_held_results_are_taken_once(self) -> None:
+        memory = ConversationMemory()
+        memory.tool_called("c1", "lookup_order")
+        self.assertIn("lookup_order", memory.result_note("c1", '{"ok":true}'))
+        self.assertIn("a function", memory.result_note("c9", "{}"))
+        memory.hold_result("c1", "{}")
+        self.assertEqual(memory.take_held_results(), [("c1", "{}")])
+        self.assertEqual(memory.take_held_results(), [])
 
 
 class ExampleConfigTests(TestCase):

@@ -352,7 +352,12 @@ class CapacityTests(LimitCase):
         yield refused.closed
         self.assertFalse(refused.opened)
         self.assertIn("503", refused.status_line)
+        self.assertEqual(self.refused("twilio", "capacity"), 1)
         yield self.release(*held)
+
+    def refused(self, platform: str, reason: str) -> float | None:
+        return self.service.metrics.registry.get_sample_value(
+            "mediaproxy_calls_refused_total", {"platform": platform, "reason": reason})
 
     @inlineCallbacks
     def test_audiohook_is_refused_with_503(self) -> Any:
@@ -378,6 +383,7 @@ class CapacityTests(LimitCase):
         client.initiate(["raw/mulaw"])
         yield vaic.closed
         self.assertEqual(client.received, [{"type": "session.error", "reason": "no capacity (1 calls)"}])
+        self.assertEqual(self.refused("audiocodes", "capacity"), 1)
         yield self.release(*held)
 
 

@@ -7,28 +7,22 @@ Nothing here waits on a timer: every step waits for the event it needs."""
 from __future__ import annotations
 
 import json
-from array import array
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol, connectWS
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from mediaproxy.backends.openai_session import RealtimeClientProtocol
-from mediaproxy.service import MediaProxyService
-from mediaproxy.testing.fake_realtime import FakeRealtimeServer
 from tests.binary_dialects import JAMBONZ_16K, VONAGE_16K, BinaryDialect
-from tests.support import ConditionWaiting, LoopbackService, cancel_autobahn_timer_buckets
-from tests.test_loopback_cousins import API_KEY, config
-
-
-def speech(dialect: BinaryDialect) -> bytes:
-    return array("h", [12000, -12000] * (dialect.fmt.rate_hz // 100)).tobytes()
-
-
-def quiet(dialect: BinaryDialect) -> bytes:
-    return dialect.fmt.silence(dialect.fmt.bytes_for_ms(20))
+from tests.support import (
+    ECHO_BACKEND,
+    ConditionWaiting,
+    EchoBehindPlatform,
+    RealtimeBehindPlatform,
+    quiet_frame,
+    speech_frame,
+)
+from tests.test_loopback_cousins import config
 
 
 class BinaryVendorClient(WebSocketClientProtocol):
@@ -86,22 +80,14 @@ class BinaryVendorFactory(ConditionWaiting, WebSocketClientFactory):
         self.closed: Deferred[int | None] = Deferred()
 
 
-class EchoContract(LoopbackService):
+class EchoContract(EchoBehindPlatform):
     dialect: BinaryDialect
-    timeout = 30
     assertEqual: Any
     assertIn: Any
     assertTrue: Any
 
     def setUp(self) -> Any:
-        service = MediaProxyService(config(self.dialect, {"type": "echo", "silence_ms": "200"}),  # type: ignore[arg-type]
-                                    reactor, tune_gc=False)
-        d = self.start_service(service)
-        d.addCallback(lambda addresses: setattr(self, "url", f"ws://127.0.0.1:{addresses[0].port}/{self.dialect.name}"))
-        return d
-
-    def tearDown(self) -> Any:
-        return self.stop_service()
+        return self.start_echo_loopback(config(self.dialect, ECHO_BACKEND), self.dialect.name)  # type: ignore[arg-type]
 
     @inlineCallbacks
     def test_parrot_call_with_barge_in(self) -> Any:
@@ -110,12 +96,12 @@ class EchoContract(LoopbackService):
         connectWS(factory)
         client = yield factory.opened
         self.assertEqual(factory.subprotocol, "audio.jambonz.org" if d.name == "jambonz" else None)
-        client.send_audio([speech(d)] * 30 + [quiet(d)] * 15)
+        client.send_audio([speech_frame(d.fmt)] * 30 + [quiet_frame(d.fmt)] * 15)
         yield factory.when(lambda: len(client.media()) >= 3)
-        self.assertIn(speech(d), b"".join(client.media()))  # our words, parroted back byte-exact
+        self.assertIn(speech_frame(d.fmt), b"".join(client.media()))  # our words, parroted back byte-exact
         self.assertEqual({len(m) for m in client.media()}, {d.fmt.bytes_for_ms(20)})
         seen = len(client.received)
-        client.send_audio([speech(d)] * 4)  # talk over it
+        client.send_audio([speech_frame(d.fmt)] * 4)  # talk over it
         yield factory.when(lambda: "clear" in client.controls(seen))
         client.send(d.dtmf("4"))
         client.send({"event": "somethingNew", "type": "somethingNew"})
@@ -138,37 +124,13 @@ class JambonzEchoTests(EchoContract, TestCase):
     dialect = JAMBONZ_16K
 
 
-class RealtimeContract:
+class RealtimeContract(RealtimeBehindPlatform):
     dialect: BinaryDialect
-    timeout = 30
     assertEqual: Any
     assertTrue: Any
-    patch: Any
 
     def setUp(self) -> None:
-        self.backend_websockets: list[RealtimeClientProtocol] = []
-        opened = RealtimeClientProtocol.onOpen
-
-        def record(proto: RealtimeClientProtocol) -> None:
-            self.backend_websockets.append(proto)
-            opened(proto)
-
-        self.patch(RealtimeClientProtocol, "onOpen", record)
-        self.fake = FakeRealtimeServer(reactor, api_key=API_KEY)
-        url = self.fake.listen().removesuffix("/v1/realtime") + "/v1/realtime"
-        backend = {"type": "openai-realtime", "url": url, "api_key": API_KEY, "transcription_model": "",
-                   "silence_duration_ms": "200", "reconnect_backoff_ms": "0", "reconnect_max_backoff_ms": "0",
-                   "keepalive_seconds": "0"}
-        self.service = MediaProxyService(config(self.dialect, backend), reactor, tune_gc=False)  # type: ignore[arg-type]
-        self.service.startService()
-        self.url = f"ws://127.0.0.1:{self.service.platform_listener.address().port}/{self.dialect.name}"
-
-    @inlineCallbacks
-    def tearDown(self) -> Any:
-        yield self.service.stopService()
-        yield DeferredList([proto.is_closed for proto in self.backend_websockets])
-        yield self.fake.stop()
-        cancel_autobahn_timer_buckets()
+        self.start_realtime_loopback(lambda backend: config(self.dialect, backend), self.dialect.name)  # type: ignore[arg-type]
 
     @inlineCallbacks
     def test_call_through_the_model(self) -> Any:
@@ -176,12 +138,9 @@ class RealtimeContract:
         factory = BinaryVendorFactory(self.url, d)
         connectWS(factory)
         client = yield factory.opened
-        yield self.fake.when(lambda: bool(self.fake.connections)
-                             and any(e.get("type") == "session.update" for e in self.fake.connection(0).received))
-        conn = self.fake.connection(0)
-        update = next(e for e in conn.received if e.get("type") == "session.update")["session"]
+        conn, update = yield self.first_session_update()
         self.assertEqual(update["audio"]["input"]["format"]["type"], "audio/pcm")
-        frames = [quiet(d)] * 5 + [speech(d)] * 10 + [quiet(d)] * 12
+        frames = [quiet_frame(d.fmt)] * 5 + [speech_frame(d.fmt)] * 10 + [quiet_frame(d.fmt)] * 12
         client.send_audio(frames)
         yield factory.when(lambda: len(client.media()) >= 5)
         # 16 kHz up to 24 kHz: one and a half times the bytes (less the resampler's latency).

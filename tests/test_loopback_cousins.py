@@ -7,33 +7,22 @@ every step waits for the event it needs."""
 from __future__ import annotations
 
 import json
-from array import array
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol, connectWS
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from mediaproxy.backends.openai_session import RealtimeClientProtocol
 from mediaproxy.config import parse_config
-from mediaproxy.service import MediaProxyService
-from mediaproxy.testing.fake_realtime import FakeRealtimeServer
 from tests.cousins import EXOTEL, PLIVO, TELNYX, Dialect
-from tests.support import ConditionWaiting, LoopbackService, cancel_autobahn_timer_buckets
-
-API_KEY = "dummy-test-key"
-
-
-def speech(dialect: Dialect) -> bytes:
-    """20 ms of loud audio in the dialect's format."""
-    if dialect.fmt.encoding == "pcmu":
-        return bytes([0x10, 0x90]) * 80
-    return array("h", [12000, -12000] * (dialect.fmt.rate_hz // 100)).tobytes()
-
-
-def quiet(dialect: Dialect) -> bytes:
-    return dialect.fmt.silence(dialect.fmt.bytes_for_ms(20))
+from tests.support import (
+    ECHO_BACKEND,
+    ConditionWaiting,
+    EchoBehindPlatform,
+    RealtimeBehindPlatform,
+    quiet_frame,
+    speech_frame,
+)
 
 
 class VendorClient(WebSocketClientProtocol):
@@ -92,19 +81,11 @@ def config(dialect: Dialect, backend: dict[str, str]) -> Any:
     }, {})
 
 
-class EchoContract(LoopbackService):
+class EchoContract(EchoBehindPlatform):
     dialect: Dialect
-    timeout = 30
 
     def setUp(self) -> Any:
-        service = MediaProxyService(config(self.dialect, {"type": "echo", "silence_ms": "200"}), reactor,
-                                    tune_gc=False)
-        d = self.start_service(service)
-        d.addCallback(lambda addresses: setattr(self, "url", f"ws://127.0.0.1:{addresses[0].port}/{self.dialect.name}"))
-        return d
-
-    def tearDown(self) -> Any:
-        return self.stop_service()
+        return self.start_echo_loopback(config(self.dialect, ECHO_BACKEND), self.dialect.name)
 
     @inlineCallbacks
     def test_parrot_call_with_barge_in(self) -> Any:
@@ -112,11 +93,11 @@ class EchoContract(LoopbackService):
         factory = VendorFactory(self.url, d)
         connectWS(factory)
         client = yield factory.opened
-        client.send_audio([speech(d)] * 30 + [quiet(d)] * 15)
+        client.send_audio([speech_frame(d.fmt)] * 30 + [quiet_frame(d.fmt)] * 15)
         yield factory.when(lambda: len(client.media()) >= 3)
-        self.assertIn(speech(d), b"".join(client.media()))  # our words, parroted back
+        self.assertIn(speech_frame(d.fmt), b"".join(client.media()))  # our words, parroted back
         seen = len(client.received)
-        client.send_audio([speech(d)] * 4)  # talk over it
+        client.send_audio([speech_frame(d.fmt)] * 4)  # talk over it
         yield factory.when(lambda: any(m["event"] == d.flush_event for m in client.received[seen:]))
         client.send(d.dtmf("4"))
         client.send({"event": "somethingNew"})
@@ -146,43 +127,17 @@ class ExotelEchoTests(EchoContract, TestCase):
     dialect = EXOTEL
 
 
-class RealtimeContract:
+class RealtimeContract(RealtimeBehindPlatform):
     """The fake Realtime server behind the platform: what format the model is given, what reaches
     it, and DTMF."""
 
     dialect: Dialect
     model_format: str
-    timeout = 30
     assertEqual: Any
     assertTrue: Any
 
-    patch: Any
-
     def setUp(self) -> None:
-        self.backend_websockets: list[RealtimeClientProtocol] = []
-        opened = RealtimeClientProtocol.onOpen
-
-        def record(proto: RealtimeClientProtocol) -> None:
-            self.backend_websockets.append(proto)
-            opened(proto)
-
-        self.patch(RealtimeClientProtocol, "onOpen", record)
-        self.fake = FakeRealtimeServer(reactor, api_key=API_KEY)
-        url = self.fake.listen().removesuffix("/v1/realtime") + "/v1/realtime"
-        backend = {"type": "openai-realtime", "url": url, "api_key": API_KEY, "transcription_model": "",
-                   "silence_duration_ms": "200", "reconnect_backoff_ms": "0", "reconnect_max_backoff_ms": "0",
-                   "keepalive_seconds": "0"}
-        self.service = MediaProxyService(config(self.dialect, backend), reactor, tune_gc=False)
-        self.service.startService()
-        self.url = f"ws://127.0.0.1:{self.service.platform_listener.address().port}/{self.dialect.name}"
-
-    @inlineCallbacks
-    def tearDown(self) -> Any:
-        yield self.service.stopService()
-        # Both ends of every backend connection closed before Autobahn's timers are swept.
-        yield DeferredList([proto.is_closed for proto in self.backend_websockets])
-        yield self.fake.stop()
-        cancel_autobahn_timer_buckets()
+        self.start_realtime_loopback(lambda backend: config(self.dialect, backend), self.dialect.name)
 
     @inlineCallbacks
     def test_call_through_the_model(self) -> Any:
@@ -190,13 +145,10 @@ class RealtimeContract:
         factory = VendorFactory(self.url, d)
         connectWS(factory)
         client = yield factory.opened
-        yield self.fake.when(lambda: bool(self.fake.connections)
-                             and any(e.get("type") == "session.update" for e in self.fake.connection(0).received))
-        conn = self.fake.connection(0)
-        update = next(e for e in conn.received if e.get("type") == "session.update")["session"]
+        conn, update = yield self.first_session_update()
         self.assertEqual(update["audio"]["input"]["format"]["type"], self.model_format)
         self.assertEqual(update["audio"]["output"]["format"]["type"], self.model_format)
-        frames = [quiet(d)] * 5 + [speech(d)] * 10 + [quiet(d)] * 12
+        frames = [quiet_frame(d.fmt)] * 5 + [speech_frame(d.fmt)] * 10 + [quiet_frame(d.fmt)] * 12
         client.send_audio(frames)
         yield factory.when(lambda: len(client.media()) >= 5)
         if self.model_format == "audio/pcmu":  # pass-through: every caller byte reaches the model

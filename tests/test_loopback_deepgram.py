@@ -11,18 +11,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from autobahn.twisted.websocket import connectWS
 from twisted.internet import reactor
-from twisted.internet.defer import DeferredList, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from mediaproxy.backends.deepgram_session import AgentClientProtocol
 from mediaproxy.config import parse_config
-from mediaproxy.service import MediaProxyService
+from mediaproxy.testing.fake_audio import LOUD_FRAME, pattern
 from mediaproxy.testing.fake_deepgram import FakeDeepgramConnection, FakeDeepgramServer
-from mediaproxy.testing.fake_realtime import LOUD_FRAME, pattern
-from tests.support import LoopbackService, cancel_autobahn_timer_buckets
-from tests.test_loopback_openai import PlayingTwilioFactory, quiet_frames
+from tests.test_loopback_openai import TwilioCallersLoopback, quiet_frames
 
 FRAME_BYTES = 160
 LOUD = LOUD_FRAME["audio/pcmu"]
@@ -56,48 +53,15 @@ def of_type(connection: FakeDeepgramConnection, kind: str) -> list[dict[str, Any
     return [m for m in connection.received if m.get("type") == kind]
 
 
-class DeepgramLoopbackTests(LoopbackService, TestCase):
-    timeout = 30
+class DeepgramLoopbackTests(TwilioCallersLoopback, TestCase):
+    fake: FakeDeepgramServer
 
     def setUp(self) -> None:
-        self.fake = FakeDeepgramServer(reactor, api_key=API_KEY)
+        self.use_fake(FakeDeepgramServer(reactor, api_key=API_KEY), AgentClientProtocol)
         self.fake_url = self.fake.listen()
-        self.service: MediaProxyService | None = None
-        self.clients: list[PlayingTwilioFactory] = []
-        self.backend_websockets: list[AgentClientProtocol] = []
-        opened = AgentClientProtocol.onOpen
-
-        def record(proto: AgentClientProtocol) -> None:
-            self.backend_websockets.append(proto)
-            opened(proto)
-
-        self.patch(AgentClientProtocol, "onOpen", record)
 
     def start_proxy(self, **backend: str) -> None:
-        self.service = MediaProxyService(proxy_config(self.fake_url, **backend), reactor, tune_gc=False)
-        self.service.startService()
-        self.url = f"ws://127.0.0.1:{self.service.platform_listener.address().port}/twilio"
-
-    @inlineCallbacks
-    def tearDown(self) -> Any:
-        for factory in self.clients:
-            if factory.protocol_instance is not None and not factory.closed.called:
-                factory.protocol_instance.sendClose()
-        yield DeferredList([f.closed for f in self.clients if f.opened.called])
-        if self.service is not None:
-            yield self.service.stopService()
-            self.assertEqual(self.service.registry.connected_calls(), [])
-            self.assertEqual(len(self.service.clock), 0)
-        yield DeferredList([proto.is_closed for proto in self.backend_websockets])
-        yield self.fake.stop()
-        cancel_autobahn_timer_buckets()
-        self.assertEqual(self.fake.violations, [])
-
-    def call(self, sid: str = "1") -> PlayingTwilioFactory:
-        factory = PlayingTwilioFactory(self.url, sid)
-        self.clients.append(factory)
-        connectWS(factory)
-        return factory
+        self.serve(proxy_config(self.fake_url, **backend))
 
     def applied(self) -> list[FakeDeepgramConnection]:
         return [c for c in self.fake.connections if c.settings is not None]

@@ -12,24 +12,20 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from mediaproxy.backends.openai_session import RealtimeClientProtocol
-from mediaproxy.service import MediaProxyService
-from mediaproxy.testing.fake_realtime import FakeRealtimeServer, pattern
+from mediaproxy.testing.fake_audio import pattern
+from mediaproxy.testing.fake_realtime import FakeRealtimeServer
 from tests import test_loopback_openai as ga
-from tests.support import LoopbackService
 from tests.test_loopback_openai import LOUD, events_of, quiet_frames
 
 API_KEY = "dummy-test-key"
 ENTRA = "dummy-entra-token"
 
 
-class FlavorLoopback(LoopbackService):
+class FlavorLoopback(ga.TwilioCallersLoopback):
     """One flavor's loopback calls (a mixin: each flavor's class names it and its section keys);
     the service, the Twilio client and the tear-down checks are the GA loopback tests' own."""
 
-    timeout = 30
     start_proxy = ga.OpenAILoopbackTests.start_proxy
-    call = ga.OpenAILoopbackTests.call
-    tearDown = ga.OpenAILoopbackTests.tearDown
 
     flavor = "openai"
     backend: dict[str, str] = {}
@@ -38,18 +34,9 @@ class FlavorLoopback(LoopbackService):
     server_cancels = True
 
     def setUp(self) -> None:
-        self.fake = FakeRealtimeServer(reactor, api_key=API_KEY, flavor=self.flavor, entra_token=ENTRA)
+        self.use_fake(FakeRealtimeServer(reactor, api_key=API_KEY, flavor=self.flavor, entra_token=ENTRA),
+                      RealtimeClientProtocol)
         self.fake_url = self.fake.listen()
-        self.service: MediaProxyService | None = None
-        self.clients: list[ga.PlayingTwilioFactory] = []
-        self.backend_websockets: list[RealtimeClientProtocol] = []
-        opened = RealtimeClientProtocol.onOpen
-
-        def record(proto: RealtimeClientProtocol) -> None:
-            self.backend_websockets.append(proto)
-            opened(proto)
-
-        self.patch(RealtimeClientProtocol, "onOpen", record)  # type: ignore[attr-defined]
 
     def start_flavor(self) -> None:
         self.start_proxy(**{"flavor": self.flavor, **self.backend})

@@ -12,37 +12,25 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import DeferredList, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from mediaproxy.backends.gemini_session import GeminiClientProtocol
+from mediaproxy.backends.gemini_socket import GeminiClientProtocol
 from mediaproxy.config import parse_config
-from mediaproxy.service import MediaProxyService
+from mediaproxy.testing.fake_audio import LOUD_FRAME
 from mediaproxy.testing.fake_gemini import FakeGeminiServer
-from mediaproxy.testing.fake_realtime import LOUD_FRAME
-from tests.support import LoopbackService, cancel_autobahn_timer_buckets
-from tests.test_loopback_openai import FRAME_MS, PlayingTwilioFactory, quiet_frames
+from tests.test_loopback_openai import FRAME_MS, TwilioCallersLoopback, quiet_frames
 
 API_KEY = "dummy-gemini-key"
 LOUD = LOUD_FRAME["audio/pcmu"]
 
 
-class GeminiLoopbackTests(LoopbackService, TestCase):
-    timeout = 30
+class GeminiLoopbackTests(TwilioCallersLoopback, TestCase):
+    fake: FakeGeminiServer
 
     def setUp(self) -> None:
-        self.fake = FakeGeminiServer(reactor, api_key=API_KEY)
+        self.use_fake(FakeGeminiServer(reactor, api_key=API_KEY), GeminiClientProtocol)
         self.fake_url = self.fake.listen()
-        self.service: MediaProxyService | None = None
-        self.clients: list[PlayingTwilioFactory] = []
-        self.backend_websockets: list[GeminiClientProtocol] = []
-        opened = GeminiClientProtocol.onOpen
-
-        def record(proto: GeminiClientProtocol) -> None:
-            self.backend_websockets.append(proto)
-            opened(proto)
-
-        self.patch(GeminiClientProtocol, "onOpen", record)
 
     def start_proxy(self, key: str = API_KEY, **backend: str) -> None:
         config = parse_config("test.ini", {
@@ -53,32 +41,7 @@ class GeminiLoopbackTests(LoopbackService, TestCase):
                                "reconnect_backoff_ms": "0", "reconnect_max_backoff_ms": "0",
                                "keepalive_seconds": "0", **backend},
         }, {})
-        self.service = MediaProxyService(config, reactor, tune_gc=False)
-        self.service.startService()
-        self.url = f"ws://127.0.0.1:{self.service.platform_listener.address().port}/twilio"
-
-    @inlineCallbacks
-    def tearDown(self) -> Any:
-        for factory in self.clients:
-            if factory.protocol_instance is not None and not factory.closed.called:
-                factory.protocol_instance.sendClose()
-        yield DeferredList([f.closed for f in self.clients if f.opened.called])
-        if self.service is not None:
-            yield self.service.stopService()
-            self.assertEqual(self.service.registry.connected_calls(), [])
-            self.assertEqual(len(self.service.clock), 0)
-        yield DeferredList([proto.is_closed for proto in self.backend_websockets])
-        yield self.fake.stop()
-        cancel_autobahn_timer_buckets()
-        self.assertEqual(self.fake.violations, [])
-
-    def call(self) -> PlayingTwilioFactory:
-        from autobahn.twisted.websocket import connectWS
-
-        factory = PlayingTwilioFactory(self.url, "1")
-        self.clients.append(factory)
-        connectWS(factory)
-        return factory
+        self.serve(config)
 
     def turn(self) -> list[bytes]:
         return quiet_frames(5, seed=1) + [LOUD] * 10 + quiet_frames(15, seed=2)

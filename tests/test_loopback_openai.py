@@ -28,16 +28,14 @@ from mediaproxy.backends.openai_session import RealtimeClientProtocol
 from mediaproxy.config import parse_config
 from mediaproxy.service import MediaProxyService
 from mediaproxy.sim.twilio_player import TwilioPlayer
-from mediaproxy.testing.fake_realtime import (
-    LOUD_FRAME,
-    FakeRealtimeConnection,
-    FakeRealtimeServer,
-    pattern,
-)
+from mediaproxy.testing.fake_audio import LOUD_FRAME, pattern
+from mediaproxy.testing.fake_realtime import FakeRealtimeConnection, FakeRealtimeServer
 from tests.support import (
     ConditionWaiting,
     LoopbackService,
+    all_closed,
     cancel_autobahn_timer_buckets,
+    record_backend_websockets,
 )
 
 FRAME_BYTES = 160
@@ -171,34 +169,43 @@ class PlayingTwilioFactory(ConditionWaiting, WebSocketClientFactory):
         self.closed: Deferred[int | None] = Deferred()
 
 
-
-
 def events_of(connection: FakeRealtimeConnection, kind: str) -> list[dict[str, Any]]:
     return [e for e in connection.received if e.get("type") == kind]
 
 
-class OpenAILoopbackTests(LoopbackService, TestCase):
+class TwilioCallersLoopback(LoopbackService):
+    """For the backend loopback suites (a trial TestCase mixin): Twilio callers
+    (:class:`PlayingTwilioFactory`) through the real service to a fake backend server. setUp
+    calls :meth:`use_fake`; a test starts the service with :meth:`serve` and dials callers with
+    :meth:`call`. tearDown hangs up every caller, stops the service (no call, held call or
+    playout may survive), waits for both ends of every backend connection to close, stops the
+    fake and requires that it saw no protocol violation."""
+
     timeout = 30
+    fake: Any
+    url: str
+    assertEqual: Any
 
-    def start_proxy(self, playout: dict[str, str] | None = None, **backend: str) -> None:
-        self.service = MediaProxyService(proxy_config(self.fake_url, playout, **backend), reactor, tune_gc=False)
-        self.service.startService()
-        address = self.service.platform_listener.address()
-        self.url = f"ws://127.0.0.1:{address.port}/twilio"
-
-    def setUp(self) -> None:
-        self.fake = FakeRealtimeServer(reactor, api_key=API_KEY)
-        self.fake_url = self.fake.listen().removesuffix("/v1/realtime") + "/v1/realtime"
+    def use_fake(self, fake: Any, protocol: type[Any]) -> None:
+        """``fake`` is the backend server (with ``stop`` and ``violations``); ``protocol`` is the
+        proxy's client protocol for it, whose connections tearDown waits for."""
+        self.fake = fake
         self.service: MediaProxyService | None = None
         self.clients: list[PlayingTwilioFactory] = []
-        self.backend_websockets: list[RealtimeClientProtocol] = []
-        opened = RealtimeClientProtocol.onOpen
+        self.backend_websockets = record_backend_websockets(self, protocol)
 
-        def record(proto: RealtimeClientProtocol) -> None:
-            self.backend_websockets.append(proto)
-            opened(proto)
+    def serve(self, config: Any) -> None:
+        """Start the service on ``config`` (Twilio at ``/twilio``)."""
+        self.service = MediaProxyService(config, reactor, tune_gc=False)
+        self.service.startService()
+        self.url = f"ws://127.0.0.1:{self.service.platform_listener.address().port}/twilio"
 
-        self.patch(RealtimeClientProtocol, "onOpen", record)
+    def call(self, sid: str = "1") -> PlayingTwilioFactory:
+        """Dial one Twilio caller (stream ``MZ<sid>``)."""
+        factory = PlayingTwilioFactory(self.url, sid)
+        self.clients.append(factory)
+        connectWS(factory)
+        return factory
 
     @inlineCallbacks
     def tearDown(self) -> Any:
@@ -211,17 +218,19 @@ class OpenAILoopbackTests(LoopbackService, TestCase):
             self.assertEqual(self.service.registry.connected_calls(), [])
             self.assertEqual(self.service.registry.held_calls(), {})
             self.assertEqual(len(self.service.clock), 0)
-        # Both ends of every backend connection closed before Autobahn's timers are swept.
-        yield DeferredList([proto.is_closed for proto in self.backend_websockets])
+        yield all_closed(self.backend_websockets)
         yield self.fake.stop()
         cancel_autobahn_timer_buckets()
         self.assertEqual(self.fake.violations, [])
 
-    def call(self, sid: str = "1") -> PlayingTwilioFactory:
-        factory = PlayingTwilioFactory(self.url, sid)
-        self.clients.append(factory)
-        connectWS(factory)
-        return factory
+
+class OpenAILoopbackTests(TwilioCallersLoopback, TestCase):
+    def start_proxy(self, playout: dict[str, str] | None = None, **backend: str) -> None:
+        self.serve(proxy_config(self.fake_url, playout, **backend))
+
+    def setUp(self) -> None:
+        self.use_fake(FakeRealtimeServer(reactor, api_key=API_KEY), RealtimeClientProtocol)
+        self.fake_url = self.fake.listen().removesuffix("/v1/realtime") + "/v1/realtime"
 
 
     def ready_connections(self) -> list[FakeRealtimeConnection]:

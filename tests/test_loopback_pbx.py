@@ -10,19 +10,13 @@ from __future__ import annotations
 
 import base64
 import json
-from array import array
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol, connectWS
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from mediaproxy.audio.format import AudioFormat
-from mediaproxy.backends.openai_session import RealtimeClientProtocol
 from mediaproxy.config import parse_config
-from mediaproxy.service import MediaProxyService
-from mediaproxy.testing.fake_realtime import FakeRealtimeServer
 from tests.pbx_dialects import (
     ASTERISK_SLIN16_JSON,
     ASTERISK_ULAW_JSON,
@@ -31,21 +25,17 @@ from tests.pbx_dialects import (
     AsteriskDialect,
     FreeswitchDialect,
 )
-from tests.support import ConditionWaiting, LoopbackService, cancel_autobahn_timer_buckets
+from tests.support import (
+    ECHO_BACKEND,
+    ConditionWaiting,
+    EchoBehindPlatform,
+    RealtimeBehindPlatform,
+    quiet_frame,
+    speech_frame,
+)
 
-API_KEY = "dummy-test-key"
 USER, PASSWORD = "ast", "s3cret"
 Dialect = AsteriskDialect | FreeswitchDialect
-
-
-def speech(fmt: AudioFormat) -> bytes:
-    if fmt.encoding == "pcmu":
-        return bytes([0x10, 0x90]) * 80
-    return array("h", [12000, -12000] * (fmt.rate_hz // 100)).tobytes()
-
-
-def quiet(fmt: AudioFormat) -> bytes:
-    return fmt.silence(fmt.bytes_for_ms(20))
 
 
 def config(dialect: Dialect, backend: dict[str, str]) -> Any:
@@ -137,23 +127,15 @@ def unknown(dialect: Dialect) -> str:
     return dialect.event("SOMETHING_NEW") if isinstance(dialect, AsteriskDialect) else '{"type":"somethingNew"}'
 
 
-class EchoContract(LoopbackService):
+class EchoContract(EchoBehindPlatform):
     dialect: Dialect
-    timeout = 30
     assertEqual: Any
     assertIn: Any
     assertTrue: Any
     failUnlessFailure: Any
 
     def setUp(self) -> Any:
-        service = MediaProxyService(config(self.dialect, {"type": "echo", "silence_ms": "200"}), reactor,
-                                    tune_gc=False)
-        d = self.start_service(service)
-        d.addCallback(lambda addresses: setattr(self, "url", f"ws://127.0.0.1:{addresses[0].port}/{self.dialect.name}"))
-        return d
-
-    def tearDown(self) -> Any:
-        return self.stop_service()
+        return self.start_echo_loopback(config(self.dialect, ECHO_BACKEND), self.dialect.name)
 
     @inlineCallbacks
     def test_parrot_call_with_barge_in(self) -> Any:
@@ -163,11 +145,11 @@ class EchoContract(LoopbackService):
         connectWS(factory)
         client = yield factory.opened
         self.assertEqual(factory.subprotocol, "media" if d.name == "asterisk" else None)
-        client.send_audio([speech(fmt)] * 30 + [quiet(fmt)] * 15)
+        client.send_audio([speech_frame(fmt)] * 30 + [quiet_frame(fmt)] * 15)
         yield factory.when(lambda: len(b"".join(client.media())) >= fmt.bytes_for_ms(300))
-        self.assertIn(speech(fmt), b"".join(client.media()))  # our words, parroted back byte-exact
+        self.assertIn(speech_frame(fmt), b"".join(client.media()))  # our words, parroted back byte-exact
         seen = len(client.received)
-        client.send_audio([speech(fmt)] * 4)  # talk over it
+        client.send_audio([speech_frame(fmt)] * 4)  # talk over it
         yield factory.when(lambda: flush_word(d) in client.controls(seen))
         client.send(dtmf(d, "4"))
         client.send(unknown(d))
@@ -203,37 +185,13 @@ class FreeswitchEchoTests(EchoContract, TestCase):
     dialect = FREESWITCH_16K
 
 
-class RealtimeContract:
+class RealtimeContract(RealtimeBehindPlatform):
     dialect: Dialect
-    timeout = 30
     assertEqual: Any
     assertTrue: Any
-    patch: Any
 
     def setUp(self) -> None:
-        self.backend_websockets: list[RealtimeClientProtocol] = []
-        opened = RealtimeClientProtocol.onOpen
-
-        def record(proto: RealtimeClientProtocol) -> None:
-            self.backend_websockets.append(proto)
-            opened(proto)
-
-        self.patch(RealtimeClientProtocol, "onOpen", record)
-        self.fake = FakeRealtimeServer(reactor, api_key=API_KEY)
-        url = self.fake.listen().removesuffix("/v1/realtime") + "/v1/realtime"
-        backend = {"type": "openai-realtime", "url": url, "api_key": API_KEY, "transcription_model": "",
-                   "silence_duration_ms": "200", "reconnect_backoff_ms": "0", "reconnect_max_backoff_ms": "0",
-                   "keepalive_seconds": "0"}
-        self.service = MediaProxyService(config(self.dialect, backend), reactor, tune_gc=False)
-        self.service.startService()
-        self.url = f"ws://127.0.0.1:{self.service.platform_listener.address().port}/{self.dialect.name}"
-
-    @inlineCallbacks
-    def tearDown(self) -> Any:
-        yield self.service.stopService()
-        yield DeferredList([proto.is_closed for proto in self.backend_websockets])
-        yield self.fake.stop()
-        cancel_autobahn_timer_buckets()
+        self.start_realtime_loopback(lambda backend: config(self.dialect, backend), self.dialect.name)
 
     @inlineCallbacks
     def test_call_through_the_model(self) -> Any:
@@ -242,13 +200,10 @@ class RealtimeContract:
         factory = PbxFactory(self.url, d)
         connectWS(factory)
         client = yield factory.opened
-        yield self.fake.when(lambda: bool(self.fake.connections)
-                             and any(e.get("type") == "session.update" for e in self.fake.connection(0).received))
-        conn = self.fake.connection(0)
-        update = next(e for e in conn.received if e.get("type") == "session.update")["session"]
+        conn, update = yield self.first_session_update()
         passthrough = fmt.encoding == "pcmu"
         self.assertEqual(update["audio"]["input"]["format"]["type"], "audio/pcmu" if passthrough else "audio/pcm")
-        frames = [quiet(fmt)] * 5 + [speech(fmt)] * 10 + [quiet(fmt)] * 12
+        frames = [quiet_frame(fmt)] * 5 + [speech_frame(fmt)] * 10 + [quiet_frame(fmt)] * 12
         client.send_audio(frames)
         yield factory.when(lambda: len(b"".join(client.media())) >= fmt.bytes_for_ms(100))
         sent = b"".join(frames)

@@ -203,7 +203,7 @@ class ExampleConfigTests(unittest.TestCase):
         env = {name: f"dummy-{name.lower()}" for name in (
             "OPENAI_API_KEY", "TWILIO_AUTH_TOKEN", "TWILIO_ACCOUNT_SID", "AUDIOHOOK_API_KEY", "AUDIOHOOK_CLIENT_SECRET",
             "AUDIOCODES_TOKEN", "AZURE_OPENAI_API_KEY", "AZURE_ENTRA_TOKEN", "AZURE_VOICELIVE_API_KEY", "XAI_API_KEY",
-            "DEEPGRAM_API_KEY", "GEMINI_API_KEY")}
+            "DEEPGRAM_API_KEY", "GEMINI_API_KEY", "BOT_API_KEY", "ELEVENLABS_API_KEY")}
         flavors = set()
         for path in paths:
             try:

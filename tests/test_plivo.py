@@ -13,9 +13,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from mediaproxy.audio.format import L16_8K, L16_16K, MULAW_8K
 from mediaproxy.options import OptionError
 from mediaproxy.platforms import plivo
-from mediaproxy.platforms.base import CallStarted, UpgradeRefused, UpgradeRequest
+from mediaproxy.platforms.base import CallerAudio, CallStarted, UpgradeRefused, UpgradeRequest
 from mediaproxy.platforms.plivo import PlivoOptions, PlivoSession
-from tests.cousins import CALL_ID, PARAMS, PLIVO, STREAM_ID, Dialect, SessionContract, text
+from tests.cousins import CALL_ID, PARAMS, PLIVO, STREAM_ID, Dialect, SessionContract, frame, text
 
 
 class PlivoSessionTests(SessionContract, SynchronousTestCase):
@@ -53,6 +53,16 @@ class PlivoSpecificTests(SynchronousTestCase):
             {"event": "checkpoint", "streamId": STREAM_ID, "name": "1:20"},
             {"event": "clearAudio", "streamId": STREAM_ID},
         ])
+
+    def test_only_the_inbound_track_is_the_callers(self) -> None:
+        s = plivo.new_session(PlivoOptions())
+        s.receive_text(text(PLIVO.start()))
+        message = PLIVO.media(frame(MULAW_8K, 1))
+        for track in ("outbound", ["inbound"]):
+            message["media"]["track"] = track
+            self.assertEqual(s.receive_text(text(message)), [])
+        message["media"]["track"] = "inbound"
+        self.assertEqual(s.receive_text(text(message)), [CallerAudio(frame(MULAW_8K, 1))])
 
     def test_cleared_audio_acknowledgement_is_quiet(self) -> None:
         s = plivo.new_session(PlivoOptions())

@@ -65,6 +65,10 @@ class TelnyxSpecificTests(SynchronousTestCase):
         message = TELNYX.media(frame(MULAW_8K, 1))
         message["media"]["track"] = "outbound"
         self.assertEqual(s.receive_text(text(message)), [])
+        message["media"]["track"] = ["inbound"]  # not a track name: not the caller's, and no error
+        self.assertEqual(s.receive_text(text(message)), [])
+        message["media"]["track"] = "inbound_track"
+        self.assertEqual(s.receive_text(text(message)), [CallerAudio(frame(MULAW_8K, 1))])
 
     def test_error_frame_is_a_platform_error(self) -> None:
         s = telnyx.new_session(TelnyxOptions())

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+
+from twisted.internet.defer import Deferred
 
 from mediaproxy.audio.format import AudioFormat, FormatPreference
+from mediaproxy.http_requests import HttpClient
 from mediaproxy.metrics import Metrics
 from mediaproxy.transcripts import Transcript
 
@@ -79,6 +82,18 @@ class BackendListener(Protocol):
     def backend_failed(self, reason: str) -> None:
         """The backend failed for good (bad key, quota, reconnects exhausted): end the call."""
 
+    def backend_clear(self) -> None:
+        """The bot takes back the audio it sent that has not been played yet (its own barge-in):
+        the platform and the playout are flushed as at a barge-in, but no caller speech is
+        reported to the platform and a goodbye waiting to be heard is not cancelled."""
+
+    def when_heard(self) -> Deferred[bool]:
+        """A Deferred that fires True once the caller has heard all the bot audio delivered so
+        far (the call's played position, see :mod:`mediaproxy.playout.position`), or False as
+        soon as a barge-in or :meth:`backend_clear` discarded some of it first. It fails with
+        ``CancelledError`` when the call ends before either."""
+        ...
+
 
 class BackendSession(Protocol):
     """One call's leg toward the backend. Also an ``IPushProducer``."""
@@ -112,6 +127,15 @@ class BackendSession(Protocol):
     def stopProducing(self) -> None: ...
 
 
+@runtime_checkable
+class EndReported(Protocol):
+    """A backend session that wants to know why its call ended (the bridge calls
+    :meth:`call_ending` just before ``close``); the others are only closed."""
+
+    def call_ending(self, outcome: str) -> None:
+        """The call is ending with ``outcome`` (a ``calls_total{outcome}`` value)."""
+
+
 class Backend(Protocol):
     """A configured backend (one ``[backend:NAME]`` section)."""
 
@@ -139,7 +163,9 @@ class BackendType(Generic[OptionsT]):
     :mod:`mediaproxy.options`). ``new_backend(name, options, reactor, metrics)``: the configured
     backend of one section; ``reactor`` provides ``IReactorTime`` and, for network backends,
     ``IReactorTCP``/``IReactorSSL``. ``validate(options)``: cross-checks at start-up; raises
-    :class:`~mediaproxy.options.OptionError`.
+    :class:`~mediaproxy.options.OptionError`. ``new_backend_with_http``: for a backend that also
+    makes HTTP requests (a credential exchange before it dials), the factory that takes the
+    process's HTTP client as a fifth argument; :meth:`create` prefers it.
     """
 
     name: str
@@ -147,3 +173,10 @@ class BackendType(Generic[OptionsT]):
     new_backend: Callable[[str, OptionsT, Any, Metrics], Backend]
     summary: str = ""
     validate: Callable[[OptionsT], None] | None = None
+    new_backend_with_http: Callable[[str, OptionsT, Any, Metrics, HttpClient], Backend] | None = None
+
+    def create(self, name: str, options: OptionsT, reactor: Any, metrics: Metrics, http: HttpClient) -> Backend:
+        """The configured backend of section ``name``, handed ``http`` when it makes requests."""
+        if self.new_backend_with_http is not None:
+            return self.new_backend_with_http(name, options, reactor, metrics, http)
+        return self.new_backend(name, options, reactor, metrics)

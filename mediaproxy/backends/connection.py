@@ -17,7 +17,8 @@ leg that do not depend on what the backend speaks.
 - :class:`AlwaysReading` is the ``IPushProducer`` side of a session whose socket is never paused.
 - :class:`CallLog` writes the session's log lines with the call and backend named and the
   secrets taken out.
-- :class:`KeepAliveTimer` polls at a fixed interval on the injected reactor.
+- :class:`KeepAliveTimer` polls at a fixed interval on the injected reactor; :class:`QuietTimer`
+  tells when a stream of events paused for a given time.
 
 Time comes from the injected reactor (seconds), so tests drive all of it with ``task.Clock``.
 """
@@ -276,15 +277,17 @@ class CallLog:
 
     def __init__(self, logger: Logger, call_id: str, backend: str, secrets: Iterable[str]) -> None:
         self._logger = logger
-        self._call_id = call_id
+        self._call_id = _utf8_safe(call_id)
         self._backend = backend
         # A key too short to be secret (a test's "k") would only mangle the text around it.
         self._secrets = tuple(secret for secret in secrets if len(secret) >= 8)
 
     def log(self, level: str, fmt: str, **kwargs: Any) -> None:
         """Log ``fmt`` at ``level`` ("debug" ... "error"). Server-supplied text (error messages,
-        close reasons) is redacted in case a peer echoes a key back."""
-        fields = {k: self.redact(v) if isinstance(v, str) else v for k, v in kwargs.items()}
+        close reasons, tool names) is redacted in case a peer echoes a key back, and a lone
+        surrogate in it (a JSON ``\\ud800`` escape decodes to one) is written as an escape: the
+        log file's UTF-8 write would fail on it, and the observer be dropped."""
+        fields = {k: _utf8_safe(self.redact(v)) if isinstance(v, str) else v for k, v in kwargs.items()}
         getattr(self._logger, level)(fmt, call_id=self._call_id, backend=self._backend, **fields)
 
     def redact(self, text: str) -> str:
@@ -293,6 +296,10 @@ class CallLog:
             if secret in text:
                 text = text.replace(secret, "[api key]")
         return text
+
+
+def _utf8_safe(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class KeepAliveTimer:
@@ -322,12 +329,46 @@ class KeepAliveTimer:
         self._poll()
 
 
+class QuietTimer:
+    """Calls ``on_quiet`` once ``quiet_s`` seconds on ``reactor`` passed without
+    :meth:`activity` (the first activity after a pause arms it). One delayed call per pause: an
+    activity only reads the clock, however many arrive."""
+
+    def __init__(self, reactor: Timers, quiet_s: float, on_quiet: Callable[[], None]) -> None:
+        self._reactor = reactor
+        self._quiet_s = quiet_s
+        self._on_quiet = on_quiet
+        self._last = 0.0
+        self._timer: Timer | None = None
+
+    def activity(self) -> None:
+        """Something happened now: the quiet is counted from here."""
+        self._last = self._reactor.seconds()
+        if self._timer is None:
+            self._timer = self._reactor.callLater(self._quiet_s, self._due)
+
+    def stop(self) -> None:
+        """Forget the pause being timed; the next activity arms it again."""
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _due(self) -> None:
+        self._timer = None
+        quiet_s = self._reactor.seconds() - self._last
+        if quiet_s + 1e-9 < self._quiet_s:  # activity since it was armed: wait for the rest
+            self._timer = self._reactor.callLater(self._quiet_s - quiet_s, self._due)
+        else:
+            self._on_quiet()
+
+
 __all__ = [
     "AlwaysReading",
     "BackendSocket",
     "CallLog",
     "HeldAudio",
     "KeepAliveTimer",
+    "QuietTimer",
     "ReadyReporter",
     "ReconnectOptions",
     "WriteBackpressure",

@@ -32,140 +32,30 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
-from mediaproxy.audio.format import ALAW_8K, MULAW_8K, AudioFormat
-from mediaproxy.backends.base import ToolSpec
-
-if TYPE_CHECKING:
-    from mediaproxy.backends.deepgram import DeepgramOptions
-
-# --- events ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Welcomed:
-    """``Welcome``: the connection is open; ``request_id`` names it at the vendor (for logs)."""
-
-    request_id: str
-
-
-@dataclass(frozen=True)
-class SettingsAccepted:
-    """``SettingsApplied``: the agent is configured; caller audio is heard from now on."""
-
-
-@dataclass(frozen=True)
-class AgentAudio:
-    """Agent audio in the session format, part of the agent turn ``response_id``."""
-
-    response_id: str
-    data: bytes
-
-
-@dataclass(frozen=True)
-class AgentAudioFinished:
-    """``AgentAudioDone`` for the turn ``response_id``: all its audio has arrived (never
-    reported for a cut turn)."""
-
-    response_id: str
-
-
-@dataclass(frozen=True)
-class SpeechStarted:
-    """``UserStartedSpeaking``: the caller started talking (barge-in)."""
-
-
-@dataclass(frozen=True)
-class SpeechStopped:
-    """The caller's utterance is over: its ``ConversationText`` arrived after it started talking
-    (the API has no message of its own for the end of the caller's turn)."""
-
-
-@dataclass(frozen=True)
-class TranscriptLine:
-    """``ConversationText``: ``role`` is ``caller`` (the vendor's ``user``) or ``bot``
-    (``assistant``); ``text`` is the whole statement."""
-
-    role: str
-    text: str
-
-
-@dataclass(frozen=True)
-class ToolCalled:
-    """One client-side function of a ``FunctionCallRequest``; ``arguments`` is JSON text."""
-
-    call_id: str
-    name: str
-    arguments: str
-
-
-@dataclass(frozen=True)
-class ServerError:
-    """``Error`` (``fatal``: retrying cannot help) or, with ``warning``, ``Warning``. ``code``
-    is the vendor's string; see :func:`error_code_label` before it becomes a label."""
-
-    code: str
-    description: str
-    fatal: bool = False
-    warning: bool = False
-
-
-@dataclass(frozen=True)
-class UnknownMessage:
-    """A text frame of a type the dialect does not know (or not JSON at all)."""
-
-    message_type: str
-
-
-AgentEvent = (
-    Welcomed | SettingsAccepted | AgentAudio | AgentAudioFinished | SpeechStarted | SpeechStopped
-    | TranscriptLine | ToolCalled | ServerError | UnknownMessage
+from mediaproxy.backends.deepgram_events import (
+    ERROR_CODE_LABELS,
+    ERROR_CODES,
+    FATAL_ERROR_CODES,
+    OTHER,
+    UNKNOWN_MESSAGE,
+    WARNING_CODES,
+    AgentAudio,
+    AgentAudioFinished,
+    AgentEvent,
+    ServerError,
+    SettingsAccepted,
+    SpeechStarted,
+    SpeechStopped,
+    ToolCalled,
+    TranscriptLine,
+    UnknownMessage,
+    Welcomed,
+    error_code_label,
 )
-
-# --- vocabularies ---------------------------------------------------------------------------------
-
-ERROR_CODES = frozenset({
-    "INTERNAL_SERVER_ERROR",
-    "CLIENT_MESSAGE_TIMEOUT",
-    "UNPARSABLE_CLIENT_MESSAGE",
-    "NON_SETTINGS_MESSAGE_BEFORE_SETTINGS",
-    "SETTINGS_ALREADY_APPLIED",
-    "INVALID_SETTINGS",
-})
-"""``Error`` codes from the vendor's "Errors & Warnings" page (the ones this connector knows)."""
-
-WARNING_CODES = frozenset({
-    "INJECT_AGENT_MESSAGE_DURING_USER_SPEECH",
-    "INJECT_AGENT_MESSAGE_DURING_AGENT_SPEECH",
-    "PROMPT_TOO_LONG",
-    "THINK_REQUEST_FAILED",
-    "SPEAK_REQUEST_FAILED",
-    "FUNCTION_CALL_FAILED",
-})
-"""``Warning`` codes from the same page."""
-
-FATAL_ERROR_CODES = frozenset({
-    "UNPARSABLE_CLIENT_MESSAGE",
-    "NON_SETTINGS_MESSAGE_BEFORE_SETTINGS",
-    "SETTINGS_ALREADY_APPLIED",
-    "INVALID_SETTINGS",
-})
-"""Errors a reconnect would only repeat (the same Settings, the same client): the call ends."""
-
-OTHER = "other"
-UNKNOWN_MESSAGE = "unknown_message"
-"""The one error label for every message type the dialect does not know."""
-
-ERROR_CODE_LABELS = ERROR_CODES | WARNING_CODES | {OTHER, UNKNOWN_MESSAGE}
-
-
-def error_code_label(code: str) -> str:
-    """``code`` as a ``backend_errors_total`` label value: itself when known, else ``other``."""
-    return code if code in ERROR_CODE_LABELS else OTHER
-
+from mediaproxy.backends.deepgram_settings import settings_message, wire_encoding
 
 IGNORED_MESSAGES = frozenset({
     "PromptUpdated",
@@ -188,54 +78,15 @@ _REMEMBERED = 64
 
 KEEPALIVE = json.dumps({"type": "KeepAlive"})
 
-# --- Settings --------------------------------------------------------------------------------------
-
-
-def wire_encoding(fmt: AudioFormat) -> dict[str, Any]:
-    """The ``audio.input`` fields for ``fmt`` (``mulaw``/``alaw`` 8 kHz or ``linear16``)."""
-    if fmt == MULAW_8K:
-        return {"encoding": "mulaw", "sample_rate": 8000}
-    if fmt == ALAW_8K:
-        return {"encoding": "alaw", "sample_rate": 8000}
-    if fmt.encoding == "l16" and fmt.channels == 1:
-        return {"encoding": "linear16", "sample_rate": fmt.rate_hz}
-    raise ValueError(f"Deepgram Voice Agent cannot exchange {fmt}")
-
-
-def settings_message(
-    options: DeepgramOptions,
-    fmt: AudioFormat,
-    tools: Sequence[ToolSpec] = (),
-    *,
-    prompt: str,
-    greeting: str,
-    language: str,
-) -> dict[str, Any]:
-    """The ``Settings`` message for a call exchanging ``fmt`` both ways, offering ``tools`` as
-    client-side functions (``agent.think.functions``). ``prompt``/``greeting``/``language`` are
-    given apart from ``options`` because a reconnect and the call's context change them."""
-    think: dict[str, Any] = {"provider": {"type": options.think_provider, "model": options.think_model}}
-    if prompt:
-        think["prompt"] = prompt
-    if tools:
-        think["functions"] = [
-            {"name": t.name, "description": t.description, "parameters": dict(t.parameters)} for t in tools
-        ]
-    agent: dict[str, Any] = {
-        "listen": {"provider": {"type": "deepgram", "model": options.listen_model}},
-        "think": think,
-        "speak": {"provider": {"type": "deepgram", "model": options.speak_model}},
-    }
-    if language:
-        agent["language"] = language
-    if greeting:
-        agent["greeting"] = greeting
-    return {
-        "type": "Settings",
-        "audio": {"input": wire_encoding(fmt), "output": {**wire_encoding(fmt), "container": "none"}},
-        "agent": agent,
-    }
-
+# The events, label vocabularies and the Settings message live in deepgram_events and
+# deepgram_settings; they stay importable from here, where the dialect's users (tests, fuzzers)
+# have always found them.
+__all__ = [
+    "AgentAudio", "AgentAudioFinished", "AgentDialect", "AgentEvent", "ERROR_CODES", "ERROR_CODE_LABELS",
+    "FATAL_ERROR_CODES", "IGNORED_MESSAGES", "KEEPALIVE", "OTHER", "ServerError", "SettingsAccepted",
+    "SpeechStarted", "SpeechStopped", "ToolCalled", "TranscriptLine", "UNKNOWN_MESSAGE", "UnknownMessage",
+    "WARNING_CODES", "Welcomed", "error_code_label", "settings_message", "wire_encoding",
+]
 
 # --- the dialect ------------------------------------------------------------------------------------
 
@@ -243,8 +94,9 @@ def settings_message(
 class AgentDialect:
     """One connection's worth of the Voice Agent protocol.
 
-    ``settings`` is the ``Settings`` message (see :func:`settings_message`), sent as the first
-    client message once ``Welcome`` arrived. ``response_prefix`` makes turn ids unique across the
+    ``settings`` is the ``Settings`` message (see
+    :func:`~mediaproxy.backends.deepgram_settings.settings_message`), sent as the first client
+    message once ``Welcome`` arrived. ``response_prefix`` makes turn ids unique across the
     connections of a call. Output is a list of frames: ``str`` for text, ``bytes`` for audio.
     """
 

@@ -43,11 +43,11 @@ from mediaproxy.backends.connection import (
     open_until_ready,
     refused_dial_reason,
 )
-from mediaproxy.backends.deepgram_dialect import (
+from mediaproxy.backends.deepgram_dialect import AgentDialect
+from mediaproxy.backends.deepgram_events import (
     UNKNOWN_MESSAGE,
     AgentAudio,
     AgentAudioFinished,
-    AgentDialect,
     AgentEvent,
     ServerError,
     SettingsAccepted,
@@ -58,8 +58,8 @@ from mediaproxy.backends.deepgram_dialect import (
     UnknownMessage,
     Welcomed,
     error_code_label,
-    settings_message,
 )
+from mediaproxy.backends.deepgram_settings import settings_message
 from mediaproxy.backends.reconnect import Redialer, connection_lost_reason, dial_websocket
 from mediaproxy.metrics import Metrics
 from mediaproxy.transcripts import Transcript

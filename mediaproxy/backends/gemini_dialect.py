@@ -34,12 +34,32 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mediaproxy.backends.base import ToolSpec
+from mediaproxy.backends.gemini_events import (
+    ERROR_CODE_LABELS,
+    GeminiEvent,
+    GoingAway,
+    ModelAudio,
+    ResumptionHandle,
+    ServerError,
+    SessionReady,
+    SpeechStarted,
+    SpeechStopped,
+    ToolCalled,
+    ToolCallsCancelled,
+    TranscriptReceived,
+    TurnEnded,
+    UnknownEventReceived,
+    UsageReported,
+    error_code_label,
+    usage_tokens,
+)
+from mediaproxy.transcripts import heard_part
 
 if TYPE_CHECKING:
     from mediaproxy.backends.gemini import GeminiOptions
@@ -55,132 +75,20 @@ RESUME_NOTE = (
     "same call: continue the conversation where it left off and do not greet the caller again."
 )
 
-ERROR_CODE_LABELS = frozenset(
-    {
-        # close codes the service is known to use, as labels
-        "invalid_argument", "policy_violation", "internal_error", "unavailable",
-        # the connector's own
-        "malformed_event", "unknown_event", "model_stalled", "go_away", "setup_refused", "auth_failed",
-        "tool_response_unmatched",
-    }
-)
-"""Values of the ``code`` label of ``backend_errors_total`` for this backend; anything else is ``other``."""
-
-TOKEN_KINDS = {"AUDIO": "audio", "TEXT": "text"}
-
 _REMEMBERED = 64
 
+# The events and label vocabularies live in gemini_events; they stay importable from here, where
+# the dialect's users (tests, fuzzers) have always found them.
+__all__ = [
+    "ERROR_CODE_LABELS", "IGNORED_FIELDS", "INPUT_MIME", "OUTPUT_BYTES_PER_MS", "RESUME_NOTE", "GeminiDialect",
+    "GeminiEvent", "GoingAway", "ModelAudio", "ResumptionHandle", "ServerError", "SessionReady", "SpeechStarted",
+    "SpeechStopped", "ToolCalled", "ToolCallsCancelled", "TranscriptReceived", "TurnEnded", "UnknownEventReceived",
+    "UsageReported", "error_code_label", "model_name", "parse_duration_s", "setup_message", "usage_tokens",
+]
 
-def error_code_label(code: str) -> str:
-    """``code`` as a ``backend_errors_total`` label value: itself when known, else ``other``."""
-    return code if code in ERROR_CODE_LABELS else "other"
-
-
-# --- events ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SessionReady:
-    """``setupComplete``: the session is configured; caller audio is heard."""
-
-
-@dataclass(frozen=True)
-class ModelAudio:
-    """Bot audio of turn ``turn_id``: 16-bit PCM at 24 kHz, base64-decoded."""
-
-    turn_id: str
-    data: bytes
-
-
-@dataclass(frozen=True)
-class TurnEnded:
-    """The model's turn ``turn_id`` is over: complete (``cut`` false), or interrupted. For a cut
-    turn, ``text`` is its whole bot transcript: the final line is only known once the bridge has
-    said what was heard (``interrupt``, which follows the ``SpeechStarted`` before this event),
-    so the session cuts it with :meth:`GeminiDialect.heard_text`."""
-
-    turn_id: str
-    cut: bool
-    text: str = ""
-
-
-@dataclass(frozen=True)
-class SpeechStarted:
-    """The caller talked over the model (``interrupted``): barge-in."""
-
-
-@dataclass(frozen=True)
-class SpeechStopped:
-    """The caller's turn is over (the model started answering it)."""
-
-
-@dataclass(frozen=True)
-class TranscriptReceived:
-    """What was said: ``role`` ``caller`` or ``bot``; ``text`` the whole turn so far; ``final``
-    once the turn is over (a bot turn's final is cut to what the caller heard)."""
-
-    role: str
-    text: str
-    final: bool
-
-
-@dataclass(frozen=True)
-class ToolCalled:
-    """The model calls ``name`` with ``arguments`` (JSON text); answer under ``call_id``."""
-
-    call_id: str
-    name: str
-    arguments: str
-
-
-@dataclass(frozen=True)
-class ToolCallsCancelled:
-    """The server withdrew these tool calls (the caller interrupted); their results are ignored."""
-
-    call_ids: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class ResumptionHandle:
-    """``sessionResumptionUpdate``: a handle a new connection may resume this session with."""
-
-    handle: str
-
-
-@dataclass(frozen=True)
-class GoingAway:
-    """``goAway``: the server ends this connection in ``time_left_s`` seconds."""
-
-    time_left_s: float
-
-
-@dataclass(frozen=True)
-class UsageReported:
-    """Token counts by kind (``input_audio``, ``input_text``, ``output_audio``, ``output_text``,
-    ``input_cached``), from one ``usageMetadata``."""
-
-    tokens: Mapping[str, int]
-
-
-@dataclass(frozen=True)
-class ServerError:
-    """A message that could not be used (``code`` from :data:`ERROR_CODE_LABELS`)."""
-
-    code: str
-    message: str
-
-
-@dataclass(frozen=True)
-class UnknownEventReceived:
-    """A message with no field the dialect knows; ignored (``event_type``: its first key)."""
-
-    event_type: str
-
-
-GeminiEvent = (
-    SessionReady | ModelAudio | TurnEnded | SpeechStarted | SpeechStopped | TranscriptReceived | ToolCalled
-    | ToolCallsCancelled | ResumptionHandle | GoingAway | UsageReported | ServerError | UnknownEventReceived
-)
+_FIELDS = ("setupComplete", "serverContent", "toolCall", "toolCallCancellation", "sessionResumptionUpdate", "goAway",
+           "usageMetadata")
+"""The server message fields the dialect reads, in the order it reads them."""
 
 IGNORED_FIELDS = frozenset({"voiceActivity", "voiceActivityDetectionSignal"})
 """Server message fields the dialect needs nothing from (newer VAD signals: ``interrupted`` is
@@ -300,8 +208,10 @@ class GeminiDialect:
         wrapped as ``{"output": ...}``: ``response`` must be an object)."""
         name = self._tool_calls.pop(call_id, "")
         try:
-            response = json.loads(output)
-        except ValueError:
+            # NaN and Infinity are not JSON (nor is 1e999, which Python reads as inf): such an
+            # answer goes as text; so does one nested too deep to parse.
+            response = json.loads(output, parse_constant=_not_json, parse_float=_finite)
+        except (ValueError, RecursionError):
             response = output
         if not isinstance(response, dict):
             response = {"output": response}
@@ -312,7 +222,9 @@ class GeminiDialect:
         if turn_id not in self._received_bytes:
             return  # a turn of an earlier connection, or none
         _remember(self._cut, turn_id, None)
-        _remember(self._heard_ms, turn_id, max(0, int(played_ms)))
+        # Not finite (no playout reports that, but it must not raise): NaN is nothing heard.
+        heard = 0 if math.isnan(played_ms) else max(0, int(min(played_ms, 1e12)))
+        _remember(self._heard_ms, turn_id, heard)
 
     # --- server messages -----------------------------------------------------------------------
 
@@ -324,46 +236,45 @@ class GeminiDialect:
             return [ServerError("malformed_event", "server sent a message that is not JSON")]
         if not isinstance(event, dict):
             return [ServerError("malformed_event", "server message is not an object")]
-        try:
-            return self._dispatch(event)
-        except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RecursionError) as e:
-            return [ServerError("malformed_event", f"bad server message: {e!r}"[:200])]
-
-    def _dispatch(self, event: dict[str, Any]) -> list[GeminiEvent]:
         events: list[GeminiEvent] = []
         known = False
-        if "setupComplete" in event:
+        for field in _FIELDS:
+            if field not in event:
+                continue
             known = True
-            events += self._setup_complete()
-        if "serverContent" in event:
-            known = True
-            events += self._server_content(event["serverContent"])
-        if "toolCall" in event:
-            known = True
-            events += self._tool_call(event["toolCall"])
-        if "toolCallCancellation" in event:
-            known = True
-            ids = tuple(str(i) for i in event["toolCallCancellation"].get("ids") or ())
-            for call_id in ids:
-                self._tool_calls.pop(call_id, None)
-            events.append(ToolCallsCancelled(ids))
-        if "sessionResumptionUpdate" in event:
-            known = True
-            update = event["sessionResumptionUpdate"]
-            handle = update.get("newHandle")
-            if update.get("resumable", True) and isinstance(handle, str) and handle:
-                events.append(ResumptionHandle(handle))
-        if "goAway" in event:
-            known = True
-            events.append(GoingAway(parse_duration_s((event["goAway"] or {}).get("timeLeft"))))
-        if "usageMetadata" in event:
-            known = True
-            tokens = usage_tokens(event["usageMetadata"])
-            if tokens:
-                events.append(UsageReported(tokens))
+            try:
+                self._field(field, event[field], events)
+            except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RecursionError) as e:
+                # One unusable field costs only its own events: a setupComplete or the audio
+                # read before it still counts (the state they changed is already changed).
+                events.append(ServerError("malformed_event", f"bad {field}: {e!r}"[:200]))
         if not known and not IGNORED_FIELDS.intersection(event):
             events.append(UnknownEventReceived(next(iter(event), "")))
         return events
+
+    def _field(self, field: str, value: Any, events: list[GeminiEvent]) -> None:
+        """Read one known top-level field of a server message into ``events``."""
+        if field == "setupComplete":
+            events += self._setup_complete()
+        elif field == "serverContent":
+            self._server_content(value, events)
+        elif field == "toolCall":
+            self._tool_call(value, events)
+        elif field == "toolCallCancellation":
+            ids = tuple(str(i) for i in value.get("ids") or ())
+            for call_id in ids:
+                self._tool_calls.pop(call_id, None)
+            events.append(ToolCallsCancelled(ids))
+        elif field == "sessionResumptionUpdate":
+            handle = value.get("newHandle")
+            if value.get("resumable", True) and isinstance(handle, str) and handle:
+                events.append(ResumptionHandle(handle))
+        elif field == "goAway":
+            events.append(GoingAway(parse_duration_s((value or {}).get("timeLeft"))))
+        else:
+            tokens = usage_tokens(value)
+            if tokens:
+                events.append(UsageReported(tokens))
 
     def _setup_complete(self) -> list[GeminiEvent]:
         if self._ready:
@@ -381,8 +292,7 @@ class GeminiDialect:
                                           "turnComplete": True}})
         return [SessionReady()]
 
-    def _server_content(self, content: Mapping[str, Any]) -> list[GeminiEvent]:
-        events: list[GeminiEvent] = []
+    def _server_content(self, content: Mapping[str, Any], events: list[GeminiEvent]) -> None:
         caller = content.get("inputTranscription")
         if isinstance(caller, Mapping) and _text(caller.get("text")):
             self._caller_text += _text(caller.get("text"))
@@ -425,7 +335,6 @@ class GeminiDialect:
                 self._bot_text = ""
             if content.get("turnComplete"):
                 self._last_cut = None
-        return events
 
     _last_cut: str | None = None
 
@@ -465,23 +374,13 @@ class GeminiDialect:
         heard = self._heard_ms.get(turn)
         if heard is None:
             return text
-        total = self._received_bytes.get(turn, 0) // OUTPUT_BYTES_PER_MS
-        if heard <= 0 or total <= 0:
-            return ""
-        if heard >= total:
-            return text
-        end = len(text) * heard // total
-        if end < len(text) and not text[end].isspace():
-            space = text.rfind(" ", 0, end + 1)
-            end = space if space >= 0 else 0
-        return text[:end].rstrip()
+        return heard_part(text, heard, self._received_bytes.get(turn, 0) // OUTPUT_BYTES_PER_MS)
 
     def is_cut(self, turn_id: str) -> bool:
         """``turn_id`` was interrupted: any more of its audio is dropped."""
         return turn_id in self._cut
 
-    def _tool_call(self, call: Mapping[str, Any]) -> list[GeminiEvent]:
-        events: list[GeminiEvent] = []
+    def _tool_call(self, call: Mapping[str, Any], events: list[GeminiEvent]) -> None:
         for fc in call.get("functionCalls") or ():
             call_id, name = str(fc.get("id") or ""), str(fc["name"])
             if not call_id:
@@ -489,12 +388,22 @@ class GeminiDialect:
             self._tool_calls[call_id] = name
             args = fc.get("args")
             events.append(ToolCalled(call_id, name, json.dumps(args if isinstance(args, dict) else {})))
-        return events
 
     # --- helpers -------------------------------------------------------------------------------
 
     def _send(self, message: dict[str, Any]) -> None:
         self._output.append(json.dumps(message, separators=(",", ":")))
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _finite(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):
+        raise ValueError(f"{literal} is out of range")
+    return value
 
 
 def _text(value: Any) -> str:
@@ -505,23 +414,3 @@ def _remember(table: dict[str, Any], key: str, value: Any) -> None:
     table[key] = value
     while len(table) > _REMEMBERED:
         del table[next(iter(table))]
-
-
-def usage_tokens(usage: Any) -> dict[str, int]:
-    """Token counts by kind from ``usageMetadata`` (``promptTokensDetails`` and
-    ``responseTokensDetails`` per modality; ``cachedContentTokenCount``)."""
-    if not isinstance(usage, Mapping):
-        return {}
-    tokens: dict[str, int] = {}
-    for key, side in (("promptTokensDetails", "input"), ("responseTokensDetails", "output")):
-        for detail in usage.get(key) or ():
-            if not isinstance(detail, Mapping):
-                continue
-            kind = TOKEN_KINDS.get(str(detail.get("modality")))
-            count = detail.get("tokenCount")
-            if kind is not None and isinstance(count, int) and count > 0:
-                tokens[f"{side}_{kind}"] = tokens.get(f"{side}_{kind}", 0) + count
-    cached = usage.get("cachedContentTokenCount")
-    if isinstance(cached, int) and cached > 0:
-        tokens["input_cached"] = cached
-    return tokens

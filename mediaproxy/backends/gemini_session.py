@@ -17,9 +17,14 @@ caller hears no gap. A connection dropped without warning redials with backoff a
 the latest handle too; a handle the service refuses falls back to a fresh session with a note and
 the recent transcript.
 
-The watchdog (:class:`StallWatchdog`): a model that says nothing for ``stall_seconds`` after the
-caller spoke is nudged (``audioStreamEnd``), and after as long again the connection is replaced
-the same way as on ``goAway`` (counted as ``backend_errors_total{code="model_stalled"}``).
+The watchdog (:class:`~mediaproxy.backends.gemini_watchdog.StallWatchdog`): a model that says
+nothing for ``stall_seconds`` after the caller spoke is nudged (``audioStreamEnd``), and after as
+long again the connection is replaced the same way as on ``goAway`` (counted as
+``backend_errors_total{code="model_stalled"}``).
+
+The WebSocket protocol and how the service's close codes are read are in
+:mod:`~mediaproxy.backends.gemini_socket`; the transcript and tool call names a replacement
+connection is told about, in :mod:`~mediaproxy.backends.gemini_memory`.
 
 The socket is always read, whatever the playout holds (``interrupted`` shares it with the audio).
 """
@@ -27,32 +32,28 @@ The socket is always read, whatever the playout holds (``interrupted`` shares it
 from __future__ import annotations
 
 import random as _random
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectError, ConnectionLost
+from twisted.internet.error import ConnectionLost
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from mediaproxy.audio.format import L16_16K, L16_24K, AudioFormat
 from mediaproxy.audio.transcode import Transcoder
 from mediaproxy.backends.base import BackendListener, CallInfo
 from mediaproxy.backends.connection import (
     AlwaysReading,
-    BackendSocket,
     CallLog,
     HeldAudio,
     ReadyReporter,
     backoff_redialer,
     hang_up,
     open_until_ready,
-    refused_dial_reason,
 )
-from mediaproxy.backends.gemini_dialect import (
-    GeminiDialect,
+from mediaproxy.backends.gemini_dialect import GeminiDialect
+from mediaproxy.backends.gemini_events import (
     GeminiEvent,
     GoingAway,
     ModelAudio,
@@ -69,8 +70,19 @@ from mediaproxy.backends.gemini_dialect import (
     UsageReported,
     error_code_label,
 )
+from mediaproxy.backends.gemini_memory import ConversationMemory
+from mediaproxy.backends.gemini_socket import (
+    Connect,
+    GeminiClientProtocol,
+    SetupRefused,
+    close_error_label,
+    fatal_dial_reason,
+    is_planned_close,
+    is_setup_refusal,
+)
+from mediaproxy.backends.gemini_watchdog import StallWatchdog
 from mediaproxy.backends.openai_events import token_kind_label
-from mediaproxy.backends.reconnect import Redialer, Timer, Timers, connection_lost_reason, dial_websocket
+from mediaproxy.backends.reconnect import Redialer, connection_lost_reason, dial_websocket
 from mediaproxy.metrics import Metrics
 from mediaproxy.transcripts import Transcript
 
@@ -78,95 +90,6 @@ if TYPE_CHECKING:
     from mediaproxy.backends.gemini import GeminiOptions
 
 log = Logger()
-
-_HISTORY_LINES = 12
-_HISTORY_CHARS = 2000
-_TOOL_CALLS = 32
-
-SETUP_REFUSED_CODES = frozenset({1007, 1008})
-"""Close codes with which the service refuses a connection before ``setupComplete``: 1007 (invalid
-argument: a bad setup or key), 1008 (policy violation: key, permission). Retrying cannot help."""
-
-_CLOSE_CODE_LABELS = {1007: "invalid_argument", 1008: "policy_violation", 1011: "internal_error",
-                      1013: "unavailable"}
-
-
-class SetupRefused(ConnectError):
-    """The service closed the connection before ``setupComplete`` in a way retrying cannot fix."""
-
-
-class GeminiClientProtocol(BackendSocket):
-    """The WebSocket of one connection; forwards everything to its session."""
-
-    session: GeminiLiveSession | None = None
-    dialect: GeminiDialect | None = None
-    ready: Deferred[GeminiClientProtocol] | None = None
-
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        # The service sends its JSON as text frames, some deployments as binary frames.
-        if self.session is not None:
-            self.session.message_received(self, payload)
-
-
-Connect = Callable[[str], "Deferred[Any]"]
-"""Opens one WebSocket to a URL; fires with the open protocol (tests pass their own)."""
-
-
-class StallWatchdog:
-    """Notices a model that stops answering: armed when the caller spoke, disarmed when the model
-    produces anything. ``seconds`` after the caller's last sign with nothing from the model it
-    calls ``on_nudge``; as long again after that, ``on_stall`` (then it waits for the caller
-    again). One timer at most; a sign while armed only moves the deadline (no timer per message).
-    ``seconds`` 0 turns it off. Times come from ``reactor`` (seconds)."""
-
-    def __init__(self, reactor: Timers, seconds: float, on_nudge: Callable[[], None],
-                 on_stall: Callable[[], None]) -> None:
-        self._reactor = reactor
-        self._seconds = seconds
-        self._on_nudge = on_nudge
-        self._on_stall = on_stall
-        self._timer: Timer | None = None
-        self._deadline = 0.0
-        self._nudged = False
-
-    @property
-    def armed(self) -> bool:
-        return self._timer is not None
-
-    def caller_spoke(self) -> None:
-        """The caller said something the model should answer (or interrupted it)."""
-        if not self._seconds:
-            return
-        self._nudged = False
-        self._deadline = self._reactor.seconds() + self._seconds
-        if self._timer is None:
-            self._timer = self._reactor.callLater(self._seconds, self._fire)
-
-    def model_spoke(self) -> None:
-        """The model produced something: it is not stuck."""
-        self.stop()
-
-    def stop(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-        self._nudged = False
-
-    def _fire(self) -> None:
-        self._timer = None
-        left = self._deadline - self._reactor.seconds()
-        if left > 1e-6:
-            self._timer = self._reactor.callLater(left, self._fire)
-            return
-        if not self._nudged:
-            self._nudged = True
-            self._deadline = self._reactor.seconds() + self._seconds
-            self._timer = self._reactor.callLater(self._seconds, self._fire)
-            self._on_nudge()
-            return
-        self._nudged = False
-        self._on_stall()
-
 
 class GeminiLiveSession(AlwaysReading):
     """A :class:`~mediaproxy.backends.base.BackendSession` on the Gemini Live API for one call.
@@ -206,9 +129,7 @@ class GeminiLiveSession(AlwaysReading):
         self._ready = ReadyReporter(reactor, metrics, backend_name, listener)
         self._closed = False
         self._language = options.language
-        self._history: OrderedDict[str, str] = OrderedDict()
-        self._tool_names: OrderedDict[str, str] = OrderedDict()
-        self._pending_results: list[tuple[str, str]] = []
+        self._memory = ConversationMemory()
         self._url = f"{options.url}?key={quote(options.api_key, safe='')}"
         self._connect: Connect = connect or self._dial_websocket
         self.watchdog = StallWatchdog(reactor, options.stall_seconds, self._nudge, self._stalled)
@@ -217,7 +138,7 @@ class GeminiLiveSession(AlwaysReading):
         self._log, self._redact = call_log.log, call_log.redact
         self._redialer: Redialer[GeminiClientProtocol] = backoff_redialer(
             reactor, options, self._dial, on_up=self._connection_up, on_give_up=self._fail,
-            is_fatal=_fatal_reason, on_redial=metrics.backend_reconnects_total.labels(backend_name).inc,
+            is_fatal=fatal_dial_reason, on_redial=metrics.backend_reconnects_total.labels(backend_name).inc,
             random=random,
         )
 
@@ -275,19 +196,14 @@ class GeminiLiveSession(AlwaysReading):
             return
         dialect = self._dialect
         if dialect is None:
-            self._pending_results.append((call_id, output))
+            self._memory.hold_result(call_id, output)
             return
         if dialect.has_tool_call(call_id):
             dialect.tool_result(call_id, output)
         else:
-            self._result_as_note(dialect, call_id, output)
+            dialect.send_text(self._memory.result_note(call_id, output))
         self._send_output()
         self.watchdog.caller_spoke()  # the model owes an answer now
-
-    def _result_as_note(self, dialect: GeminiDialect, call_id: str, output: str) -> None:
-        name = self._tool_names.get(call_id, "a function")
-        dialect.send_text(f"The result of the function call {name} made before the connection was restored: "
-                          f"{output[:_HISTORY_CHARS]}")
 
     def set_language(self, language: str) -> None:
         """Speak ``language`` (BCP-47) from the next connection on: ``speechConfig.languageCode``
@@ -324,7 +240,7 @@ class GeminiLiveSession(AlwaysReading):
         self._connections += 1
         self._ready.dialling()
         dialect = GeminiDialect(self._options, tools=self._call.tools, handle=self._handle,
-                                resumed=self._ready.ever_ready, resume_context=self._resume_context(),
+                                resumed=self._ready.ever_ready, resume_context=self._memory.resume_context(),
                                 connection=self._connections, language=self._language)
 
         def adopt(proto: GeminiClientProtocol, ready: Deferred[GeminiClientProtocol]) -> None:
@@ -363,9 +279,8 @@ class GeminiLiveSession(AlwaysReading):
             self._dialing = None
             if proto.ready is not None and not proto.ready.called:
                 resumed = proto.dialect is not None and self._handle is not None
-                refused = code in SETUP_REFUSED_CODES or "api key" in (reason or "").lower()
-                if code is not None and code in _CLOSE_CODE_LABELS:
-                    self._metrics.backend_errors_total.labels(self._name, _CLOSE_CODE_LABELS[code]).inc()
+                refused = is_setup_refusal(code, reason)
+                self._count_close(code)
                 if refused and resumed:
                     # The handle may have expired: the next attempt starts a fresh session.
                     self._log("warn", "session resumption refused ({reason}); starting afresh", reason=description)
@@ -386,11 +301,14 @@ class GeminiLiveSession(AlwaysReading):
         self._finish_turn(proto)
         if self._closed or self._handing_over:
             return  # a handover: the new connection is already being dialled
-        if code is not None and code in _CLOSE_CODE_LABELS:
-            self._metrics.backend_errors_total.labels(self._name, _CLOSE_CODE_LABELS[code]).inc()
-        expected = code == 1001 or "deadline" in (reason or "").lower()
+        self._count_close(code)
         self._log("warn", "backend connection lost ({reason}); reconnecting", reason=description)
-        self._redialer.lost(description, expected=expected)
+        self._redialer.lost(description, expected=is_planned_close(code, reason))
+
+    def _count_close(self, code: int | None) -> None:
+        label = close_error_label(code)
+        if label is not None:
+            self._metrics.backend_errors_total.labels(self._name, label).inc()
 
     def _finish_turn(self, proto: GeminiClientProtocol) -> None:
         """Nothing more arrives on ``proto``: a turn it was delivering is done for the bridge."""
@@ -418,10 +336,9 @@ class GeminiLiveSession(AlwaysReading):
         held = self._early.take()
         if held and self._dialect is not None:
             self._dialect.send_audio(held)
-        pending, self._pending_results = self._pending_results, []
-        for call_id, output in pending:
+        for call_id, output in self._memory.take_held_results():
             if self._dialect is not None:
-                self._result_as_note(self._dialect, call_id, output)
+                self._dialect.send_text(self._memory.result_note(call_id, output))
         self._send_output(proto)
         if proto.ready is not None and not proto.ready.called:
             proto.ready.callback(proto)
@@ -470,9 +387,7 @@ class GeminiLiveSession(AlwaysReading):
                 self._transcript(proto, event)
             case ToolCalled(call_id=call_id, name=name, arguments=arguments):
                 self.watchdog.model_spoke()
-                self._tool_names[call_id] = name
-                while len(self._tool_names) > _TOOL_CALLS:
-                    self._tool_names.popitem(last=False)
+                self._memory.tool_called(call_id, name)
                 self._log("info", "model calls tool {tool}", tool=name[:64])
                 listener.backend_tool_call(call_id, name, arguments)
             case ToolCallsCancelled(call_ids=ids):
@@ -508,10 +423,7 @@ class GeminiLiveSession(AlwaysReading):
         self._listener.backend_transcript(Transcript(event.role, event.text, event.final,
                                                      language=self._language or None if caller else None))
         if event.final:
-            key = f"{self._connections}-{len(self._history)}-{event.role}"
-            self._history[key] = f"{'caller' if caller else 'assistant'}: {event.text}"
-            while len(self._history) > _HISTORY_LINES:
-                self._history.popitem(last=False)
+            self._memory.final_line(self._connections, event.role, event.text)
 
     def _nudge(self) -> None:
         if self._dialect is not None:
@@ -540,17 +452,3 @@ class GeminiLiveSession(AlwaysReading):
         for message in proto.dialect.take_output():
             proto.sendMessage(message.encode("utf-8"), isBinary=False)  # type: ignore[no-untyped-call]  # Autobahn
 
-    def _resume_context(self) -> str:
-        if not self._history:
-            return ""
-        text = "Recent conversation, oldest first:\n" + "\n".join(self._history.values())
-        return text[-_HISTORY_CHARS:]
-
-
-def _fatal_reason(failure: Failure) -> str | None:
-    """Failures of a dial attempt that retrying cannot fix: those of every backend, and a setup
-    the service refused."""
-    error = failure.value
-    if isinstance(error, SetupRefused):
-        return str(error.args[0]) if error.args else "backend refused the session"
-    return refused_dial_reason(failure)

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IDelayedCall
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mediaproxy.backends.base import ToolSpec
@@ -39,8 +38,6 @@ from mediaproxy.platforms.base import PlatformCapabilities
 
 if TYPE_CHECKING:
     from mediaproxy.calls.bridge import CallBridge
-
-log = Logger()
 
 MAX_SUMMARY_CHARS = 1000
 FAREWELL_MAX_S = 30.0
@@ -209,12 +206,12 @@ class CallActions:
                 bridge.end(Outcome.TRANSFERRED, f"transferred to {name}")
                 bridge.leg.close()
             else:
-                log.warn("call {call_id}: {platform} refused the transfer (HTTP {status}); ending the stream "
+                bridge.log.warn("call {call_id}: {platform} refused the transfer (HTTP {status}); ending the stream "
                          "instead", call_id=bridge.log_id, platform=bridge.platform, status=response.status)
                 self._transferred_on_socket(target, summary, variables, "fallback")
 
         def failed(failure: Failure) -> None:
-            log.warn("call {call_id}: the transfer request failed ({kind}); ending the stream instead",
+            bridge.log.warn("call {call_id}: the transfer request failed ({kind}); ending the stream instead",
                      call_id=bridge.log_id, kind=type(failure.value).__name__)
             self._transferred_on_socket(target, summary, variables, "fallback")
 

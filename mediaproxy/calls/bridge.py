@@ -21,14 +21,15 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from twisted.logger import Logger
+from twisted.internet.defer import Deferred, succeed
 
 from mediaproxy.audio.transcode import Transcoder
-from mediaproxy.backends.base import BackendSession, CallInfo
+from mediaproxy.backends.base import BackendSession, CallInfo, EndReported
 from mediaproxy.calls.actions import CallActions
 from mediaproxy.calls.context import CallContext, Endpoint, loggable
 from mediaproxy.calls.digits import DigitCollector
 from mediaproxy.calls.leg import PlatformLeg
+from mediaproxy.calls.scope import CallLogger, CallScope
 from mediaproxy.metrics import Metrics
 from mediaproxy.outcome import Outcome
 from mediaproxy.platforms.base import (
@@ -52,8 +53,6 @@ from mediaproxy.transcripts import Transcript
 
 if TYPE_CHECKING:
     from mediaproxy.calls.registry import CallRegistry
-
-log = Logger()
 
 MAX_LISTEN_CHANNELS = 3
 """Listen-only calls open one backend session per audio channel; AudioHook has two, and input
@@ -82,6 +81,11 @@ class _ChannelListener:
         self._bridge.backend_hangup(reason, variables)
 
     def backend_ready(self) -> None: ...
+
+    def backend_clear(self) -> None: ...
+
+    def when_heard(self) -> Deferred[bool]:
+        return succeed(True)  # nothing is played on a listen-only call
 
     def backend_audio(self, response_id: str, data: bytes) -> None: ...
 
@@ -112,6 +116,9 @@ class CallBridge:
         self.log_id = ""
         """``call_id`` as it may appear in a log line (see :func:`loggable`)."""
         self.outcome: Outcome | None = None
+        self.scope = CallScope(self.platform, self.backend.name)
+        """The call's log fields; every line about this call goes through :attr:`log`."""
+        self.log = CallLogger(self.scope, __name__)
         self._context = context
         self._registry = registry
         self._metrics = context.metrics
@@ -197,7 +204,7 @@ class CallBridge:
                         self._playout.pause_sending(paused)
                 case PlatformError(code, message):
                     self._metrics.platform_errors_total.labels(self.platform, code).inc()
-                    log.info("{platform} reported error {code}: {message}", platform=self.platform,
+                    self.log.info("{platform} reported error {code}: {message}", platform=self.platform,
                              code=code, message=loggable(message), call_id=self.log_id)
                 case ResumeRequested(call_id):
                     if self._registry is not None:
@@ -216,7 +223,7 @@ class CallBridge:
                         session.set_language(language)
                 case ProtocolViolation(kind, detail):
                     self._metrics.protocol_errors_total.labels(self.platform, kind).inc()
-                    log.info("{platform}: protocol error {kind}: {detail}", platform=self.platform,
+                    self.log.info("{platform}: protocol error {kind}: {detail}", platform=self.platform,
                              kind=kind, detail=loggable(detail), call_id=self.log_id)
                     self.end(Outcome.PROTOCOL_ERROR, kind)
                     self.leg.close()
@@ -229,6 +236,8 @@ class CallBridge:
         self._started = True
         self.call_id = event.call_id
         self.log_id = loggable(event.call_id, 100)
+        self.scope.call_id = self.log_id
+        self._context.calls.started(event.call_id, self.scope)
         fmt = event.audio_format
         session = self.leg.session
         self._playout = Playout(
@@ -236,7 +245,7 @@ class CallBridge:
             self.platform,
         )
         self._metrics.calls_active.labels(self.platform).inc()
-        log.info("call {call_id} started on {platform} ({fmt}), backend {backend}",
+        self.log.info("call {call_id} started on {platform} ({fmt}), backend {backend}",
                  call_id=self.log_id, platform=self.platform, fmt=str(fmt), backend=self.backend.name)
         self._metadata = dict(event.metadata)
         tools = self._actions.specs(session.capabilities)
@@ -311,7 +320,7 @@ class CallBridge:
     def backend_ready(self) -> None:
         """The backend hears us now: a platform told to start paused (AudioHook ``startPaused``)
         may send the caller's audio."""
-        log.debug("call {call_id}: backend ready", call_id=self.log_id)
+        self.log.debug("call {call_id}: backend ready", call_id=self.log_id)
         if not self.ended and self.leg.session.pause_caller_audio(False):
             self.leg.flush()
 
@@ -340,14 +349,37 @@ class CallBridge:
         self.leg.flush()
         # A goodbye the caller talks over does not end the call under them.
         self._actions.caller_interrupted()
+        self._flush_playout(signalled)
+
+    def backend_clear(self) -> None:
+        """The bot takes back its unplayed audio: the platform and the playout are flushed as
+        at a barge-in (the backend is told what was heard), without caller speech reported and
+        without cancelling a goodbye being waited for."""
+        if self._playout is None or self.ended:
+            return
+        self.leg.session.clear()
+        self.leg.flush()
+        self._flush_playout()
+
+    def _flush_playout(self, signalled: float | None = None) -> None:
+        """Clear the playout and tell the backend how much of its response was heard; a barge-in
+        ``signalled`` at that reactor time is timed (when a response had started playing)."""
+        assert self._playout is not None
         heard = self._playout.clear()
         if heard is None:
             return
-        self._metrics.bargein_seconds.observe(self._reactor.seconds() - signalled)
+        if signalled is not None:
+            self._metrics.bargein_seconds.observe(self._reactor.seconds() - signalled)
         if self._down is not None:
             self._down.reset()
         if self._backend_session is not None:
             self._backend_session.interrupt(heard.response_id, heard.played_ms)
+
+    def when_heard(self) -> Deferred[bool]:
+        """See :meth:`mediaproxy.backends.base.BackendListener.when_heard`."""
+        if self._playout is None or self._listen_only:
+            return succeed(True)
+        return self._playout.when_heard()
 
     def backend_speech_stopped(self) -> None:
         if not self.ended:
@@ -358,7 +390,7 @@ class CallBridge:
         if self.ended:
             return
         if transcript.final and self._context.log_transcripts:
-            log.info("call {call_id} {role}: {text}", call_id=self.log_id, role=transcript.role,
+            self.log.info("call {call_id} {role}: {text}", call_id=self.log_id, role=transcript.role,
                      text=transcript.text, platform=self.platform, backend=self.backend.name)
         self.leg.session.transcript(transcript)
         self.leg.flush()
@@ -395,7 +427,7 @@ class CallBridge:
     def backend_failed(self, reason: str) -> None:
         if self.ended:
             return
-        log.warn("call {call_id}: backend {backend} failed: {reason}", call_id=self.log_id,
+        self.log.warn("call {call_id}: backend {backend} failed: {reason}", call_id=self.log_id,
                  backend=self.backend.name, reason=loggable(reason))
         self.leg.session.hangup(Outcome.BACKEND_FAILED, reason)
         self.end(Outcome.BACKEND_FAILED, reason)
@@ -408,18 +440,21 @@ class CallBridge:
         if self.ended:
             return
         self.outcome = outcome
+        self.scope.outcome = outcome.value
         self._digits.stop()
         self._actions.stop()
         if self._playout is not None:
             self._playout.stop()
-        if self._backend_session is not None:
-            self._backend_session.close()
-        for session, _ in self._extra_channels.values():
+        sessions = [] if self._backend_session is None else [self._backend_session]
+        for session in sessions + [extra for extra, _ in self._extra_channels.values()]:
+            if isinstance(session, EndReported):
+                session.call_ending(outcome.value)
             session.close()
         if self._started:
             self._metrics.calls_active.labels(self.platform).dec()
             self._metrics.calls_total.labels(self.platform, outcome.value).inc()
-            log.info("call {call_id} ended on {platform}: {outcome} {reason}", call_id=self.log_id,
+            self.log.info("call {call_id} ended on {platform}: {outcome} {reason}", call_id=self.log_id,
                      platform=self.platform, outcome=outcome.value, reason=loggable(reason))
+            self._context.calls.ended(self.call_id, self.scope)
         if self._registry is not None:
             self._registry.ended(self)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.interfaces import IReactorTime
 
 from mediaproxy.backends.base import Backend
+from mediaproxy.calls.scope import CallDirectory
 from mediaproxy.config import BackendCommon, PlayoutSettings
 from mediaproxy.metrics import Metrics
 from mediaproxy.platforms.base import PlatformType
@@ -24,8 +25,8 @@ if TYPE_CHECKING:
 class CallContext:
     """The reactor (only its ``IReactorTime`` face is used for calls), the shared pacing clock,
     the metrics, the playout settings, whether transcripts are logged (an operator's opt-in:
-    they are personal data), the HTTP client for REST transfers and tools, and the configured
-    ``[tool:NAME]`` webhooks."""
+    they are personal data), the HTTP client for REST transfers and tools, the configured
+    ``[tool:NAME]`` webhooks, and the directory of calls by id (for log observers)."""
 
     reactor: IReactorTime
     clock: PlayoutClock
@@ -34,6 +35,7 @@ class CallContext:
     log_transcripts: bool = False
     http: HttpClient | None = None
     webhooks: Mapping[str, ToolWebhook] = field(default_factory=lambda: MappingProxyType({}))
+    calls: CallDirectory = field(default_factory=CallDirectory)
 
 
 @dataclass(frozen=True)

@@ -21,14 +21,11 @@ from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
-from twisted.logger import Logger
 
 from mediaproxy.calls.bridge import CallBridge
 from mediaproxy.calls.context import CallContext, Endpoint
 from mediaproxy.calls.leg import PlatformLeg
 from mediaproxy.outcome import Outcome
-
-log = Logger()
 
 
 @dataclass
@@ -67,6 +64,11 @@ class CallRegistry:
             return f"at capacity ({self.max_calls} calls)"
         return None
 
+    def count_refused(self, platform: str) -> None:
+        """Count a new call refused on ``platform`` for the reason :meth:`refusal` gives."""
+        reason = "draining" if self.draining else "capacity"
+        self.context.metrics.calls_refused_total.labels(platform, reason).inc()
+
     def connect(self, leg: PlatformLeg, endpoint: Endpoint) -> CallBridge:
         """A platform connection opened on ``endpoint``: its call (not started yet). Over
         capacity (only platforms that refuse in-band get this far), the session is told to
@@ -76,6 +78,7 @@ class CallRegistry:
         self._connections[leg] = bridge
         self._watch(leg)
         if full:
+            self.count_refused(endpoint.name)
             leg.session.refuse(f"no capacity ({self.max_calls} calls)")
             leg.flush()
         return bridge
@@ -114,8 +117,7 @@ class CallRegistry:
             self._check_idle()
 
         self._held[key] = _HeldCall(bridge, self.context.reactor.callLater(grace_s, expire))
-        log.info("{platform}: call {call_id} held {grace}s for resume", platform=endpoint.name,
-                 call_id=bridge.log_id, grace=grace_s)
+        bridge.log.info("{platform}: call {call_id} held {grace}s for resume", grace=grace_s)
 
     def resume(self, call_id: str, leg: PlatformLeg) -> None:
         """``leg`` asks to continue the call ``call_id`` of its endpoint: move the call onto it,
@@ -192,8 +194,7 @@ class CallRegistry:
         if bridge is None:
             return
         reason = f"no message from the platform for {self.idle_timeout_s:g} s"
-        log.info("{platform}: call {call_id} idle: {reason}", platform=bridge.platform, call_id=bridge.call_id,
-                 reason=reason)
+        bridge.log.info("{platform}: call {call_id} idle: {reason}", reason=reason)
         if bridge.leg is leg and bridge.started and not bridge.ended:
             # The platform's own goodbye first (AudioHook disconnect, AudioCodes hangup), then
             # the close: a platform that is merely slow still learns why the call ended.
@@ -212,6 +213,7 @@ class CallRegistry:
         """Refuse new calls from now on, let live ones go on for ``seconds``, then end every call
         its platform's way. Fires once no connection is open and no call is held."""
         self.draining = True
+        self.context.metrics.draining.set(1)
         done = self.when_idle()
         if not done.called and self._drain_timer is None:
             self._drain_timer = self.context.reactor.callLater(seconds, self.end_all)

@@ -87,7 +87,9 @@ class ToolWebhook:
             self._latency.observe(self._reactor.seconds() - started)
             if failure.check(DeferredTimeout):
                 return "timeout", json.dumps({"error": "the tool did not answer in time"})
-            log.info("tool {tool} failed: {kind}", tool=self.name, kind=type(failure.value).__name__)
+            # call_id makes it a call-scoped line (the JSON log adds the call's other fields).
+            log.info("tool {tool} failed: {kind}", tool=self.name, kind=type(failure.value).__name__,
+                     call_id=str(call.get("call_id", "")))
             return "failed", json.dumps({"error": "the tool could not be reached"})
 
         return d.addCallbacks(answered, failed)

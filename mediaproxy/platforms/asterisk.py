@@ -43,8 +43,6 @@ Hanging up sends ``HANGUP`` (Asterisk hangs the channel up and closes), then the
 
 from __future__ import annotations
 
-import base64
-import hmac
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -52,7 +50,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from mediaproxy.audio.format import AudioFormat, FormatPreference
-from mediaproxy.options import OptionError, boolean, choice, integer, option, text
+from mediaproxy.options import boolean, choice, integer, option, text
 from mediaproxy.outcome import Outcome
 from mediaproxy.platforms.base import (
     CallerAudio,
@@ -65,14 +63,15 @@ from mediaproxy.platforms.base import (
     PlatformEvent,
     PlatformType,
     PlaybackPaused,
-    UpgradeRefused,
     UpgradeRequest,
 )
+from mediaproxy.platforms.basic_auth import check_basic_auth, require_both_halves
 from mediaproxy.platforms.jsonmedia import (
     DTMF_DIGITS,
     MAX_MESSAGE_CHARS,
     MAX_METADATA_VALUE_CHARS,
     JsonMediaSession,
+    digits_int,
     json_string,
     string_metadata,
 )
@@ -115,21 +114,12 @@ class AsteriskOptions:
 
 def check_upgrade(request: UpgradeRequest, options: AsteriskOptions, now: float) -> None:
     """Require ``Authorization: Basic base64(username:password)`` when the credentials are set."""
-    if not (options.username and options.password):
-        return
-    given = request.headers.get("authorization", "")
-    if not given:
-        raise UpgradeRefused(401, "missing Authorization")
-    expected = "Basic " + base64.b64encode(f"{options.username}:{options.password}".encode()).decode("ascii")
-    if not hmac.compare_digest(given.strip().encode(), expected.encode()):
-        raise UpgradeRefused(401, "bad Authorization")
+    check_basic_auth(request, options.username, options.password)
 
 
 def validate(options: AsteriskOptions, public_url: str) -> None:
     """Basic auth needs both halves."""
-    if bool(options.username) != bool(options.password):
-        raise OptionError("password" if options.username else "username",
-                          "username and password are set together (Basic auth needs both)")
+    require_both_halves("username", options.username, "password", options.password)
 
 
 def new_session(options: AsteriskOptions, formats: FormatPreference = ()) -> AsteriskSession:
@@ -255,12 +245,14 @@ class AsteriskSession(JsonMediaSession):
     def _media_start(self, fields: dict[str, Any], is_json: bool) -> list[PlatformEvent]:
         if self._started:
             return self._violation("duplicate_start", "second MEDIA_START")
-        fmt = FORMATS.get(fields.get("format"))  # type: ignore[arg-type]
+        name = fields.get("format")
+        # A JSON format may be any value (a list is unhashable): only a string names one.
+        fmt = FORMATS.get(name) if isinstance(name, str) else None
         if fmt is None:
-            return self._violation("unsupported_format", f"format {fields.get('format')!r:.40}")
+            return self._violation("unsupported_format", f"format {name!r:.40}")
         size = fields.get("optimal_frame_size")
-        if isinstance(size, str) and size.isdigit():
-            size = int(size)
+        if isinstance(size, str):
+            size = digits_int(size)  # "²" and 5000-digit strings are digits int() refuses
         packet_bytes = fmt.bytes_for_ms(PACKET_MS)
         if type(size) is not int or size <= 0 or packet_bytes % size or size % fmt.sample_bytes:
             return self._violation("unsupported_format", f"optimal_frame_size {size!r:.20} for {fmt}")
@@ -299,7 +291,7 @@ class AsteriskSession(JsonMediaSession):
             self._output.append(name if correlation_id is None else f"{name} {correlation_id}")
 
     def play(self, packet: bytes) -> None:
-        if not self._started or self._ended:
+        if not self._started or self._ended or not packet:
             return
         extra = len(packet) % self.frame_bytes
         if not extra:
@@ -309,9 +301,15 @@ class AsteriskSession(JsonMediaSession):
         self._output.append(packet + self.audio_format.silence(self.frame_bytes - extra))
 
     def mark(self, name: str) -> None:
-        if self._started and not self._ended and self.capabilities.has_marks:
-            # Plain text carries the id after one space: our names never hold whitespace.
-            self._command("MARK_MEDIA", name if self.json else "".join(name.split()))
+        if not (self._started and not self._ended and self.capabilities.has_marks):
+            return
+        if not self.json:
+            # Plain text carries the id after one space as one printable ASCII word (our names
+            # are such words; anything else could not go out as UTF-8 or would split the line).
+            name = "".join(c for c in name if "!" <= c <= "~")
+            if not name:
+                return
+        self._command("MARK_MEDIA", name)
 
     def clear(self) -> None:
         # Always sent: Asterisk may still hold audio we think was played.

@@ -460,6 +460,12 @@ class AudioCodesSession(PlatformSession):
             assert self._format is not None
             events.append(CallStarted(self._conversation_id, self._format, dict(self._metadata)))
 
+    def invalid_text(self, payload: bytes) -> list[PlatformEvent]:
+        """A text frame that is not UTF-8: ``session.error``, as for any malformed message."""
+        if self._state == _ENDED:
+            return []
+        return self._violation("bad_utf8", "text frame is not UTF-8")
+
     def _violation(self, kind: str, detail: str) -> list[PlatformEvent]:
         """Answer bad input with ``session.error`` (VAIC then ends the call and closes the socket)
         after closing any open play stream, and end the session."""

@@ -244,6 +244,13 @@ class AudioHookSession(PlatformSession):
             return self._violation(params.kind, params.info) + self._close_too(parsed)
         return self._dispatch(parsed, params)
 
+    def invalid_text(self, payload: bytes) -> list[Any]:
+        """A text frame that is not UTF-8: ``disconnect`` with reason ``error`` (as for any
+        malformed message), then the close transaction; nothing once disconnecting."""
+        if self._state in (_State.CLOSED, _State.DISCONNECTING):
+            return []
+        return self._violation("bad_utf8", "text frame is not UTF-8")
+
     def _malformed(self, bad: Malformed) -> list[Any]:
         if self._session_id is None and bad.id is not None:
             self._session_id = bad.id

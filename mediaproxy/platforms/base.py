@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from mediaproxy.audio.format import AudioFormat, FormatPreference
+from mediaproxy.http_requests import HttpRequest as HttpRequest  # re-exported (Twilio builds one)
 from mediaproxy.outcome import Outcome
 from mediaproxy.transcripts import Transcript
 
@@ -214,6 +215,13 @@ class PlatformSession:
         """Parse one binary frame from the platform."""
         raise NotImplementedError
 
+    def invalid_text(self, payload: bytes) -> list[PlatformEvent]:
+        """A text frame that is not UTF-8 (``payload``: its bytes). Only called while the session
+        is live. A protocol with an error message queues it here, ends the session and returns
+        the violation, as for any malformed input; the default is the violation alone, and the
+        glue then closes the socket with 1007 (invalid frame payload data)."""
+        return [ProtocolViolation("bad_utf8", "text frame is not UTF-8")]
+
     def take_output(self) -> list[Outbound]:
         """Return and forget every queued wire message, oldest first."""
         out = self._output
@@ -319,17 +327,6 @@ class UpgradeRequest:
     host: str
     headers: Mapping[str, str]
     public_url: str = ""
-
-
-@dataclass(frozen=True)
-class HttpRequest:
-    """An HTTP request a platform needs made on a call's behalf (Twilio's REST API to redirect a
-    live call), as plain data: the call layer sends it and reports the status."""
-
-    method: str
-    url: str
-    headers: Mapping[str, str]
-    body: bytes = b""
 
 
 class UpgradeRefused(Exception):

@@ -33,28 +33,24 @@ know is counted (:class:`MessageIgnored`) and the call goes on.
 
 from __future__ import annotations
 
-import base64
-import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from mediaproxy.audio.format import L16_8K, AudioFormat, FormatPreference
-from mediaproxy.options import OptionError, integer, option, text
+from mediaproxy.options import integer, option, text
 from mediaproxy.outcome import Outcome
 from mediaproxy.platforms.base import (
     CallEnded,
     CallerAudio,
     CallStarted,
-    DtmfReceived,
-    MessageIgnored,
     PlatformCapabilities,
     PlatformEvent,
     PlatformType,
-    UpgradeRefused,
     UpgradeRequest,
 )
-from mediaproxy.platforms.jsonmedia import JsonMediaSession, MediaTemplate, digits_int, is_dtmf, json_string
+from mediaproxy.platforms.basic_auth import check_basic_auth, require_both_halves
+from mediaproxy.platforms.jsonmedia import MediaStreamSession, MediaTemplate, digits_int, json_string
 
 PACKET_MS = 200
 """Outbound chunk duration: 3200 bytes at 8 kHz (Exotel's minimum chunk), and a multiple of 320
@@ -76,21 +72,12 @@ class ExotelOptions:
 
 def check_upgrade(request: UpgradeRequest, options: ExotelOptions, now: float) -> None:
     """Require ``Authorization: Basic base64(api_key:api_token)`` when the credentials are set."""
-    if not (options.api_key and options.api_token):
-        return
-    given = request.headers.get("authorization", "")
-    if not given:
-        raise UpgradeRefused(401, "missing Authorization")
-    expected = "Basic " + base64.b64encode(f"{options.api_key}:{options.api_token}".encode()).decode("ascii")
-    if not hmac.compare_digest(given.strip().encode(), expected.encode()):
-        raise UpgradeRefused(401, "bad Authorization")
+    check_basic_auth(request, options.api_key, options.api_token)
 
 
 def validate(options: ExotelOptions, public_url: str) -> None:
     """Basic auth needs both halves."""
-    if bool(options.api_key) != bool(options.api_token):
-        raise OptionError("api_token" if options.api_key else "api_key",
-                          "api_key and api_token are set together (Basic auth needs both)")
+    require_both_halves("api_key", options.api_key, "api_token", options.api_token)
 
 
 def new_session(options: ExotelOptions, formats: FormatPreference = ()) -> ExotelSession:
@@ -104,7 +91,7 @@ def _rate(value: Any) -> int | None:
     return value if type(value) is int and value in RATES else None
 
 
-class ExotelSession(JsonMediaSession):
+class ExotelSession(MediaStreamSession):
     """One Exotel voicebot stream. ``stream_sid``, ``call_sid`` and ``custom_parameters`` are
     kept from ``start``; ``audio_format`` is what it announced."""
 
@@ -113,13 +100,11 @@ class ExotelSession(JsonMediaSession):
     vendor = "Exotel"
 
     def __init__(self, max_frame_ms: int = 500) -> None:
-        super().__init__(L16_8K.bytes_for_ms(max_frame_ms))
-        self.max_frame_ms = max_frame_ms
+        super().__init__(max_frame_ms, L16_8K)
         self.stream_sid = ""
         self.call_sid = ""
         self.account_sid = ""
         self.custom_parameters: dict[str, str] = {}
-        self.audio_format = L16_8K
         self._media = MediaTemplate("", "")
 
     # --- input ---------------------------------------------------------------------------------
@@ -138,34 +123,29 @@ class ExotelSession(JsonMediaSession):
         if event == "start":
             return self._start(message)
         if event == "dtmf":
-            return self._dtmf(message)
+            return self.dtmf_event(message)
         if event == "stop":
             self._ended = True
             return [CallEnded("stop")]
         if event == "connected":
             return []
-        if not isinstance(event, str):
-            return self._violation("bad_message", "no event name")
-        return [MessageIgnored("unknown_event")]
+        return self.unknown_event(event)
 
     def _start(self, message: dict[str, Any]) -> list[PlatformEvent]:
-        if self._started:
-            return self._violation("duplicate_start", "second start event")
-        start = message.get("start")
-        if not isinstance(start, dict):
-            return self._violation("bad_message", "start without a start object")
+        start = self.start_object(message)
+        if isinstance(start, list):
+            return start
         stream_sid = start.get("stream_sid", message.get("stream_sid"))
         call_sid = start.get("call_sid")
         account_sid = start.get("account_sid", "")
         params = start.get("custom_parameters", {})
         if not (isinstance(stream_sid, str) and stream_sid and isinstance(call_sid, str) and call_sid):
             return self._violation("bad_message", "start without stream_sid/call_sid")
-        if params is None:
-            params = {}
-        if not isinstance(account_sid, str) or not isinstance(params, dict):
+        if not isinstance(account_sid, str) or not isinstance(params, dict | None):
             return self._violation("wrong_type", "start fields of the wrong type")
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in params.items()):
-            return self._violation("wrong_type", "custom_parameters must map strings to strings")
+        params = self.checked_parameters(params)
+        if isinstance(params, list):
+            return params
         fmt_object = start.get("media_format", {})
         if not isinstance(fmt_object, dict):
             return self._violation("wrong_type", "media_format is not an object")
@@ -175,11 +155,9 @@ class ExotelSession(JsonMediaSession):
                 or str(bits) != "16"):
             return self._violation("unsupported_format", f"media_format {fmt_object!r:.80}")
         fmt = AudioFormat("l16", rate)
-        self._started = True
+        self.accept_start(fmt)
         self.stream_sid, self.call_sid, self.account_sid = stream_sid, call_sid, account_sid
-        self.custom_parameters = dict(params)
-        self.audio_format = fmt
-        self.max_frame_bytes = fmt.bytes_for_ms(self.max_frame_ms)
+        self.custom_parameters = params
         sid = json_string(stream_sid)
         self._media = MediaTemplate('{"event":"media","stream_sid":' + sid + ',"media":{"payload":"', '"}}')
         self._mark_prefix = '{"event":"mark","stream_sid":' + sid + ',"mark":{"name":'
@@ -187,29 +165,10 @@ class ExotelSession(JsonMediaSession):
         return [CallStarted(call_sid, fmt, dict(params))]
 
     def _media_event(self, message: dict[str, Any]) -> list[PlatformEvent]:
-        if not self._started:
-            return self._violation("media_before_start", "media before start")
-        media = message.get("media")
-        payload = media.get("payload") if isinstance(media, dict) else None
-        if not isinstance(payload, str):
-            return self._violation("wrong_type", "media without a payload string")
-        data = self.decode_payload(payload)
+        data = self.media_audio(message)
         if isinstance(data, list):
             return data
-        if not data:
-            return []
-        if len(data) % 2:
-            return self._violation("bad_payload", f"media payload of {len(data)} bytes is not whole samples")
         return [CallerAudio(data)]
-
-    def _dtmf(self, message: dict[str, Any]) -> list[PlatformEvent]:
-        if not self._started:
-            return self._violation("dtmf_before_start", "dtmf before start")
-        dtmf = message.get("dtmf")
-        digit = dtmf.get("digit") if isinstance(dtmf, dict) else None
-        if not is_dtmf(digit):
-            return self._violation("wrong_type", "dtmf without a valid digit")
-        return [DtmfReceived(digit)]  # type: ignore[arg-type]
 
     # --- commands --------------------------------------------------------------------------------
 
@@ -235,10 +194,7 @@ class ExotelSession(JsonMediaSession):
     def transfer(self, target: str, summary: str, variables: Mapping[str, str] | None = None) -> bool:
         """End the stream so Exotel runs the applet after the Voicebot (where the operator's
         Connect applet lives). The target is not used on the wire."""
-        if not self._started or self._ended:
-            return False
-        self._ended = True
-        return True
+        return self.end_live_stream()
 
 
 EXOTEL = PlatformType(

@@ -137,7 +137,8 @@ class FreeswitchSession(JsonMediaSession):
                                                  packet_ms=packet_ms)
         self.max_frame_ms = max_frame_ms
         self._new_id = new_id
-        self._bad_rate = ""
+        self._bad_rate: str | None = None
+        """The upgrade's unusable ``sample_rate`` (even an empty one), which refuses the call."""
         self.call_id = ""
         self.query: dict[str, str] = {}
         self.metadata: dict[str, str] = {}
@@ -214,7 +215,7 @@ class FreeswitchSession(JsonMediaSession):
         return {"metadata": text[:MAX_METADATA_VALUE_CHARS]}
 
     def _start(self, metadata: dict[str, str]) -> list[PlatformEvent]:
-        if self._bad_rate:
+        if self._bad_rate is not None:
             return self._violation("unsupported_format", f"sample_rate {self._bad_rate!r}")
         merged = {**self.query, **metadata}
         merged.pop("sample_rate", None)

@@ -32,14 +32,12 @@ jambonz calls its ``actionHook`` and runs what the application answers.
 
 from __future__ import annotations
 
-import base64
-import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from mediaproxy.audio.format import L16_8K, AudioFormat, FormatPreference
-from mediaproxy.options import OptionError, integer, option, text
+from mediaproxy.options import integer, option, text
 from mediaproxy.outcome import Outcome
 from mediaproxy.platforms.base import (
     CallerAudio,
@@ -50,9 +48,9 @@ from mediaproxy.platforms.base import (
     PlatformCapabilities,
     PlatformEvent,
     PlatformType,
-    UpgradeRefused,
     UpgradeRequest,
 )
+from mediaproxy.platforms.basic_auth import check_basic_auth, require_both_halves
 from mediaproxy.platforms.jsonmedia import JsonMediaSession, is_dtmf, json_string, string_metadata
 
 SUBPROTOCOL = "audio.jambonz.org"
@@ -76,21 +74,12 @@ class JambonzOptions:
 
 def check_upgrade(request: UpgradeRequest, options: JambonzOptions, now: float) -> None:
     """Require ``Authorization: Basic base64(username:password)`` when the credentials are set."""
-    if not (options.username and options.password):
-        return
-    given = request.headers.get("authorization", "")
-    if not given:
-        raise UpgradeRefused(401, "missing Authorization")
-    expected = "Basic " + base64.b64encode(f"{options.username}:{options.password}".encode()).decode("ascii")
-    if not hmac.compare_digest(given.strip().encode(), expected.encode()):
-        raise UpgradeRefused(401, "bad Authorization")
+    check_basic_auth(request, options.username, options.password)
 
 
 def validate(options: JambonzOptions, public_url: str) -> None:
     """Basic auth needs both halves."""
-    if bool(options.username) != bool(options.password):
-        raise OptionError("password" if options.username else "username",
-                          "username and password are set together (wsAuth needs both)")
+    require_both_halves("username", options.username, "password", options.password, "wsAuth")
 
 
 def new_session(options: JambonzOptions, formats: FormatPreference = ()) -> JambonzSession:

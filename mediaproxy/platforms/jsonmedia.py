@@ -14,6 +14,9 @@ a base64 ``payload``; they take bot audio back the same way. Their sessions deri
 - :class:`MediaTemplate` renders an outbound media message from a JSON prefix and suffix built
   once per stream, so the hot path is one base64 encode and one string join.
 
+- :class:`MediaStreamSession` adds what the cousins' ``start``, ``media`` and ``dtmf`` events
+  share once the vendor's field names are read.
+
 Every violation ends the session; nothing is parsed after it (or after the vendor's own end of
 stream). The vendor modules keep their own event dispatch and field names.
 """
@@ -25,7 +28,15 @@ import binascii
 import json
 from typing import Any
 
-from mediaproxy.platforms.base import MarkPlayed, PlatformEvent, PlatformSession, ProtocolViolation
+from mediaproxy.audio.format import AudioFormat
+from mediaproxy.platforms.base import (
+    DtmfReceived,
+    MarkPlayed,
+    MessageIgnored,
+    PlatformEvent,
+    PlatformSession,
+    ProtocolViolation,
+)
 
 MAX_MESSAGE_CHARS = 64 * 1024
 """The largest text frame accepted, in characters."""
@@ -88,6 +99,11 @@ class JsonMediaSession(PlatformSession):
             return []
         return self._violation("binary_frame", f"{self.vendor} sends text frames only")
 
+    def invalid_text(self, payload: bytes) -> list[PlatformEvent]:
+        if self._ended:
+            return []
+        return self._violation("bad_utf8", "text frame is not UTF-8")
+
     def parse(self, text: str) -> dict[str, Any] | list[PlatformEvent]:
         """The frame as a JSON object, or the violation it is (after which the session is
         ended). Callers check ``self._ended`` first."""
@@ -149,3 +165,100 @@ def string_metadata(message: dict[str, Any], skip: frozenset[str]) -> dict[str, 
             value = json.dumps(value, separators=(",", ":"))
         out[key] = value[:MAX_METADATA_VALUE_CHARS]
     return out
+
+
+class MediaStreamSession(JsonMediaSession):
+    """Base of the Twilio cousins' sessions (Telnyx, Plivo, Exotel): one stream that a ``start``
+    event opens and names the format of, then ``media`` payloads of caller audio, ``dtmf``
+    digits and marks, until the vendor's end of stream or the socket's.
+
+    It holds what their events share once the vendor's field names are read: the ``start``
+    checks (:meth:`start_object`, :meth:`checked_parameters`, :meth:`accept_start`), the caller
+    audio of a ``media`` event (:meth:`media_audio`), a ``dtmf`` event (:meth:`dtmf_event`), an
+    event of no known name (:meth:`unknown_event`) and the end of a live stream for a transfer
+    (:meth:`end_live_stream`). ``audio_format`` is the format until ``start`` announces its own;
+    ``max_frame_ms`` bounds one inbound payload, in ms of the stream's format.
+    """
+
+    def __init__(self, max_frame_ms: int, audio_format: AudioFormat) -> None:
+        super().__init__(audio_format.bytes_for_ms(max_frame_ms))
+        self.max_frame_ms = max_frame_ms
+        self.audio_format = audio_format
+
+    def start_object(self, message: dict[str, Any]) -> dict[str, Any] | list[PlatformEvent]:
+        """The ``start`` object of a ``start`` event, or the violation: a second ``start``
+        (``duplicate_start``), or none (``bad_message``)."""
+        if self._started:
+            return self._violation("duplicate_start", "second start event")
+        start = message.get("start")
+        if not isinstance(start, dict):
+            return self._violation("bad_message", "start without a start object")
+        return start
+
+    def checked_parameters(self, value: Any) -> dict[str, str] | list[PlatformEvent]:
+        """A ``start``'s custom parameters (null: none) as a copy, or the ``wrong_type``
+        violation when they do not map strings to strings."""
+        if value is None:
+            value = {}
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                  for k, v in value.items()):
+            return self._violation("wrong_type", "custom_parameters must map strings to strings")
+        return dict(value)
+
+    def accept_start(self, fmt: AudioFormat) -> None:
+        """The stream has started in ``fmt``: from now on its payloads are bounded to
+        ``max_frame_ms`` of that format."""
+        self._started = True
+        self.audio_format = fmt
+        self.max_frame_bytes = fmt.bytes_for_ms(self.max_frame_ms)
+
+    def media_audio(self, message: dict[str, Any],
+                    inbound_tracks: tuple[str, ...] | None = None) -> bytes | list[PlatformEvent]:
+        """The caller audio of a ``media`` event (``{"media": {"payload": base64}}``): whole
+        samples of ``audio_format``. Otherwise the events it is instead: none for an empty
+        payload, or for a ``media.track`` (``inbound`` when absent) not in ``inbound_tracks``
+        (with both tracks streamed, the other one is our own audio; None: no track check), or the
+        violation (``media_before_start``, ``wrong_type``, the payload's own, ``bad_payload``)."""
+        if not self._started:
+            return self._violation("media_before_start", "media before start")
+        media = message.get("media")
+        payload = media.get("payload") if isinstance(media, dict) else None
+        if not isinstance(payload, str):
+            return self._violation("wrong_type", "media without a payload string")
+        # A tuple, not a set: a track that is not a string (a list) must compare, not raise.
+        if inbound_tracks is not None and media.get("track", "inbound") not in inbound_tracks:  # type: ignore[union-attr]
+            return []
+        data = self.decode_payload(payload)
+        if isinstance(data, list):
+            return data
+        if not data:
+            return []
+        if len(data) % self.audio_format.frame_bytes:
+            return self._violation("bad_payload", f"media payload of {len(data)} bytes is not whole samples")
+        return data
+
+    def dtmf_event(self, message: dict[str, Any]) -> list[PlatformEvent]:
+        """A ``dtmf`` event (``{"dtmf": {"digit": ...}}``): the key pressed, or the violation
+        (``dtmf_before_start``, ``wrong_type``)."""
+        if not self._started:
+            return self._violation("dtmf_before_start", "dtmf before start")
+        dtmf = message.get("dtmf")
+        digit = dtmf.get("digit") if isinstance(dtmf, dict) else None
+        if not is_dtmf(digit):
+            return self._violation("wrong_type", "dtmf without a valid digit")
+        return [DtmfReceived(digit)]  # type: ignore[arg-type]
+
+    def unknown_event(self, event: Any) -> list[PlatformEvent]:
+        """An ``event`` the dispatch did not know: without a name string a violation
+        (``bad_message``); else an event the vendor added since, counted and never fatal."""
+        if not isinstance(event, str):
+            return self._violation("bad_message", "no event name")
+        return [MessageIgnored("unknown_event")]
+
+    def end_live_stream(self) -> bool:
+        """End the stream so the call goes on without us (the vendor's next step does the
+        transfer): True when it was live, False when it had not started or had ended."""
+        if not self._started or self._ended:
+            return False
+        self._ended = True
+        return True

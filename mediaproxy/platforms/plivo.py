@@ -45,16 +45,14 @@ from mediaproxy.platforms.base import (
     CallEnded,
     CallerAudio,
     CallStarted,
-    DtmfReceived,
     MarkPlayed,
-    MessageIgnored,
     PlatformCapabilities,
     PlatformEvent,
     PlatformType,
     UpgradeRefused,
     UpgradeRequest,
 )
-from mediaproxy.platforms.jsonmedia import JsonMediaSession, MediaTemplate, digits_int, is_dtmf, json_string
+from mediaproxy.platforms.jsonmedia import MediaStreamSession, MediaTemplate, digits_int, json_string
 
 FORMATS: Mapping[tuple[str, int], AudioFormat] = {
     ("audio/x-mulaw", 8000): MULAW_8K,
@@ -131,7 +129,7 @@ def extra_headers(value: Any) -> dict[str, str]:
     return found
 
 
-class PlivoSession(JsonMediaSession):
+class PlivoSession(MediaStreamSession):
     """One Plivo audio stream. ``stream_id``, ``call_id`` and ``extra_headers`` are kept from
     ``start``; ``audio_format`` is what it announced."""
 
@@ -140,12 +138,10 @@ class PlivoSession(JsonMediaSession):
     vendor = "Plivo"
 
     def __init__(self, max_frame_ms: int = 200) -> None:
-        super().__init__(MULAW_8K.bytes_for_ms(max_frame_ms))
-        self.max_frame_ms = max_frame_ms
+        super().__init__(max_frame_ms, MULAW_8K)
         self.stream_id = ""
         self.call_id = ""
         self.extra_headers: dict[str, str] = {}
-        self.audio_format = MULAW_8K
         self._media = MediaTemplate("", "")
 
     # --- input ---------------------------------------------------------------------------------
@@ -167,22 +163,18 @@ class PlivoSession(JsonMediaSession):
         if event == "start":
             return self._start(message)
         if event == "dtmf":
-            return self._dtmf(message)
+            return self.dtmf_event(message)
         if event == "clearedAudio":
             return []
         if event == "stop":
             self._ended = True
             return [CallEnded("stop")]
-        if not isinstance(event, str):
-            return self._violation("bad_message", "no event name")
-        return [MessageIgnored("unknown_event")]
+        return self.unknown_event(event)
 
     def _start(self, message: dict[str, Any]) -> list[PlatformEvent]:
-        if self._started:
-            return self._violation("duplicate_start", "second start event")
-        start = message.get("start")
-        if not isinstance(start, dict):
-            return self._violation("bad_message", "start without a start object")
+        start = self.start_object(message)
+        if isinstance(start, list):
+            return start
         stream_id, call_id = start.get("streamId"), start.get("callId")
         if not (isinstance(stream_id, str) and stream_id and isinstance(call_id, str) and call_id):
             return self._violation("bad_message", "start without streamId/callId")
@@ -196,11 +188,9 @@ class PlivoSession(JsonMediaSession):
         fmt = FORMATS.get((encoding, rate)) if isinstance(encoding, str) and type(rate) is int else None
         if fmt is None:
             return self._violation("unsupported_format", f"mediaFormat {fmt_object!r:.80}")
-        self._started = True
+        self.accept_start(fmt)
         self.stream_id, self.call_id = stream_id, call_id
         self.extra_headers = extra_headers(message.get("extra_headers"))
-        self.audio_format = fmt
-        self.max_frame_bytes = fmt.bytes_for_ms(self.max_frame_ms)
         sid = json_string(stream_id)
         self._media = MediaTemplate('{"event":"playAudio","media":{"contentType":' + json_string(str(encoding))
                                     + ',"sampleRate":' + str(rate) + ',"payload":"', '"}}')
@@ -209,31 +199,10 @@ class PlivoSession(JsonMediaSession):
         return [CallStarted(call_id, fmt, dict(self.extra_headers))]
 
     def _media_event(self, message: dict[str, Any]) -> list[PlatformEvent]:
-        if not self._started:
-            return self._violation("media_before_start", "media before start")
-        media = message.get("media")
-        payload = media.get("payload") if isinstance(media, dict) else None
-        if not isinstance(payload, str):
-            return self._violation("wrong_type", "media without a payload string")
-        if media.get("track", "inbound") != "inbound":  # type: ignore[union-attr]
-            return []  # audioTrack="both": the outbound track is not the caller
-        data = self.decode_payload(payload)
+        data = self.media_audio(message, inbound_tracks=("inbound",))  # audioTrack="both": skip ours
         if isinstance(data, list):
             return data
-        if not data:
-            return []
-        if len(data) % self.audio_format.frame_bytes:
-            return self._violation("bad_payload", f"media payload of {len(data)} bytes is not whole samples")
         return [CallerAudio(data)]
-
-    def _dtmf(self, message: dict[str, Any]) -> list[PlatformEvent]:
-        if not self._started:
-            return self._violation("dtmf_before_start", "dtmf before start")
-        dtmf = message.get("dtmf")
-        digit = dtmf.get("digit") if isinstance(dtmf, dict) else None
-        if not is_dtmf(digit):
-            return self._violation("wrong_type", "dtmf without a valid digit")
-        return [DtmfReceived(digit)]  # type: ignore[arg-type]
 
     # --- commands --------------------------------------------------------------------------------
 
@@ -257,10 +226,7 @@ class PlivoSession(JsonMediaSession):
     def transfer(self, target: str, summary: str, variables: Mapping[str, str] | None = None) -> bool:
         """End the stream so Plivo runs the XML after ``<Stream keepCallAlive="true">`` (where
         the operator's ``<Dial>`` lives). The target is not used on the wire."""
-        if not self._started or self._ended:
-            return False
-        self._ended = True
-        return True
+        return self.end_live_stream()
 
 
 PLIVO = PlatformType(

@@ -48,8 +48,6 @@ from mediaproxy.platforms.base import (
     CallEnded,
     CallerAudio,
     CallStarted,
-    DtmfReceived,
-    MessageIgnored,
     PlatformCapabilities,
     PlatformError,
     PlatformEvent,
@@ -57,7 +55,7 @@ from mediaproxy.platforms.base import (
     UpgradeRefused,
     UpgradeRequest,
 )
-from mediaproxy.platforms.jsonmedia import JsonMediaSession, MediaTemplate, is_dtmf, json_string
+from mediaproxy.platforms.jsonmedia import MediaStreamSession, MediaTemplate, json_string
 
 L16_RATES = (8000, 16000, 24000, 48000)
 """The L16 rates accepted (Telnyx also offers 22050 Hz, which is not a whole number of samples
@@ -113,7 +111,7 @@ def _swapped(data: bytes) -> bytes:
     return samples.tobytes()
 
 
-class TelnyxSession(JsonMediaSession):
+class TelnyxSession(MediaStreamSession):
     """One Telnyx media stream. ``stream_id``, ``call_control_id`` and ``custom_parameters`` are
     kept from ``start``; ``audio_format`` is what it announced."""
 
@@ -122,13 +120,11 @@ class TelnyxSession(JsonMediaSession):
     vendor = "Telnyx"
 
     def __init__(self, max_frame_ms: int = 200, swap_l16: bool = False) -> None:
-        super().__init__(MULAW_8K.bytes_for_ms(max_frame_ms))
-        self.max_frame_ms = max_frame_ms
+        super().__init__(max_frame_ms, MULAW_8K)
         self.swap_l16 = swap_l16
         self.stream_id = ""
         self.call_control_id = ""
         self.custom_parameters: dict[str, str] = {}
-        self.audio_format = MULAW_8K
         self._swap = False
         self._media = MediaTemplate('{"event":"media","media":{"payload":"', '"}}')
 
@@ -148,7 +144,7 @@ class TelnyxSession(JsonMediaSession):
         if event == "start":
             return self._start(message)
         if event == "dtmf":
-            return self._dtmf(message)
+            return self.dtmf_event(message)
         if event == "stop":
             self._ended = True
             return [CallEnded("stop")]
@@ -156,63 +152,33 @@ class TelnyxSession(JsonMediaSession):
             return self._error(message)
         if event == "connected":
             return []
-        if not isinstance(event, str):
-            return self._violation("bad_message", "no event name")
-        return [MessageIgnored("unknown_event")]
+        return self.unknown_event(event)
 
     def _start(self, message: dict[str, Any]) -> list[PlatformEvent]:
-        if self._started:
-            return self._violation("duplicate_start", "second start event")
-        start = message.get("start")
-        if not isinstance(start, dict):
-            return self._violation("bad_message", "start without a start object")
+        start = self.start_object(message)
+        if isinstance(start, list):
+            return start
         stream_id = message.get("stream_id", start.get("stream_id"))
         call_control_id = start.get("call_control_id")
-        params = start.get("custom_parameters", {})
         if not (isinstance(stream_id, str) and stream_id and isinstance(call_control_id, str) and call_control_id):
             return self._violation("bad_message", "start without stream_id/call_control_id")
-        if params is None:
-            params = {}
-        if not isinstance(params, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                                   for k, v in params.items()):
-            return self._violation("wrong_type", "custom_parameters must map strings to strings")
+        params = self.checked_parameters(start.get("custom_parameters", {}))
+        if isinstance(params, list):
+            return params
         fmt = media_format(start.get("media_format"))
         if fmt is None:
             return self._violation("unsupported_format", f"media_format {start.get('media_format')!r:.80}")
-        self._started = True
+        self.accept_start(fmt)
         self.stream_id, self.call_control_id = stream_id, call_control_id
-        self.custom_parameters = dict(params)
-        self.audio_format = fmt
-        self.max_frame_bytes = fmt.bytes_for_ms(self.max_frame_ms)
+        self.custom_parameters = params
         self._swap = self.swap_l16 and fmt.encoding == "l16"
         return [CallStarted(call_control_id, fmt, dict(params))]
 
     def _media_event(self, message: dict[str, Any]) -> list[PlatformEvent]:
-        if not self._started:
-            return self._violation("media_before_start", "media before start")
-        media = message.get("media")
-        payload = media.get("payload") if isinstance(media, dict) else None
-        if not isinstance(payload, str):
-            return self._violation("wrong_type", "media without a payload string")
-        if media.get("track", "inbound") not in ("inbound", "inbound_track"):  # type: ignore[union-attr]
-            return []  # both_tracks: the outbound track is our own audio
-        data = self.decode_payload(payload)
+        data = self.media_audio(message, inbound_tracks=("inbound", "inbound_track"))  # both_tracks: skip ours
         if isinstance(data, list):
             return data
-        if not data:
-            return []
-        if len(data) % self.audio_format.frame_bytes:
-            return self._violation("bad_payload", f"media payload of {len(data)} bytes is not whole samples")
         return [CallerAudio(_swapped(data) if self._swap else data)]
-
-    def _dtmf(self, message: dict[str, Any]) -> list[PlatformEvent]:
-        if not self._started:
-            return self._violation("dtmf_before_start", "dtmf before start")
-        dtmf = message.get("dtmf")
-        digit = dtmf.get("digit") if isinstance(dtmf, dict) else None
-        if not is_dtmf(digit):
-            return self._violation("wrong_type", "dtmf without a valid digit")
-        return [DtmfReceived(digit)]  # type: ignore[arg-type]
 
     def _error(self, message: dict[str, Any]) -> list[PlatformEvent]:
         body = message.get("payload")
@@ -244,10 +210,7 @@ class TelnyxSession(JsonMediaSession):
     def transfer(self, target: str, summary: str, variables: Mapping[str, str] | None = None) -> bool:
         """End the stream so the call goes on without us: the TeXML verbs after ``<Stream>``, or
         the Call Control application on its ``streaming.stopped`` webhook, dial the person."""
-        if not self._started or self._ended:
-            return False
-        self._ended = True
-        return True
+        return self.end_live_stream()
 
 
 TELNYX = PlatformType(

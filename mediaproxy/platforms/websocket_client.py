@@ -320,6 +320,12 @@ class WebSocketClientSession(PlatformSession):
         self._ended = True
         self._output.append(json.dumps({"type": "stop", "reason": outcome.value, "detail": reason[:200]}))
 
+    def invalid_text(self, payload: bytes) -> list[PlatformEvent]:
+        """A text frame that is not UTF-8: ``error`` naming ``bad_utf8``, then the close."""
+        if self._ended:
+            return []
+        return self._violation("bad_utf8", "text frame is not UTF-8")
+
     def _violation(self, kind: str, detail: str) -> list[PlatformEvent]:
         self._ended = True
         self._output.append(json.dumps({"type": "error", "reason": kind, "detail": detail}))

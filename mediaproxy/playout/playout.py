@@ -35,7 +35,8 @@ prefix of what the backend sent, and the played position, hence the truncation, 
 counted in ``frames_dropped_total{direction="out",reason="overflow"}``.
 
 :meth:`Playout.when_played_out` tells when the caller has heard everything sent (a farewell
-before hanging up).
+before hanging up); :meth:`Playout.when_heard` when they have heard what was written so far (a
+bot's mark, :mod:`mediaproxy.playout.heard`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from zope.interface import implementer
 
 from mediaproxy.audio.format import AudioFormat
 from mediaproxy.platforms.base import PlatformCapabilities
+from mediaproxy.playout.heard import HeardWaiters
 from mediaproxy.playout.position import PlayedPosition
 from mediaproxy.playout.queue import PacketQueue
 from mediaproxy.playout.responses import PlayedAudio
@@ -143,6 +145,9 @@ class Playout:
         self._dropped_overflow_bytes = 0
         self._played_out_waiters: list[Deferred[None]] = []
         self._played_out_timer: IDelayedCall | None = None
+        played = self._played
+        self._heard = HeardWaiters(clock.reactor, played.played_ms, lambda: played.sent_ms,
+                                   lambda: bool(self._queue.queued_bytes))
         self._transport_paused = False
         self._peer_paused = False
         self._stopped = False
@@ -214,6 +219,8 @@ class Playout:
         accepted = self._played.mark_echoed(name, self._clock.seconds())
         if accepted and self._played_out_waiters:
             self._check_played_out()
+        if accepted and self._heard:
+            self._heard.check()
         return accepted
 
     def back_off(self, ms: int) -> None:
@@ -244,7 +251,9 @@ class Playout:
         queue = self._queue
         if queue.queued_bytes:
             self._dropped_bargein.inc(queue.queued_bytes / self._frame_bytes)
-        heard = queue.cut(self._played.played_ms(self._clock.seconds()))
+        played_ms = self._played.played_ms(self._clock.seconds())
+        heard = queue.cut(played_ms)
+        self._heard.flushed(played_ms)
         self._played.cut()
         self._anchor = None
         self._stream_open = False
@@ -280,6 +289,7 @@ class Playout:
         self._queue.reset()
         self._clock.discard(self)
         self._cancel_played_out_timer()
+        self._heard.stop()
         waiters, self._played_out_waiters = self._played_out_waiters, []
         for d in waiters:
             d.cancel()
@@ -307,6 +317,16 @@ class Playout:
         self._played_out_waiters.append(d)
         self._check_played_out()
         return d
+
+    def when_heard(self) -> Deferred[bool]:
+        """A Deferred that fires True once the caller has heard all the audio written so far
+        (sent or queued; a response still open is counted to its last whole packet: the rest
+        waits for more audio), False when a :meth:`clear` flushed some of it first; after (or at)
+        :meth:`stop` it fails with ``CancelledError``. See :mod:`mediaproxy.playout.heard`."""
+        if self._stopped:
+            return fail(CancelledError("playout stopped"))
+        queue = self._queue
+        return self._heard.add(self._played.sent_ms + queue.queued_ms - queue.open_tail_ms())
 
     def _check_played_out(self) -> None:
         """Fire the :meth:`when_played_out` waiters if everything was heard; otherwise, on the
@@ -443,6 +463,8 @@ class Playout:
         if sent_any:
             # More was sent: a timer armed for the old end is early now.
             self._cancel_played_out_timer()
+            if self._heard:
+                self._heard.check()
         if self._played_out_waiters and not queue.queued_bytes:
             self._check_played_out()
         if queue.queued_bytes:

@@ -67,6 +67,14 @@ class PacketQueue:
         self.queued_bytes += len(data)
         return True
 
+    def open_tail_ms(self) -> float:
+        """Audio at the end of the last response, if it is not finished, short of a whole packet
+        (ms): it waits for more audio, or the response's end, before it can be sent."""
+        if not self._buffers:
+            return 0.0
+        response, buf = self._buffers[-1]
+        return 0.0 if response.done else (len(buf) % self._packet_bytes) / self._bytes_per_ms
+
     def is_cut(self, response_id: str) -> bool:
         """A barge-in cut ``response_id``: its late audio is refused."""
         return self._responses.is_cancelled(response_id)

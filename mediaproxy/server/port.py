@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 
-from mediaproxy.platforms.base import PlatformSession, ProtocolViolation
+from mediaproxy.platforms.base import PlatformEvent, PlatformSession
 
 if TYPE_CHECKING:
     from mediaproxy.calls.bridge import CallBridge
@@ -32,8 +32,9 @@ class Wire(Protocol):
     def send_frame(self, message: str | bytes) -> None:
         """Send ``str`` as a text frame, ``bytes`` as a binary frame (dropped once closing)."""
 
-    def close_socket(self) -> None:
-        """Start the WebSocket close handshake (or drop a connection that cannot have one)."""
+    def close_socket(self, code: int = 1000) -> None:
+        """Start the WebSocket close handshake with ``code`` (or drop a connection that cannot
+        have one)."""
 
     def drop_socket(self) -> None:
         """Abort the connection at once, without a close handshake."""
@@ -56,6 +57,7 @@ class PlatformPort:
         self._closing = False
         self._close_timer: IDelayedCall | None = None
         self._gone = False
+        self._close_code = 1000
         self.messages_received = 0
         """Messages the platform sent on this connection: the registry's idle check compares
         it between its passes (a counter, so a message costs no clock read)."""
@@ -84,10 +86,7 @@ class PlatformPort:
                 # Autobahn's own UTF-8 check is off (utf8validateIncoming): this decode is it.
                 text = payload.decode("utf-8")
             except UnicodeDecodeError:
-                # Once the session is over or the socket closing, a bad frame is input after the
-                # end like any other (the sessions ignore it): not one more protocol error.
-                ended = self._closing or session.finished
-                events = [] if ended else [ProtocolViolation("bad_utf8", "text frame is not UTF-8")]
+                events = self._invalid_text(payload)
             else:
                 events = session.receive_text(text)
         if events and self.call is not None:
@@ -96,6 +95,22 @@ class PlatformPort:
         session = self._session  # a resume may have brought the call's own session
         if (self._closing or session.finished) and not session.awaits_close:
             self._close_now()
+
+    def _invalid_text(self, payload: bytes) -> list[PlatformEvent]:
+        """A text frame that is not UTF-8: the session answers it its protocol's way (an error
+        message, a disconnect) or, with nothing to say, the socket closes with 1007 (invalid
+        frame payload data)."""
+        session = self._session
+        if self._closing or session.finished:
+            # Input after the end like any other (the sessions ignore it): not one more error.
+            return []
+        events = session.invalid_text(payload)
+        output = session.take_output()
+        if events and not output:
+            self._close_code = 1007
+        for message in output:
+            self._wire.send_frame(message)
+        return events
 
     def lost(self) -> None:
         """The socket is gone (cleanly or not)."""
@@ -156,7 +171,7 @@ class PlatformPort:
     def _close_now(self) -> None:
         self._cancel_close_timer()
         if not self._gone:
-            self._wire.close_socket()
+            self._wire.close_socket(self._close_code)
 
     def _cancel_close_timer(self) -> None:
         if self._close_timer is not None and self._close_timer.active():

@@ -76,6 +76,7 @@ class PlatformServerProtocol(WebSocketServerProtocol):
         factory = self.factory
         endpoint = factory.endpoint
         if factory.registry.draining:
+            factory.registry.count_refused(endpoint.name)
             raise ConnectionDeny(503, "draining: not accepting new calls")
         upgrade = UpgradeRequest(
             target=self.http_request_uri,
@@ -95,6 +96,7 @@ class PlatformServerProtocol(WebSocketServerProtocol):
         self._upgrade = upgrade
         refusal = factory.registry.refusal()
         if refusal is not None and not endpoint.platform.refuses_in_band:
+            factory.registry.count_refused(endpoint.name)
             raise ConnectionDeny(503, refusal)
         # The platform's WebSocket subprotocol, when the client offers it (jambonz requires it).
         return next((p for p in request.protocols if p in endpoint.platform.subprotocols), None)
@@ -130,9 +132,11 @@ class PlatformServerProtocol(WebSocketServerProtocol):
         else:
             self.sendMessage(message, True)
 
-    def close_socket(self) -> None:
+    def close_socket(self, code: int = 1000) -> None:
         if self.state == WebSocketServerProtocol.STATE_OPEN:
-            self.sendClose(code=1000)
+            # sendClose refuses the protocol's own codes (1007 for a text frame that is not
+            # UTF-8); the frame method under it takes any.
+            self.sendCloseFrame(code=code)
         elif self.transport is not None and self.state not in (
             WebSocketServerProtocol.STATE_CLOSED, WebSocketServerProtocol.STATE_CLOSING
         ):

@@ -1,10 +1,12 @@
 """What a simulated caller says: 20 ms µ-law frames, and which replies a parrot should send back.
 
 A :class:`CallScript` is the whole call's caller audio, cut into 160-byte µ-law frames (8 kHz,
-20 ms), with the base64 text of each frame computed once and shared by every call that plays the
-same script (the load generator must not be the bottleneck). It is built either from synthetic
-speech-like utterances (a 300 Hz tone with harmonics at -12 dBFS, then silence) or from a WAV file
-(8 kHz mono, 16-bit PCM or µ-law).
+20 ms, the telephone audio every platform carries), with the base64 text of each frame computed
+once and shared by every call that plays the same script (the simulator must not be the
+bottleneck); :meth:`CallScript.frames_in` gives the same audio in another format (once per
+format). It is built either from synthetic speech-like utterances (a 300 Hz tone with harmonics
+at -12 dBFS, then silence) or from a WAV file (8 or 16 kHz mono, 16-bit PCM or µ-law; 16 kHz is
+resampled to 8 kHz).
 
 :func:`expected_replies` runs the echo backend's parrot detector
 (:class:`~mediaproxy.audio.vad.EnergyDetector`, with the parrot's settings: speech is a frame
@@ -21,13 +23,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mediaproxy.audio.format import MULAW_8K
-from mediaproxy.audio.g711 import ulaw_encode
+from mediaproxy.audio.format import MULAW_8K, AudioFormat
+from mediaproxy.audio.g711 import ulaw_decode, ulaw_encode
+from mediaproxy.audio.resample import StreamResampler
+from mediaproxy.audio.transcode import Transcoder
 from mediaproxy.audio.vad import EnergyDetector
 
 FRAME_MS = 20
 FRAME_BYTES = 160
 SAMPLE_RATE_HZ = 8000
+WAV_RATES_HZ = (8000, 16000)
 _SILENCE = b"\xff" * FRAME_BYTES
 _ONSET_FRAMES = 2  # the echo backend's onset: 40 ms of energy before it calls it speech
 
@@ -57,13 +62,26 @@ class CallScript:
     frames: tuple[bytes, ...]
     payloads: tuple[str, ...] = field(repr=False)
     talk_frames: int
+    _converted: dict[AudioFormat, tuple[bytes, ...]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def duration_s(self) -> float:
         return len(self.frames) * FRAME_MS / 1000.0
 
+    def frames_in(self, fmt: AudioFormat) -> tuple[bytes, ...]:
+        """The script's frames in ``fmt`` (mono; 20 ms each), converted once and shared."""
+        if fmt == MULAW_8K:
+            return self.frames
+        converted = self._converted.get(fmt)
+        if converted is None:
+            # One transcoder over the whole script: resampling keeps its state across frames, and
+            # every 20 ms in gives exactly 20 ms out.
+            transcoder = Transcoder(MULAW_8K, fmt)
+            converted = self._converted[fmt] = tuple(transcoder.convert(frame) for frame in self.frames)
+        return converted
 
-def _frames_to_script(frames: list[bytes]) -> CallScript:
+
+def frames_to_script(frames: list[bytes]) -> CallScript:
     cache: dict[bytes, str] = {}
     payloads = []
     for frame in frames:
@@ -109,11 +127,11 @@ def synthetic_script(duration_s: float, talk_ms: int = 1200, gap_ms: int = 2800,
         n += 1
     frames = frames[:total] if len(frames) > total else frames
     frames.extend([_SILENCE] * (tail_ms // FRAME_MS))
-    return _frames_to_script(frames)
+    return frames_to_script(frames)
 
 
 def wav_script(path: str, tail_ms: int = 0) -> CallScript:
-    """The caller's audio from a WAV file: 8 kHz mono, 16-bit PCM or µ-law (G.711)."""
+    """The caller's audio from a WAV file: 8 or 16 kHz mono, 16-bit PCM or µ-law (G.711)."""
     with open(path, "rb") as f:
         header = f.read(64)
     fmt_tag = int.from_bytes(header[20:22], "little") if header[12:16] == b"fmt " else 1
@@ -121,20 +139,23 @@ def wav_script(path: str, tail_ms: int = 0) -> CallScript:
         data = _wav_data_chunk(path)
         channels = int.from_bytes(header[22:24], "little")
         rate = int.from_bytes(header[24:28], "little")
-        if channels != 1 or rate != SAMPLE_RATE_HZ:
-            raise ValueError(f"{path}: need 8 kHz mono, got {rate} Hz x {channels}")
-        ulaw = data
+        if channels != 1 or rate not in WAV_RATES_HZ:
+            raise ValueError(f"{path}: need 8 or 16 kHz mono, got {rate} Hz x {channels}")
+        pcm = ulaw_decode(data)
     else:
         with wave.open(path, "rb") as w:
-            if w.getnchannels() != 1 or w.getframerate() != SAMPLE_RATE_HZ or w.getsampwidth() != 2:
-                raise ValueError(f"{path}: need 8 kHz mono 16-bit PCM or µ-law, got "
-                                 f"{w.getframerate()} Hz x {w.getnchannels()} x {8 * w.getsampwidth()} bit")
+            rate = w.getframerate()
+            if w.getnchannels() != 1 or rate not in WAV_RATES_HZ or w.getsampwidth() != 2:
+                raise ValueError(f"{path}: need 8 or 16 kHz mono 16-bit PCM or µ-law, got "
+                                 f"{rate} Hz x {w.getnchannels()} x {8 * w.getsampwidth()} bit")
             pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
-        ulaw = ulaw_encode(pcm)
+    if rate != SAMPLE_RATE_HZ:
+        pcm = StreamResampler(rate, SAMPLE_RATE_HZ).process(pcm.astype(np.int16))
+    ulaw = ulaw_encode(pcm)
     ulaw += b"\xff" * (-len(ulaw) % FRAME_BYTES)
     frames = [ulaw[i : i + FRAME_BYTES] for i in range(0, len(ulaw), FRAME_BYTES)]
     frames.extend([_SILENCE] * (tail_ms // FRAME_MS))
-    return _frames_to_script(frames)
+    return frames_to_script(frames)
 
 
 def _wav_data_chunk(path: str) -> bytes:

@@ -33,7 +33,7 @@ from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succee
 
 from mediaproxy.audio.format import ALAW_8K, MULAW_8K, AudioFormat
 from mediaproxy.audio.vad import EnergyDetector
-from mediaproxy.testing.fake_realtime import TEST_VAD, pattern
+from mediaproxy.testing.fake_audio import TEST_VAD, pattern
 from mediaproxy.testing.waiting import ConditionWaiting
 
 __all__ = ["SETTINGS_SCHEMA", "FakeDeepgramConnection", "FakeDeepgramServer", "check_settings"]
@@ -380,7 +380,7 @@ class FakeDeepgramServer(ConditionWaiting):
 
     Knobs: ``reject_auth`` (refuse every upgrade with 401); ``turn_audio(conn, n,
     bytes_per_ms)``: the audio of answer ``n`` on connection ``conn`` (default 1 s of
-    :func:`~mediaproxy.testing.fake_realtime.pattern` seeded ``conn * 10 + n``);
+    :func:`~mediaproxy.testing.fake_audio.pattern` seeded ``conn * 10 + n``);
     ``chunk_sizes`` cycled through, in bytes; ``pause_after_ms``: hold each answer after this
     much audio until ``connection.continue_turn()``; ``late_chunks``: chunks of a cut answer
     still sent after ``UserStartedSpeaking``; ``silence_ms``: the silence that ends a caller

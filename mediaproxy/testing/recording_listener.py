@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from twisted.internet.defer import Deferred
+
 from mediaproxy.testing.waiting import ConditionWaiting
 from mediaproxy.transcripts import Transcript
 
@@ -20,6 +22,7 @@ class RecordingListener(ConditionWaiting):
         self.audio: dict[str, bytearray] = {}
         self.on_speech_started: Callable[[], None] | None = None
         self.transcripts: list[Transcript] = []
+        self.heard_waiters: list[Deferred[bool]] = []
 
     def kinds(self) -> list[str]:
         return [e[0] for e in self.events]
@@ -61,3 +64,14 @@ class RecordingListener(ConditionWaiting):
 
     def backend_failed(self, reason: str) -> None:
         self._record("failed", reason)
+
+    def backend_clear(self) -> None:
+        self._record("clear")
+
+    def when_heard(self) -> Deferred[bool]:
+        """Recorded as ``("when_heard", n)``; the Deferred is kept in ``heard_waiters`` for the
+        test to fire."""
+        d: Deferred[bool] = Deferred()
+        self.heard_waiters.append(d)
+        self._record("when_heard", len(self.heard_waiters))
+        return d

@@ -4,11 +4,11 @@ Feeds real masked WebSocket frames (Twilio ``media`` messages) to the real Autob
 session, bridge and echo backend, and drives the playout with a ``task.Clock``, so the figures
 are CPU time of the proxy's own code and do not depend on what else the machine is doing.
 
-    python bench/bench_frame_path.py [--calls 150] [--seconds 20] [--profile out.prof]
+    python bench/bench_frame_path.py [--calls 150] [--seconds 20] [--message-ms 20] [--profile out.prof]
 
-Prints µs of CPU per inbound media frame and per outbound frame, and the implied core share at
-the given number of concurrent calls (each call: 50 inbound frames/s; parrot replies about half
-the time).
+Prints µs of CPU per inbound media frame and per outbound message (``--message-ms``: ``[playout]
+message_ms``, 20 = one frame per message), and the implied core share at the given number of
+concurrent calls (each call: 50 inbound frames/s; parrot replies about half the time).
 """
 
 from __future__ import annotations
@@ -29,13 +29,11 @@ from twisted.internet.address import IPv4Address  # noqa: E402
 from twisted.internet.task import Clock  # noqa: E402
 from twisted.internet.testing import StringTransport  # noqa: E402
 
-from mediaproxy.backends.echo import new_backend  # noqa: E402
-from mediaproxy.calls import CallContext, CallRegistry  # noqa: E402
+from mediaproxy.calls import CallContext, CallRegistry, Endpoint  # noqa: E402
 from mediaproxy.config import parse_config  # noqa: E402
 from mediaproxy.metrics import Metrics  # noqa: E402
-from mediaproxy.platforms import twilio  # noqa: E402
-from mediaproxy.platforms.websocket import PlatformServerFactory  # noqa: E402
 from mediaproxy.playout import PlayoutClock  # noqa: E402
+from mediaproxy.server.websocket import PlatformServerFactory  # noqa: E402
 
 UPGRADE = (
     b"GET /twilio HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -66,18 +64,25 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=150)
     parser.add_argument("--seconds", type=int, default=20, help="simulated call time")
     parser.add_argument("--profile", help="write a cProfile of the run here")
+    parser.add_argument("--message-ms", type=int, default=20, help="[playout] message_ms (default 20)")
     args = parser.parse_args()
 
-    config = parse_config("bench.ini", {
-        "platform:twilio": {"path": "/twilio", "backend": "echo"},
+    sections: dict[str, dict[str, str]] = {
+        "platform:twilio": {"path": "/twilio", "backend": "echo", "allow_unauthenticated": "true"},
         "backend:echo": {"type": "echo"},
-    }, {})
+    }
+    if args.message_ms != 20:
+        sections["playout"] = {"message_ms": str(args.message_ms)}
+    config = parse_config("bench.ini", sections, {})
     clock = Clock()
     metrics = Metrics()
-    context = CallContext(clock, PlayoutClock(clock, 20, metrics), metrics, config.playout, "",
-                          CallRegistry(max_calls=100000))
-    backend = new_backend(config.backends["echo"], clock, metrics)
-    factory = PlatformServerFactory(config.platforms[0], twilio, backend, context)
+    context = CallContext(clock, PlayoutClock(clock, 20, metrics), metrics, config.playout, False)
+    registry = CallRegistry(context, 100000, 0)
+    settings = config.platforms[0]
+    backend_settings = config.backends[settings.backend]
+    backend = backend_settings.type.new_backend(settings.backend, backend_settings.options, clock, metrics)
+    endpoint = Endpoint(settings.name, settings.type, settings.options, backend, backend_settings.common)
+    factory = PlatformServerFactory(endpoint, registry, config.proxy)
     factory.setProtocolOptions(autoPingInterval=0)
 
     calls = []

@@ -48,6 +48,7 @@ from bench_twilio import (  # noqa: E402
     bucket_max,
     bucket_quantile,
     buckets,
+    cpu_split_ticks,
     cpu_ticks,
     free_port,
     machine_ticks,
@@ -67,6 +68,15 @@ TARGET_BARGEIN_P99_MS = 5.0
 API_KEY = "bench-dummy-key"  # the fake's; never a real key
 
 
+def rss_kib(pid: int) -> int:
+    """Resident set size of ``pid`` in KiB (/proc/<pid>/status VmRSS)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 def write_config(directory: Path, proxy_port: int, metrics_port: int, fake_port: int, args: argparse.Namespace) -> Path:
     path = directory / "bench_openai.ini"
     path.write_text(f"""\
@@ -84,6 +94,7 @@ lead_ms = {args.lead_ms}
 prefill_ms = 0
 max_buffer_ms = 30000
 mark_interval_ms = 100
+message_ms = {args.message_ms}
 
 [platform:twilio]
 path = /twilio
@@ -148,14 +159,19 @@ def run(args: argparse.Namespace) -> int:
                 first += n
             hz = os.sysconf("SC_CLK_TCK")
             wall0, proxy0, fake0 = time.monotonic(), cpu_ticks(proxy.pid), cpu_ticks(fake.pid)
+            split0 = cpu_split_ticks(proxy.pid)
             wait0, (busy0, all0) = runqueue_wait_s(proxy.pid), machine_ticks()
+            rss0 = rss_peak = rss_kib(proxy.pid)
             while any(s.poll() is None for s in sims):
+                rss_peak = max(rss_peak, rss_kib(proxy.pid))
                 if time.monotonic() - wall0 > bound_s:
                     print("bench: simulator overran; stopping it", file=sys.stderr)
                     break
                 time.sleep(0.5)
             wall = time.monotonic() - wall0
             proxy_cpu = (cpu_ticks(proxy.pid) - proxy0) / hz
+            split1 = cpu_split_ticks(proxy.pid)
+            proxy_split = ((split1[0] - split0[0]) / hz, (split1[1] - split0[1]) / hz)
             fake_cpu = (cpu_ticks(fake.pid) - fake0) / hz
             busy1, all1 = machine_ticks()
             proxy_wait = runqueue_wait_s(proxy.pid) - wait0
@@ -178,8 +194,11 @@ def run(args: argparse.Namespace) -> int:
             sim_cpu += data["sim_cpu_s"]
         fake_stats = json.loads((work / "fake.json").read_text()) if (work / "fake.json").exists() else {}
         log_text = (work / "proxy.log").read_text(errors="replace")
-    report(args, procs, wall, proxy_cpu, fake_cpu, sim_cpu, proxy_wait, (busy1 - busy0) / max(all1 - all0, 1),
-           stats, samples, fake_stats, metrics, log_text)
+    print(f"proxy RSS             {rss0 / 1024:.1f} MiB before the calls, peak {rss_peak / 1024:.1f} MiB: "
+          f"{(rss_peak - rss0) / max(args.calls, 1):.0f} KiB per call")
+    busy = (busy1 - busy0) / max(all1 - all0, 1)
+    report(args, procs, wall, proxy_cpu, proxy_split, fake_cpu, sim_cpu, proxy_wait, busy, stats,
+           samples, fake_stats, metrics, log_text)
     if profile:
         print_profile(profile, 30)
     return 0
@@ -194,7 +213,8 @@ def bound_ms(text: str) -> float | None:
     return float(text[3:-3]) if text.startswith("<= ") else None
 
 
-def report(args: argparse.Namespace, procs: int, wall: float, proxy_cpu: float, fake_cpu: float, sim_cpu: float,
+def report(args: argparse.Namespace, procs: int, wall: float, proxy_cpu: float, proxy_split: tuple[float, float],
+           fake_cpu: float, sim_cpu: float,
            proxy_wait: float, machine_busy: float, stats: CallStats, samples: Samples, fake: dict[str, Any],
            metrics: dict[str, list[tuple[dict[str, str], float]]], log_text: str) -> None:
     late = buckets(metrics, "mediaproxy_playout_late_seconds")
@@ -212,12 +232,20 @@ def report(args: argparse.Namespace, procs: int, wall: float, proxy_cpu: float, 
     ncpu = os.cpu_count() or 1
     print(f"== mediaproxy Twilio <-> OpenAI Realtime benchmark: {args.calls} calls x {args.duration:g} s, fake "
           f"at {args.speed:g}x real time, {procs} simulator process(es), {ncpu} CPUs; input_chunk_ms "
-          f"{args.input_chunk_ms}, lead_ms {args.lead_ms}, harness nice {args.harness_nice} ==")
+          f"{args.input_chunk_ms}, message_ms {args.message_ms}, lead_ms {args.lead_ms}, harness nice "
+          f"{args.harness_nice} ==")
     print(f"calls                 {stats.calls} started, {stats.completed} completed with stop; proxy outcomes "
           f"{ {k: int(v) for k, v in outcomes.items()} }")
     print(f"proxy CPU             {proxy_cpu / wall * 100:.1f} % of one core over {wall:.1f} s (ramp and tails "
           f"included); fake {fake_cpu / wall * 100:.1f} %, simulators {sim_cpu / wall * 100:.1f} %; machine busy "
           f"{machine_busy * 100:.0f} % of {ncpu} cores; proxy runnable but not running {proxy_wait:.2f} s")
+    # Call-seconds: every call runs its whole script (ramp and tails are idle, not counted).
+    call_s = stats.calls * args.duration
+    if call_s:
+        print(f"proxy CPU per call    {proxy_cpu / call_s * 1000:.2f} ms per call-second (user "
+              f"{proxy_split[0] / call_s * 1000:.2f}, system {proxy_split[1] / call_s * 1000:.2f}); "
+              f"{proxy_cpu / call_s * 100:.3f} % of a core per call, {call_s / max(proxy_cpu, 1e-9):.0f} calls "
+              "per core at this rate")
     print(f"lateness (server)     p50 {bucket_quantile(late, 0.5)}, p99 {bucket_quantile(late, 0.99)}, max "
           f"{bucket_max(late)}  [mediaproxy_playout_late_seconds, bucket resolution, "
           f"{late[-1][1] if late else 0:g} packets]")
@@ -271,6 +299,7 @@ def main() -> int:
     p.add_argument("--silence-ms", type=int, default=600, help="[backend:openai] silence_duration_ms (default 600)")
     p.add_argument("--speed", type=float, default=10.0, help="fake delivery speed, times real time (default 10)")
     p.add_argument("--input-chunk-ms", type=int, default=20, help="[backend:openai] input_chunk_ms (default 20)")
+    p.add_argument("--message-ms", type=int, default=20, help="[playout] message_ms (default 20)")
     p.add_argument("--lead-ms", type=int, default=60, help="[playout] lead_ms (default 60)")
     p.add_argument("--harness-nice", type=int, default=0,
                    help="run the fake and the simulators at this nice value (the proxy stays at 0)")

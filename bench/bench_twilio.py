@@ -91,6 +91,14 @@ def cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])
 
 
+def cpu_split_ticks(pid: int) -> tuple[int, int]:
+    """(utime, stime) of ``pid``, in clock ticks: the proxy's own code vs the kernel's socket
+    and poll work done on its behalf."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]), int(fields[12])
+
+
 def process_tree(pid: int) -> list[int]:
     """``pid`` and its descendants (a supervisor and its workers), from /proc/<pid>/task/*/children."""
     found = [pid]

@@ -124,6 +124,11 @@ class PlayoutSettings:
                                 "never paused: its socket carries barge-in), ms")
     mark_interval_ms: int = option(integer(20, 2000), 100,
                                    "a playback mark is sent to platforms that echo them at least this often, ms")
+    message_ms: int = option(integer(10, 200), 20,
+                             "bot audio per media message, at most, to platforms that play messages of any "
+                             "length (Twilio), ms (a multiple of frame_ms); fewer, larger messages cost less "
+                             "CPU, and the platform then holds up to lead_ms plus one message, which a "
+                             "barge-in's clear still flushes at once")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -388,6 +393,8 @@ def parse_config(path: str, sections: Mapping[str, Mapping[str, str]], env: Mapp
                           f"several workers share a tcp: or ssl: listener; [proxy] listen = {proxy.listen} "
                           "is neither: set workers = 1")
     playout: PlayoutSettings = fixed["playout"]
+    if playout.message_ms % playout.frame_ms:
+        raise ConfigError(path, "playout", "message_ms", f"must be a multiple of frame_ms ({playout.frame_ms})")
     if playout.lead_ms and playout.lead_ms < playout.frame_ms:
         raise ConfigError(path, "playout", "lead_ms",
                           f"must be 0 or at least frame_ms ({playout.frame_ms})")

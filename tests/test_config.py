@@ -146,6 +146,9 @@ class ConfigTests(SynchronousTestCase):
         self.assertConfigError(GOOD + "[playout]\nlead_ms = soon\n", "playout", "lead_ms", "whole number")
         self.assertConfigError(GOOD + "[playout]\nmax_buffer_ms = 10\n", "playout", "max_buffer_ms", "at least")
 
+    def test_message_ms_is_whole_frames(self) -> None:
+        self.assertConfigError(GOOD + "[playout]\nmessage_ms = 50\n", "playout", "message_ms", "multiple of frame_ms")
+
     def test_unknown_platform_type(self) -> None:
         self.assertConfigError(GOOD + "[platform:nosuch]\npath = /v\nbackend = echo\n", "platform:nosuch", "type",
                                "unknown platform type")

@@ -4,11 +4,13 @@ wait is a Deferred that fires on an event, never a sleep."""
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import replace
 from typing import Any
 
 from twisted.internet import defer, reactor
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
@@ -546,3 +548,42 @@ class FunctionCallLoopbackTests(LoopbackTestCase):
                                     "id": outputs[0]["id"]}])
         self.assertEqual(conn.errors_sent, [])
         self.assertEqual(conn.session["tools"][0]["name"], "end_call")
+
+
+class _TimersOnClock:
+    """The real reactor for sockets, a ``Clock`` for timers: the session's chunk timer runs on
+    simulated time while its WebSocket is a real loopback one."""
+
+    def __init__(self, clock: Any) -> None:
+        self._clock = clock
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(reactor, name)
+
+    def callLater(self, delay: float, f: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._clock.callLater(delay, f, *args, **kwargs)
+
+    def seconds(self) -> float:
+        return float(self._clock.seconds())
+
+
+class InputChunkTests(LoopbackTestCase):
+    @defer.inlineCallbacks
+    def test_paced_frames_go_in_whole_chunks(self) -> Any:
+        clock = Clock()
+        listener = RecordingListener()
+        backend = OpenAIRealtimeBackend("openai", replace(self.options, input_chunk_ms=60), _TimersOnClock(clock),
+                                        self.metrics, random=lambda: 0.5)
+        session = backend.open_session(CallInfo("CA1", "twilio"), listener, MULAW_8K)
+        self.sessions.append(session)
+        yield listener.when(lambda: listener.has("ready"))
+        conn = self.server.connection(0)
+        frames = quiet_frames(31)
+        for frame in frames:  # one frame every 20 ms, as a platform sends them
+            session.send_audio(frame)
+            clock.advance(0.02)
+        clock.advance(0.06)  # the last frame's chunk timer: a caller who fell silent is not held
+        yield self.server.when(lambda: len(conn.input_audio) == 31 * 160)
+        self.assertEqual(bytes(conn.input_audio), b"".join(frames))
+        sizes = [len(base64.b64decode(e["audio"])) for e in conn.received if e["type"] == "input_audio_buffer.append"]
+        self.assertEqual(sizes, [480] * 10 + [160])

@@ -575,3 +575,60 @@ class BackOffTests(PlayoutTestCase):
         self.assertLessEqual(len(self.sink.packets), sent + 4)
         self.run_for(2.0)
         self.assertEqual(len(self.sink.packets), 100)
+
+
+LONG_MESSAGES = PlatformCapabilities(can_flush=True, has_marks=True, max_lead_ms=None, packet_ms=20,
+                                     any_message_length=True)
+
+
+class MessageLengthTests(PlayoutTestCase):
+    """``[playout] message_ms``: several 20 ms packets per message to a platform that plays any
+    length (Twilio); the schedule, the marks and the heard position stay exact."""
+
+    def test_messages_of_message_ms_on_the_same_schedule(self) -> None:
+        playout = self.make(LONG_MESSAGES, message_ms=60)
+        start = self.clock.seconds()
+        playout.write("r1", tone(2000))
+        playout.finish("r1")
+        self.run_for(3.0)
+        sizes = [len(p) for _, p in self.sink.packets]
+        self.assertEqual(sum(sizes), 2000 * 8)
+        self.assertEqual(sizes, [480] * 33 + [160])  # 33 x 60 ms, the finished rest in one
+        position_ms = 0
+        for sent_at, packet in self.sink.packets:
+            # A message goes when its first frame is due (start + position - lead), never later
+            # than one tick after, so the platform holds at most lead + one message.
+            due = max(start, start + (position_ms - 60) / 1000)
+            self.assertAlmostEqual(sent_at, due, delta=1e-6)
+            position_ms += len(packet) // 8
+        self.assertEqual(self.metric("mediaproxy_playout_underruns_total"), 0)
+        self.assertEqual(self.metric("mediaproxy_frames_total", {"platform": "twilio", "direction": "out"}), 34)
+
+    def test_a_platform_without_any_length_keeps_its_packets(self) -> None:
+        playout = self.make(TWILIO, message_ms=100)
+        playout.write("r1", tone(200))
+        playout.finish("r1")
+        self.run_for(1.0)
+        self.assertEqual({len(p) for _, p in self.sink.packets}, {FRAME})
+        self.assertEqual(playout.message_ms, 20)
+
+    def test_marks_name_message_ends_and_barge_in_reports_what_was_heard(self) -> None:
+        playout = self.make(LONG_MESSAGES, message_ms=100, mark_interval_ms=100)
+        playout.write("r1", tone(3000))
+        self.run_for(0.5)
+        # Every mark sits at the end of a message: the position the platform echoes is exact.
+        ends, position = set(), 0
+        for _, packet in self.sink.packets:
+            position += len(packet) // 8
+            ends.add(position)
+        self.assertTrue(self.sink.marks)
+        self.assertTrue(all(float(name.split(":")[1]) in ends for name in self.sink.marks))
+        self.assertTrue(playout.mark_echoed(self.sink.marks[1]))  # the platform played to 200 ms
+        self.clock.advance(0.013)
+        heard = playout.clear()
+        assert heard is not None
+        self.assertEqual(heard.played_ms, 200 + 13)
+        # The flushed marks' echoes do not count; the next response starts a new generation.
+        self.assertFalse(playout.mark_echoed(self.sink.marks[0]))
+        playout.write("r2", tone(100))
+        self.assertEqual(len(self.sink.packets[-1][1]), 800)

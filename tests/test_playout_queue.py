@@ -129,3 +129,37 @@ class ResponseOrderTests(SynchronousTestCase):
         queue.reset()
         self.assertEqual(queue.queued_bytes, 0)
         self.assertTrue(queue.write("r1", b"\x01" * 100))
+
+
+class MultiPacketMessageTests(SynchronousTestCase):
+    """``message_ms``: whole packets up to it in one cut, never waiting to fill it."""
+
+    def test_full_messages_then_the_finished_rest_in_one(self) -> None:
+        queue = PacketQueue(MULAW_8K, 20, 20, 60)
+        data = bytes(range(256)) * 5  # 1280 bytes: 160 ms
+        queue.write("r1", data)
+        queue.finish("r1")
+        packets = drain(queue)
+        self.assertEqual([p for p, _ in packets], [data[:480], data[480:960], data[960:]])
+        self.assertEqual([ended for _, ended in packets], [False, False, True])
+
+    def test_unfinished_response_sends_the_whole_packets_it_has(self) -> None:
+        queue = PacketQueue(MULAW_8K, 20, 20, 100)
+        queue.write("r1", b"\x10" * 400)  # 50 ms: two whole packets now, the rest waits
+        self.assertEqual(queue.next_packet(0.0), (b"\x10" * 320, False))
+        self.assertIsNone(queue.next_packet(40.0))
+        self.assertEqual(queue.queued_bytes, 80)
+
+    def test_finished_tail_padded_to_a_frame(self) -> None:
+        queue = PacketQueue(MULAW_8K, 20, 20, 60)
+        queue.write("r1", b"\x10" * 500)  # 62.5 ms
+        queue.finish("r1")
+        self.assertEqual(drain(queue), [(b"\x10" * 480, False), (b"\x10" * 20 + b"\xff" * 140, True)])
+
+    def test_sent_ms_counts_every_packet_of_a_message(self) -> None:
+        queue = PacketQueue(MULAW_8K, 20, 20, 60)
+        queue.write("r1", b"\x10" * 960)
+        drain(queue)
+        heard = queue.cut(70.0)
+        assert heard is not None
+        self.assertEqual(heard.played_ms, 70)

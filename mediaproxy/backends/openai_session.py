@@ -190,8 +190,13 @@ class OpenAIRealtimeSession(AlwaysReading):
             return
         dialect.send_audio(data)
         self._send_output()
-        if dialect.has_pending_audio and self._chunk_timer is None:
-            self._chunk_timer = self._reactor.callLater(self._options.input_chunk_ms / 1000.0, self._flush_chunk)
+        if dialect.has_pending_audio:
+            if self._chunk_timer is None:
+                self._chunk_timer = self._reactor.callLater(self._options.input_chunk_ms / 1000.0, self._flush_chunk)
+        elif self._chunk_timer is not None:
+            # The chunk filled and went: the timer was for its first frame. Left armed, it would
+            # fire just as the next chunk's first frame arrived and send that alone.
+            self._cancel_chunk_timer()
 
     def interrupt(self, response_id: str, played_ms: int) -> None:
         """Barge-in on assistant item ``response_id`` after the caller heard ``played_ms``

@@ -80,7 +80,9 @@ class RealtimeOptions:
     noise_reduction: str = option(choice("near_field", "far_field", "off"), "near_field", "input noise reduction")
     transcription_model: str = option(text, "gpt-4o-mini-transcribe", "caller transcription model, empty: off")
     transcription_language: str = option(text, "", "caller language hint (ISO-639-1), empty: detect")
-    input_chunk_ms: int = option(_chunk_ms, 20, "caller audio per append, ms: 20 = each frame, or 40 to 100")
+    input_chunk_ms: int = option(_chunk_ms, 20, "caller audio per append, ms: 20 = each frame, or 40 to 100 "
+                                 "(fewer messages, less CPU; a chunk's first frame waits up to input_chunk_ms - "
+                                 "20 ms more, and so does the server's speech detection and barge-in)")
     call_context_keys: tuple[str, ...] = option(
         name_list, (),
         "call parameters from the platform passed to the model in its instructions, quoted as data (names, "

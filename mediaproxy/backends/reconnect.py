@@ -20,7 +20,7 @@ import random as _random
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet.defer import CancelledError, Deferred
@@ -28,6 +28,8 @@ from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import IConnector
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from mediaproxy import wsframe
 
 log = Logger()
 
@@ -72,6 +74,12 @@ class ClosedBeforeOpen(ConnectError):
 class DialedWebSocketProtocol(WebSocketClientProtocol):
     """Client protocol base for :func:`dial_websocket`: reports the opening (or its failure) to
     the dial's Deferred; after that, subclasses get :meth:`link_closed` when the socket ends."""
+
+    if not TYPE_CHECKING:
+        # The common frames skip Autobahn's per-message overhead (mediaproxy/wsframe.py).
+        dataReceived = wsframe.data_received
+        _dataReceived = wsframe.lean_data_received
+        sendMessage = wsframe.lean_send_message
 
     def connectionMade(self) -> None:
         super().connectionMade()

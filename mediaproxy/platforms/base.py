@@ -51,6 +51,9 @@ class PlatformCapabilities:
     """:meth:`PlatformSession.transfer` hands the caller on in the platform's own way."""
     can_send_dtmf: bool = False
     """:meth:`PlatformSession.send_dtmf` plays digits to the far end (IVR navigation)."""
+    any_message_length: bool = False
+    """:meth:`PlatformSession.play` takes any whole number of packets in one message (Twilio
+    plays media of any length): the playout then sends up to ``[playout] message_ms`` at once."""
 
 
 # --- events: platform → proxy -------------------------------------------------------------------
@@ -228,7 +231,8 @@ class PlatformSession:
 
     # commands (proxy → platform)
     def play(self, packet: bytes) -> None:
-        """Queue one packet of bot audio in the call's format (``capabilities.packet_ms`` long)."""
+        """Queue one packet of bot audio in the call's format (``capabilities.packet_ms`` long, or
+        whole packets up to ``[playout] message_ms`` where ``capabilities.any_message_length``)."""
         raise NotImplementedError
 
     def mark(self, name: str) -> None:

@@ -2,7 +2,9 @@
 
 The backend delivers a response's audio in pieces of any size. The queue keeps one byte buffer
 per response, in the order the responses arrived, and cuts exact packets of ``packet_ms`` from
-the head response. Only the tail of a *finished* response may be shorter than a packet; it is
+the head response; a platform that plays messages of any length may take several packets in one
+message (``message_ms``): as many whole packets as the head response has queued, up to that.
+Only the tail of a *finished* response may be shorter than a packet; it is
 padded with the format's silence to a whole frame (never to a whole packet: the platform needs
 whole frames, and padding further would only delay the next response). An unfinished response
 with less than a packet queued keeps the queue waiting until more audio (or its end) arrives.
@@ -24,16 +26,18 @@ from mediaproxy.playout.responses import PlayedAudio, ResponseLedger, ResponsePr
 
 
 class PacketQueue:
-    """Queued bot audio of one call, cut into ``packet_ms`` packets of ``audio_format``.
+    """Queued bot audio of one call, cut into ``packet_ms`` packets of ``audio_format``, up to
+    ``message_ms`` (a multiple of ``packet_ms``; default: one packet) per cut.
 
     ``queued_bytes`` is read directly on the hot path; only the queue changes it.
     """
 
-    def __init__(self, audio_format: AudioFormat, frame_ms: int, packet_ms: int) -> None:
+    def __init__(self, audio_format: AudioFormat, frame_ms: int, packet_ms: int, message_ms: int = 0) -> None:
         self._format = audio_format
         self._bytes_per_ms = audio_format.bytes_per_ms
         self._frame_bytes = audio_format.bytes_for_ms(frame_ms)
         self._packet_bytes = audio_format.bytes_for_ms(packet_ms)
+        self._message_bytes = max(self._packet_bytes, audio_format.bytes_for_ms(message_ms))
         self._buffers: deque[tuple[ResponseProgress, bytearray]] = deque()
         self._responses = ResponseLedger()
         self.queued_bytes = 0
@@ -93,34 +97,38 @@ class PacketQueue:
         return any(response.done for response, _ in self._buffers)
 
     def next_packet(self, position_ms: float) -> tuple[bytes, bool] | None:
-        """Cut the next packet, to be sent at the call's stream position ``position_ms``, and
-        say whether it ends its response. None while the head response is unfinished with less
-        than a packet queued (or nothing is queued). ``(b"", True)`` when the head response
-        was finished with nothing left to send: it ends without another packet."""
+        """Cut the next packet (or whole packets up to ``message_ms``), to be sent at the call's
+        stream position ``position_ms``, and say whether it ends its response. None while the
+        head response is unfinished with less than a packet queued (or nothing is queued).
+        ``(b"", True)`` when the head response was finished with nothing left to send: it ends
+        without another packet."""
         buffers = self._buffers
         if not buffers:
             return None
         response, buf = buffers[0]
         size = len(buf)
-        packet_bytes = self._packet_bytes
-        if size >= packet_bytes:
-            packet = bytes(buf[:packet_bytes])
-            del buf[:packet_bytes]
-            self.queued_bytes -= packet_bytes
-            finished = response.done and not buf
-            if finished:
-                buffers.popleft()
-        elif not response.done:
-            return None
-        else:
+        message_bytes = self._message_bytes
+        if response.done and size <= message_bytes:
+            # The rest of a finished response, in one message: padded to a whole frame.
             buffers.popleft()
             if not size:
                 return b"", True
-            # The tail of a finished response: pad to a whole frame with silence.
             short = size % self._frame_bytes
             packet = bytes(buf) + (self._format.silence(self._frame_bytes - short) if short else b"")
             self.queued_bytes -= size
             finished = True
+        else:
+            packet_bytes = self._packet_bytes
+            if size < packet_bytes:
+                return None  # unfinished: wait for a whole packet
+            if size >= message_bytes:
+                packet_bytes = message_bytes
+            elif packet_bytes != message_bytes:
+                packet_bytes = size - size % packet_bytes  # every whole packet there is, at once
+            packet = bytes(buf[:packet_bytes])
+            del buf[:packet_bytes]
+            self.queued_bytes -= packet_bytes
+            finished = False
         if response.start_pos_ms is None:
             response.start_pos_ms = position_ms
         response.sent_ms += len(packet) / self._bytes_per_ms

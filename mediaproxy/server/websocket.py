@@ -7,7 +7,7 @@ feeds the sans-IO session and the call. It knows nothing of any platform or of t
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
@@ -16,6 +16,7 @@ from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
+from mediaproxy import wsframe
 from mediaproxy.calls import CallRegistry, Endpoint
 from mediaproxy.platforms.base import UpgradeRefused, UpgradeRequest
 from mediaproxy.server.port import PlatformPort
@@ -57,18 +58,18 @@ class PlatformServerProtocol(WebSocketServerProtocol):
 
     factory: PlatformServerFactory
 
+    if not TYPE_CHECKING:
+        # The common frames skip Autobahn's per-message overhead (mediaproxy/wsframe.py).
+        dataReceived = wsframe.data_received
+        _dataReceived = wsframe.lean_data_received
+        sendMessage = wsframe.lean_send_message
+
     def __init__(self) -> None:
         super().__init__()
         self.port: PlatformPort | None = None
         self._upgrade: UpgradeRequest | None = None
 
     # --- Autobahn callbacks -------------------------------------------------------------------
-
-    def dataReceived(self, data: bytes) -> None:
-        # Autobahn's Twisted dataReceived only adds a debug log whose arguments it formats on
-        # every read, even with debug off: a few µs per media frame, thousands of times a
-        # second. Go straight to the framing code.
-        self._dataReceived(data)
 
     # Autobahn's annotation omits it, but onConnect may return a Deferred (a delayed refusal).
     def onConnect(self, request: ConnectionRequest) -> Deferred[None] | str | None:  # type: ignore[override]

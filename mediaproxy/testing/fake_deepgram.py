@@ -27,14 +27,13 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.twisted.websocket import WebSocketServerFactory
 from autobahn.websocket.types import ConnectionDeny
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 
 from mediaproxy.audio.format import ALAW_8K, MULAW_8K, AudioFormat
 from mediaproxy.audio.vad import EnergyDetector
 from mediaproxy.testing.fake_audio import TEST_VAD, pattern
-from mediaproxy.testing.waiting import ConditionWaiting
+from mediaproxy.testing.fake_ws_server import FakeServerConnection, FakeWebSocketServer
 
 __all__ = ["SETTINGS_SCHEMA", "FakeDeepgramConnection", "FakeDeepgramServer", "check_settings"]
 
@@ -124,11 +123,10 @@ def wire_format(audio: Mapping[str, Any]) -> AudioFormat | None:
 # --- the server -------------------------------------------------------------------------------------
 
 
-class FakeDeepgramConnection(WebSocketServerProtocol):
+class FakeDeepgramConnection(FakeServerConnection):
     """One client connection to the fake service."""
 
     factory: FakeDeepgramFactory
-    closed = False
 
     def onConnect(self, request: Any) -> None:
         server = self.factory.server
@@ -157,10 +155,8 @@ class FakeDeepgramConnection(WebSocketServerProtocol):
         self.send({"type": "Welcome", "request_id": f"req-{self.index}"})
         server.poke()
 
-    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        self.closed = True
+    def connection_ended(self) -> None:
         self.turn = None
-        self.factory.server.poke()
 
     # --- client messages ---------------------------------------------------------------------
 
@@ -356,18 +352,9 @@ class FakeDeepgramConnection(WebSocketServerProtocol):
 
     # --- faults and sending --------------------------------------------------------------------
 
-    def drop(self) -> None:
-        """Cut the TCP connection without a closing handshake (a mid-call network failure)."""
-        transport: Any = self.transport
-        transport.abortConnection()
-
     def send_error(self, code: str, description: str, *, warning: bool = False) -> None:
         self.errors_sent.append(code)
         self.send({"type": "Warning" if warning else "Error", "code": code, "description": description})
-
-    def send(self, message: Mapping[str, Any]) -> None:
-        if not self.closed:
-            self.sendMessage(json.dumps(message).encode("utf-8"), isBinary=False)
 
 
 class FakeDeepgramFactory(WebSocketServerFactory):
@@ -375,7 +362,7 @@ class FakeDeepgramFactory(WebSocketServerFactory):
     server: FakeDeepgramServer
 
 
-class FakeDeepgramServer(ConditionWaiting):
+class FakeDeepgramServer(FakeWebSocketServer[FakeDeepgramConnection]):
     """The fake service. ``reactor``: listening and time; ``api_key``: the key accepted.
 
     Knobs: ``reject_auth`` (refuse every upgrade with 401); ``turn_audio(conn, n,
@@ -390,7 +377,7 @@ class FakeDeepgramServer(ConditionWaiting):
     """
 
     def __init__(self, reactor: Any, api_key: str = "test-key") -> None:
-        self.reactor = reactor
+        super().__init__(reactor)
         self.api_key = api_key
         self.reject_auth = False
         self.turn_audio: Callable[[int, int, int], bytes] = lambda conn, n, bpm: pattern(1000 * bpm, conn * 10 + n)
@@ -401,24 +388,7 @@ class FakeDeepgramServer(ConditionWaiting):
         self.next_function_call: tuple[str, str] | None = None
         self.speak_before_function_call = False
         self.speak_after_function_response = True
-        self.connections: list[FakeDeepgramConnection] = []
-        self.handshakes: list[dict[str, str]] = []
-        self.violations: list[str] = []
-        self._port: Any = None
 
     def listen(self, port: int = 0) -> str:
         """Start listening on 127.0.0.1 (``port`` 0: any free one); return the ws:// URL."""
-        factory = FakeDeepgramFactory("ws://127.0.0.1", reactor=self.reactor)
-        factory.server = self
-        self._port = self.reactor.listenTCP(port, factory, interface="127.0.0.1")
-        return f"ws://127.0.0.1:{self._port.getHost().port}/v1/agent/converse"
-
-    def connection(self, index: int = -1) -> FakeDeepgramConnection:
-        return self.connections[index]
-
-    def stop(self) -> Deferred[Any]:
-        """Stop listening and wait until every connection has closed."""
-        port, self._port = self._port, None
-        stopped = maybeDeferred(port.stopListening) if port is not None else succeed(None)
-        closing = [stopped, self.when(lambda: all(c.closed for c in self.connections))]
-        return DeferredList(closing, fireOnOneErrback=True)
+        return f"ws://127.0.0.1:{self.listen_on(self.websocket_factory(FakeDeepgramFactory), port)}/v1/agent/converse"

@@ -29,16 +29,15 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.twisted.websocket import WebSocketServerFactory
 from autobahn.websocket.types import ConnectionDeny
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from mediaproxy.audio.format import AudioFormat
 from mediaproxy.audio.vad import EnergyDetector
 from mediaproxy.testing.fake_realtime import TEST_VAD, pattern
-from mediaproxy.testing.waiting import ConditionWaiting
+from mediaproxy.testing.fake_ws_server import FakeServerConnection, FakeWebSocketServer
 
 __all__ = ["INITIATION_SCHEMA", "FakeElevenLabsConnection", "FakeElevenLabsServer", "check_initiation"]
 
@@ -89,11 +88,10 @@ def _paths(override: Mapping[str, Any], prefix: str = "") -> list[str]:
     return found
 
 
-class FakeElevenLabsConnection(WebSocketServerProtocol):
+class FakeElevenLabsConnection(FakeServerConnection):
     """One conversation with the fake service."""
 
     factory: FakeElevenLabsFactory
-    closed = False
 
     def onConnect(self, request: Any) -> None:
         server = self.factory.server
@@ -128,10 +126,8 @@ class FakeElevenLabsConnection(WebSocketServerProtocol):
         server.connections.append(self)
         server.poke()
 
-    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        self.closed = True
+    def connection_ended(self) -> None:
         self.turn = None
-        self.factory.server.poke()
 
     # --- client messages ---------------------------------------------------------------------
 
@@ -346,14 +342,6 @@ class FakeElevenLabsConnection(WebSocketServerProtocol):
         """The agent ends the conversation (its end-call tool, its maximum duration): close 1000."""
         self.sendClose(1000)
 
-    def drop(self) -> None:
-        """Cut the TCP connection without a closing handshake (a mid-call network failure)."""
-        transport: Any = self.transport
-        transport.abortConnection()
-
-    def send(self, message: Mapping[str, Any]) -> None:
-        if not self.closed:
-            self.sendMessage(json.dumps(message).encode("utf-8"), isBinary=False)
 
 
 class FakeElevenLabsFactory(WebSocketServerFactory):
@@ -390,7 +378,7 @@ class _SignedUrlApi(Resource):
         return json.dumps({"signed_url": signed}).encode()
 
 
-class FakeElevenLabsServer(ConditionWaiting):
+class FakeElevenLabsServer(FakeWebSocketServer[FakeElevenLabsConnection]):
     """The fake service. ``reactor``: listening and time; ``agent_id``: the agent it knows;
     ``api_key``: the key its HTTP API accepts; ``private``: the WebSocket takes signed URLs only.
 
@@ -406,7 +394,7 @@ class FakeElevenLabsServer(ConditionWaiting):
 
     def __init__(self, reactor: Any, *, agent_id: str = "agent_test", api_key: str = "test-key",
                  private: bool = True) -> None:
-        self.reactor = reactor
+        super().__init__(reactor)
         self.agent_id = agent_id
         self.api_key = api_key
         self.private = private
@@ -422,39 +410,22 @@ class FakeElevenLabsServer(ConditionWaiting):
         self.next_tool_call: tuple[str, Mapping[str, Any]] | None = None
         self.speak_before_tool_call = False
         self.speak_after_tool_result = True
-        self.connections: list[FakeElevenLabsConnection] = []
-        self.handshakes: list[dict[str, str]] = []
         self.http_requests: list[tuple[str, str, str | None]] = []
         """(path, agent_id, xi-api-key) of every signed-URL request."""
         self.signatures: set[str] = set()
-        self.violations: list[str] = []
         self.ws_url = ""
         self.api_url = ""
-        self._ports: list[Any] = []
 
     def listen(self) -> tuple[str, str]:
         """Start listening on 127.0.0.1 (free ports); return the WebSocket and HTTP API URLs."""
-        factory = FakeElevenLabsFactory("ws://127.0.0.1", reactor=self.reactor)
-        factory.server = self
-        ws = self.reactor.listenTCP(0, factory, interface="127.0.0.1")
+        ws = self.listen_on(self.websocket_factory(FakeElevenLabsFactory))
         site = Site(_SignedUrlApi(self))
         site.noisy = False
         site.log = lambda request: None  # type: ignore[method-assign]  # no access log of test URLs
-        http = self.reactor.listenTCP(0, site, interface="127.0.0.1")
-        self._ports = [ws, http]
-        self.ws_url = f"ws://127.0.0.1:{ws.getHost().port}/v1/convai/conversation"
-        self.api_url = f"http://127.0.0.1:{http.getHost().port}"
+        http = self.listen_on(site)
+        self.ws_url = f"ws://127.0.0.1:{ws}/v1/convai/conversation"
+        self.api_url = f"http://127.0.0.1:{http}"
         return self.ws_url, self.api_url
-
-    def connection(self, index: int = -1) -> FakeElevenLabsConnection:
-        return self.connections[index]
-
-    def stop(self) -> Deferred[Any]:
-        """Stop listening and wait until every connection has closed."""
-        ports, self._ports = self._ports, []
-        stopped = [maybeDeferred(port.stopListening) for port in ports] or [succeed(None)]
-        closing = [*stopped, self.when(lambda: all(c.closed for c in self.connections))]
-        return DeferredList(closing, fireOnOneErrback=True)
 
 
 def _format(name: str) -> AudioFormat:

@@ -33,7 +33,7 @@ from autobahn.websocket.types import ConnectionDeny
 from mediaproxy.audio.format import ALAW_8K, MULAW_8K, AudioFormat
 from mediaproxy.audio.vad import EnergyDetector
 from mediaproxy.testing.fake_audio import TEST_VAD, pattern
-from mediaproxy.testing.fake_ws_server import FakeServerConnection, FakeWebSocketServer
+from mediaproxy.testing.fake_ws_server import FakeWebSocketServer, StreamedAnswers
 
 __all__ = ["SETTINGS_SCHEMA", "FakeDeepgramConnection", "FakeDeepgramServer", "check_settings"]
 
@@ -123,7 +123,7 @@ def wire_format(audio: Mapping[str, Any]) -> AudioFormat | None:
 # --- the server -------------------------------------------------------------------------------------
 
 
-class FakeDeepgramConnection(FakeServerConnection):
+class FakeDeepgramConnection(StreamedAnswers):
     """One client connection to the fake service."""
 
     factory: FakeDeepgramFactory
@@ -154,9 +154,6 @@ class FakeDeepgramConnection(FakeServerConnection):
         server.connections.append(self)
         self.send({"type": "Welcome", "request_id": f"req-{self.index}"})
         server.poke()
-
-    def connection_ended(self) -> None:
-        self.turn = None
 
     # --- client messages ---------------------------------------------------------------------
 
@@ -278,66 +275,20 @@ class FakeDeepgramConnection(FakeServerConnection):
         self.turns.append(audio)
         self.send({"type": "ConversationText", "role": "assistant", "content": text})
         self.send({"type": "AgentStartedSpeaking", "total_latency": 0.1, "tts_latency": 0.05, "ttt_latency": 0.05})
-        self.turn = {"audio": audio, "sent": 0, "chunks": 0, "late": None, "then_call": then_call,
-                     "paused": False}
-        self.factory.server.reactor.callLater(0, self._stream, self.turn)
+        self.stream_turn(audio, then_call)
 
-    def _stream(self, turn: dict[str, Any]) -> None:
-        server = self.factory.server
-        if turn is not self.turn or self.closed or turn["paused"]:
-            return
-        audio, sent = turn["audio"], turn["sent"]
-        end = len(audio)
-        if turn["late"] is None and not turn.get("released") and server.pause_after_ms is not None:
-            end = min(end, server.pause_after_ms * self.output_format.bytes_per_ms)
-            if sent >= end:
-                turn["paused"] = True
-                server.poke()
-                return
-        size = server.chunk_sizes[turn["chunks"] % len(server.chunk_sizes)]
-        size -= size % self.output_format.sample_bytes
-        chunk = audio[sent: min(sent + max(size, self.output_format.sample_bytes), end)]
-        turn["sent"] += len(chunk)
-        turn["chunks"] += 1
+    def send_chunk(self, turn: dict[str, Any], chunk: bytes) -> None:
         self.sendMessage(chunk, isBinary=True)
-        if turn["late"] is not None:
-            turn["late"] -= 1
-            if turn["late"] <= 0 or turn["sent"] >= len(audio):
-                self.turn = None
-                server.poke()
-                return
-        elif turn["sent"] >= len(audio):
-            self.turn = None
-            self.send({"type": "AgentAudioDone"})
-            if turn["then_call"] is not None:
-                self.call_function(*turn["then_call"])
-            server.poke()
-            return
-        server.reactor.callLater(0, self._stream, turn)
 
-    def continue_turn(self) -> None:
-        """Let a turn held by ``pause_after_ms`` deliver the rest of its audio."""
-        turn = self.turn
-        if turn is not None and turn["paused"]:
-            turn["paused"] = False
-            turn["released"] = True
-            self.factory.server.reactor.callLater(0, self._stream, turn)
+    def turn_delivered(self, turn: dict[str, Any]) -> None:
+        self.send({"type": "AgentAudioDone"})
+        if turn["then_call"] is not None:
+            self.call_function(*turn["then_call"])
 
     def cut(self) -> None:
         """The caller talks over the answer in progress: ``late_chunks`` more of it go out (in
         flight), then it stops without ``AgentAudioDone``."""
-        turn = self.turn
-        if turn is None:
-            return
-        server = self.factory.server
-        turn["then_call"] = None
-        if server.late_chunks <= 0:
-            self.turn = None
-            return
-        turn["late"] = server.late_chunks
-        was_paused, turn["paused"] = turn["paused"], False
-        if was_paused:
-            server.reactor.callLater(0, self._stream, turn)
+        self.cut_turn()
 
     def call_function(self, name: str, arguments: str) -> str:
         """Send a ``FunctionCallRequest`` for the client-side function ``name``; returns its id."""

@@ -37,7 +37,7 @@ from twisted.web.server import Request, Site
 from mediaproxy.audio.format import AudioFormat
 from mediaproxy.audio.vad import EnergyDetector
 from mediaproxy.testing.fake_realtime import TEST_VAD, pattern
-from mediaproxy.testing.fake_ws_server import FakeServerConnection, FakeWebSocketServer
+from mediaproxy.testing.fake_ws_server import FakeWebSocketServer, StreamedAnswers
 
 __all__ = ["INITIATION_SCHEMA", "FakeElevenLabsConnection", "FakeElevenLabsServer", "check_initiation"]
 
@@ -88,7 +88,7 @@ def _paths(override: Mapping[str, Any], prefix: str = "") -> list[str]:
     return found
 
 
-class FakeElevenLabsConnection(FakeServerConnection):
+class FakeElevenLabsConnection(StreamedAnswers):
     """One conversation with the fake service."""
 
     factory: FakeElevenLabsFactory
@@ -125,9 +125,6 @@ class FakeElevenLabsConnection(FakeServerConnection):
         self.closed = False
         server.connections.append(self)
         server.poke()
-
-    def connection_ended(self) -> None:
-        self.turn = None
 
     # --- client messages ---------------------------------------------------------------------
 
@@ -256,69 +253,26 @@ class FakeElevenLabsConnection(FakeServerConnection):
         self.turns.append(audio)
         event_id = self.next_event_id()
         self.send({"type": "agent_response", "agent_response_event": {"agent_response": text, "event_id": event_id}})
-        self.turn = {"audio": audio, "sent": 0, "chunks": 0, "late": None, "then_call": then_call,
-                     "paused": False, "event_id": event_id, "text": text}
-        server.reactor.callLater(0, self._stream, self.turn)
+        self.stream_turn(audio, then_call, event_id=event_id, text=text)
 
-    def _stream(self, turn: dict[str, Any]) -> None:
-        server = self.factory.server
-        if turn is not self.turn or self.closed or turn["paused"]:
-            return
-        audio, sent = turn["audio"], turn["sent"]
-        end = len(audio)
-        if turn["late"] is None and not turn.get("released") and server.pause_after_ms is not None:
-            end = min(end, server.pause_after_ms * self.output_format.bytes_per_ms)
-            if sent >= end:
-                turn["paused"] = True
-                server.poke()
-                return
-        size = server.chunk_sizes[turn["chunks"] % len(server.chunk_sizes)]
-        size = max(size - size % self.output_format.sample_bytes, self.output_format.sample_bytes)
-        chunk = audio[sent: min(sent + size, end)]
-        turn["sent"] += len(chunk)
-        turn["chunks"] += 1
+    def send_chunk(self, turn: dict[str, Any], chunk: bytes) -> None:
         self.send({"type": "audio", "audio_event": {"audio_base_64": base64.b64encode(chunk).decode(),
                                                     "event_id": turn["event_id"]}})
-        if turn["late"] is not None:
-            turn["late"] -= 1
-            if turn["late"] <= 0 or turn["sent"] >= len(audio):
-                self.turn = None
-                self.send({"type": "agent_response_correction", "agent_response_correction_event": {
-                    "original_agent_response": turn["text"], "corrected_agent_response": turn["text"][:3] + "..."}})
-                server.poke()
-                return
-        elif turn["sent"] >= len(audio):
-            self.turn = None
-            if turn["then_call"] is not None:
-                self.call_tool(*turn["then_call"])
-            server.poke()
-            return
-        server.reactor.callLater(0, self._stream, turn)
 
-    def continue_turn(self) -> None:
-        """Let an answer held by ``pause_after_ms`` deliver the rest of its audio."""
-        turn = self.turn
-        if turn is not None and turn["paused"]:
-            turn["paused"] = False
-            turn["released"] = True
-            self.factory.server.reactor.callLater(0, self._stream, turn)
+    def late_turn_ended(self, turn: dict[str, Any]) -> None:
+        self.send({"type": "agent_response_correction", "agent_response_correction_event": {
+            "original_agent_response": turn["text"], "corrected_agent_response": turn["text"][:3] + "..."}})
+
+    def turn_delivered(self, turn: dict[str, Any]) -> None:
+        if turn["then_call"] is not None:
+            self.call_tool(*turn["then_call"])
 
     def interrupt(self) -> None:
         """The caller talks over the answer in progress: ``interruption`` with its event id, then
         ``late_chunks`` more of it (stale, in flight), then the correction."""
-        turn = self.turn
-        if turn is None:
-            return
-        server = self.factory.server
-        turn["then_call"] = None
-        self.send({"type": "interruption", "interruption_event": {"event_id": turn["event_id"]}})
-        if server.late_chunks <= 0:
-            self.turn = None
-            return
-        turn["late"] = server.late_chunks
-        was_paused, turn["paused"] = turn["paused"], False
-        if was_paused:
-            server.reactor.callLater(0, self._stream, turn)
+        if self.turn is not None:
+            self.send({"type": "interruption", "interruption_event": {"event_id": self.turn["event_id"]}})
+        self.cut_turn()
 
     def call_tool(self, name: str, parameters: Mapping[str, Any]) -> str:
         """Send a ``client_tool_call`` for ``name``; returns its id."""

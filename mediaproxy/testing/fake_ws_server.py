@@ -1,7 +1,9 @@
 """What the fake WebSocket services (Deepgram, ElevenLabs, Gemini, the bot) share, for tests:
 :class:`FakeServerConnection`, one client connection that records its end and can be cut or sent
-JSON to, and :class:`FakeWebSocketServer`, the listening on ``127.0.0.1``, the connections made
-and the violations found, and stopping (which waits until every connection has closed).
+JSON to; :class:`StreamedAnswers`, such a connection's agent answers streamed in irregular chunks
+(held, cut, continued on cue); and :class:`FakeWebSocketServer`, the listening on ``127.0.0.1``,
+the connections made and the violations found, and stopping (which waits until every connection
+has closed).
 
 Nothing here sleeps: tests wait on Deferreds from :meth:`FakeWebSocketServer.when`.
 """
@@ -15,9 +17,10 @@ from typing import Any, Generic, TypeVar
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 
+from mediaproxy.audio.format import AudioFormat
 from mediaproxy.testing.waiting import ConditionWaiting
 
-__all__ = ["FakeServerConnection", "FakeWebSocketServer"]
+__all__ = ["FakeServerConnection", "FakeWebSocketServer", "StreamedAnswers"]
 
 C = TypeVar("C", bound="FakeServerConnection")
 
@@ -45,6 +48,94 @@ class FakeServerConnection(WebSocketServerProtocol):
         """``message`` as a JSON text frame (nothing once closed)."""
         if not self.closed:
             self.sendMessage(json.dumps(message).encode("utf-8"), isBinary=False)
+
+
+class StreamedAnswers(FakeServerConnection):
+    """A fake agent's answers, one at a time (``turn``), their audio in ``output_format`` sent one
+    chunk per reactor turn (``server.chunk_sizes`` cycled, whole samples, far faster than real
+    time). ``server.pause_after_ms`` holds each answer there until :meth:`continue_turn`;
+    ``server.late_chunks`` chunks of a cut answer still go out (in flight). Each fake says how a
+    chunk goes out (:meth:`send_chunk`) and what ends an answer (:meth:`turn_delivered`,
+    :meth:`late_turn_ended`)."""
+
+    turn: dict[str, Any] | None = None
+    output_format: AudioFormat
+
+    def stream_turn(self, audio: bytes, then_call: Any, **details: Any) -> None:
+        """Start streaming ``audio`` as the answer; ``then_call`` is what follows it (the fake's
+        tool call, if any), ``details`` what the fake keeps with it."""
+        self.turn = {"audio": audio, "sent": 0, "chunks": 0, "late": None, "then_call": then_call,
+                     "paused": False, **details}
+        self.factory.server.reactor.callLater(0, self._stream, self.turn)
+
+    def _stream(self, turn: dict[str, Any]) -> None:
+        server = self.factory.server
+        if turn is not self.turn or self.closed or turn["paused"]:
+            return
+        audio, sent = turn["audio"], turn["sent"]
+        end = len(audio)
+        if turn["late"] is None and not turn.get("released") and server.pause_after_ms is not None:
+            end = min(end, server.pause_after_ms * self.output_format.bytes_per_ms)
+            if sent >= end:
+                turn["paused"] = True
+                server.poke()
+                return
+        size = server.chunk_sizes[turn["chunks"] % len(server.chunk_sizes)]
+        size = max(size - size % self.output_format.sample_bytes, self.output_format.sample_bytes)
+        chunk = audio[sent: min(sent + size, end)]
+        turn["sent"] += len(chunk)
+        turn["chunks"] += 1
+        self.send_chunk(turn, chunk)
+        if turn["late"] is not None:
+            turn["late"] -= 1
+            if turn["late"] <= 0 or turn["sent"] >= len(audio):
+                self.turn = None
+                self.late_turn_ended(turn)
+                server.poke()
+                return
+        elif turn["sent"] >= len(audio):
+            self.turn = None
+            self.turn_delivered(turn)
+            server.poke()
+            return
+        server.reactor.callLater(0, self._stream, turn)
+
+    def connection_ended(self) -> None:
+        self.turn = None
+
+    def send_chunk(self, turn: dict[str, Any], chunk: bytes) -> None:
+        """Send one ``chunk`` of ``turn``'s audio."""
+        raise NotImplementedError
+
+    def turn_delivered(self, turn: dict[str, Any]) -> None:
+        """All of ``turn``'s audio went out (it is no longer :attr:`turn`)."""
+
+    def late_turn_ended(self, turn: dict[str, Any]) -> None:
+        """The last chunk of the cut ``turn`` went out."""
+
+    def continue_turn(self) -> None:
+        """Let an answer held by ``pause_after_ms`` deliver the rest of its audio."""
+        turn = self.turn
+        if turn is not None and turn["paused"]:
+            turn["paused"] = False
+            turn["released"] = True
+            self.factory.server.reactor.callLater(0, self._stream, turn)
+
+    def cut_turn(self) -> None:
+        """The caller talks over the answer in progress: nothing follows it, ``late_chunks`` more
+        of it still go out, then it stops."""
+        turn = self.turn
+        if turn is None:
+            return
+        server = self.factory.server
+        turn["then_call"] = None
+        if server.late_chunks <= 0:
+            self.turn = None
+            return
+        turn["late"] = server.late_chunks
+        was_paused, turn["paused"] = turn["paused"], False
+        if was_paused:
+            server.reactor.callLater(0, self._stream, turn)
 
 
 class FakeWebSocketServer(ConditionWaiting, Generic[C]):

@@ -16,9 +16,9 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from mediaproxy.backends.deepgram_session import AgentClientProtocol
-from mediaproxy.config import parse_config
 from mediaproxy.testing.fake_audio import LOUD_FRAME, pattern
 from mediaproxy.testing.fake_deepgram import FakeDeepgramConnection, FakeDeepgramServer
+from tests.support import twilio_to_backend
 from tests.test_loopback_openai import TwilioCallersLoopback, quiet_frames
 
 FRAME_BYTES = 160
@@ -28,25 +28,9 @@ API_KEY = "dummy-deepgram-key"
 
 def proxy_config(fake_url: str, **backend: str) -> Any:
     """The service's config: Twilio → Deepgram Voice Agent at the fake server."""
-    return parse_config(
-        "test.ini",
-        {
-            "proxy": {"listen": "tcp:0:interface=127.0.0.1", "drain_seconds": "1"},
-            "metrics": {"listen": "tcp:0:interface=127.0.0.1"},
-            "platform:twilio": {"path": "/twilio", "backend": "deepgram"},
-            "backend:deepgram": {
-                "type": "deepgram",
-                "url": fake_url,
-                "api_key": API_KEY,
-                "instructions": "You are a helpful agent.",
-                "reconnect_backoff_ms": "0",
-                "reconnect_max_backoff_ms": "0",
-                "ping_seconds": "0",
-                **backend,
-            },
-        },
-        {},
-    )
+    return twilio_to_backend("deepgram", {"type": "deepgram", "url": fake_url, "api_key": API_KEY,
+                                          "instructions": "You are a helpful agent.", "ping_seconds": "0",
+                                          **backend})
 
 
 def of_type(connection: FakeDeepgramConnection, kind: str) -> list[dict[str, Any]]:

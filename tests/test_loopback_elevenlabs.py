@@ -11,18 +11,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from autobahn.twisted.websocket import connectWS
 from twisted.internet import reactor
-from twisted.internet.defer import DeferredList, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from mediaproxy.backends.elevenlabs_session import ConversationSocket
-from mediaproxy.config import parse_config
-from mediaproxy.service import MediaProxyService
 from mediaproxy.testing.fake_elevenlabs import FakeElevenLabsConnection, FakeElevenLabsServer
 from mediaproxy.testing.fake_realtime import LOUD_FRAME, pattern
-from tests.support import LoopbackService, cancel_autobahn_timer_buckets
-from tests.test_loopback_openai import PlayingTwilioFactory, quiet_frames
+from tests.support import twilio_to_backend
+from tests.test_loopback_openai import TwilioCallersLoopback, quiet_frames
 
 FRAME_BYTES = 160
 LOUD = LOUD_FRAME["audio/pcmu"]
@@ -32,74 +29,23 @@ AGENT = "agent_0123"
 
 def proxy_config(ws_url: str, api_url: str, **backend: str) -> Any:
     """The service's config: Twilio → ElevenLabs agent at the fake service."""
-    return parse_config(
-        "test.ini",
-        {
-            "proxy": {"listen": "tcp:0:interface=127.0.0.1", "drain_seconds": "1"},
-            "metrics": {"listen": "tcp:0:interface=127.0.0.1"},
-            "platform:twilio": {"path": "/twilio", "backend": "elevenlabs"},
-            "backend:elevenlabs": {
-                "type": "elevenlabs",
-                "agent_id": AGENT,
-                "url": ws_url,
-                "api_url": api_url,
-                "api_key": API_KEY,
-                "reconnect_backoff_ms": "0",
-                "reconnect_max_backoff_ms": "0",
-                "keepalive_seconds": "0",
-                **backend,
-            },
-        },
-        {},
-    )
+    return twilio_to_backend("elevenlabs", {"type": "elevenlabs", "agent_id": AGENT, "url": ws_url, "api_url": api_url,
+                                            "api_key": API_KEY, "keepalive_seconds": "0", **backend})
 
 
 def of_type(connection: FakeElevenLabsConnection, kind: str) -> list[dict[str, Any]]:
     return [m for m in connection.received if m.get("type") == kind]
 
 
-class ElevenLabsLoopbackTests(LoopbackService, TestCase):
-    timeout = 30
+class ElevenLabsLoopbackTests(TwilioCallersLoopback, TestCase):
+    fake: FakeElevenLabsServer
 
     def setUp(self) -> None:
-        self.fake = FakeElevenLabsServer(reactor, agent_id=AGENT, api_key=API_KEY)
+        self.use_fake(FakeElevenLabsServer(reactor, agent_id=AGENT, api_key=API_KEY), ConversationSocket)
         self.ws_url, self.api_url = self.fake.listen()
-        self.service: MediaProxyService | None = None
-        self.clients: list[PlayingTwilioFactory] = []
-        self.backend_websockets: list[ConversationSocket] = []
-        opened = ConversationSocket.onOpen
-
-        def record(proto: ConversationSocket) -> None:
-            self.backend_websockets.append(proto)
-            opened(proto)
-
-        self.patch(ConversationSocket, "onOpen", record)
 
     def start_proxy(self, **backend: str) -> None:
-        self.service = MediaProxyService(proxy_config(self.ws_url, self.api_url, **backend), reactor, tune_gc=False)
-        self.service.startService()
-        self.url = f"ws://127.0.0.1:{self.service.platform_listener.address().port}/twilio"
-
-    @inlineCallbacks
-    def tearDown(self) -> Any:
-        for factory in self.clients:
-            if factory.protocol_instance is not None and not factory.closed.called:
-                factory.protocol_instance.sendClose()
-        yield DeferredList([f.closed for f in self.clients if f.opened.called])
-        if self.service is not None:
-            yield self.service.stopService()
-            self.assertEqual(self.service.registry.connected_calls(), [])
-            self.assertEqual(len(self.service.clock), 0)
-        yield DeferredList([proto.is_closed for proto in self.backend_websockets])
-        yield self.fake.stop()
-        cancel_autobahn_timer_buckets()
-        self.assertEqual(self.fake.violations, [])
-
-    def call(self, sid: str = "1", **custom: str) -> PlayingTwilioFactory:
-        factory = PlayingTwilioFactory(self.url, sid, custom_parameters=custom)
-        self.clients.append(factory)
-        connectWS(factory)
-        return factory
+        self.serve(proxy_config(self.ws_url, self.api_url, **backend))
 
     def started(self) -> list[FakeElevenLabsConnection]:
         return [c for c in self.fake.connections if c.initiation is not None]
@@ -109,7 +55,7 @@ class ElevenLabsLoopbackTests(LoopbackService, TestCase):
     @inlineCallbacks
     def test_signed_url_then_a_reply_with_mulaw_passed_through_both_ways(self) -> Any:
         self.start_proxy(call_context_keys="customer")
-        factory = self.call(customer="Ada", secret="never sent")
+        factory = self.call(custom_parameters={"customer": "Ada", "secret": "never sent"})
         client = yield factory.opened
         yield self.fake.when(lambda: len(self.started()) == 1)
         # The key went to the HTTP API only; the WebSocket was dialled at the signed URL.

@@ -18,6 +18,7 @@ from twisted.trial.unittest import TestCase
 from mediaproxy.backends.elevenlabs_session import ConversationSocket
 from mediaproxy.testing.fake_elevenlabs import FakeElevenLabsConnection, FakeElevenLabsServer
 from mediaproxy.testing.fake_realtime import LOUD_FRAME, pattern
+from tests.agent_loopback import barge_in_drops_the_cut_answer
 from tests.support import twilio_to_backend
 from tests.test_loopback_openai import TwilioCallersLoopback, quiet_frames
 
@@ -103,36 +104,7 @@ class ElevenLabsLoopbackTests(TwilioCallersLoopback, TestCase):
     def test_interruption_clears_twilio_and_drops_chunks_at_or_before_its_event_id(self) -> Any:
         # A 4 s answer held after 2 s; three more chunks of it are "in flight" after the
         # interruption and must never be played; the next answer (a later event id) plays whole.
-        self.fake.turn_audio = lambda conn, n, bpm: pattern(4000 * bpm, conn * 10 + n)
-        self.fake.pause_after_ms = 2000
-        self.fake.late_chunks = 3
-        self.start_proxy()
-        factory = self.call()
-        client = yield factory.opened
-        client.send_audio(quiet_frames(5, seed=1) + [LOUD] * 10 + quiet_frames(12, seed=2))
-        yield self.fake.when(lambda: bool(self.fake.connections) and self.fake.connection(0).turn is not None
-                             and bool(self.fake.connection(0).turn["paused"]))
-        conn = self.fake.connection(0)
-        yield factory.when(lambda: len(client.media) >= 20)
-        seen = len(client.received)
-        client.send_audio([LOUD])
-        yield factory.when(lambda: any(m["event"] == "clear" for m in client.received[seen:]))
-        yield self.fake.when(lambda: conn.turn is None)
-        clear_index = max(i for i, m in enumerate(client.received) if m["event"] == "clear")
-        # A round trip after the clear proves everything before it was handled.
-        client.send_audio(quiet_frames(1, seed=9))
-        yield self.fake.when(lambda: len(conn.input_audio) >= len(client.sent_audio))
-        self.assertEqual([m for m in client.received[clear_index + 1:] if m["event"] == "media"], [])
-        self.assertEqual(client.audio(), conn.turns[0][: len(client.audio())])
-        self.assertLess(len(client.audio()), 2000 * 8)
-        self.assertEqual(self.metric("bargein_seconds_count"), 1)
-        self.fake.pause_after_ms = None
-        client.send_audio(quiet_frames(12, seed=3))
-        before = len(client.audio())
-        yield factory.when(lambda: len(client.audio()) >= before + 4000 * 8)
-        self.assertEqual(client.audio()[before:], conn.turns[1])
-        client.stop()
-        yield factory.closed
+        yield barge_in_drops_the_cut_answer(self)
 
     @inlineCallbacks
     def test_every_ping_is_answered_with_its_event_id(self) -> Any:

@@ -4,6 +4,7 @@ from their :class:`~tests.test_loopback_openai.TwilioCallersLoopback` suites."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
@@ -12,6 +13,25 @@ from mediaproxy.testing.fake_audio import LOUD_FRAME, pattern
 from tests.test_loopback_openai import quiet_frames
 
 LOUD = LOUD_FRAME["audio/pcmu"]
+FRAME_BYTES = 160
+"""A Twilio frame: 20 ms of PCMU."""
+
+
+@inlineCallbacks
+def mulaw_passes_through(case: Any, factory: Any, client: Any, conn: Any, frames_received: Callable[[], int]) -> Any:
+    """A Twilio caller's PCMU reaches the fake's connection ``conn`` byte for byte, one message
+    per platform frame (``frames_received`` counts them), and the fake's first answer on its
+    first connection comes back byte-identical in exact 160-byte frames, whatever its chunks."""
+    caller = quiet_frames(10, seed=1) + [LOUD] * 10 + quiet_frames(12, seed=2)
+    client.send_audio(caller)
+    expected = pattern(1000 * 8, 1)  # the fake's first answer on connection 0
+    yield factory.when(lambda: len(client.audio()) >= len(expected))
+    yield case.fake.when(lambda: len(conn.input_audio) >= len(caller) * FRAME_BYTES)
+    case.assertEqual(bytes(conn.input_audio), b"".join(caller))
+    case.assertEqual(frames_received(), len(caller))
+    # Down: the irregular chunks arrive as exact 160-byte frames, byte-identical.
+    case.assertTrue(all(len(payload) == FRAME_BYTES for _, payload in client.media))
+    case.assertEqual(client.audio(), expected)
 
 
 @inlineCallbacks

@@ -18,7 +18,7 @@ from twisted.trial.unittest import TestCase
 from mediaproxy.backends.deepgram_session import AgentClientProtocol
 from mediaproxy.testing.fake_audio import LOUD_FRAME, pattern
 from mediaproxy.testing.fake_deepgram import FakeDeepgramConnection, FakeDeepgramServer
-from tests.agent_loopback import barge_in_drops_the_cut_answer
+from tests.agent_loopback import barge_in_drops_the_cut_answer, mulaw_passes_through
 from tests.support import twilio_to_backend
 from tests.test_loopback_openai import TwilioCallersLoopback, quiet_frames
 
@@ -67,17 +67,8 @@ class DeepgramLoopbackTests(TwilioCallersLoopback, TestCase):
         self.assertEqual(settings["audio"]["input"], {"encoding": "mulaw", "sample_rate": 8000})
         self.assertEqual(settings["audio"]["output"], {"encoding": "mulaw", "sample_rate": 8000, "container": "none"})
         self.assertEqual(settings["agent"]["think"]["prompt"], "You are a helpful agent.")
-        caller = quiet_frames(10, seed=1) + [LOUD] * 10 + quiet_frames(12, seed=2)
-        client.send_audio(caller)
-        expected = pattern(1000 * 8, 1)  # the fake's first answer on connection 0
-        yield factory.when(lambda: len(client.audio()) >= len(expected))
-        yield self.fake.when(lambda: len(conn.input_audio) >= len(caller) * FRAME_BYTES)
         # Up: every caller byte, unaltered, one binary frame per platform frame.
-        self.assertEqual(bytes(conn.input_audio), b"".join(caller))
-        self.assertEqual(conn.audio_frames, len(caller))
-        # Down: the irregular chunks arrive as exact 160-byte frames, byte-identical.
-        self.assertTrue(all(len(payload) == FRAME_BYTES for _, payload in client.media))
-        self.assertEqual(client.audio(), expected)
+        yield mulaw_passes_through(self, factory, client, conn, lambda: conn.audio_frames)
         self.assertEqual(conn.errors_sent, [])
         client.stop()
         yield factory.closed

@@ -11,13 +11,15 @@ one step, lowering an opcode byte picks an earlier action, and the other steps s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
+from unittest import TestCase
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 FUZZ_EXAMPLES = 10_000
@@ -34,6 +36,36 @@ FUZZ = settings(
 
 PROGRAMS = st.binary(min_size=4, max_size=72)
 """Up to 18 steps per example."""
+
+
+def run_programs(case: TestCase, run_program: Callable[[bytes], object], *, cases_of: str = "program") -> None:
+    """Feed ``run_program`` the generated programs (:data:`PROGRAMS` under :data:`FUZZ`) and
+    assert on ``case`` that it really ran :data:`FUZZ_EXAMPLES` of them.
+
+    The programs are the ones each suite always ran: before this helper every suite had its own
+    inline ``run`` calling ``self.run_program(<cases_of>)``, and ``derandomize`` seeded it from
+    that function's source (:func:`_inline_seed`); an explicit seed keeps those cases."""
+    cases = 0
+
+    @FUZZ
+    @seed(_inline_seed(cases_of))
+    @given(PROGRAMS)
+    def run(program: bytes) -> None:
+        nonlocal cases
+        cases += 1
+        run_program(program)
+
+    run()
+    case.assertGreaterEqual(cases, FUZZ_EXAMPLES)
+
+
+def _inline_seed(call: str) -> int:
+    """The seed hypothesis's ``derandomize`` derived from a suite's former inline test function
+    (its source, decorators included as it is nested, then its signature, hashed with SHA-384)."""
+    source = ("        @FUZZ\n        @given(PROGRAMS)\n        def run(program: bytes) -> None:\n"
+              f"            counted.cases += 1\n            self.run_program({call})")
+    signature = "<Signature (program: 'bytes') -> 'None'>"
+    return int.from_bytes(hashlib.sha384((source + signature).encode()).digest(), "big")
 
 
 def steps(program: bytes) -> Iterator[tuple[int, random.Random]]:
@@ -72,6 +104,19 @@ def hostile_value(rng: random.Random) -> Any:
     if rng.random() < 0.15:
         return hostile_string(rng)
     return rng.choice(HOSTILE_VALUES)
+
+
+def with_hostile_fields(message: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """``message`` (changed in place) with most fields but ``type`` replaced by hostile values."""
+    for key in list(message):
+        if key != "type" and rng.random() < 0.7:
+            message[key] = hostile_value(rng)
+    return message
+
+
+def deep_nesting(rng: random.Random) -> str:
+    """Text nested deeper than any JSON parser should follow (and left unclosed)."""
+    return "[" * rng.choice((1000, 30000)) + "]" * 10
 
 
 def hostile_string(rng: random.Random) -> str:

@@ -26,7 +26,7 @@ from mediaproxy.audio.format import AudioFormat
 from mediaproxy.backends.base import CallInfo
 from mediaproxy.backends.openai_session import RealtimeClientProtocol
 from mediaproxy.calls import CallBridge, CallContext, Endpoint
-from mediaproxy.config import PlayoutSettings
+from mediaproxy.config import PlayoutSettings, parse_config
 from mediaproxy.metrics import Metrics
 from mediaproxy.platforms.base import CallStarted, PlatformSession
 from mediaproxy.platforms.twilio import TWILIO
@@ -264,6 +264,22 @@ def all_closed(websockets: list[Any]) -> Deferred[Any]:
     """Fires once both ends of every recorded backend connection have closed (before Autobahn's
     timers are swept)."""
     return DeferredList([proto.is_closed for proto in websockets])
+
+
+def twilio_to_backend(name: str, backend: dict[str, str], *, platform: dict[str, str] | None = None) -> Any:
+    """The config of a backend loopback suite: the service and its metrics on 127.0.0.1:0 (drain
+    1 s), ``[platform:twilio]`` at ``/twilio`` (plus ``platform``) wired to ``[backend:<name>]``,
+    which is ``backend`` redialling at once (no backoff)."""
+    return parse_config(
+        "test.ini",
+        {
+            "proxy": {"listen": "tcp:0:interface=127.0.0.1", "drain_seconds": "1"},
+            "metrics": {"listen": "tcp:0:interface=127.0.0.1"},
+            "platform:twilio": {"path": "/twilio", "backend": name, **(platform or {})},
+            f"backend:{name}": {"reconnect_backoff_ms": "0", "reconnect_max_backoff_ms": "0", **backend},
+        },
+        {},
+    )
 
 
 ECHO_BACKEND: dict[str, str] = {"type": "echo", "silence_ms": "200"}

@@ -31,7 +31,6 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from hypothesis import given
 from twisted.trial import unittest
 
 from mediaproxy.audio.format import MULAW_8K, AudioFormat
@@ -83,23 +82,21 @@ from mediaproxy.backends.openai_events import ServerError, UnknownEventReceived
 from mediaproxy.backends.openai_flavors import FLAVORS, VOICELIVE_EVENT_NAMES
 from mediaproxy.backends.openai_session_config import RealtimeOptions
 from tests.strategies import (
-    FUZZ,
-    FUZZ_EXAMPLES,
-    PROGRAMS,
     binary_frame,
+    deep_nesting,
     dump,
     garbage_text,
     hostile_string,
-    hostile_value,
     identifier,
     mutate,
+    run_programs,
     steps,
     strict_json,
+    with_hostile_fields,
 )
 from tests.test_fuzz_platforms import (
     HANDLED,
     REALTIME_EVENTS,
-    Counted,
     realtime_command,
     realtime_targeted,
     realtime_valid,
@@ -159,17 +156,13 @@ def agent_targeted(rng: random.Random) -> tuple[str | bytes, UnknownMessage | No
     if op == 0:
         return garbage_text(rng), UnknownMessage("(not JSON)")
     if op == 1:
-        return "[" * rng.choice((1000, 30000)) + "]" * 10, UnknownMessage("(not JSON)")
+        return deep_nesting(rng), UnknownMessage("(not JSON)")
     if op == 2:
         return rng.choice((b"\xff\xfe{}", b'{"type":"Welcome\xc3"}')), UnknownMessage("(not JSON)")
     if op == 3:
         return dump(rng.choice(([], 1, "Welcome", None, {}, {"type": 5}, {"type": None}, {"type": ["Error"]}))), \
             UnknownMessage("(no type)")
-    message = agent_valid(rng)
-    for key in list(message):
-        if key != "type" and rng.random() < 0.7:
-            message[key] = hostile_value(rng)
-    return dump(message, rng), None
+    return dump(with_hostile_fields(agent_valid(rng), rng), rng), None
 
 
 class AgentDialectFuzzTests(unittest.TestCase):
@@ -264,16 +257,7 @@ class AgentDialectFuzzTests(unittest.TestCase):
         """Any mix of valid and hostile Voice Agent messages and audio: never an exception;
         unreadable messages and unknown types reported as unknown; Settings once and first;
         every client message strict, UTF-8-encodable JSON of the types the dialect sends."""
-        counted = Counted()
-
-        @FUZZ
-        @given(PROGRAMS)
-        def run(program: bytes) -> None:
-            counted.cases += 1
-            self.run_program(program)
-
-        run()
-        self.assertGreaterEqual(counted.cases, FUZZ_EXAMPLES)
+        run_programs(self, self.run_program)
 
 
 # --- OpenAI Realtime flavors -------------------------------------------------------------------------
@@ -356,16 +340,7 @@ class FlavorFuzzTests(unittest.TestCase):
                 opened = True
 
     def fuzz(self, flavor: str) -> None:
-        counted = Counted()
-
-        @FUZZ
-        @given(PROGRAMS)
-        def run(program: bytes) -> None:
-            counted.cases += 1
-            self.run_program(flavor, program)
-
-        run()
-        self.assertGreaterEqual(counted.cases, FUZZ_EXAMPLES)
+        run_programs(self, lambda program: self.run_program(flavor, program), cases_of="flavor, program")
 
     def test_azure_hostile_server(self) -> None:
         """Azure (GA events, no session model): never an exception; malformed events are
@@ -489,13 +464,4 @@ class BotDialectFuzzTests(unittest.TestCase):
         """Any mix of valid and hostile bot messages and audio: never an exception; malformed
         messages answered with error, unknown ones reported; audio exact, whole samples, by turn;
         start first and once, nothing after stop, every text frame strict UTF-8 JSON."""
-        counted = Counted()
-
-        @FUZZ
-        @given(PROGRAMS)
-        def run(program: bytes) -> None:
-            counted.cases += 1
-            self.run_program(program)
-
-        run()
-        self.assertGreaterEqual(counted.cases, FUZZ_EXAMPLES)
+        run_programs(self, self.run_program)

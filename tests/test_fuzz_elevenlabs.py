@@ -22,7 +22,6 @@ import base64
 import random
 from typing import Any
 
-from hypothesis import given
 from twisted.trial import unittest
 
 from mediaproxy.backends.elevenlabs_dialect import (
@@ -45,19 +44,17 @@ from mediaproxy.backends.elevenlabs_events import (
     error_code_label,
 )
 from tests.strategies import (
-    FUZZ,
-    FUZZ_EXAMPLES,
-    PROGRAMS,
+    deep_nesting,
     dump,
     garbage_text,
     hostile_string,
-    hostile_value,
     identifier,
     mutate,
+    run_programs,
     steps,
     strict_json,
+    with_hostile_fields,
 )
-from tests.test_fuzz_platforms import Counted
 
 EVENTS = (ConversationStarted, AgentAudio, AgentAudioFinished, Interrupted, TranscriptLine, ToolCalled,
           ServerError, MalformedMessage, UnknownMessage)
@@ -109,18 +106,14 @@ def targeted(rng: random.Random) -> tuple[str | bytes, Any]:
     if op == 0:
         return garbage_text(rng), UnknownMessage("(not JSON)")
     if op == 1:
-        return "[" * rng.choice((1000, 30000)) + "]" * 10, UnknownMessage("(not JSON)")
+        return deep_nesting(rng), UnknownMessage("(not JSON)")
     if op == 2:
         shapeless = rng.choice(([], 1, "audio", None, {}, {"type": 5}, {"type": ["ping"]}))
         return dump(shapeless), UnknownMessage("(no type)")
     if op == 3:
         bad = {"type": "audio", "audio_event": {"audio_base_64": "*not base64*", "event_id": 1}}
         return dump(bad), MALFORMED_MESSAGE
-    message = valid(rng)
-    for key in list(message):
-        if key != "type" and rng.random() < 0.7:
-            message[key] = hostile_value(rng)
-    return dump(message, rng), None
+    return dump(with_hostile_fields(valid(rng), rng), rng), None
 
 
 class ElevenLabsDialectFuzzTests(unittest.TestCase):
@@ -221,13 +214,4 @@ class ElevenLabsDialectFuzzTests(unittest.TestCase):
         """Any mix of valid and hostile ElevenLabs messages: never an exception; unreadable messages
         and unknown types reported as such; the initiation once and first; every ping answered;
         no stale audio; every client message strict, UTF-8-encodable JSON."""
-        counted = Counted()
-
-        @FUZZ
-        @given(PROGRAMS)
-        def run(program: bytes) -> None:
-            counted.cases += 1
-            self.run_program(program)
-
-        run()
-        self.assertGreaterEqual(counted.cases, FUZZ_EXAMPLES)
+        run_programs(self, self.run_program)

@@ -35,7 +35,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hypothesis import given
 from twisted.trial import unittest
 
 from mediaproxy.audio.opus import OpusEncoder
@@ -52,22 +51,19 @@ from mediaproxy.platforms.telnyx import TelnyxSession
 from mediaproxy.platforms.vonage import VonageSession
 from mediaproxy.platforms.websocket_client import MAX_METADATA_ENTRIES, WebSocketClientSession
 from tests.strategies import (
-    FUZZ,
-    FUZZ_EXAMPLES,
-    PROGRAMS,
     binary_frame,
     dump,
     garbage_text,
     hostile_string,
     identifier,
     mutate,
+    run_programs,
     steps,
     strict_json,
 )
 from tests.test_fuzz_platforms import (
     INVALID_UTF8,
     UNKNOWN,
-    Counted,
     Trace,
     Verdict,
     b64,
@@ -381,16 +377,7 @@ class CousinFuzzTests(unittest.TestCase):
 
     def fuzz(self, name: str) -> None:
         spec = COUSINS[name]
-        counted = Counted()
-
-        @FUZZ
-        @given(PROGRAMS)
-        def run(program: bytes) -> None:
-            counted.cases += 1
-            self.run_program(spec, program)
-
-        run()
-        self.assertGreaterEqual(counted.cases, FUZZ_EXAMPLES)
+        run_programs(self, lambda program: self.run_program(spec, program), cases_of="spec, program")
 
     def test_telnyx_hostile_streams(self) -> None:
         """Telnyx: never an exception; bounded kinds as predicted; nothing queued on a violation
@@ -520,16 +507,7 @@ class VonageFuzzTests(unittest.TestCase):
         """Vonage: never an exception; bounded kinds as predicted; exact frames pass, empty ones
         are ignored, any other size before or after the opening is a violation; binary output is
         always exactly one frame; nothing queued on a violation, nothing accepted after it."""
-        counted = Counted()
-
-        @FUZZ
-        @given(PROGRAMS)
-        def run(program: bytes) -> None:
-            counted.cases += 1
-            self.run_program(program)
-
-        run()
-        self.assertGreaterEqual(counted.cases, FUZZ_EXAMPLES)
+        run_programs(self, self.run_program)
 
 
 # --- jambonz --------------------------------------------------------------------------------------
@@ -639,16 +617,7 @@ class JambonzFuzzTests(unittest.TestCase):
         """jambonz: never an exception; bounded kinds as predicted; the first text frame is the
         call metadata, audio before it a violation; whole-sample frames pass, empty ones are
         ignored; nothing queued on a violation, nothing accepted after it or after disconnect."""
-        counted = Counted()
-
-        @FUZZ
-        @given(PROGRAMS)
-        def run(program: bytes) -> None:
-            counted.cases += 1
-            self.run_program(program)
-
-        run()
-        self.assertGreaterEqual(counted.cases, FUZZ_EXAMPLES)
+        run_programs(self, self.run_program)
 
 
 # --- the generic WebSocket platform ---------------------------------------------------------------
@@ -806,14 +775,5 @@ class WebSocketClientFuzzTests(unittest.TestCase):
         """The generic WebSocket platform: never an exception; bounded kinds as predicted, each
         answered with ``error`` naming it; pause/resume reported once per change and only after
         start; real Opus packets and lost ones (empty frames) pass; nothing after the end."""
-        counted = Counted()
-
-        @FUZZ
-        @given(PROGRAMS)
-        def run(program: bytes) -> None:
-            counted.cases += 1
-            self.run_program(program)
-
-        run()
-        self.assertGreaterEqual(counted.cases, FUZZ_EXAMPLES)
+        run_programs(self, self.run_program)
 

@@ -39,7 +39,6 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from hypothesis import given
 from twisted.trial import unittest
 
 from mediaproxy.platforms.asterisk import FORMATS, AsteriskSession
@@ -55,9 +54,6 @@ from mediaproxy.platforms.base import (
 )
 from mediaproxy.platforms.freeswitch import FreeswitchSession
 from tests.strategies import (
-    FUZZ,
-    FUZZ_EXAMPLES,
-    PROGRAMS,
     binary_frame,
     dump,
     garbage_text,
@@ -65,6 +61,7 @@ from tests.strategies import (
     hostile_value,
     identifier,
     mutate,
+    run_programs,
     steps,
     strict_json,
 )
@@ -72,7 +69,6 @@ from tests.test_fuzz_media_platforms import BAD_DIGITS
 from tests.test_fuzz_platforms import (
     INVALID_UTF8,
     UNKNOWN,
-    Counted,
     Trace,
     Verdict,
     check_events,
@@ -357,16 +353,7 @@ class AsteriskFuzzTests(unittest.TestCase):
         """Asterisk, plain text and JSON: never an exception; bounded kinds as predicted; whole
         frames out, commands in the call's format; nothing queued on a violation and nothing
         accepted after it or after a hangup; unknown events and empty frames ignored."""
-        counted = Counted()
-
-        @FUZZ
-        @given(PROGRAMS)
-        def run(program: bytes) -> None:
-            counted.cases += 1
-            self.run_program(program)
-
-        run()
-        self.assertGreaterEqual(counted.cases, FUZZ_EXAMPLES)
+        run_programs(self, self.run_program)
 
 
 def rng_target(program: bytes) -> str:
@@ -493,14 +480,5 @@ class FreeswitchFuzzTests(unittest.TestCase):
         """FreeSWITCH: never an exception; bounded kinds as predicted; the first message of
         either kind starts the call (any text is metadata), a bad queried rate refuses it;
         whole-sample frames pass, empty ones ignored; strict JSON out at the call's rate."""
-        counted = Counted()
-
-        @FUZZ
-        @given(PROGRAMS)
-        def run(program: bytes) -> None:
-            counted.cases += 1
-            self.run_program(program)
-
-        run()
-        self.assertGreaterEqual(counted.cases, FUZZ_EXAMPLES)
+        run_programs(self, self.run_program)
 

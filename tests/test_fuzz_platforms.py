@@ -32,7 +32,6 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from hypothesis import given
 from twisted.trial import unittest
 
 from mediaproxy.audio.format import MULAW_8K
@@ -80,16 +79,14 @@ from mediaproxy.platforms.base import (
 from mediaproxy.platforms.twilio import TwilioSession
 from mediaproxy.transcripts import Transcript, Word
 from tests.strategies import (
-    FUZZ,
-    FUZZ_EXAMPLES,
     KIND,
-    PROGRAMS,
     binary_frame,
     dump,
     garbage_text,
     hostile_string,
     identifier,
     mutate,
+    run_programs,
     steps,
     strict_json,
 )
@@ -201,13 +198,6 @@ def common_command(session: PlatformSession, rng: random.Random) -> None:
                          hostile_string(rng), {"k": hostile_string(rng)})
     else:
         session.hangup(rng.choice(list(Outcome)), hostile_string(rng), {"k": "v"})
-
-
-class Counted:
-    """Counts the examples a fuzz test ran, to prove it ran as many as it says."""
-
-    def __init__(self) -> None:
-        self.cases = 0
 
 
 # --- Twilio ------------------------------------------------------------------------------------
@@ -353,16 +343,7 @@ class TwilioFuzzTests(unittest.TestCase):
     def test_hostile_streams(self) -> None:
         """Any mix of valid and hostile Twilio input: never an exception, bounded kinds, nothing
         queued on a violation, nothing accepted after it, unknown events ignored."""
-        counted = Counted()
-
-        @FUZZ
-        @given(PROGRAMS)
-        def run(program: bytes) -> None:
-            counted.cases += 1
-            self.run_program(program)
-
-        run()
-        self.assertGreaterEqual(counted.cases, FUZZ_EXAMPLES)
+        run_programs(self, self.run_program)
 
     def test_unknown_event_goes_on(self) -> None:
         """An unknown event name mid-call is ignored and the call carries on."""
@@ -639,16 +620,7 @@ class AudioHookFuzzTests(unittest.TestCase):
         return fault.kind, ["disconnect", "closed"] if closes else ["disconnect"]
 
     def fuzz(self, mode: str) -> None:
-        counted = Counted()
-
-        @FUZZ
-        @given(PROGRAMS)
-        def run(program: bytes) -> None:
-            counted.cases += 1
-            self.run_program(program, mode)
-
-        run()
-        self.assertGreaterEqual(counted.cases, FUZZ_EXAMPLES)
+        run_programs(self, lambda program: self.run_program(program, mode), cases_of="program, mode")
 
     def test_monitor_hostile_streams(self) -> None:
         """Monitor mode: never an exception; every fault answered with disconnect (then closed
@@ -866,16 +838,7 @@ class AudioCodesFuzzTests(unittest.TestCase):
         """Any mix of valid and hostile Bot API input: never an exception; every violation
         answered with session.error (after closing any play stream) and the session ended;
         unknown types and stray chunks ignored and counted; nothing accepted after the end."""
-        counted = Counted()
-
-        @FUZZ
-        @given(PROGRAMS)
-        def run(program: bytes) -> None:
-            counted.cases += 1
-            self.run_program(program)
-
-        run()
-        self.assertGreaterEqual(counted.cases, FUZZ_EXAMPLES)
+        run_programs(self, self.run_program)
 
 
 # --- OpenAI Realtime dialect ---------------------------------------------------------------------
@@ -1023,14 +986,5 @@ class RealtimeDialectFuzzTests(unittest.TestCase):
         """Any mix of valid and hostile server events: never an exception; malformed known
         events are ``malformed_event`` errors; unknown types are reported as unknown; every
         client message is strict, UTF-8-encodable JSON with a fresh event id."""
-        counted = Counted()
-
-        @FUZZ
-        @given(PROGRAMS)
-        def run(program: bytes) -> None:
-            counted.cases += 1
-            self.run_program(program)
-
-        run()
-        self.assertGreaterEqual(counted.cases, FUZZ_EXAMPLES)
+        run_programs(self, self.run_program)
 

@@ -11,20 +11,17 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from autobahn.twisted.websocket import connectWS
 from twisted.internet import reactor
-from twisted.internet.defer import DeferredList, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from mediaproxy.audio.format import MULAW_8K, AudioFormat
 from mediaproxy.audio.transcode import Transcoder
 from mediaproxy.backends.bot_websocket_session import BotClientProtocol
-from mediaproxy.config import parse_config
-from mediaproxy.service import MediaProxyService
 from mediaproxy.testing.fake_bot import FakeBotServer
 from mediaproxy.testing.fake_realtime import LOUD_FRAME, pattern
-from tests.support import LoopbackService, cancel_autobahn_timer_buckets
-from tests.test_loopback_openai import PlayingTwilioFactory, quiet_frames
+from tests.support import twilio_to_backend
+from tests.test_loopback_openai import TwilioCallersLoopback, quiet_frames
 
 L16_16K = AudioFormat("l16", 16000)
 LOUD = LOUD_FRAME["audio/pcmu"]
@@ -33,24 +30,8 @@ API_KEY = "dummy-bot-key"
 
 def proxy_config(bot_url: str, platform: dict[str, str] | None = None, **backend: str) -> Any:
     """The service's config: Twilio → the bot at the fake server."""
-    return parse_config(
-        "test.ini",
-        {
-            "proxy": {"listen": "tcp:0:interface=127.0.0.1", "drain_seconds": "1"},
-            "metrics": {"listen": "tcp:0:interface=127.0.0.1"},
-            "platform:twilio": {"path": "/twilio", "backend": "bot", **(platform or {})},
-            "backend:bot": {
-                "type": "websocket",
-                "url": bot_url,
-                "api_key": API_KEY,
-                "reconnect_backoff_ms": "0",
-                "reconnect_max_backoff_ms": "0",
-                "ping_seconds": "0",
-                **backend,
-            },
-        },
-        {},
-    )
+    return twilio_to_backend("bot", {"type": "websocket", "url": bot_url, "api_key": API_KEY, "ping_seconds": "0",
+                                     **backend}, platform=platform)
 
 
 def converted(src: AudioFormat, dst: AudioFormat, data: bytes) -> bytes:
@@ -58,66 +39,33 @@ def converted(src: AudioFormat, dst: AudioFormat, data: bytes) -> bytes:
     return Transcoder(src, dst).convert(data)
 
 
-class BotLoopbackTests(LoopbackService, TestCase):
-    timeout = 30
+class BotLoopbackTests(TwilioCallersLoopback, TestCase):
+    fake: FakeBotServer
 
     def setUp(self) -> None:
-        self.bot = FakeBotServer(reactor, api_key=API_KEY)
-        self.bot_url = self.bot.listen()
-        self.service: MediaProxyService | None = None
-        self.clients: list[PlayingTwilioFactory] = []
-        self.backend_websockets: list[BotClientProtocol] = []
-        opened = BotClientProtocol.onOpen
-
-        def record(proto: BotClientProtocol) -> None:
-            self.backend_websockets.append(proto)
-            opened(proto)
-
-        self.patch(BotClientProtocol, "onOpen", record)
+        self.use_fake(FakeBotServer(reactor, api_key=API_KEY), BotClientProtocol)
+        self.bot_url = self.fake.listen()
 
     def start_proxy(self, platform: dict[str, str] | None = None, **backend: str) -> None:
-        self.service = MediaProxyService(proxy_config(self.bot_url, platform, **backend), reactor, tune_gc=False)
-        self.service.startService()
-        self.url = f"ws://127.0.0.1:{self.service.platform_listener.address().port}/twilio"
-
-    @inlineCallbacks
-    def tearDown(self) -> Any:
-        for factory in self.clients:
-            if factory.protocol_instance is not None and not factory.closed.called:
-                factory.protocol_instance.sendClose()
-        yield DeferredList([f.closed for f in self.clients if f.opened.called])
-        if self.service is not None:
-            yield self.service.stopService()
-            self.assertEqual(self.service.registry.connected_calls(), [])
-            self.assertEqual(len(self.service.clock), 0)
-        yield DeferredList([proto.is_closed for proto in self.backend_websockets])
-        yield self.bot.stop()
-        cancel_autobahn_timer_buckets()
-        self.assertEqual(self.bot.violations, [])
-
-    def call(self, custom_parameters: dict[str, str] | None = None) -> PlayingTwilioFactory:
-        factory = PlayingTwilioFactory(self.url, "1", custom_parameters=custom_parameters)
-        self.clients.append(factory)
-        connectWS(factory)
-        return factory
+        self.serve(proxy_config(self.bot_url, platform, **backend))
 
     @inlineCallbacks
     def connected(self) -> Any:
         """The call's Twilio client and the bot's connection, once ``start`` arrived."""
         factory = self.call()
         client = yield factory.opened
-        yield self.bot.when(lambda: bool(self.bot.connections) and self.bot.connection(0).start is not None)
-        return factory, client, self.bot.connection(0)
+        yield self.fake.when(lambda: bool(self.fake.connections) and self.fake.connection(0).start is not None)
+        return factory, client, self.fake.connection(0)
 
     # --- the tests -------------------------------------------------------------------------------
 
     @inlineCallbacks
     def test_whole_call_converts_audio_both_ways(self) -> Any:
         self.start_proxy(call_context_keys="customer")
-        factory = self.call({"customer": "42", "pin": "1234"})
+        factory = self.call(custom_parameters={"customer": "42", "pin": "1234"})
         client = yield factory.opened
-        yield self.bot.when(lambda: bool(self.bot.connections) and self.bot.connection(0).start is not None)
-        bot = self.bot.connection(0)
+        yield self.fake.when(lambda: bool(self.fake.connections) and self.fake.connection(0).start is not None)
+        bot = self.fake.connection(0)
         self.assertEqual(bot.headers.get("authorization"), f"Bearer {API_KEY}")
         self.assertEqual(bot.start, {"type": "start", "version": 1, "call_id": "CA1", "platform": "twilio",
                                      "audio_format": "l16/16000", "context": {"customer": "42"},
@@ -126,7 +74,7 @@ class BotLoopbackTests(LoopbackService, TestCase):
         caller = quiet_frames(25, seed=1)
         client.send_audio(caller)
         expected_up = converted(MULAW_8K, L16_16K, b"".join(caller))
-        yield self.bot.when(lambda: len(bot.caller_audio) >= len(expected_up))
+        yield self.fake.when(lambda: len(bot.caller_audio) >= len(expected_up))
         self.assertEqual(bytes(bot.caller_audio), expected_up)
         # Down: 1 s of the bot's 16 kHz audio in odd-sized chunks reaches Twilio as 160-byte µ-law frames.
         speech = pattern(32000, 3)
@@ -138,14 +86,14 @@ class BotLoopbackTests(LoopbackService, TestCase):
         # The caller hangs up: the bot is told why, then the connection closes.
         client.stop()
         yield factory.closed
-        yield self.bot.when(lambda: bot.closed)
+        yield self.fake.when(lambda: bot.closed)
         self.assertEqual(bot.received[-1], {"type": "stop", "reason": "completed"})
         self.assertEqual(self.metric("calls_total", {"platform": "twilio", "outcome": "completed"}), 1)
         self.assertEqual(self.metric("backend_connect_seconds_count", {"backend": "bot"}), 1)
 
     @inlineCallbacks
     def test_an_echoing_bot_in_twilio_format_is_byte_exact_both_ways(self) -> Any:
-        self.bot.echo = True
+        self.fake.echo = True
         self.start_proxy(audio_format="pcmu/8000")
         factory, client, bot = yield self.connected()
         self.assertEqual(bot.start["audio_format"], "pcmu/8000")  # type: ignore[index]
@@ -162,10 +110,10 @@ class BotLoopbackTests(LoopbackService, TestCase):
         self.start_proxy(audio_format="pcmu/8000")
         factory, client, bot = yield self.connected()
         bot.mark("nothing-yet")  # no audio queued: answered at once
-        yield self.bot.when(lambda: bool(bot.of_type("mark")))
+        yield self.fake.when(lambda: bool(bot.of_type("mark")))
         speech = pattern(8000, 5)  # 1 s of µ-law: passed through untouched
         bot.speak(speech, mark="after-one-second")
-        yield self.bot.when(lambda: len(bot.of_type("mark")) == 2)
+        yield self.fake.when(lambda: len(bot.of_type("mark")) == 2)
         answered_at = reactor.seconds()
         self.assertEqual(bot.of_type("mark"), [{"type": "mark", "name": "nothing-yet", "played": True},
                                                {"type": "mark", "name": "after-one-second", "played": True}])
@@ -185,13 +133,13 @@ class BotLoopbackTests(LoopbackService, TestCase):
         yield factory.when(lambda: len(client.media) >= 20)
         bot.clear()
         yield factory.when(lambda: any(m["event"] == "clear" for m in client.received))
-        yield self.bot.when(lambda: bool(bot.of_type("mark")))
+        yield self.fake.when(lambda: bool(bot.of_type("mark")))
         self.assertEqual(bot.of_type("mark"), [{"type": "mark", "name": "end-of-long-answer", "played": False}])
         clear_index = max(i for i, m in enumerate(client.received) if m["event"] == "clear")
         # The bot speaks again: a new turn, played whole.
         second = pattern(8 * 300, 8)
         bot.speak(second, mark="second")
-        yield self.bot.when(lambda: len(bot.of_type("mark")) == 2)
+        yield self.fake.when(lambda: len(bot.of_type("mark")) == 2)
         after = b"".join(base64.b64decode(m["media"]["payload"])
                          for m in client.received[clear_index + 1:] if m["event"] == "media")
         self.assertEqual(after[: len(second)], second)
@@ -209,7 +157,7 @@ class BotLoopbackTests(LoopbackService, TestCase):
         bot.hangup("conversation over")
         yield factory.closed
         self.assertEqual(client.audio()[: len(goodbye)], goodbye)
-        yield self.bot.when(lambda: bot.closed)
+        yield self.fake.when(lambda: bot.closed)
         self.assertEqual(bot.of_type("stop"), [{"type": "stop", "reason": "bot_hangup"}])
         self.assertEqual(self.metric("calls_total", {"platform": "twilio", "outcome": "bot_hangup"}), 1)
         self.assertEqual(self.metric("call_actions_total", {"action": "end_call", "platform": "twilio",
@@ -220,7 +168,7 @@ class BotLoopbackTests(LoopbackService, TestCase):
         self.start_proxy()
         factory, client, bot = yield self.connected()
         bot.hangup()
-        yield self.bot.when(lambda: bool(bot.of_type("action_result")))
+        yield self.fake.when(lambda: bool(bot.of_type("action_result")))
         [result] = bot.of_type("action_result")
         self.assertEqual((result["action"], result["outcome"]), ("hangup", "refused"))
         self.assertFalse(factory.closed.called)
@@ -232,13 +180,13 @@ class BotLoopbackTests(LoopbackService, TestCase):
         self.start_proxy({"transfer_targets": "sales=+15550001"}, tools="transfer_call")
         factory, client, bot = yield self.connected()
         bot.transfer("billing")
-        yield self.bot.when(lambda: bool(bot.of_type("action_result")))
+        yield self.fake.when(lambda: bool(bot.of_type("action_result")))
         [refused] = bot.of_type("action_result")
         self.assertEqual((refused["action"], refused["outcome"]), ("transfer", "refused"))
         self.assertIn("sales", refused["detail"])
         bot.transfer("sales", "wants a quote")
         yield factory.closed
-        yield self.bot.when(lambda: bot.closed)
+        yield self.fake.when(lambda: bot.closed)
         self.assertEqual(bot.of_type("stop"), [{"type": "stop", "reason": "transferred"}])
         self.assertEqual(self.metric("calls_total", {"platform": "twilio", "outcome": "transferred"}), 1)
 
@@ -248,7 +196,7 @@ class BotLoopbackTests(LoopbackService, TestCase):
         factory, client, bot = yield self.connected()
         for digit in "12#":
             client.send({"event": "dtmf", "streamSid": "MZ1", "dtmf": {"track": "inbound_track", "digit": digit}})
-        yield self.bot.when(lambda: bool(bot.of_type("dtmf")))
+        yield self.fake.when(lambda: bool(bot.of_type("dtmf")))
         self.assertEqual(bot.of_type("dtmf"), [{"type": "dtmf", "digits": "12"}])
         client.stop()
         yield factory.closed
@@ -260,14 +208,14 @@ class BotLoopbackTests(LoopbackService, TestCase):
         bot.speak(pattern(8 * 4000, 11), mark="long")
         yield factory.when(lambda: len(client.media) >= 20)
         client.send_audio([LOUD] * 3)
-        yield self.bot.when(lambda: bool(bot.of_type("speech_started")) and bool(bot.of_type("mark")))
+        yield self.fake.when(lambda: bool(bot.of_type("speech_started")) and bool(bot.of_type("mark")))
         yield factory.when(lambda: any(m["event"] == "clear" for m in client.received))
         kinds = [m["type"] for m in bot.received]
         self.assertEqual(kinds[:2], ["speech_started", "mark"])  # the bot hears of the speech first
         self.assertEqual(bot.of_type("mark"), [{"type": "mark", "name": "long", "played": False}])
         self.assertEqual(self.metric("bargein_seconds_count"), 1)
         client.send_audio(quiet_frames(12, seed=2))
-        yield self.bot.when(lambda: bool(bot.of_type("speech_stopped")))
+        yield self.fake.when(lambda: bool(bot.of_type("speech_stopped")))
         client.stop()
         yield factory.closed
 
@@ -279,7 +227,7 @@ class BotLoopbackTests(LoopbackService, TestCase):
         bot.send({"type": "mark"})
         bot.send({"type": "play_file", "url": "https://example.invalid/a.wav"})
         bot.mark("still-here")
-        yield self.bot.when(lambda: bool(bot.of_type("mark")))
+        yield self.fake.when(lambda: bool(bot.of_type("mark")))
         self.assertEqual([e["code"] for e in bot.of_type("error")], ["malformed_message", "malformed_message"])
         self.assertEqual(self.metric("backend_errors_total", {"backend": "bot", "code": "malformed_message"}), 2)
         self.assertEqual(self.metric("backend_errors_total", {"backend": "bot", "code": "unknown_message"}), 1)
@@ -291,22 +239,22 @@ class BotLoopbackTests(LoopbackService, TestCase):
         self.start_proxy()
         factory, client, first = yield self.connected()
         first.drop()
-        yield self.bot.when(lambda: len(self.bot.connections) == 2 and self.bot.connection(1).start is not None)
-        second = self.bot.connection(1)
+        yield self.fake.when(lambda: len(self.fake.connections) == 2 and self.fake.connection(1).start is not None)
+        second = self.fake.connection(1)
         assert second.start is not None
         self.assertEqual((second.start["call_id"], second.start["resumed"]), ("CA1", True))
         self.assertEqual(self.metric("backend_reconnects_total", {"backend": "bot"}), 1)
         client.send_audio(quiet_frames(5, seed=4))
-        yield self.bot.when(lambda: len(second.caller_audio) > 0)
+        yield self.fake.when(lambda: len(second.caller_audio) > 0)
         client.stop()
         yield factory.closed
 
     @inlineCallbacks
     def test_refused_credentials_end_the_call(self) -> Any:
-        self.bot.api_key = "another-key"
+        self.fake.api_key = "another-key"
         self.start_proxy()
         factory = self.call()
         yield factory.opened
         yield factory.closed
         self.assertEqual(self.metric("calls_total", {"platform": "twilio", "outcome": "backend_failed"}), 1)
-        self.assertEqual(self.bot.connections, [])
+        self.assertEqual(self.fake.connections, [])

@@ -16,9 +16,10 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from mediaproxy.backends.deepgram_session import AgentClientProtocol
-from mediaproxy.config import parse_config
 from mediaproxy.testing.fake_audio import LOUD_FRAME, pattern
 from mediaproxy.testing.fake_deepgram import FakeDeepgramConnection, FakeDeepgramServer
+from tests.agent_loopback import barge_in_drops_the_cut_answer, mulaw_passes_through
+from tests.support import twilio_to_backend
 from tests.test_loopback_openai import TwilioCallersLoopback, quiet_frames
 
 FRAME_BYTES = 160
@@ -28,25 +29,9 @@ API_KEY = "dummy-deepgram-key"
 
 def proxy_config(fake_url: str, **backend: str) -> Any:
     """The service's config: Twilio → Deepgram Voice Agent at the fake server."""
-    return parse_config(
-        "test.ini",
-        {
-            "proxy": {"listen": "tcp:0:interface=127.0.0.1", "drain_seconds": "1"},
-            "metrics": {"listen": "tcp:0:interface=127.0.0.1"},
-            "platform:twilio": {"path": "/twilio", "backend": "deepgram"},
-            "backend:deepgram": {
-                "type": "deepgram",
-                "url": fake_url,
-                "api_key": API_KEY,
-                "instructions": "You are a helpful agent.",
-                "reconnect_backoff_ms": "0",
-                "reconnect_max_backoff_ms": "0",
-                "ping_seconds": "0",
-                **backend,
-            },
-        },
-        {},
-    )
+    return twilio_to_backend("deepgram", {"type": "deepgram", "url": fake_url, "api_key": API_KEY,
+                                          "instructions": "You are a helpful agent.", "ping_seconds": "0",
+                                          **backend})
 
 
 def of_type(connection: FakeDeepgramConnection, kind: str) -> list[dict[str, Any]]:
@@ -82,17 +67,8 @@ class DeepgramLoopbackTests(TwilioCallersLoopback, TestCase):
         self.assertEqual(settings["audio"]["input"], {"encoding": "mulaw", "sample_rate": 8000})
         self.assertEqual(settings["audio"]["output"], {"encoding": "mulaw", "sample_rate": 8000, "container": "none"})
         self.assertEqual(settings["agent"]["think"]["prompt"], "You are a helpful agent.")
-        caller = quiet_frames(10, seed=1) + [LOUD] * 10 + quiet_frames(12, seed=2)
-        client.send_audio(caller)
-        expected = pattern(1000 * 8, 1)  # the fake's first answer on connection 0
-        yield factory.when(lambda: len(client.audio()) >= len(expected))
-        yield self.fake.when(lambda: len(conn.input_audio) >= len(caller) * FRAME_BYTES)
         # Up: every caller byte, unaltered, one binary frame per platform frame.
-        self.assertEqual(bytes(conn.input_audio), b"".join(caller))
-        self.assertEqual(conn.audio_frames, len(caller))
-        # Down: the irregular chunks arrive as exact 160-byte frames, byte-identical.
-        self.assertTrue(all(len(payload) == FRAME_BYTES for _, payload in client.media))
-        self.assertEqual(client.audio(), expected)
+        yield mulaw_passes_through(self, factory, client, conn, lambda: conn.audio_frames)
         self.assertEqual(conn.errors_sent, [])
         client.stop()
         yield factory.closed
@@ -103,37 +79,7 @@ class DeepgramLoopbackTests(TwilioCallersLoopback, TestCase):
     def test_barge_in_clears_twilio_and_drops_the_rest_of_the_turn(self) -> Any:
         # A 4 s answer held after 2 s, so that it is still in progress when the caller talks; three
         # more chunks are "in flight" after UserStartedSpeaking and must never be played.
-        self.fake.turn_audio = lambda conn, n, bpm: pattern(4000 * bpm, conn * 10 + n)
-        self.fake.pause_after_ms = 2000
-        self.fake.late_chunks = 3
-        self.start_proxy()
-        factory = self.call()
-        client = yield factory.opened
-        client.send_audio(quiet_frames(5, seed=1) + [LOUD] * 10 + quiet_frames(12, seed=2))
-        yield self.fake.when(lambda: bool(self.fake.connections) and self.fake.connection(0).turn is not None
-                             and bool(self.fake.connection(0).turn["paused"]))
-        conn = self.fake.connection(0)
-        yield factory.when(lambda: len(client.media) >= 20)
-        seen = len(client.received)
-        client.send_audio([LOUD])
-        yield factory.when(lambda: any(m["event"] == "clear" for m in client.received[seen:]))
-        yield self.fake.when(lambda: conn.turn is None)
-        clear_index = max(i for i, m in enumerate(client.received) if m["event"] == "clear")
-        # A round trip after the clear proves everything before it was handled.
-        client.send_audio(quiet_frames(1, seed=9))
-        yield self.fake.when(lambda: len(conn.input_audio) >= len(client.sent_audio))
-        self.assertEqual([m for m in client.received[clear_index + 1:] if m["event"] == "media"], [])
-        self.assertEqual(client.audio(), conn.turns[0][: len(client.audio())])
-        self.assertLess(len(client.audio()), 2000 * 8)
-        self.assertEqual(self.metric("bargein_seconds_count"), 1)
-        # The caller's new turn gets the next answer, whole.
-        self.fake.pause_after_ms = None
-        client.send_audio(quiet_frames(12, seed=3))
-        before = len(client.audio())
-        yield factory.when(lambda: len(client.audio()) >= before + 4000 * 8)
-        self.assertEqual(client.audio()[before:], conn.turns[1])
-        client.stop()
-        yield factory.closed
+        yield barge_in_drops_the_cut_answer(self)
 
     @inlineCallbacks
     def test_end_call_after_the_goodbye(self) -> Any:

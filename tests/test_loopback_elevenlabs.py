@@ -11,18 +11,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from autobahn.twisted.websocket import connectWS
 from twisted.internet import reactor
-from twisted.internet.defer import DeferredList, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from mediaproxy.backends.elevenlabs_session import ConversationSocket
-from mediaproxy.config import parse_config
-from mediaproxy.service import MediaProxyService
 from mediaproxy.testing.fake_elevenlabs import FakeElevenLabsConnection, FakeElevenLabsServer
 from mediaproxy.testing.fake_realtime import LOUD_FRAME, pattern
-from tests.support import LoopbackService, cancel_autobahn_timer_buckets
-from tests.test_loopback_openai import PlayingTwilioFactory, quiet_frames
+from tests.agent_loopback import barge_in_drops_the_cut_answer, mulaw_passes_through
+from tests.support import twilio_to_backend
+from tests.test_loopback_openai import TwilioCallersLoopback, quiet_frames
 
 FRAME_BYTES = 160
 LOUD = LOUD_FRAME["audio/pcmu"]
@@ -32,74 +30,23 @@ AGENT = "agent_0123"
 
 def proxy_config(ws_url: str, api_url: str, **backend: str) -> Any:
     """The service's config: Twilio → ElevenLabs agent at the fake service."""
-    return parse_config(
-        "test.ini",
-        {
-            "proxy": {"listen": "tcp:0:interface=127.0.0.1", "drain_seconds": "1"},
-            "metrics": {"listen": "tcp:0:interface=127.0.0.1"},
-            "platform:twilio": {"path": "/twilio", "backend": "elevenlabs"},
-            "backend:elevenlabs": {
-                "type": "elevenlabs",
-                "agent_id": AGENT,
-                "url": ws_url,
-                "api_url": api_url,
-                "api_key": API_KEY,
-                "reconnect_backoff_ms": "0",
-                "reconnect_max_backoff_ms": "0",
-                "keepalive_seconds": "0",
-                **backend,
-            },
-        },
-        {},
-    )
+    return twilio_to_backend("elevenlabs", {"type": "elevenlabs", "agent_id": AGENT, "url": ws_url, "api_url": api_url,
+                                            "api_key": API_KEY, "keepalive_seconds": "0", **backend})
 
 
 def of_type(connection: FakeElevenLabsConnection, kind: str) -> list[dict[str, Any]]:
     return [m for m in connection.received if m.get("type") == kind]
 
 
-class ElevenLabsLoopbackTests(LoopbackService, TestCase):
-    timeout = 30
+class ElevenLabsLoopbackTests(TwilioCallersLoopback, TestCase):
+    fake: FakeElevenLabsServer
 
     def setUp(self) -> None:
-        self.fake = FakeElevenLabsServer(reactor, agent_id=AGENT, api_key=API_KEY)
+        self.use_fake(FakeElevenLabsServer(reactor, agent_id=AGENT, api_key=API_KEY), ConversationSocket)
         self.ws_url, self.api_url = self.fake.listen()
-        self.service: MediaProxyService | None = None
-        self.clients: list[PlayingTwilioFactory] = []
-        self.backend_websockets: list[ConversationSocket] = []
-        opened = ConversationSocket.onOpen
-
-        def record(proto: ConversationSocket) -> None:
-            self.backend_websockets.append(proto)
-            opened(proto)
-
-        self.patch(ConversationSocket, "onOpen", record)
 
     def start_proxy(self, **backend: str) -> None:
-        self.service = MediaProxyService(proxy_config(self.ws_url, self.api_url, **backend), reactor, tune_gc=False)
-        self.service.startService()
-        self.url = f"ws://127.0.0.1:{self.service.platform_listener.address().port}/twilio"
-
-    @inlineCallbacks
-    def tearDown(self) -> Any:
-        for factory in self.clients:
-            if factory.protocol_instance is not None and not factory.closed.called:
-                factory.protocol_instance.sendClose()
-        yield DeferredList([f.closed for f in self.clients if f.opened.called])
-        if self.service is not None:
-            yield self.service.stopService()
-            self.assertEqual(self.service.registry.connected_calls(), [])
-            self.assertEqual(len(self.service.clock), 0)
-        yield DeferredList([proto.is_closed for proto in self.backend_websockets])
-        yield self.fake.stop()
-        cancel_autobahn_timer_buckets()
-        self.assertEqual(self.fake.violations, [])
-
-    def call(self, sid: str = "1", **custom: str) -> PlayingTwilioFactory:
-        factory = PlayingTwilioFactory(self.url, sid, custom_parameters=custom)
-        self.clients.append(factory)
-        connectWS(factory)
-        return factory
+        self.serve(proxy_config(self.ws_url, self.api_url, **backend))
 
     def started(self) -> list[FakeElevenLabsConnection]:
         return [c for c in self.fake.connections if c.initiation is not None]
@@ -109,7 +56,7 @@ class ElevenLabsLoopbackTests(LoopbackService, TestCase):
     @inlineCallbacks
     def test_signed_url_then_a_reply_with_mulaw_passed_through_both_ways(self) -> Any:
         self.start_proxy(call_context_keys="customer")
-        factory = self.call(customer="Ada", secret="never sent")
+        factory = self.call(custom_parameters={"customer": "Ada", "secret": "never sent"})
         client = yield factory.opened
         yield self.fake.when(lambda: len(self.started()) == 1)
         # The key went to the HTTP API only; the WebSocket was dialled at the signed URL.
@@ -118,17 +65,8 @@ class ElevenLabsLoopbackTests(LoopbackService, TestCase):
         conn = self.fake.connection(0)
         self.assertEqual(conn.received[0], {"type": "conversation_initiation_client_data",
                                             "dynamic_variables": {"customer": "Ada"}})
-        caller = quiet_frames(10, seed=1) + [LOUD] * 10 + quiet_frames(12, seed=2)
-        client.send_audio(caller)
-        expected = pattern(1000 * 8, 1)  # the fake's first answer on connection 0
-        yield factory.when(lambda: len(client.audio()) >= len(expected))
-        yield self.fake.when(lambda: len(conn.input_audio) >= len(caller) * FRAME_BYTES)
         # Up: every caller byte, unaltered (the agent takes ulaw_8000), one chunk per frame.
-        self.assertEqual(bytes(conn.input_audio), b"".join(caller))
-        self.assertEqual(conn.chunks, len(caller))
-        # Down: the irregular chunks arrive as exact 160-byte frames, byte-identical.
-        self.assertTrue(all(len(payload) == FRAME_BYTES for _, payload in client.media))
-        self.assertEqual(client.audio(), expected)
+        yield mulaw_passes_through(self, factory, client, conn, lambda: conn.chunks)
         client.stop()
         yield factory.closed
         self.assertEqual(self.metric("calls_total", {"platform": "twilio", "outcome": "completed"}), 1)
@@ -157,36 +95,7 @@ class ElevenLabsLoopbackTests(LoopbackService, TestCase):
     def test_interruption_clears_twilio_and_drops_chunks_at_or_before_its_event_id(self) -> Any:
         # A 4 s answer held after 2 s; three more chunks of it are "in flight" after the
         # interruption and must never be played; the next answer (a later event id) plays whole.
-        self.fake.turn_audio = lambda conn, n, bpm: pattern(4000 * bpm, conn * 10 + n)
-        self.fake.pause_after_ms = 2000
-        self.fake.late_chunks = 3
-        self.start_proxy()
-        factory = self.call()
-        client = yield factory.opened
-        client.send_audio(quiet_frames(5, seed=1) + [LOUD] * 10 + quiet_frames(12, seed=2))
-        yield self.fake.when(lambda: bool(self.fake.connections) and self.fake.connection(0).turn is not None
-                             and bool(self.fake.connection(0).turn["paused"]))
-        conn = self.fake.connection(0)
-        yield factory.when(lambda: len(client.media) >= 20)
-        seen = len(client.received)
-        client.send_audio([LOUD])
-        yield factory.when(lambda: any(m["event"] == "clear" for m in client.received[seen:]))
-        yield self.fake.when(lambda: conn.turn is None)
-        clear_index = max(i for i, m in enumerate(client.received) if m["event"] == "clear")
-        # A round trip after the clear proves everything before it was handled.
-        client.send_audio(quiet_frames(1, seed=9))
-        yield self.fake.when(lambda: len(conn.input_audio) >= len(client.sent_audio))
-        self.assertEqual([m for m in client.received[clear_index + 1:] if m["event"] == "media"], [])
-        self.assertEqual(client.audio(), conn.turns[0][: len(client.audio())])
-        self.assertLess(len(client.audio()), 2000 * 8)
-        self.assertEqual(self.metric("bargein_seconds_count"), 1)
-        self.fake.pause_after_ms = None
-        client.send_audio(quiet_frames(12, seed=3))
-        before = len(client.audio())
-        yield factory.when(lambda: len(client.audio()) >= before + 4000 * 8)
-        self.assertEqual(client.audio()[before:], conn.turns[1])
-        client.stop()
-        yield factory.closed
+        yield barge_in_drops_the_cut_answer(self)
 
     @inlineCallbacks
     def test_every_ping_is_answered_with_its_event_id(self) -> Any:

@@ -200,9 +200,9 @@ class TwilioCallersLoopback(LoopbackService):
         self.service.startService()
         self.url = f"ws://127.0.0.1:{self.service.platform_listener.address().port}/twilio"
 
-    def call(self, sid: str = "1") -> PlayingTwilioFactory:
-        """Dial one Twilio caller (stream ``MZ<sid>``)."""
-        factory = PlayingTwilioFactory(self.url, sid)
+    def call(self, sid: str = "1", custom_parameters: dict[str, str] | None = None) -> PlayingTwilioFactory:
+        """Dial one Twilio caller (stream ``MZ<sid>``, ``customParameters`` in its ``start``)."""
+        factory = PlayingTwilioFactory(self.url, sid, custom_parameters=custom_parameters)
         self.clients.append(factory)
         connectWS(factory)
         return factory

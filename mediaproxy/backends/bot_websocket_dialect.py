@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mediaproxy.audio.format import AudioFormat
+from mediaproxy.backends.json_frames import text_frame
 
 PROTOCOL_VERSION = 1
 MAX_NAME_CHARS = 256
@@ -272,15 +273,7 @@ class BotDialect:
     def _send(self, message: Mapping[str, Any]) -> None:
         if self._stopped:
             return
-        text = json.dumps(message, ensure_ascii=False)
-        if not text.isascii():
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:
-                # A lone surrogate (a mark name the bot sent as "\ud800") cannot go out in a text
-                # frame: the message is then written all-ASCII.
-                text = json.dumps(message)
-        self._output.append(text)
+        self._output.append(text_frame(message))
 
 
 def _optional_text(message: Mapping[str, Any], key: str, limit: int) -> str | None:

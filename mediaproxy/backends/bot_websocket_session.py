@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import random as _random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -52,20 +52,16 @@ from mediaproxy.backends.bot_websocket_dialect import (
     start_message,
 )
 from mediaproxy.backends.connection import (
-    AlwaysReading,
     BackendSocket,
-    CallLog,
     HeldAudio,
     QuietTimer,
-    ReadyReporter,
     WriteBackpressure,
-    backoff_redialer,
-    hang_up,
     open_until_ready,
     refused_dial_reason,
 )
 from mediaproxy.backends.openai_session_config import allowed_context
-from mediaproxy.backends.reconnect import Redialer, connection_lost_reason, dial_websocket
+from mediaproxy.backends.reconnect import connection_lost_reason, dial_websocket
+from mediaproxy.backends.redialing_session import RedialingSession
 from mediaproxy.metrics import Metrics
 from mediaproxy.transcripts import Transcript
 
@@ -92,7 +88,7 @@ class BotClientProtocol(BackendSocket):
             self.session.message_received(self, payload, isBinary)
 
 
-class BotWebSocketSession(AlwaysReading):
+class BotWebSocketSession(RedialingSession[BotClientProtocol, BotEvent]):
     """A :class:`~mediaproxy.backends.base.BackendSession` on a bot for one call, exchanging
     ``audio_format`` both ways. ``random`` spreads reconnect delays (tests pass a constant)."""
 
@@ -109,38 +105,21 @@ class BotWebSocketSession(AlwaysReading):
         random: Callable[[], float] = _random.random,
     ) -> None:
         self.audio_format = audio_format
-        self._name = backend_name
         self._options = options
         self._call = call
-        self._listener = listener
-        self._reactor = reactor
-        self._metrics = metrics
         self._context = allowed_context(call.metadata, options.call_context_keys)
         self._early = HeldAudio(audio_format, options.early_audio_ms, metrics)
         self._stalled = False
         self._detector = (EnergyDetector(audio_format, options.speech_threshold_dbfs, _SPEECH_ONSET_FRAMES,
                                          options.speech_silence_ms) if options.detect_speech else None)
-        self._proto: BotClientProtocol | None = None
-        self._connections = 0
-        self._ready = ReadyReporter(reactor, metrics, backend_name, listener)
-        self._closed = False
         self._stop_reason = "ended"
         self._pending_marks = 0
         self._actions: dict[str, str] = {}
         """The bot's hangup/transfer requests not answered yet, by call id."""
         self._requests = 0
         self._turn_end = QuietTimer(reactor, options.turn_end_ms / 1000.0, self._bot_went_quiet)
-        call_log = CallLog(log, call.call_id, backend_name, (options.api_key,))
-        self._log, self._redact = call_log.log, call_log.redact
-        self._redialer: Redialer[BotClientProtocol] = backoff_redialer(
-            reactor, options, self._dial, on_up=self._connection_up, on_give_up=self._fail,
-            is_fatal=refused_dial_reason, on_redial=metrics.backend_reconnects_total.labels(backend_name).inc,
-            random=random,
-        )
-
-    def start(self) -> None:
-        """Dial the first connection (``open_session`` calls this; it returns at once)."""
-        self._redialer.start()
+        self._set_up_redialing(backend_name, options, call, listener, reactor, metrics, logger=log,
+                               secrets=(options.api_key,), is_fatal=refused_dial_reason, random=random)
 
     @property
     def _dialect(self) -> BotDialect | None:
@@ -213,16 +192,9 @@ class BotWebSocketSession(AlwaysReading):
             self._send_output()
         self._shut_down(abort=False)
 
-    def _shut_down(self, *, abort: bool) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._redialer.stop()
+    def _let_go(self) -> Sequence[BotClientProtocol | None]:
         self._turn_end.stop()
-        proto, self._proto = self._proto, None
-        if proto is not None:
-            hang_up(proto, abort=abort)
-        self._log("info", "backend session closed")
+        return super()._let_go()
 
     # --- connections ---------------------------------------------------------------------------
 
@@ -250,12 +222,6 @@ class BotWebSocketSession(AlwaysReading):
             ready.callback(proto)  # open is ready: the bot needs nothing more than start
 
         return open_until_ready(opened, adopt, self._abandon)
-
-    def _abandon(self, proto: BotClientProtocol) -> None:
-        """The attempt that opened ``proto`` was cancelled (timeout, stop)."""
-        if proto is self._proto:
-            self._proto = None
-            hang_up(proto, abort=True)
 
     def _connection_up(self, proto: BotClientProtocol) -> None:
         first = self._ready.up()
@@ -285,10 +251,7 @@ class BotWebSocketSession(AlwaysReading):
             return
         events = proto.dialect.receive(payload, is_binary)
         self._send_output(proto)
-        for event in events:
-            if self._closed or proto is not self._proto:
-                return
-            self._handle(proto, event)
+        self._handle_all(proto, events)
 
     def connection_closed(self, proto: BotClientProtocol, code: int | None, reason: str | None) -> None:
         """``proto``'s WebSocket ended."""
@@ -297,8 +260,7 @@ class BotWebSocketSession(AlwaysReading):
         self._proto = None
         self._turn_end.stop()
         description = self._redact(connection_lost_reason(code, reason))
-        if proto.ready is not None and not proto.ready.called:
-            proto.ready.errback(ConnectionLost(description))
+        if self._attempt_failed(proto, ConnectionLost(description)):
             return
         # Nothing more arrives for the turn in flight: let the bridge play what it has.
         finished = proto.dialect.finish_turn() if proto.dialect is not None else None
@@ -309,7 +271,7 @@ class BotWebSocketSession(AlwaysReading):
         self._log("warn", "bot connection lost ({reason}); reconnecting", reason=description)
         self._redialer.lost(description)
 
-    def _handle(self, proto: BotClientProtocol, event: BotEvent) -> None:
+    def _handle_event(self, proto: BotClientProtocol, event: BotEvent) -> None:
         listener = self._listener
         match event:
             case BotAudio(response_id=response_id, data=data):
@@ -388,21 +350,3 @@ class BotWebSocketSession(AlwaysReading):
         finished = dialect.finish_turn() if dialect is not None else None
         if finished is not None:
             self._listener.backend_response_done(finished.response_id)
-
-    def _fail(self, reason: str) -> None:
-        if self._closed:
-            return
-        reason = self._redact(reason)
-        self._log("error", "backend failed: {reason}", reason=reason)
-        self._shut_down(abort=True)
-        self._listener.backend_failed(reason)
-
-    def _send_output(self, proto: BotClientProtocol | None = None) -> None:
-        proto = proto or self._proto
-        if proto is None or proto.dialect is None:
-            return
-        for frame in proto.dialect.take_output():
-            if isinstance(frame, bytes):
-                proto.sendMessage(frame, isBinary=True)  # type: ignore[no-untyped-call]  # Autobahn
-            else:
-                proto.sendMessage(frame.encode("utf-8"), isBinary=False)  # type: ignore[no-untyped-call]

@@ -6,8 +6,9 @@ leg that do not depend on what the backend speaks.
   failures retrying cannot fix (credentials or URL refused at the upgrade).
 - :func:`open_until_ready` turns an opening WebSocket into the Deferred the Redialer waits on
   (it fires once the session says the connection is usable); :class:`BackendSocket` is the
-  client protocol base that forwards a connection's end to its session, and :func:`hang_up`
-  lets go of one (closing handshake, or an abort on a failure).
+  client protocol base that forwards a connection's end to its session, :func:`send_frames`
+  writes a dialect's output on one and :func:`hang_up` lets go of one (closing handshake, or an
+  abort on a failure).
 - :class:`ReadyReporter` times each dial attempt to its connection's readiness and tells the
   listener of the call's first ready connection.
 - :class:`HeldAudio` keeps caller audio while no connection takes it, drops counted in whole
@@ -17,6 +18,8 @@ leg that do not depend on what the backend speaks.
 - :class:`AlwaysReading` is the ``IPushProducer`` side of a session whose socket is never paused.
 - :class:`CallLog` writes the session's log lines with the call and backend named and the
   secrets taken out.
+- :class:`~mediaproxy.backends.redialing_session.RedialingSession` puts these together into the
+  base of every session (one connection redialled, failing, sending output, shutting down).
 - :class:`KeepAliveTimer` polls at a fixed interval on the injected reactor; :class:`QuietTimer`
   tells when a stream of events paused for a given time.
 
@@ -112,10 +115,23 @@ class BackendSocket(DialedWebSocketProtocol):
     session let go of it, after which nothing is forwarded."""
 
     session: Any = None
+    dialect: Any = None
+    """The sans-IO protocol object of this connection (its ``take_output()`` is what to send)."""
+    ready: Deferred[Any] | None = None
+    """The dial attempt's Deferred (see :func:`open_until_ready`), fired once the session is set up."""
 
     def link_closed(self, clean: bool, code: int | None, reason: str | None) -> None:
         if self.session is not None:
             self.session.connection_closed(self, code, reason)
+
+
+def send_frames(proto: BackendSocket, frames: Iterable[str | bytes]) -> None:
+    """Send ``frames`` on ``proto``: text ones as UTF-8 text frames, bytes as binary frames."""
+    for frame in frames:
+        if isinstance(frame, bytes):
+            proto.sendMessage(frame, isBinary=True)  # type: ignore[no-untyped-call]  # Autobahn
+        else:
+            proto.sendMessage(frame.encode("utf-8"), isBinary=False)  # type: ignore[no-untyped-call]
 
 
 def hang_up(proto: BackendSocket, *, abort: bool) -> None:
@@ -376,4 +392,5 @@ __all__ = [
     "hang_up",
     "open_until_ready",
     "refused_dial_reason",
+    "send_frames",
 ]

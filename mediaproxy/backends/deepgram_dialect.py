@@ -56,6 +56,7 @@ from mediaproxy.backends.deepgram_events import (
     error_code_label,
 )
 from mediaproxy.backends.deepgram_settings import settings_message, wire_encoding
+from mediaproxy.backends.json_frames import text_frame
 
 IGNORED_MESSAGES = frozenset({
     "PromptUpdated",
@@ -280,15 +281,7 @@ class AgentDialect:
                 _remember(self._cancelled, call_id, None)
 
     def _send(self, message: Mapping[str, Any]) -> None:
-        text = json.dumps(message, ensure_ascii=False)
-        if not text.isascii():
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:
-                # A lone surrogate (a tool's output, a function name the server sent as "\ud800")
-                # cannot go out in a text frame: the message is then written all-ASCII.
-                text = json.dumps(message)
-        self._output.append(text)
+        self._output.append(text_frame(message))
         self._sent_since_poll = True
 
 

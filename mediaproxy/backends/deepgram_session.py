@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import random as _random
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
@@ -32,14 +32,9 @@ from twisted.logger import Logger
 from mediaproxy.audio.format import AudioFormat
 from mediaproxy.backends.base import BackendListener, CallInfo
 from mediaproxy.backends.connection import (
-    AlwaysReading,
     BackendSocket,
-    CallLog,
     HeldAudio,
     KeepAliveTimer,
-    ReadyReporter,
-    backoff_redialer,
-    hang_up,
     open_until_ready,
     refused_dial_reason,
 )
@@ -60,7 +55,8 @@ from mediaproxy.backends.deepgram_events import (
     error_code_label,
 )
 from mediaproxy.backends.deepgram_settings import settings_message
-from mediaproxy.backends.reconnect import Redialer, connection_lost_reason, dial_websocket
+from mediaproxy.backends.reconnect import connection_lost_reason, dial_websocket
+from mediaproxy.backends.redialing_session import RedialingSession
 from mediaproxy.metrics import Metrics
 from mediaproxy.transcripts import Transcript
 
@@ -90,7 +86,7 @@ class AgentClientProtocol(BackendSocket):
             self.session.message_received(self, payload, isBinary)
 
 
-class DeepgramAgentSession(AlwaysReading):
+class DeepgramAgentSession(RedialingSession[AgentClientProtocol, AgentEvent]):
     """A :class:`~mediaproxy.backends.base.BackendSession` on the Deepgram Voice Agent for one
     call. ``prompt`` is the agent's prompt for this call (the configured instructions plus the
     call's context); ``random`` spreads reconnect delays (tests pass a constant)."""
@@ -109,35 +105,18 @@ class DeepgramAgentSession(AlwaysReading):
         random: Callable[[], float] = _random.random,
     ) -> None:
         self.audio_format = audio_format
-        self._name = backend_name
         self._options = options
         self._call = call
-        self._listener = listener
-        self._reactor = reactor
-        self._metrics = metrics
         self._prompt = prompt
         self._language = options.language
         self._early = HeldAudio(audio_format, options.early_audio_ms, metrics)
-        self._proto: AgentClientProtocol | None = None
         self._dialect: AgentDialect | None = None
-        self._connections = 0
-        self._ready = ReadyReporter(reactor, metrics, backend_name, listener)
-        self._closed = False
         self._history: OrderedDict[int, str] = OrderedDict()
         self._lines = 0
         self._pending_results: list[tuple[str, str]] = []
         self._keepalive = KeepAliveTimer(reactor, options.keepalive_seconds / 2.0, self._poll_keepalive)
-        call_log = CallLog(log, call.call_id, backend_name, (options.api_key,))
-        self._log, self._redact = call_log.log, call_log.redact
-        self._redialer: Redialer[AgentClientProtocol] = backoff_redialer(
-            reactor, options, self._dial, on_up=self._connection_up, on_give_up=self._fail,
-            is_fatal=refused_dial_reason, on_redial=metrics.backend_reconnects_total.labels(backend_name).inc,
-            random=random,
-        )
-
-    def start(self) -> None:
-        """Dial the first connection (``open_session`` calls this; it returns at once)."""
-        self._redialer.start()
+        self._set_up_redialing(backend_name, options, call, listener, reactor, metrics, logger=log,
+                               secrets=(options.api_key,), is_fatal=refused_dial_reason, random=random)
 
     # --- BackendSession ------------------------------------------------------------------------
 
@@ -189,20 +168,10 @@ class DeepgramAgentSession(AlwaysReading):
         if language:
             self._language = language
 
-    def close(self) -> None:
-        """End the session; no listener calls follow. Idempotent."""
-        self._shut_down(abort=False)
-
-    def _shut_down(self, *, abort: bool) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._redialer.stop()
+    def _let_go(self) -> Sequence[AgentClientProtocol | None]:
         self._keepalive.stop()
-        proto, self._proto, self._dialect = self._proto, None, None
-        if proto is not None:
-            hang_up(proto, abort=abort)
-        self._log("info", "backend session closed")
+        self._dialect = None
+        return super()._let_go()
 
     # --- connections ---------------------------------------------------------------------------
 
@@ -243,12 +212,6 @@ class DeepgramAgentSession(AlwaysReading):
 
         return open_until_ready(opened, adopt, self._abandon)
 
-    def _abandon(self, proto: AgentClientProtocol) -> None:
-        """The attempt that opened ``proto`` was cancelled (timeout, stop)."""
-        if proto is self._proto:
-            self._proto = None
-            hang_up(proto, abort=True)
-
     def _connection_up(self, proto: AgentClientProtocol) -> None:
         if not self._ready.up():
             self._log("info", "backend session resumed on connection {connection}", connection=self._connections)
@@ -259,10 +222,7 @@ class DeepgramAgentSession(AlwaysReading):
             return
         events = proto.dialect.receive(payload, is_binary)
         self._send_output(proto)
-        for event in events:
-            if self._closed or proto is not self._proto:
-                return
-            self._handle(proto, event)
+        self._handle_all(proto, events)
 
     def connection_closed(self, proto: AgentClientProtocol, code: int | None, reason: str | None) -> None:
         """``proto``'s WebSocket ended."""
@@ -271,8 +231,7 @@ class DeepgramAgentSession(AlwaysReading):
         self._proto, self._dialect = None, None
         self._keepalive.stop()
         description = self._redact(connection_lost_reason(code, reason))
-        if proto.ready is not None and not proto.ready.called:
-            proto.ready.errback(ConnectionLost(description))
+        if self._attempt_failed(proto, ConnectionLost(description)):
             return
         # Nothing more arrives for the turn in flight: let the bridge play what it has.
         turn = proto.dialect.open_turn if proto.dialect is not None else None
@@ -283,7 +242,7 @@ class DeepgramAgentSession(AlwaysReading):
         self._log("warn", "backend connection lost ({reason}); reconnecting", reason=description)
         self._redialer.lost(description)
 
-    def _handle(self, proto: AgentClientProtocol, event: AgentEvent) -> None:
+    def _handle_event(self, proto: AgentClientProtocol, event: AgentEvent) -> None:
         listener = self._listener
         match event:
             case AgentAudio(response_id=response_id, data=data):
@@ -334,30 +293,9 @@ class DeepgramAgentSession(AlwaysReading):
         if held and self._dialect is not None:
             self._dialect.send_audio(held)
         self._send_output(proto)
-        if proto.ready is not None and not proto.ready.called:
-            proto.ready.callback(proto)
+        self._attempt_ready(proto)
 
     def _poll_keepalive(self) -> None:
         proto = self._proto
         if proto is not None and proto.dialect is not None and proto.dialect.poll_keepalive():
             self._send_output(proto)
-
-    def _fail(self, reason: str) -> None:
-        if self._closed:
-            return
-        reason = self._redact(reason)
-        self._log("error", "backend failed: {reason}", reason=reason)
-        self._shut_down(abort=True)
-        self._listener.backend_failed(reason)
-
-    # --- helpers -------------------------------------------------------------------------------
-
-    def _send_output(self, proto: AgentClientProtocol | None = None) -> None:
-        proto = proto or self._proto
-        if proto is None or proto.dialect is None:
-            return
-        for frame in proto.dialect.take_output():
-            if isinstance(frame, bytes):
-                proto.sendMessage(frame, isBinary=True)  # type: ignore[no-untyped-call]  # Autobahn
-            else:
-                proto.sendMessage(frame.encode("utf-8"), isBinary=False)  # type: ignore[no-untyped-call]

@@ -52,6 +52,7 @@ from mediaproxy.backends.elevenlabs_events import (
     UnknownMessage,
     parse_format,
 )
+from mediaproxy.backends.json_frames import text_frame
 
 _BODY_KEYS = {"user_transcript": "user_transcription_event"}
 """Messages whose body is not under ``<type>_event``."""
@@ -305,15 +306,7 @@ class ConversationDialect:
     def _send(self, message: Mapping[str, Any]) -> None:
         if not self._opened:
             return  # the initiation goes first: nothing is owed to a server heard before it
-        text = json.dumps(message, ensure_ascii=False)
-        if not text.isascii():
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:
-                # A lone surrogate (a tool's output, a name the server sent as "\ud800") cannot go
-                # out in a text frame: the message is then written all-ASCII.
-                text = json.dumps(message)
-        self._output.append(text)
+        self._output.append(text_frame(message))
 
 
 def _text(value: Any) -> str:

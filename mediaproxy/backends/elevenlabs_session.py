@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import random as _random
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -44,13 +44,8 @@ from mediaproxy.audio.format import AudioFormat
 from mediaproxy.audio.transcode import Transcoder
 from mediaproxy.backends.base import BackendListener, CallInfo
 from mediaproxy.backends.connection import (
-    AlwaysReading,
     BackendSocket,
-    CallLog,
     HeldAudio,
-    ReadyReporter,
-    backoff_redialer,
-    hang_up,
     open_until_ready,
     refused_dial_reason,
 )
@@ -74,7 +69,8 @@ from mediaproxy.backends.elevenlabs_events import (
     UnknownMessage,
 )
 from mediaproxy.backends.openai_session_config import allowed_context
-from mediaproxy.backends.reconnect import Redialer, Timer, connection_lost_reason, dial_websocket
+from mediaproxy.backends.reconnect import Timer, connection_lost_reason, dial_websocket
+from mediaproxy.backends.redialing_session import RedialingSession
 from mediaproxy.metrics import Metrics
 from mediaproxy.transcripts import Transcript
 
@@ -140,7 +136,7 @@ Connect = Callable[[str], "Deferred[Any]"]
 """Opens one WebSocket to a URL; fires with the open protocol (tests pass their own)."""
 
 
-class ElevenLabsSession(AlwaysReading):
+class ElevenLabsSession(RedialingSession[ConversationSocket, ConversationEvent]):
     """A :class:`~mediaproxy.backends.base.BackendSession` on an ElevenLabs agent for one call.
     ``audio_format`` is what the bridge exchanges (the platform's); ``signed_url`` fetches a
     signed URL per conversation (None: a public agent, dialled at ``url?agent_id=``);
@@ -153,25 +149,17 @@ class ElevenLabsSession(AlwaysReading):
                  random: Callable[[], float] = _random.random, connect: Connect | None = None) -> None:
         self.audio_format = audio_format
         self._connect = connect or self._dial_websocket
-        self._name = backend_name
         self._options = options
         self._call = call
-        self._listener = listener
-        self._reactor = reactor
-        self._metrics = metrics
         self._signed_url = signed_url
         self._language = options.language
         self._variables = allowed_context(call.metadata, options.call_context_keys) if call.metadata else {}
         self._early = HeldAudio(audio_format, options.early_audio_ms, metrics)
-        self._proto: ConversationSocket | None = None
         self._dialect: ConversationDialect | None = None
         """The conversation caller audio goes to (set once it started)."""
         self._up: Transcoder | None = None
         self._down: Transcoder | None = None
         self._output_format: AudioFormat | None = None
-        self._connections = 0
-        self._ready = ReadyReporter(reactor, metrics, backend_name, listener)
-        self._closed = False
         self._history: OrderedDict[int, str] = OrderedDict()
         self._lines = 0
         self._quiet_timer: Timer | None = None
@@ -179,16 +167,8 @@ class ElevenLabsSession(AlwaysReading):
         self._speech_until = 0.0
         """When the agent audio received so far will have played, reactor seconds (estimate)."""
         self._hangup_timer: Timer | None = None
-        call_log = CallLog(log, call.call_id, backend_name, (options.api_key,))
-        self._log, self._redact = call_log.log, call_log.redact
-        self._redialer: Redialer[ConversationSocket] = backoff_redialer(
-            reactor, options, self._dial, on_up=self._connection_up, on_give_up=self._fail, is_fatal=_refusal,
-            on_redial=metrics.backend_reconnects_total.labels(backend_name).inc, random=random,
-        )
-
-    def start(self) -> None:
-        """Dial the first conversation (``open_session`` calls this; it returns at once)."""
-        self._redialer.start()
+        self._set_up_redialing(backend_name, options, call, listener, reactor, metrics, logger=log,
+                               secrets=(options.api_key,), is_fatal=_refusal, random=random)
 
     # --- BackendSession ------------------------------------------------------------------------
 
@@ -234,23 +214,13 @@ class ElevenLabsSession(AlwaysReading):
         if language and self._options.language:
             self._language = language
 
-    def close(self) -> None:
-        """End the session; no listener calls follow. Idempotent."""
-        self._shut_down(abort=False)
-
-    def _shut_down(self, *, abort: bool) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._redialer.stop()
+    def _let_go(self) -> Sequence[ConversationSocket | None]:
         for timer in (self._quiet_timer, self._hangup_timer):
             if timer is not None and timer.active():
                 timer.cancel()
         self._quiet_timer = self._hangup_timer = None
-        proto, self._proto, self._dialect = self._proto, None, None
-        if proto is not None:
-            hang_up(proto, abort=abort)
-        self._log("info", "backend session closed")
+        self._dialect = None
+        return super()._let_go()
 
     # --- conversations -------------------------------------------------------------------------
 
@@ -286,12 +256,6 @@ class ElevenLabsSession(AlwaysReading):
                               timeout_s=self._options.connect_timeout_seconds,
                               keepalive_s=self._options.keepalive_seconds)
 
-    def _abandon(self, proto: ConversationSocket) -> None:
-        """The attempt that opened ``proto`` was cancelled (timeout, stop)."""
-        if proto is self._proto:
-            self._proto = None
-            hang_up(proto, abort=True)
-
     def _connection_up(self, proto: ConversationSocket) -> None:
         if self._ready.up():
             return
@@ -316,9 +280,8 @@ class ElevenLabsSession(AlwaysReading):
             return
         self._proto, self._dialect, self._up = None, None, None
         description = self._redact(connection_lost_reason(code, reason))
-        if proto.ready is not None and not proto.ready.called:
-            error = ConversationRefused if code in REFUSED_CLOSE_CODES else ConnectionLost
-            proto.ready.errback(error(f"conversation refused: {description}"))
+        refused = ConversationRefused if code in REFUSED_CLOSE_CODES else ConnectionLost
+        if self._attempt_failed(proto, refused(f"conversation refused: {description}")):
             return
         response = proto.dialect.open_response if proto.dialect is not None else None
         if response is not None:
@@ -343,13 +306,7 @@ class ElevenLabsSession(AlwaysReading):
             self._shut_down(abort=False)
             self._listener.backend_hangup("the agent ended the conversation")
 
-    def _handle_all(self, proto: ConversationSocket, events: list[ConversationEvent]) -> None:
-        for event in events:
-            if self._closed or proto is not self._proto:
-                return
-            self._handle(proto, event)
-
-    def _handle(self, proto: ConversationSocket, event: ConversationEvent) -> None:
+    def _handle_event(self, proto: ConversationSocket, event: ConversationEvent) -> None:
         listener = self._listener
         match event:
             case AgentAudio(response_id=response_id, data=data):
@@ -395,8 +352,7 @@ class ElevenLabsSession(AlwaysReading):
         if held and self._dialect is not None:
             self._dialect.send_audio(self._up.convert(held))
         self._send_output(proto)
-        if proto.ready is not None and not proto.ready.called:
-            proto.ready.callback(proto)
+        self._attempt_ready(proto)
 
     def _agent_audio(self, response_id: str, data: bytes) -> None:
         if self._down is None or self._output_format is None:
@@ -431,18 +387,3 @@ class ElevenLabsSession(AlwaysReading):
         self._history[self._lines] = line[:_HISTORY_CHARS]
         while len(self._history) > _HISTORY_LINES:
             self._history.popitem(last=False)
-
-    def _fail(self, reason: str) -> None:
-        if self._closed:
-            return
-        reason = self._redact(reason)
-        self._log("error", "backend failed: {reason}", reason=reason)
-        self._shut_down(abort=True)
-        self._listener.backend_failed(reason)
-
-    def _send_output(self, proto: ConversationSocket | None = None) -> None:
-        proto = proto or self._proto
-        if proto is None or proto.dialect is None:
-            return
-        for frame in proto.dialect.take_output():
-            proto.sendMessage(frame.encode("utf-8"), isBinary=False)  # type: ignore[no-untyped-call]  # Autobahn

@@ -32,7 +32,7 @@ The socket is always read, whatever the playout holds (``interrupted`` shares it
 from __future__ import annotations
 
 import random as _random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -43,15 +43,7 @@ from twisted.logger import Logger
 from mediaproxy.audio.format import L16_16K, L16_24K, AudioFormat
 from mediaproxy.audio.transcode import Transcoder
 from mediaproxy.backends.base import BackendListener, CallInfo
-from mediaproxy.backends.connection import (
-    AlwaysReading,
-    CallLog,
-    HeldAudio,
-    ReadyReporter,
-    backoff_redialer,
-    hang_up,
-    open_until_ready,
-)
+from mediaproxy.backends.connection import HeldAudio, hang_up, open_until_ready
 from mediaproxy.backends.gemini_dialect import GeminiDialect
 from mediaproxy.backends.gemini_events import (
     GeminiEvent,
@@ -82,7 +74,8 @@ from mediaproxy.backends.gemini_socket import (
 )
 from mediaproxy.backends.gemini_watchdog import StallWatchdog
 from mediaproxy.backends.openai_events import token_kind_label
-from mediaproxy.backends.reconnect import Redialer, connection_lost_reason, dial_websocket
+from mediaproxy.backends.reconnect import connection_lost_reason, dial_websocket
+from mediaproxy.backends.redialing_session import RedialingSession
 from mediaproxy.metrics import Metrics
 from mediaproxy.transcripts import Transcript
 
@@ -91,7 +84,7 @@ if TYPE_CHECKING:
 
 log = Logger()
 
-class GeminiLiveSession(AlwaysReading):
+class GeminiLiveSession(RedialingSession[GeminiClientProtocol, GeminiEvent]):
     """A :class:`~mediaproxy.backends.base.BackendSession` on the Gemini Live API for one call.
 
     ``audio_format`` is L16 16 kHz or L16 24 kHz (see :mod:`mediaproxy.backends.gemini`); the
@@ -106,18 +99,12 @@ class GeminiLiveSession(AlwaysReading):
         if audio_format not in (L16_16K, L16_24K):
             raise ValueError(f"Gemini Live sessions exchange L16 16 or 24 kHz, not {audio_format}")
         self.audio_format = audio_format
-        self._name = backend_name
         self._options = options
         self._call = call
-        self._listener = listener
-        self._reactor = reactor
-        self._metrics = metrics
         # One direction is converted here: the bridge resamples the other.
         self._up = Transcoder(L16_24K, L16_16K) if audio_format == L16_24K else None
         self._down = Transcoder(L16_24K, L16_16K) if audio_format == L16_16K else None
         self._early = HeldAudio(L16_16K, options.early_audio_ms, metrics)
-        self._proto: GeminiClientProtocol | None = None
-        """The connection caller audio goes to."""
         self._dialect: GeminiDialect | None = None
         self._dialing: GeminiClientProtocol | None = None
         """A connection being set up (a first dial, a reconnect, a handover)."""
@@ -125,26 +112,14 @@ class GeminiLiveSession(AlwaysReading):
         """The previous connection, finishing its model turn after a handover."""
         self._handle: str | None = None
         self._handing_over = False
-        self._connections = 0
-        self._ready = ReadyReporter(reactor, metrics, backend_name, listener)
-        self._closed = False
         self._language = options.language
         self._memory = ConversationMemory()
         self._url = f"{options.url}?key={quote(options.api_key, safe='')}"
         self._connect: Connect = connect or self._dial_websocket
         self.watchdog = StallWatchdog(reactor, options.stall_seconds, self._nudge, self._stalled)
         # The key is in the URL: it must never reach a log line or a failure reason.
-        call_log = CallLog(log, call.call_id, backend_name, (options.api_key,))
-        self._log, self._redact = call_log.log, call_log.redact
-        self._redialer: Redialer[GeminiClientProtocol] = backoff_redialer(
-            reactor, options, self._dial, on_up=self._connection_up, on_give_up=self._fail,
-            is_fatal=fatal_dial_reason, on_redial=metrics.backend_reconnects_total.labels(backend_name).inc,
-            random=random,
-        )
-
-    def start(self) -> None:
-        """Dial the first connection (``open_session`` calls this; it returns at once)."""
-        self._redialer.start()
+        self._set_up_redialing(backend_name, options, call, listener, reactor, metrics, logger=log,
+                               secrets=(options.api_key,), is_fatal=fatal_dial_reason, random=random)
 
     @property
     def resumption_handle(self) -> str | None:
@@ -211,23 +186,12 @@ class GeminiLiveSession(AlwaysReading):
         if language:
             self._language = language
 
-    def close(self) -> None:
-        """End the session; no listener calls follow. Idempotent."""
-        self._shut_down(abort=False)
-
-    def _shut_down(self, *, abort: bool) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._redialer.stop()
+    def _let_go(self) -> Sequence[GeminiClientProtocol | None]:
         self.watchdog.stop()
         protos = (self._proto, self._dialing, self._draining)
         self._proto = self._dialing = self._draining = None
         self._dialect = None
-        for proto in protos:
-            if proto is not None:
-                hang_up(proto, abort=abort)
-        self._log("info", "backend session closed")
+        return protos
 
     # --- connections ---------------------------------------------------------------------------
 
@@ -434,21 +398,3 @@ class GeminiLiveSession(AlwaysReading):
     def _stalled(self) -> None:
         self._metrics.backend_errors_total.labels(self._name, "model_stalled").inc()
         self._start_handover("model_stalled")
-
-    def _fail(self, reason: str) -> None:
-        if self._closed:
-            return
-        reason = self._redact(reason)
-        self._log("error", "backend failed: {reason}", reason=reason)
-        self._shut_down(abort=True)
-        self._listener.backend_failed(reason)
-
-    # --- helpers -------------------------------------------------------------------------------
-
-    def _send_output(self, proto: GeminiClientProtocol | None = None) -> None:
-        proto = proto or self._proto
-        if proto is None or proto.dialect is None:
-            return
-        for message in proto.dialect.take_output():
-            proto.sendMessage(message.encode("utf-8"), isBinary=False)  # type: ignore[no-untyped-call]  # Autobahn
-

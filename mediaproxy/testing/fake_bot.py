@@ -17,14 +17,13 @@ Nothing here sleeps: tests wait on Deferreds from :meth:`FakeBotServer.when`.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.twisted.websocket import WebSocketServerFactory
 from autobahn.websocket.types import ConnectionDeny
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 
-from mediaproxy.testing.waiting import ConditionWaiting
+from mediaproxy.testing.fake_ws_server import FakeServerConnection, FakeWebSocketServer
 
 __all__ = ["START_FIELDS", "FakeBotConnection", "FakeBotServer"]
 
@@ -37,11 +36,10 @@ _AUDIO_FORMATS = ("pcmu/8000", "pcma/8000", "l16/8000", "l16/16000", "l16/24000"
 _PROXY_MESSAGES = frozenset({"dtmf", "speech_started", "speech_stopped", "mark", "action_result", "error", "stop"})
 
 
-class FakeBotConnection(WebSocketServerProtocol):
+class FakeBotConnection(FakeServerConnection):
     """One proxy connection to the fake bot."""
 
     factory: FakeBotFactory
-    closed = False
 
     def onConnect(self, request: Any) -> None:
         server = self.factory.server
@@ -62,10 +60,6 @@ class FakeBotConnection(WebSocketServerProtocol):
         self.closed = False
         server.connections.append(self)
         server.poke()
-
-    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        self.closed = True
-        self.factory.server.poke()
 
     def of_type(self, kind: str) -> list[dict[str, Any]]:
         """The received messages of type ``kind``."""
@@ -148,14 +142,6 @@ class FakeBotConnection(WebSocketServerProtocol):
     def transcript(self, role: str, text: str) -> None:
         self.send({"type": "transcript", "role": role, "text": text})
 
-    def drop(self) -> None:
-        """Cut the TCP connection without a closing handshake (a mid-call network failure)."""
-        transport: Any = self.transport
-        transport.abortConnection()
-
-    def send(self, message: Mapping[str, Any]) -> None:
-        self.send_text(json.dumps(message))
-
     def send_text(self, text: str) -> None:
         if not self.closed:
             self.sendMessage(text.encode("utf-8"), isBinary=False)
@@ -166,34 +152,17 @@ class FakeBotFactory(WebSocketServerFactory):
     server: FakeBotServer
 
 
-class FakeBotServer(ConditionWaiting):
+class FakeBotServer(FakeWebSocketServer[FakeBotConnection]):
     """The fake bot. ``reactor``: listening and time; ``api_key``: the Bearer token accepted
     (None: only a connection without one). Knobs: ``echo`` (send caller audio straight back),
     ``chunk_sizes`` for :meth:`FakeBotConnection.speak`, in bytes."""
 
     def __init__(self, reactor: Any, api_key: str | None = "test-key") -> None:
-        self.reactor = reactor
+        super().__init__(reactor)
         self.api_key = api_key
         self.echo = False
         self.chunk_sizes: Sequence[int] = (640, 1281, 97, 2000, 322)
-        self.connections: list[FakeBotConnection] = []
-        self.handshakes: list[dict[str, str]] = []
-        self.violations: list[str] = []
-        self._port: Any = None
 
     def listen(self, port: int = 0) -> str:
         """Start listening on 127.0.0.1 (``port`` 0: any free one); return the ws:// URL."""
-        factory = FakeBotFactory("ws://127.0.0.1", reactor=self.reactor)
-        factory.server = self
-        self._port = self.reactor.listenTCP(port, factory, interface="127.0.0.1")
-        return f"ws://127.0.0.1:{self._port.getHost().port}/bot"
-
-    def connection(self, index: int = -1) -> FakeBotConnection:
-        return self.connections[index]
-
-    def stop(self) -> Deferred[Any]:
-        """Stop listening and wait until every connection has closed."""
-        port, self._port = self._port, None
-        stopped = maybeDeferred(port.stopListening) if port is not None else succeed(None)
-        closing = [stopped, self.when(lambda: all(c.closed for c in self.connections))]
-        return DeferredList(closing, fireOnOneErrback=True)
+        return f"ws://127.0.0.1:{self.listen_on(self.websocket_factory(FakeBotFactory), port)}/bot"

@@ -27,14 +27,13 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.twisted.websocket import WebSocketServerFactory
 from autobahn.websocket.types import ConnectionDeny
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 
 from mediaproxy.audio.format import ALAW_8K, MULAW_8K, AudioFormat
 from mediaproxy.audio.vad import EnergyDetector
 from mediaproxy.testing.fake_audio import TEST_VAD, pattern
-from mediaproxy.testing.waiting import ConditionWaiting
+from mediaproxy.testing.fake_ws_server import FakeWebSocketServer, StreamedAnswers
 
 __all__ = ["SETTINGS_SCHEMA", "FakeDeepgramConnection", "FakeDeepgramServer", "check_settings"]
 
@@ -124,11 +123,10 @@ def wire_format(audio: Mapping[str, Any]) -> AudioFormat | None:
 # --- the server -------------------------------------------------------------------------------------
 
 
-class FakeDeepgramConnection(WebSocketServerProtocol):
+class FakeDeepgramConnection(StreamedAnswers):
     """One client connection to the fake service."""
 
     factory: FakeDeepgramFactory
-    closed = False
 
     def onConnect(self, request: Any) -> None:
         server = self.factory.server
@@ -156,11 +154,6 @@ class FakeDeepgramConnection(WebSocketServerProtocol):
         server.connections.append(self)
         self.send({"type": "Welcome", "request_id": f"req-{self.index}"})
         server.poke()
-
-    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        self.closed = True
-        self.turn = None
-        self.factory.server.poke()
 
     # --- client messages ---------------------------------------------------------------------
 
@@ -282,66 +275,20 @@ class FakeDeepgramConnection(WebSocketServerProtocol):
         self.turns.append(audio)
         self.send({"type": "ConversationText", "role": "assistant", "content": text})
         self.send({"type": "AgentStartedSpeaking", "total_latency": 0.1, "tts_latency": 0.05, "ttt_latency": 0.05})
-        self.turn = {"audio": audio, "sent": 0, "chunks": 0, "late": None, "then_call": then_call,
-                     "paused": False}
-        self.factory.server.reactor.callLater(0, self._stream, self.turn)
+        self.stream_turn(audio, then_call)
 
-    def _stream(self, turn: dict[str, Any]) -> None:
-        server = self.factory.server
-        if turn is not self.turn or self.closed or turn["paused"]:
-            return
-        audio, sent = turn["audio"], turn["sent"]
-        end = len(audio)
-        if turn["late"] is None and not turn.get("released") and server.pause_after_ms is not None:
-            end = min(end, server.pause_after_ms * self.output_format.bytes_per_ms)
-            if sent >= end:
-                turn["paused"] = True
-                server.poke()
-                return
-        size = server.chunk_sizes[turn["chunks"] % len(server.chunk_sizes)]
-        size -= size % self.output_format.sample_bytes
-        chunk = audio[sent: min(sent + max(size, self.output_format.sample_bytes), end)]
-        turn["sent"] += len(chunk)
-        turn["chunks"] += 1
+    def send_chunk(self, turn: dict[str, Any], chunk: bytes) -> None:
         self.sendMessage(chunk, isBinary=True)
-        if turn["late"] is not None:
-            turn["late"] -= 1
-            if turn["late"] <= 0 or turn["sent"] >= len(audio):
-                self.turn = None
-                server.poke()
-                return
-        elif turn["sent"] >= len(audio):
-            self.turn = None
-            self.send({"type": "AgentAudioDone"})
-            if turn["then_call"] is not None:
-                self.call_function(*turn["then_call"])
-            server.poke()
-            return
-        server.reactor.callLater(0, self._stream, turn)
 
-    def continue_turn(self) -> None:
-        """Let a turn held by ``pause_after_ms`` deliver the rest of its audio."""
-        turn = self.turn
-        if turn is not None and turn["paused"]:
-            turn["paused"] = False
-            turn["released"] = True
-            self.factory.server.reactor.callLater(0, self._stream, turn)
+    def turn_delivered(self, turn: dict[str, Any]) -> None:
+        self.send({"type": "AgentAudioDone"})
+        if turn["then_call"] is not None:
+            self.call_function(*turn["then_call"])
 
     def cut(self) -> None:
         """The caller talks over the answer in progress: ``late_chunks`` more of it go out (in
         flight), then it stops without ``AgentAudioDone``."""
-        turn = self.turn
-        if turn is None:
-            return
-        server = self.factory.server
-        turn["then_call"] = None
-        if server.late_chunks <= 0:
-            self.turn = None
-            return
-        turn["late"] = server.late_chunks
-        was_paused, turn["paused"] = turn["paused"], False
-        if was_paused:
-            server.reactor.callLater(0, self._stream, turn)
+        self.cut_turn()
 
     def call_function(self, name: str, arguments: str) -> str:
         """Send a ``FunctionCallRequest`` for the client-side function ``name``; returns its id."""
@@ -356,18 +303,9 @@ class FakeDeepgramConnection(WebSocketServerProtocol):
 
     # --- faults and sending --------------------------------------------------------------------
 
-    def drop(self) -> None:
-        """Cut the TCP connection without a closing handshake (a mid-call network failure)."""
-        transport: Any = self.transport
-        transport.abortConnection()
-
     def send_error(self, code: str, description: str, *, warning: bool = False) -> None:
         self.errors_sent.append(code)
         self.send({"type": "Warning" if warning else "Error", "code": code, "description": description})
-
-    def send(self, message: Mapping[str, Any]) -> None:
-        if not self.closed:
-            self.sendMessage(json.dumps(message).encode("utf-8"), isBinary=False)
 
 
 class FakeDeepgramFactory(WebSocketServerFactory):
@@ -375,7 +313,7 @@ class FakeDeepgramFactory(WebSocketServerFactory):
     server: FakeDeepgramServer
 
 
-class FakeDeepgramServer(ConditionWaiting):
+class FakeDeepgramServer(FakeWebSocketServer[FakeDeepgramConnection]):
     """The fake service. ``reactor``: listening and time; ``api_key``: the key accepted.
 
     Knobs: ``reject_auth`` (refuse every upgrade with 401); ``turn_audio(conn, n,
@@ -390,7 +328,7 @@ class FakeDeepgramServer(ConditionWaiting):
     """
 
     def __init__(self, reactor: Any, api_key: str = "test-key") -> None:
-        self.reactor = reactor
+        super().__init__(reactor)
         self.api_key = api_key
         self.reject_auth = False
         self.turn_audio: Callable[[int, int, int], bytes] = lambda conn, n, bpm: pattern(1000 * bpm, conn * 10 + n)
@@ -401,24 +339,7 @@ class FakeDeepgramServer(ConditionWaiting):
         self.next_function_call: tuple[str, str] | None = None
         self.speak_before_function_call = False
         self.speak_after_function_response = True
-        self.connections: list[FakeDeepgramConnection] = []
-        self.handshakes: list[dict[str, str]] = []
-        self.violations: list[str] = []
-        self._port: Any = None
 
     def listen(self, port: int = 0) -> str:
         """Start listening on 127.0.0.1 (``port`` 0: any free one); return the ws:// URL."""
-        factory = FakeDeepgramFactory("ws://127.0.0.1", reactor=self.reactor)
-        factory.server = self
-        self._port = self.reactor.listenTCP(port, factory, interface="127.0.0.1")
-        return f"ws://127.0.0.1:{self._port.getHost().port}/v1/agent/converse"
-
-    def connection(self, index: int = -1) -> FakeDeepgramConnection:
-        return self.connections[index]
-
-    def stop(self) -> Deferred[Any]:
-        """Stop listening and wait until every connection has closed."""
-        port, self._port = self._port, None
-        stopped = maybeDeferred(port.stopListening) if port is not None else succeed(None)
-        closing = [stopped, self.when(lambda: all(c.closed for c in self.connections))]
-        return DeferredList(closing, fireOnOneErrback=True)
+        return f"ws://127.0.0.1:{self.listen_on(self.websocket_factory(FakeDeepgramFactory), port)}/v1/agent/converse"

@@ -29,16 +29,15 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.twisted.websocket import WebSocketServerFactory
 from autobahn.websocket.types import ConnectionDeny
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from mediaproxy.audio.format import AudioFormat
 from mediaproxy.audio.vad import EnergyDetector
 from mediaproxy.testing.fake_realtime import TEST_VAD, pattern
-from mediaproxy.testing.waiting import ConditionWaiting
+from mediaproxy.testing.fake_ws_server import FakeWebSocketServer, StreamedAnswers
 
 __all__ = ["INITIATION_SCHEMA", "FakeElevenLabsConnection", "FakeElevenLabsServer", "check_initiation"]
 
@@ -89,11 +88,10 @@ def _paths(override: Mapping[str, Any], prefix: str = "") -> list[str]:
     return found
 
 
-class FakeElevenLabsConnection(WebSocketServerProtocol):
+class FakeElevenLabsConnection(StreamedAnswers):
     """One conversation with the fake service."""
 
     factory: FakeElevenLabsFactory
-    closed = False
 
     def onConnect(self, request: Any) -> None:
         server = self.factory.server
@@ -127,11 +125,6 @@ class FakeElevenLabsConnection(WebSocketServerProtocol):
         self.closed = False
         server.connections.append(self)
         server.poke()
-
-    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        self.closed = True
-        self.turn = None
-        self.factory.server.poke()
 
     # --- client messages ---------------------------------------------------------------------
 
@@ -260,69 +253,26 @@ class FakeElevenLabsConnection(WebSocketServerProtocol):
         self.turns.append(audio)
         event_id = self.next_event_id()
         self.send({"type": "agent_response", "agent_response_event": {"agent_response": text, "event_id": event_id}})
-        self.turn = {"audio": audio, "sent": 0, "chunks": 0, "late": None, "then_call": then_call,
-                     "paused": False, "event_id": event_id, "text": text}
-        server.reactor.callLater(0, self._stream, self.turn)
+        self.stream_turn(audio, then_call, event_id=event_id, text=text)
 
-    def _stream(self, turn: dict[str, Any]) -> None:
-        server = self.factory.server
-        if turn is not self.turn or self.closed or turn["paused"]:
-            return
-        audio, sent = turn["audio"], turn["sent"]
-        end = len(audio)
-        if turn["late"] is None and not turn.get("released") and server.pause_after_ms is not None:
-            end = min(end, server.pause_after_ms * self.output_format.bytes_per_ms)
-            if sent >= end:
-                turn["paused"] = True
-                server.poke()
-                return
-        size = server.chunk_sizes[turn["chunks"] % len(server.chunk_sizes)]
-        size = max(size - size % self.output_format.sample_bytes, self.output_format.sample_bytes)
-        chunk = audio[sent: min(sent + size, end)]
-        turn["sent"] += len(chunk)
-        turn["chunks"] += 1
+    def send_chunk(self, turn: dict[str, Any], chunk: bytes) -> None:
         self.send({"type": "audio", "audio_event": {"audio_base_64": base64.b64encode(chunk).decode(),
                                                     "event_id": turn["event_id"]}})
-        if turn["late"] is not None:
-            turn["late"] -= 1
-            if turn["late"] <= 0 or turn["sent"] >= len(audio):
-                self.turn = None
-                self.send({"type": "agent_response_correction", "agent_response_correction_event": {
-                    "original_agent_response": turn["text"], "corrected_agent_response": turn["text"][:3] + "..."}})
-                server.poke()
-                return
-        elif turn["sent"] >= len(audio):
-            self.turn = None
-            if turn["then_call"] is not None:
-                self.call_tool(*turn["then_call"])
-            server.poke()
-            return
-        server.reactor.callLater(0, self._stream, turn)
 
-    def continue_turn(self) -> None:
-        """Let an answer held by ``pause_after_ms`` deliver the rest of its audio."""
-        turn = self.turn
-        if turn is not None and turn["paused"]:
-            turn["paused"] = False
-            turn["released"] = True
-            self.factory.server.reactor.callLater(0, self._stream, turn)
+    def late_turn_ended(self, turn: dict[str, Any]) -> None:
+        self.send({"type": "agent_response_correction", "agent_response_correction_event": {
+            "original_agent_response": turn["text"], "corrected_agent_response": turn["text"][:3] + "..."}})
+
+    def turn_delivered(self, turn: dict[str, Any]) -> None:
+        if turn["then_call"] is not None:
+            self.call_tool(*turn["then_call"])
 
     def interrupt(self) -> None:
         """The caller talks over the answer in progress: ``interruption`` with its event id, then
         ``late_chunks`` more of it (stale, in flight), then the correction."""
-        turn = self.turn
-        if turn is None:
-            return
-        server = self.factory.server
-        turn["then_call"] = None
-        self.send({"type": "interruption", "interruption_event": {"event_id": turn["event_id"]}})
-        if server.late_chunks <= 0:
-            self.turn = None
-            return
-        turn["late"] = server.late_chunks
-        was_paused, turn["paused"] = turn["paused"], False
-        if was_paused:
-            server.reactor.callLater(0, self._stream, turn)
+        if self.turn is not None:
+            self.send({"type": "interruption", "interruption_event": {"event_id": self.turn["event_id"]}})
+        self.cut_turn()
 
     def call_tool(self, name: str, parameters: Mapping[str, Any]) -> str:
         """Send a ``client_tool_call`` for ``name``; returns its id."""
@@ -346,14 +296,6 @@ class FakeElevenLabsConnection(WebSocketServerProtocol):
         """The agent ends the conversation (its end-call tool, its maximum duration): close 1000."""
         self.sendClose(1000)
 
-    def drop(self) -> None:
-        """Cut the TCP connection without a closing handshake (a mid-call network failure)."""
-        transport: Any = self.transport
-        transport.abortConnection()
-
-    def send(self, message: Mapping[str, Any]) -> None:
-        if not self.closed:
-            self.sendMessage(json.dumps(message).encode("utf-8"), isBinary=False)
 
 
 class FakeElevenLabsFactory(WebSocketServerFactory):
@@ -390,7 +332,7 @@ class _SignedUrlApi(Resource):
         return json.dumps({"signed_url": signed}).encode()
 
 
-class FakeElevenLabsServer(ConditionWaiting):
+class FakeElevenLabsServer(FakeWebSocketServer[FakeElevenLabsConnection]):
     """The fake service. ``reactor``: listening and time; ``agent_id``: the agent it knows;
     ``api_key``: the key its HTTP API accepts; ``private``: the WebSocket takes signed URLs only.
 
@@ -406,7 +348,7 @@ class FakeElevenLabsServer(ConditionWaiting):
 
     def __init__(self, reactor: Any, *, agent_id: str = "agent_test", api_key: str = "test-key",
                  private: bool = True) -> None:
-        self.reactor = reactor
+        super().__init__(reactor)
         self.agent_id = agent_id
         self.api_key = api_key
         self.private = private
@@ -422,39 +364,22 @@ class FakeElevenLabsServer(ConditionWaiting):
         self.next_tool_call: tuple[str, Mapping[str, Any]] | None = None
         self.speak_before_tool_call = False
         self.speak_after_tool_result = True
-        self.connections: list[FakeElevenLabsConnection] = []
-        self.handshakes: list[dict[str, str]] = []
         self.http_requests: list[tuple[str, str, str | None]] = []
         """(path, agent_id, xi-api-key) of every signed-URL request."""
         self.signatures: set[str] = set()
-        self.violations: list[str] = []
         self.ws_url = ""
         self.api_url = ""
-        self._ports: list[Any] = []
 
     def listen(self) -> tuple[str, str]:
         """Start listening on 127.0.0.1 (free ports); return the WebSocket and HTTP API URLs."""
-        factory = FakeElevenLabsFactory("ws://127.0.0.1", reactor=self.reactor)
-        factory.server = self
-        ws = self.reactor.listenTCP(0, factory, interface="127.0.0.1")
+        ws = self.listen_on(self.websocket_factory(FakeElevenLabsFactory))
         site = Site(_SignedUrlApi(self))
         site.noisy = False
         site.log = lambda request: None  # type: ignore[method-assign]  # no access log of test URLs
-        http = self.reactor.listenTCP(0, site, interface="127.0.0.1")
-        self._ports = [ws, http]
-        self.ws_url = f"ws://127.0.0.1:{ws.getHost().port}/v1/convai/conversation"
-        self.api_url = f"http://127.0.0.1:{http.getHost().port}"
+        http = self.listen_on(site)
+        self.ws_url = f"ws://127.0.0.1:{ws}/v1/convai/conversation"
+        self.api_url = f"http://127.0.0.1:{http}"
         return self.ws_url, self.api_url
-
-    def connection(self, index: int = -1) -> FakeElevenLabsConnection:
-        return self.connections[index]
-
-    def stop(self) -> Deferred[Any]:
-        """Stop listening and wait until every connection has closed."""
-        ports, self._ports = self._ports, []
-        stopped = [maybeDeferred(port.stopListening) for port in ports] or [succeed(None)]
-        closing = [*stopped, self.when(lambda: all(c.closed for c in self.connections))]
-        return DeferredList(closing, fireOnOneErrback=True)
 
 
 def _format(name: str) -> AudioFormat:

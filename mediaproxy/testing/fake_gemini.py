@@ -29,11 +29,10 @@ from typing import Any
 
 import numpy as np
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 
 from mediaproxy.audio.format import L16_16K
 from mediaproxy.audio.vad import EnergyDetector
-from mediaproxy.testing.waiting import ConditionWaiting
+from mediaproxy.testing.fake_ws_server import FakeServerConnection, FakeWebSocketServer
 
 __all__ = ["CLIENT_SCHEMA", "FakeGeminiConnection", "FakeGeminiServer", "LOUD_FRAME_16K", "check_message", "tone_24k"]
 
@@ -136,11 +135,10 @@ def tone_24k(ms: int, seed: int = 0) -> bytes:
 # --- the server --------------------------------------------------------------------------------
 
 
-class FakeGeminiConnection(WebSocketServerProtocol):
+class FakeGeminiConnection(FakeServerConnection):
     """One client connection to the fake service."""
 
     factory: FakeGeminiFactory
-    closed = False
 
     def onConnect(self, request: Any) -> None:
         self.params = {k: v[0] for k, v in request.params.items()}
@@ -166,17 +164,15 @@ class FakeGeminiConnection(WebSocketServerProtocol):
             self.sendCloseFrame(1007, b"API key not valid. Please pass a valid API key.", isReply=False)
         server.poke()
 
-    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+    def connection_ended(self) -> None:
         leftover = getattr(self, "closeHandshakeTimeoutCall", None)
         if leftover is not None:
             leftover.cancel()
             self.closeHandshakeTimeoutCall = None
-        self.closed = True
         self.answer = None
         for call in getattr(self, "_timers", ()):
             if call.active():
                 call.cancel()
-        self.factory.server.poke()
 
     # --- client messages -----------------------------------------------------------------------
 
@@ -344,12 +340,7 @@ class FakeGeminiConnection(WebSocketServerProtocol):
         if not self.closed:
             self.sendCloseFrame(1000, b"", isReply=False)
 
-    def drop(self) -> None:
-        """Cut the TCP connection without a closing handshake."""
-        transport: Any = self.transport
-        transport.abortConnection()
-
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: Mapping[str, Any]) -> None:
         if self.closed or self.state != WebSocketServerProtocol.STATE_OPEN:
             return
         if self.factory.server.record_sent:
@@ -362,7 +353,7 @@ class FakeGeminiFactory(WebSocketServerFactory):
     server: FakeGeminiServer
 
 
-class FakeGeminiServer(ConditionWaiting):
+class FakeGeminiServer(FakeWebSocketServer[FakeGeminiConnection]):
     """The fake service. ``reactor``: listening and time; ``api_key``: the key accepted.
 
     Knobs: ``answer_ms`` (audio per answer), ``chunk_sizes`` (bytes per ``inlineData``, cycled),
@@ -375,7 +366,7 @@ this much audio, still under way, until ``connection.continue_answer()``), ``nex
     """
 
     def __init__(self, reactor: Any, api_key: str = "test-key") -> None:
-        self.reactor = reactor
+        super().__init__(reactor)
         self.api_key = api_key
         self.answer_ms = 1000
         self.chunk_sizes: Sequence[int] = (960, 4800, 1440, 9600, 480, 2400)
@@ -388,31 +379,16 @@ this much audio, still under way, until ``connection.continue_answer()``), ``nex
         self.hold_after_ms: int | None = None
         self.record_audio = True
         self.record_sent = False
-        self.connections: list[FakeGeminiConnection] = []
         self.handles: list[str] = []
-        self.violations: list[str] = []
-        self.sent: list[tuple[int, dict[str, Any]]] = []
+        self.sent: list[tuple[int, Mapping[str, Any]]] = []
         self.answers = 0
         self.interruptions = 0
         self.refused = 0
         self.audio_chunks_sent = 0
-        self._port: Any = None
 
     def listen(self, port: int = 0) -> str:
         """Start listening on 127.0.0.1; return the ws:// URL to configure (without ``?key=``)."""
-        factory = FakeGeminiFactory("ws://127.0.0.1", reactor=self.reactor)
-        factory.server = self
+        factory = self.websocket_factory(FakeGeminiFactory)
         factory.setProtocolOptions(maxMessagePayloadSize=16 * 1024 * 1024)
-        self._port = self.reactor.listenTCP(port, factory, interface="127.0.0.1")
-        return (f"ws://127.0.0.1:{self._port.getHost().port}/ws/"
+        return (f"ws://127.0.0.1:{self.listen_on(factory, port)}/ws/"
                 "google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent")
-
-    def connection(self, index: int = -1) -> FakeGeminiConnection:
-        return self.connections[index]
-
-    def stop(self) -> Deferred[Any]:
-        """Stop listening and wait until every connection has closed."""
-        port, self._port = self._port, None
-        stopping = maybeDeferred(port.stopListening) if port is not None else succeed(None)
-        return DeferredList([stopping, self.when(lambda: all(c.closed for c in self.connections))],
-                            fireOnOneErrback=True)

@@ -59,7 +59,8 @@ from mediaproxy.backends.connection import (
     open_until_ready,
     refused_dial_reason,
 )
-from mediaproxy.backends.openai_dialect import RealtimeDialect, is_session_limit
+from mediaproxy.backends.openai_catalogue import is_session_limit
+from mediaproxy.backends.openai_dialect import RealtimeDialect
 from mediaproxy.backends.openai_events import (
     AudioFinished,
     AudioReceived,

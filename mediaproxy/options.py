@@ -7,7 +7,7 @@ generated configuration reference prints. Fields declared the ordinary way are n
 (derived or per-call values such as a listen-only switch).
 
 The value parsers below raise :class:`ValueError` with a message for the operator; the loader
-(:mod:`mediaproxy.config`) adds the file, section and key.
+(:mod:`mediaproxy.config.loader`) adds the file, section and key.
 
 This module sits at the bottom of the house beside :mod:`mediaproxy.audio`: platform and backend
 modules declare their options with it and import nothing above it.

@@ -24,7 +24,7 @@ from twisted.internet.task import Clock
 
 from mediaproxy.audio.format import AudioFormat
 from mediaproxy.backends.base import CallInfo
-from mediaproxy.backends.openai_session import RealtimeClientProtocol
+from mediaproxy.backends.openai_socket import RealtimeClientProtocol
 from mediaproxy.calls import CallBridge, CallContext, Endpoint
 from mediaproxy.config import PlayoutSettings, parse_config
 from mediaproxy.metrics import Metrics

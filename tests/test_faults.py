@@ -21,7 +21,8 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
 from mediaproxy.backends import reconnect
-from mediaproxy.backends.openai_session import OpenAIRealtimeSession, RealtimeClientProtocol
+from mediaproxy.backends.openai_session import OpenAIRealtimeSession
+from mediaproxy.backends.openai_socket import RealtimeClientProtocol
 from mediaproxy.calls import CallBridge
 from mediaproxy.service import MediaProxyService
 from mediaproxy.testing.fake_realtime import FakeRealtimeServer

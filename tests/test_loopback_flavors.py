@@ -11,7 +11,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from mediaproxy.backends.openai_session import RealtimeClientProtocol
+from mediaproxy.backends.openai_socket import RealtimeClientProtocol
 from mediaproxy.testing.fake_audio import pattern
 from mediaproxy.testing.fake_realtime import FakeRealtimeServer
 from tests import test_loopback_openai as ga

@@ -24,7 +24,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from mediaproxy.backends.openai_session import RealtimeClientProtocol
+from mediaproxy.backends.openai_socket import RealtimeClientProtocol
 from mediaproxy.config import parse_config
 from mediaproxy.service import MediaProxyService
 from mediaproxy.sim.twilio_player import TwilioPlayer

@@ -12,13 +12,8 @@ from typing import Any
 from twisted.trial import unittest
 
 from mediaproxy.audio.format import ALAW_8K, L16_24K, MULAW_8K, AudioFormat
-from mediaproxy.backends.openai_dialect import (
-    _TOKEN_KINDS,
-    FATAL_ERROR_CODES,
-    IGNORED_EVENTS,
-    RealtimeDialect,
-    usage_tokens,
-)
+from mediaproxy.backends.openai_catalogue import FATAL_ERROR_CODES, IGNORED_EVENTS, USAGE_TOKEN_KINDS, usage_tokens
+from mediaproxy.backends.openai_dialect import RealtimeDialect
 from mediaproxy.backends.openai_events import (
     TOKEN_KIND_LABELS,
     AudioFinished,
@@ -266,7 +261,7 @@ class OutputAudioTests(unittest.TestCase):
             {"name": "requests", "limit": 100, "remaining": 99, "reset_seconds": 1.0},
             {"name": "tokens", "limit": 9000, "remaining": 8000, "reset_seconds": 2.5}])
         self.assertEqual(events, [RateLimitsReported({"requests": 99, "tokens": 8000})])
-        self.assertLessEqual({kind for _, _, kind in _TOKEN_KINDS}, TOKEN_KIND_LABELS)
+        self.assertLessEqual({kind for _, _, kind in USAGE_TOKEN_KINDS}, TOKEN_KIND_LABELS)
         self.assertEqual(usage_tokens(None), {})
         self.assertEqual(usage_tokens({"input_token_details": "x"}), {})
 

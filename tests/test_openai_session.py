@@ -18,11 +18,9 @@ from twisted.trial import unittest
 from mediaproxy.audio.format import L16_16K, L16_24K, MULAW_8K
 from mediaproxy.backends.base import CallInfo
 from mediaproxy.backends.openai import OpenAIRealtimeBackend
-from mediaproxy.backends.openai_session import (
-    OpenAIRealtimeSession,
-    RealtimeClientProtocol,
-)
+from mediaproxy.backends.openai_session import OpenAIRealtimeSession
 from mediaproxy.backends.openai_session_config import RealtimeOptions
+from mediaproxy.backends.openai_socket import RealtimeClientProtocol
 from mediaproxy.metrics import Metrics
 from mediaproxy.testing.fake_realtime import LOUD_FRAME, FakeRealtimeServer
 from mediaproxy.testing.recording_listener import RecordingListener

@@ -26,6 +26,14 @@ wire events. ``response.cancel`` is sent only when the server will not cancel by
 (``interrupt_response`` off, or an interrupt that did not come from the server's own VAD); on
 ``speech_started`` it goes out at once, even when nothing of the response has been heard yet
 (nothing to truncate then, but the answer must stop).
+
+This module is the state machine: when each message goes out and what each server event
+means for the call. Around it: what the server's event types and error codes mean (ignored
+events, fatal errors, the session-limit text, usage token kinds) is tabled in
+:mod:`~mediaproxy.backends.openai_catalogue`; the shapes of the client messages and the
+coalescing of caller audio are in :mod:`~mediaproxy.backends.openai_client_messages`; per-item
+transcript text and what was heard of a cut item in :mod:`~mediaproxy.backends.openai_transcripts`.
+The catalogue's names are re-exported here for older callers.
 """
 
 from __future__ import annotations
@@ -39,6 +47,28 @@ from typing import Any
 
 from mediaproxy.audio.format import AudioFormat
 from mediaproxy.backends.base import ToolSpec
+from mediaproxy.backends.openai_catalogue import (
+    FATAL_ERROR_CODES,
+    FATAL_ERROR_TYPES,
+    IGNORED_EVENTS,
+    SESSION_LIMIT_TEXT,
+    USAGE_TOKEN_KINDS,
+    is_fatal_failure,
+    is_session_limit,
+    session_summary,
+    usage_tokens,
+)
+from mediaproxy.backends.openai_client_messages import (
+    RESUME_NOTE,
+    CallerAudioChunks,
+    audio_append,
+    function_call_output,
+    greeting_instruction,
+    keypad_message,
+    resume_note,
+    system_message,
+    truncate_message,
+)
 from mediaproxy.backends.openai_events import (
     AudioFinished,
     AudioReceived,
@@ -52,80 +82,25 @@ from mediaproxy.backends.openai_events import (
     SpeechStarted,
     SpeechStopped,
     ToolCalled,
-    TranscriptReceived,
     UnknownEventReceived,
     UsageReported,
 )
 from mediaproxy.backends.openai_flavors import flavor_of, resolved
 from mediaproxy.backends.openai_ledger import RealtimeLedger
 from mediaproxy.backends.openai_session_config import RealtimeOptions
+from mediaproxy.backends.openai_transcripts import RealtimeTranscripts, remember, text_field
 
-FATAL_ERROR_CODES = frozenset(
-    {
-        "invalid_api_key",
-        "insufficient_quota",
-        "account_deactivated",
-        "billing_hard_limit_reached",
-        "model_not_found",
-        "beta_api_shape_disabled",
-    }
-)
-"""Error codes after which retrying cannot help: the call ends at once."""
-
-FATAL_ERROR_TYPES = frozenset({"authentication_error", "permission_error", "insufficient_quota"})
-"""Error types (when the code says nothing known) after which retrying cannot help."""
-
-SESSION_LIMIT_TEXT = "maximum duration"
-"""What the service's message says at the session limit ("Your session hit the maximum duration
-of 60 minutes."), matched case-insensitively: recognised even without ``session_expired``."""
-
-_REMEMBERED_ITEMS = 64
-"""Transcripts, caller speech times and tool calls remembered per connection (oldest first out)."""
-
-IGNORED_EVENTS = frozenset(
-    {
-        "conversation.created",
-        "conversation.item.added",
-        "conversation.item.created",
-        "conversation.item.deleted",
-        "conversation.item.done",
-        "conversation.item.input_audio_transcription.segment",
-        "conversation.item.retrieved",
-        "conversation.item.truncated",
-        "input_audio_buffer.cleared",
-        "input_audio_buffer.committed",
-        "input_audio_buffer.dtmf_event_received",
-        "input_audio_buffer.timeout_triggered",
-        "mcp_list_tools.completed",
-        "mcp_list_tools.failed",
-        "mcp_list_tools.in_progress",
-        "output_audio_buffer.cleared",
-        "output_audio_buffer.started",
-        "output_audio_buffer.stopped",
-        "response.content_part.added",
-        "response.content_part.done",
-        "response.function_call_arguments.delta",
-        # The call is reported from response.output_item.done (the whole item, once); the
-        # arguments' done event is also sent for interrupted calls, so it is not used.
-        "response.function_call_arguments.done",
-        "response.mcp_call.completed",
-        "response.mcp_call.failed",
-        "response.mcp_call.in_progress",
-        "response.mcp_call_arguments.delta",
-        "response.mcp_call_arguments.done",
-        "response.output_item.added",
-        "response.output_text.delta",
-        "response.output_text.done",
-    }
-)
-"""GA server events the dialect needs nothing from (lifecycle, text, tools, WebRTC-only buffer
-events). Any type neither handled nor listed here is reported as :class:`UnknownEventReceived`."""
-
-RESUME_NOTE = (
-    "The connection to the caller was briefly interrupted and has been restored. This is the "
-    "same call: continue the conversation where it left off and do not greet the caller again."
-)
-
+__all__ = [
+    "FATAL_ERROR_CODES",
+    "FATAL_ERROR_TYPES",
+    "IGNORED_EVENTS",
+    "RESUME_NOTE",
+    "SESSION_LIMIT_TEXT",
+    "USAGE_TOKEN_KINDS",
+    "RealtimeDialect",
+    "is_session_limit",
+    "usage_tokens",
+]
 
 class RealtimeDialect:
     """One connection's worth of the GA Realtime protocol.
@@ -165,15 +140,9 @@ class RealtimeDialect:
         self._active_response: str | None = None
         self._server_cancels_active = False
         # 20 ms (the smallest) means "forward each frame as it arrives": no coalescing.
-        self._chunk_bytes = fmt.bytes_for_ms(options.input_chunk_ms) if options.input_chunk_ms > 20 else 0
-        self._pending_input = bytearray()
+        self._input = CallerAudioChunks(fmt.bytes_for_ms(options.input_chunk_ms) if options.input_chunk_ms > 20 else 0)
         self._tools = tuple(tools)
-        # Per item, bounded: the text so far (deltas), the final bot text, the caller's speech
-        # times on this connection, and what the caller heard of a cut item (ms; None: all).
-        self._partial: OrderedDict[str, str] = OrderedDict()
-        self._bot_final: OrderedDict[str, str] = OrderedDict()
-        self._speech: OrderedDict[str, list[int | None]] = OrderedDict()
-        self._heard_ms: OrderedDict[str, int] = OrderedDict()
+        self._transcripts = RealtimeTranscripts(self._ledger)
         self._tool_calls: OrderedDict[str, None] = OrderedDict()
         self._create_after_done = False
 
@@ -208,26 +177,19 @@ class RealtimeDialect:
 
     def send_audio(self, data: bytes) -> None:
         """Caller audio in the session format, any size (coalesced per ``input_chunk_ms``)."""
-        if not self._chunk_bytes:
-            if data:
-                self._append(data)
-            return
-        self._pending_input += data
-        while len(self._pending_input) >= self._chunk_bytes:
-            self._append(bytes(self._pending_input[: self._chunk_bytes]))
-            del self._pending_input[: self._chunk_bytes]
+        for chunk in self._input.add(data):
+            self._append(chunk)
 
     @property
     def has_pending_audio(self) -> bool:
         """Caller audio is waiting for its chunk to fill (see :meth:`flush_audio`)."""
-        return bool(self._pending_input)
+        return self._input.pending
 
     def flush_audio(self) -> None:
         """Send whatever caller audio is waiting for its chunk to fill (the glue calls this a
         chunk after it was queued, so a caller who falls silent is not held back)."""
-        if self._pending_input:
-            self._append(bytes(self._pending_input))
-            self._pending_input.clear()
+        if self._input.pending:
+            self._append(self._input.flush())
 
     def interrupt(self, item_id: str, played_ms: float) -> None:
         """Barge-in: the caller heard ``played_ms`` of assistant item ``item_id``. Truncates the
@@ -237,18 +199,11 @@ class RealtimeDialect:
         if cut is None:
             return  # an item of an earlier connection, or already handled
         if cut.truncation is not None:
-            _remember(self._heard_ms, item_id, cut.truncation.audio_end_ms)
+            self._transcripts.item_cut(item_id, cut.truncation.audio_end_ms)
         elif played_ms < 1:
-            _remember(self._heard_ms, item_id, 0)
+            self._transcripts.item_cut(item_id, 0)
         if cut.truncation is not None:
-            self._send(
-                {
-                    "type": "conversation.item.truncate",
-                    "item_id": cut.truncation.item_id,
-                    "content_index": cut.truncation.content_index,
-                    "audio_end_ms": cut.truncation.audio_end_ms,
-                }
-            )
+            self._send(truncate_message(cut.truncation))
         if cut.response_id == self._active_response:
             self._cancel_active_response()
 
@@ -256,29 +211,7 @@ class RealtimeDialect:
         """The final bot transcript of ``item_id`` cut to what the caller heard, when both the
         transcript and a cut are known (a transcript that arrived before the barge-in); None
         otherwise."""
-        text = self._bot_final.get(item_id)
-        return None if text is None or item_id not in self._heard_ms else self._heard_text(item_id, text)
-
-    def _heard_text(self, item_id: str, text: str) -> str:
-        """``text`` of ``item_id`` cut in proportion to what of its audio the caller heard.
-
-        Proportional truncation rather than dropping: the caller did hear the first part, and
-        the replay after a reconnect should say so; speech runs at a roughly even number of
-        characters per second, so heard ms / received ms of the item's audio is a fair measure
-        of the words heard. The cut goes back to a word boundary (a half word was not said)."""
-        heard = self._heard_ms.get(item_id)
-        if heard is None:
-            return text
-        total = self._ledger.received_ms(item_id)
-        if heard <= 0 or total <= 0:
-            return ""
-        if heard >= total:
-            return text
-        end = len(text) * heard // total
-        if end < len(text) and not text[end].isspace():
-            space = text.rfind(" ", 0, end + 1)
-            end = space if space >= 0 else 0
-        return text[:end].rstrip()
+        return self._transcripts.heard_transcript(item_id)
 
     def create_response(self) -> None:
         """Ask for a response now (a retry of a failed turn); after the active one if any."""
@@ -290,10 +223,7 @@ class RealtimeDialect:
     def tool_result(self, call_id: str, output: str) -> None:
         """The answer to the tool call ``call_id``, then a response so the model speaks it (once
         the response that made the call is done: the server refuses a second active one)."""
-        self._send(
-            {"type": "conversation.item.create",
-             "item": {"type": "function_call_output", "call_id": call_id, "output": output}}
-        )
+        self._send(function_call_output(call_id, output))
         self.create_response()
 
     def has_tool_call(self, call_id: str) -> bool:
@@ -308,23 +238,12 @@ class RealtimeDialect:
 
     def send_system_note(self, text: str) -> None:
         """A system message in the conversation (no response asked for)."""
-        self._send_system_message(text)
+        self._send(system_message(text))
 
     def send_dtmf(self, digits: str) -> None:
         """Tell the model which keys the caller pressed (the WebSocket API has no DTMF event),
         and ask for a response when none is under way."""
-        self._send(
-            {
-                "type": "conversation.item.create",
-                "item": {
-                    "type": "message",
-                    "role": "user",
-                    "content": [
-                        {"type": "input_text", "text": f"The caller pressed the keys {digits} on the phone keypad."}
-                    ],
-                },
-            }
-        )
+        self._send(keypad_message(digits))
         if self._active_response is None:
             self._send({"type": "response.create"})
 
@@ -364,13 +283,11 @@ class RealtimeDialect:
                 self._cancel_active_response()
             start = int(event.get("audio_start_ms", 0))
             if event.get("item_id"):
-                _remember(self._speech, str(event["item_id"]), [start, None])
+                self._transcripts.speech_started(str(event["item_id"]), start)
             return [SpeechStarted(start)]
         if kind == "input_audio_buffer.speech_stopped":
             end = int(event.get("audio_end_ms", 0))
-            times = self._speech.get(str(event.get("item_id")))
-            if times is not None:
-                times[1] = end
+            self._transcripts.speech_stopped(str(event.get("item_id")), end)
             return [SpeechStopped(end)]
         if kind == "response.created":
             self._active_response = str(event["response"]["id"])
@@ -381,21 +298,13 @@ class RealtimeDialect:
         if kind == "response.output_audio_transcript.delta":
             if self._is_dropped(event):
                 return []  # a cut item: the rest was not said
-            return self._partial_transcript("bot", event)
+            return self._transcripts.partial("bot", str(event["item_id"]), event.get("delta"))
         if kind == "response.output_audio_transcript.done":
-            item_id = str(event["item_id"])
-            text = _text(event.get("transcript"))
-            self._partial.pop(item_id, None)
-            _remember(self._bot_final, item_id, text)
-            return [TranscriptReceived("bot", self._heard_text(item_id, text), True, item_id)]
+            return [self._transcripts.bot_final(str(event["item_id"]), event.get("transcript"))]
         if kind == "conversation.item.input_audio_transcription.delta":
-            return self._partial_transcript("caller", event)
+            return self._transcripts.partial("caller", str(event["item_id"]), event.get("delta"))
         if kind == "conversation.item.input_audio_transcription.completed":
-            item_id = str(event["item_id"])
-            self._partial.pop(item_id, None)
-            spoke_from, spoke_to = self._speech_times(item_id)
-            text = _text(event.get("transcript"))
-            return [TranscriptReceived("caller", text, True, item_id, spoke_from, spoke_to)]
+            return [self._transcripts.caller_final(str(event["item_id"]), event.get("transcript"))]
         if kind == "response.output_item.done":
             return self._output_item(event["item"], event.get("response_id"))
         if kind == "conversation.item.input_audio_transcription.failed":
@@ -421,22 +330,6 @@ class RealtimeDialect:
             return []
         return [UnknownEventReceived(kind)]  # counted by the session, never fatal
 
-    def _partial_transcript(self, role: str, event: dict[str, Any]) -> list[RealtimeEvent]:
-        """A delta: the item's whole text so far (a null or empty delta adds nothing)."""
-        item_id = str(event["item_id"])
-        delta = _text(event.get("delta"))
-        if not delta:
-            return []
-        text = self._partial.get(item_id, "") + delta
-        _remember(self._partial, item_id, text)
-        start, end = self._speech_times(item_id) if role == "caller" else (None, None)
-        return [TranscriptReceived(role, text, False, item_id, start, end)]
-
-    def _speech_times(self, item_id: str) -> tuple[int | None, int | None]:
-        """Where the caller's item lies on this connection's input audio (ms), when known."""
-        times = self._speech.get(item_id)
-        return (None, None) if times is None else (times[0], times[1])
-
     def _output_item(self, item: Mapping[str, Any], response_id: Any) -> list[RealtimeEvent]:
         """A finished output item: a completed function call is reported (once per call_id;
         ``response.done`` lists the same items again). A call of a cut response is not."""
@@ -445,8 +338,8 @@ class RealtimeDialect:
         call_id = str(item["call_id"])
         if call_id in self._tool_calls or self._ledger.is_dropped("", response_id):
             return []
-        _remember(self._tool_calls, call_id, None)
-        return [ToolCalled(call_id, str(item["name"]), _text(item.get("arguments")) or "{}")]
+        remember(self._tool_calls, call_id, None)
+        return [ToolCalled(call_id, str(item["name"]), text_field(item.get("arguments")) or "{}")]
 
     def _audio_delta(self, event: dict[str, Any]) -> list[RealtimeEvent]:
         item_id, response_id = str(event["item_id"]), str(event["response_id"])
@@ -481,7 +374,7 @@ class RealtimeDialect:
             error = details.get("error") or {}
             kind = str(error.get("type") or "")
             code = str(error.get("code") or kind or "unknown")
-            fatal = code in FATAL_ERROR_CODES or (code not in _TRANSIENT_CODES and kind in FATAL_ERROR_TYPES)
+            fatal = is_fatal_failure(code, kind)
             events.append(ResponseFailed(response_id, code, str(error.get("message") or ""), fatal))
         if self._create_after_done and self._active_response is None:
             self._create_after_done = False
@@ -500,22 +393,11 @@ class RealtimeDialect:
         self._ready = True
         self._interrupt_response = self._flavor.interrupts(session, self._options.interrupt_response)
         if self._resumed:
-            note = RESUME_NOTE if not self._resume_context else f"{RESUME_NOTE}\n\n{self._resume_context}"
-            self._send_system_message(note)
+            self._send(system_message(resume_note(self._resume_context)))
         elif self._options.greeting:
-            self._send_system_message(
-                f"The call has just been answered. Greet the caller now by saying exactly: {self._options.greeting}"
-            )
+            self._send(system_message(greeting_instruction(self._options.greeting)))
             self._send({"type": "response.create"})
-        audio = session.get("audio") or {}
-        detection = (audio.get("input") or {}).get("turn_detection", session.get("turn_detection"))
-        summary = (
-            f"flavor={self._flavor.name} "
-            f"input={(audio.get('input') or {}).get('format', session.get('input_audio_format'))} "
-            f"output={(audio.get('output') or {}).get('format', session.get('output_audio_format'))} "
-            f"turn_detection={detection}"
-        )
-        return [SessionReady(self._interrupt_response, summary)]
+        return [SessionReady(self._interrupt_response, session_summary(self._flavor.name, session))]
 
     def _error(self, error: Mapping[str, Any]) -> list[RealtimeEvent]:
         code = str(error.get("code") or error.get("type") or "unknown")
@@ -533,21 +415,8 @@ class RealtimeDialect:
     # --- helpers -------------------------------------------------------------------------------
 
     def _append(self, chunk: bytes) -> None:
-        # The per-frame hot path (50 events a second per call): built as text rather than
-        # through json.dumps, the same bytes for a fraction of the cost (base64 needs no escaping).
         self._event_seq += 1
-        self._output.append(
-            '{"type":"input_audio_buffer.append","audio":"' + base64.b64encode(chunk).decode("ascii")
-            + '","event_id":"' + self._event_prefix + "_" + str(self._event_seq) + '"}'
-        )
-
-    def _send_system_message(self, text: str) -> None:
-        self._send(
-            {
-                "type": "conversation.item.create",
-                "item": {"type": "message", "role": "system", "content": [{"type": "input_text", "text": text}]},
-            }
-        )
+        self._output.append(audio_append(chunk, self._event_prefix + "_" + str(self._event_seq)))
 
     def _send(self, event: dict[str, Any]) -> str:
         self._event_seq += 1
@@ -567,45 +436,3 @@ class RealtimeDialect:
             if self._flavor.cancel_names_response:
                 cancel["response_id"] = response_id
             self._send(cancel)
-
-
-_TRANSIENT_CODES = frozenset({"rate_limit_exceeded", "server_error"})
-
-
-def is_session_limit(text: str | None) -> bool:
-    """``text`` (an error message or close reason) says the session hit its maximum duration."""
-    return bool(text) and SESSION_LIMIT_TEXT in str(text).lower()
-
-
-def _text(value: Any) -> str:
-    """A peer's text field: itself when a string, empty otherwise (never ``"None"``)."""
-    return value if isinstance(value, str) else ""
-
-
-def _remember(table: OrderedDict[str, Any], key: str, value: Any) -> None:
-    table[key] = value
-    table.move_to_end(key)
-    while len(table) > _REMEMBERED_ITEMS:
-        table.popitem(last=False)
-
-
-_TOKEN_KINDS = (
-    ("input_token_details", "audio_tokens", "input_audio"),
-    ("input_token_details", "text_tokens", "input_text"),
-    ("input_token_details", "cached_tokens", "input_cached"),
-    ("output_token_details", "audio_tokens", "output_audio"),
-    ("output_token_details", "text_tokens", "output_text"),
-)
-
-
-def usage_tokens(usage: Any) -> dict[str, int]:
-    """Token counts by kind from a ``response.usage`` object (kinds with no tokens left out)."""
-    if not isinstance(usage, Mapping):
-        return {}
-    tokens: dict[str, int] = {}
-    for details_key, count_key, kind in _TOKEN_KINDS:
-        details = usage.get(details_key)
-        value = details.get(count_key) if isinstance(details, Mapping) else None
-        if isinstance(value, int) and value > 0:
-            tokens[kind] = value
-    return tokens

@@ -30,12 +30,16 @@ buffer instead (``early_audio_ms``, oldest dropped, counted as
 ``frames_dropped_total{direction="in",reason="backend_stalled"}``) until the transport resumes
 it; what is held then goes out first. Control messages (truncate, cancel, tool results) still go
 to the socket: they are few and small.
+
+Around this module: the WebSocket itself is :mod:`~mediaproxy.backends.openai_socket`, what a
+replacement connection is told (recent transcript, tool results that outlived their connection)
+is :mod:`~mediaproxy.backends.openai_memory`, and the backoff of response retries is
+:mod:`~mediaproxy.backends.openai_retries`.
 """
 
 from __future__ import annotations
 
 import random as _random
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
@@ -49,7 +53,6 @@ from mediaproxy.audio.format import AudioFormat
 from mediaproxy.backends.base import BackendListener, CallInfo
 from mediaproxy.backends.connection import (
     AlwaysReading,
-    BackendSocket,
     CallLog,
     HeldAudio,
     ReadyReporter,
@@ -59,7 +62,9 @@ from mediaproxy.backends.connection import (
     open_until_ready,
     refused_dial_reason,
 )
-from mediaproxy.backends.openai_dialect import RealtimeDialect, is_session_limit
+from mediaproxy.backends.openai_caller_input import InputTimeline, PartChunkFlush
+from mediaproxy.backends.openai_catalogue import is_session_limit
+from mediaproxy.backends.openai_dialect import RealtimeDialect
 from mediaproxy.backends.openai_events import (
     AudioFinished,
     AudioReceived,
@@ -81,35 +86,17 @@ from mediaproxy.backends.openai_events import (
     token_kind_label,
 )
 from mediaproxy.backends.openai_flavors import endpoint
+from mediaproxy.backends.openai_memory import RealtimeMemory
+from mediaproxy.backends.openai_retries import ResponseRetries
 from mediaproxy.backends.openai_session_config import RealtimeOptions, transcription_language
-from mediaproxy.backends.reconnect import Redialer, Timer, connection_lost_reason, dial_websocket
+from mediaproxy.backends.openai_socket import RealtimeClientProtocol
+from mediaproxy.backends.reconnect import Redialer, connection_lost_reason, dial_websocket
 from mediaproxy.metrics import Metrics
 from mediaproxy.transcripts import Transcript
 
 log = Logger()
 
-_HISTORY_LINES = 12
-_HISTORY_CHARS = 2000
-_TOOL_CALLS = 32
-"""Tool calls remembered per session (their names, for a result that outlives its connection)."""
-
-
-class RealtimeClientProtocol(BackendSocket):
-    """The WebSocket of one connection; forwards everything to its session."""
-
-    session: OpenAIRealtimeSession | None = None
-    dialect: RealtimeDialect | None = None
-    ready: Deferred[RealtimeClientProtocol] | None = None
-
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        if self.session is None:
-            return
-        if isBinary:
-            # The Realtime protocol is text frames only: a binary one is a faulty peer. Counted
-            # and ignored, like any other message we cannot understand.
-            self.session.malformed_message(self)
-        else:
-            self.session.message_received(self, payload)
+__all__ = ["OpenAIRealtimeSession", "RealtimeClientProtocol"]
 
 
 class OpenAIRealtimeSession(AlwaysReading):
@@ -141,25 +128,19 @@ class OpenAIRealtimeSession(AlwaysReading):
         self._early = HeldAudio(audio_format, options.early_audio_ms, metrics)
         # The socket's write buffer is over its bound (see WriteBackpressure): appends are held.
         self._stalled = False
-        self._stall_dropped_bytes = 0
         self._proto: RealtimeClientProtocol | None = None
         self._dialect: RealtimeDialect | None = None
         self._connections = 0
         self._ready = ReadyReporter(reactor, metrics, backend_name, listener)
         self._expiring = False
         self._closed = False
-        self._chunk_timer: Timer | None = None
-        # Final transcript lines by item id (a barge-in rewrites a bot line to what was heard).
-        self._history: OrderedDict[str, str] = OrderedDict()
+        self._part_chunk = PartChunkFlush(reactor, options.input_chunk_ms, self._flush_chunk)
+        self._memory = RealtimeMemory()
         self._language: str | None = options.transcription_language or None
         # The input timeline: caller audio bridged so far, and where this connection's starts.
-        self._input_bytes = 0
-        self._input_offset_ms = 0
-        # Response retries: failures in a row and the pending retry.
-        self._response_failures = 0
-        self._retry_timer: Timer | None = None
-        self._tool_names: OrderedDict[str, str] = OrderedDict()
-        self._pending_results: list[tuple[str, str]] = []
+        self._timeline = InputTimeline(audio_format.bytes_per_ms)
+        self._retries = ResponseRetries(reactor, options.response_retries, options.response_retry_backoff_ms,
+                                        self._retry_response)
         # The flavor's URL (query included) and credential header (openai_flavors).
         self._url, self._headers = endpoint(options)
         call_log = CallLog(log, call.call_id, backend_name, (options.api_key, options.entra_token))
@@ -180,7 +161,7 @@ class OpenAIRealtimeSession(AlwaysReading):
         """Caller audio in ``audio_format``; held (bounded) until a session is ready."""
         if self._closed:
             return
-        self._input_bytes += len(data)
+        self._timeline.bridged(len(data))
         dialect = self._dialect
         if dialect is None:
             self._hold(data, "backend_not_ready")
@@ -190,13 +171,7 @@ class OpenAIRealtimeSession(AlwaysReading):
             return
         dialect.send_audio(data)
         self._send_output()
-        if dialect.has_pending_audio:
-            if self._chunk_timer is None:
-                self._chunk_timer = self._reactor.callLater(self._options.input_chunk_ms / 1000.0, self._flush_chunk)
-        elif self._chunk_timer is not None:
-            # The chunk filled and went: the timer was for its first frame. Left armed, it would
-            # fire just as the next chunk's first frame arrived and send that alone.
-            self._cancel_chunk_timer()
+        self._part_chunk.audio_queued(dialect.has_pending_audio)
 
     def interrupt(self, response_id: str, played_ms: int) -> None:
         """Barge-in on assistant item ``response_id`` after the caller heard ``played_ms``
@@ -206,13 +181,10 @@ class OpenAIRealtimeSession(AlwaysReading):
             self._dialect.interrupt(response_id, played_ms)
             self._send_output()
             heard = self._dialect.heard_transcript(response_id)
-            if heard is not None and response_id in self._history:
+            if heard is not None:
                 # The final transcript came before the barge-in: what is replayed after a
                 # reconnect is only what the caller heard.
-                if heard:
-                    self._history[response_id] = f"assistant: {heard}"
-                else:
-                    del self._history[response_id]
+                self._memory.bot_line_heard(response_id, heard)
 
     def send_dtmf(self, digits: str) -> None:
         """Tell the model the caller pressed keys (dropped while reconnecting)."""
@@ -231,7 +203,7 @@ class OpenAIRealtimeSession(AlwaysReading):
             return
         dialect = self._dialect
         if dialect is None:
-            self._pending_results.append((call_id, output))
+            self._memory.hold_result(call_id, output)
             return
         if dialect.has_tool_call(call_id):
             dialect.tool_result(call_id, output)
@@ -240,9 +212,7 @@ class OpenAIRealtimeSession(AlwaysReading):
         self._send_output()
 
     def _result_as_note(self, dialect: RealtimeDialect, call_id: str, output: str) -> None:
-        name = self._tool_names.get(call_id, "a function")
-        dialect.send_system_note(f"The result of the function call {name} made before the connection was "
-                                 f"restored: {output[:_HISTORY_CHARS]}")
+        dialect.send_system_note(self._memory.result_note(call_id, output))
         dialect.create_response()
 
     def set_language(self, language: str) -> None:
@@ -266,8 +236,8 @@ class OpenAIRealtimeSession(AlwaysReading):
             return
         self._closed = True
         self._redialer.stop()
-        self._cancel_chunk_timer()
-        self._cancel_retry()
+        self._part_chunk.cancel()
+        self._retries.cancel()
         proto, self._proto, self._dialect = self._proto, None, None
         if proto is not None:
             hang_up(proto, abort=abort)
@@ -283,7 +253,7 @@ class OpenAIRealtimeSession(AlwaysReading):
             self._options,
             self.audio_format,
             resumed=self._ready.ever_ready,
-            resume_context=self._resume_context(),
+            resume_context=self._memory.resume_context(),
             event_prefix=f"c{self._connections}",
             tools=self._call.tools,
         )
@@ -323,9 +293,7 @@ class OpenAIRealtimeSession(AlwaysReading):
             self._log("warn", "backend socket is not draining; caller audio is held (at most {ms} ms)",
                       ms=self._options.early_audio_ms)
             return
-        # The server's input timeline lacks what was dropped: transcript times shift by it.
-        self._input_offset_ms += self._stall_dropped_bytes // self.audio_format.bytes_per_ms
-        self._stall_dropped_bytes = 0
+        self._timeline.stall_over()
         held = self._early.take()
         if held and self._dialect is not None:
             self._dialect.send_audio(held)
@@ -354,8 +322,8 @@ class OpenAIRealtimeSession(AlwaysReading):
             return
         self._proto, self._dialect = None, None
         self._stalled = False
-        self._cancel_chunk_timer()
-        self._cancel_retry()
+        self._part_chunk.cancel()
+        self._retries.cancel()
         description = self._redact(connection_lost_reason(code, reason))
         if proto.ready is not None and not proto.ready.called:
             proto.ready.errback(ConnectionLost(description))
@@ -378,16 +346,14 @@ class OpenAIRealtimeSession(AlwaysReading):
             case AudioFinished(item_id=item_id):
                 listener.backend_response_done(item_id)
             case SpeechStarted():
-                self._cancel_retry()  # the caller speaks: the turn to retry is over
+                self._retries.cancel()  # the caller speaks: the turn to retry is over
                 listener.backend_speech_started()
             case SpeechStopped():
                 listener.backend_speech_stopped()
             case TranscriptReceived():
                 self._transcript(event)
             case ToolCalled(call_id=call_id, name=name, arguments=arguments):
-                self._tool_names[call_id] = name
-                while len(self._tool_names) > _TOOL_CALLS:
-                    self._tool_names.popitem(last=False)
+                self._memory.tool_called(call_id, name)
                 self._log("info", "model calls tool {tool}", tool=name[:64])
                 listener.backend_tool_call(call_id, name, arguments)
             case ResponseFailed():
@@ -415,7 +381,7 @@ class OpenAIRealtimeSession(AlwaysReading):
             case ResponseEnded(status="incomplete", reason=reason):
                 self._log("warn", "response incomplete ({reason})", reason=reason)
             case ResponseEnded(status="completed"):
-                self._response_failures = 0
+                self._retries.succeeded()
             case ResponseEnded():
                 pass
             case UnknownEventReceived(event_type=event_type):
@@ -423,14 +389,13 @@ class OpenAIRealtimeSession(AlwaysReading):
                 self._log("debug", "ignored unknown backend event {event_type!r}", event_type=event_type[:80])
 
     def _transcript(self, event: TranscriptReceived) -> None:
-        offset = self._input_offset_ms
         caller = event.role == "caller"
         transcript = Transcript(
             event.role,
             event.text,
             event.final,
-            start_ms=None if event.start_ms is None else event.start_ms + offset,
-            end_ms=None if event.end_ms is None else event.end_ms + offset,
+            start_ms=self._timeline.on_call(event.start_ms),
+            end_ms=self._timeline.on_call(event.end_ms),
             language=self._language if caller else None,
         )
         if event.final and not event.text:
@@ -439,11 +404,7 @@ class OpenAIRealtimeSession(AlwaysReading):
         if event.final:
             # Kept only for the resume note; transcripts are personal data and are never
             # logged here (the bridge owns the one opt-in transcript log line).
-            key = event.item_id or f"line-{len(self._history)}-{self._connections}"
-            self._history[key] = f"{'caller' if caller else 'assistant'}: {event.text}"
-            self._history.move_to_end(key)
-            while len(self._history) > _HISTORY_LINES:
-                self._history.popitem(last=False)
+            self._memory.final_line(event.item_id, self._connections, caller, event.text)
             self._log("debug", "final {role} transcript received", role=event.role)
 
     def _response_failed(self, event: ResponseFailed) -> None:
@@ -454,38 +415,26 @@ class OpenAIRealtimeSession(AlwaysReading):
         if event.fatal:
             self._fail(reason)
             return
-        self._response_failures += 1
-        if self._response_failures > self._options.response_retries:
-            self._fail(f"{reason} (after {self._options.response_retries} retries)")
+        delay_s = self._retries.failed()
+        if delay_s is None:
+            self._fail(f"{reason} (after {self._retries.retries} retries)")
             return
-        delay_s = self._options.response_retry_backoff_ms / 1000.0 * 2 ** (self._response_failures - 1)
         self._log("warn", "response failed ({code}); asking again in {delay:.2f} s", code=event.code[:64],
                   delay=delay_s)
-        self._cancel_retry()
-        self._retry_timer = self._reactor.callLater(delay_s, self._retry_response)
 
     def _retry_response(self) -> None:
-        self._retry_timer = None
         if self._dialect is not None and not self._closed:
             self._dialect.create_response()
             self._send_output()
-
-    def _cancel_retry(self) -> None:
-        if self._retry_timer is not None and self._retry_timer.active():
-            self._retry_timer.cancel()
-        self._retry_timer = None
 
     def _session_ready(self, proto: RealtimeClientProtocol, event: SessionReady) -> None:
         self._log("info", "backend session configured: {summary}", summary=event.summary)
         self._dialect = proto.dialect
         held = self._early.take()
-        # The server counts this connection's audio from 0: its first sample is the first held
-        # one (what was dropped before it is not on the server's timeline either).
-        self._input_offset_ms = (self._input_bytes - len(held)) // self.audio_format.bytes_per_ms
+        self._timeline.connection_starts(len(held))
         if held and self._dialect is not None:
             self._dialect.send_audio(held)
-        pending, self._pending_results = self._pending_results, []
-        for call_id, output in pending:
+        for call_id, output in self._memory.take_held_results():
             if self._dialect is not None:
                 self._result_as_note(self._dialect, call_id, output)
         self._send_output(proto)
@@ -514,21 +463,9 @@ class OpenAIRealtimeSession(AlwaysReading):
         20 ms frames under ``reason``."""
         dropped = self._early.hold(data, reason)
         if dropped and self._stalled:
-            self._stall_dropped_bytes += dropped
+            self._timeline.stall_dropped(dropped)
 
     def _flush_chunk(self) -> None:
-        self._chunk_timer = None
         if self._dialect is not None:
             self._dialect.flush_audio()
             self._send_output()
-
-    def _cancel_chunk_timer(self) -> None:
-        if self._chunk_timer is not None and self._chunk_timer.active():
-            self._chunk_timer.cancel()
-        self._chunk_timer = None
-
-    def _resume_context(self) -> str:
-        if not self._history:
-            return ""
-        text = "Recent conversation, oldest first:\n" + "\n".join(self._history.values())
-        return text[-_HISTORY_CHARS:]

@@ -12,13 +12,13 @@ Bot audio flows one way: backend → :meth:`CallBridge.backend_audio` → transc
 the platform leg (the playout's sink) → socket. Commands to the platform (clear, transcripts,
 hang-up) go to the leg's session, then one :meth:`PlatformLeg.flush` per entry point.
 
-Nothing is shared between calls except the context (clock, metrics) and the registry.
+Nothing is shared between calls except the context (clock, metrics) and the registry. The extra
+channels of a listen-only call (AudioHook Monitor) are :mod:`mediaproxy.calls.listen_channels`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred, succeed
@@ -29,6 +29,7 @@ from mediaproxy.calls.actions import CallActions
 from mediaproxy.calls.context import CallContext, Endpoint, loggable
 from mediaproxy.calls.digits import DigitCollector
 from mediaproxy.calls.leg import PlatformLeg
+from mediaproxy.calls.listen_channels import ListenChannels
 from mediaproxy.calls.scope import CallLogger, CallScope
 from mediaproxy.metrics import Metrics
 from mediaproxy.outcome import Outcome
@@ -53,47 +54,6 @@ from mediaproxy.transcripts import Transcript
 
 if TYPE_CHECKING:
     from mediaproxy.calls.registry import CallRegistry
-
-MAX_LISTEN_CHANNELS = 3
-"""Listen-only calls open one backend session per audio channel; AudioHook has two, and input
-never opens sessions without bound."""
-
-
-class _ChannelListener:
-    """Backend listener of one extra channel of a listen-only call (AudioHook Monitor streams
-    the caller and the agent separately; each gets its own backend session). Only transcripts
-    and failures matter: a listen-only call plays nothing back."""
-
-    def __init__(self, bridge: CallBridge, role: str) -> None:
-        self._bridge = bridge
-        self._role = role
-
-    def backend_transcript(self, transcript: Transcript) -> None:
-        if transcript.role == "caller":  # what this channel's party said
-            self._bridge.backend_transcript(replace(transcript, role=self._role))
-
-    def backend_tool_call(self, call_id: str, name: str, arguments: str) -> None: ...
-
-    def backend_failed(self, reason: str) -> None:
-        self._bridge.backend_failed(reason)
-
-    def backend_hangup(self, reason: str, variables: Mapping[str, str] | None = None) -> None:
-        self._bridge.backend_hangup(reason, variables)
-
-    def backend_ready(self) -> None: ...
-
-    def backend_clear(self) -> None: ...
-
-    def when_heard(self) -> Deferred[bool]:
-        return succeed(True)  # nothing is played on a listen-only call
-
-    def backend_audio(self, response_id: str, data: bytes) -> None: ...
-
-    def backend_response_done(self, response_id: str) -> None: ...
-
-    def backend_speech_started(self) -> None: ...
-
-    def backend_speech_stopped(self) -> None: ...
 
 
 class CallBridge:
@@ -129,7 +89,7 @@ class CallBridge:
         self._down: Transcoder | None = None
         self._caller_paused = False
         self._listen_only = not leg.session.capabilities.plays_audio
-        self._extra_channels: dict[str, tuple[BackendSession, Transcoder]] = {}
+        self._extra_channels = ListenChannels(self, endpoint.backend)
         self._call_info: CallInfo | None = None
         self._frames_in = context.metrics.frames_total.labels(self.platform, "in")
         self._started = False
@@ -220,7 +180,7 @@ class CallBridge:
                 case LanguageChanged(language):
                     if self._backend_session is not None and not self.ended:
                         self._backend_session.set_language(language)
-                    for session, _ in self._extra_channels.values():
+                    for session in self._extra_channels.sessions():
                         session.set_language(language)
                 case ProtocolViolation(kind, detail):
                     self._metrics.protocol_errors_total.labels(self.platform, kind).inc()
@@ -264,22 +224,11 @@ class CallBridge:
         if self._backend_session is None or self._caller_paused or self.ended:
             return
         if channel != "external" and self._listen_only:
-            self._channel_audio(data, channel)
+            fmt = None if self._playout is None else self._playout.audio_format
+            self._extra_channels.audio(data, channel, self._call_info, fmt)
             return
         assert self._up is not None
         self._backend_session.send_audio(self._up.convert(data))
-
-    def _channel_audio(self, data: bytes, channel: str) -> None:
-        leg = self._extra_channels.get(channel)
-        if leg is None:
-            if len(self._extra_channels) >= MAX_LISTEN_CHANNELS or self._call_info is None or self._playout is None:
-                return
-            fmt = self._playout.audio_format
-            session = self.backend.open_session(self._call_info, _ChannelListener(self, "agent"), fmt)
-            leg = (session, Transcoder(fmt, session.audio_format))
-            self._extra_channels[channel] = leg
-        session, up = leg
-        session.send_audio(up.convert(data))
 
     # --- the platform connection -------------------------------------------------------------------
 
@@ -447,7 +396,7 @@ class CallBridge:
         if self._playout is not None:
             self._playout.stop()
         sessions = [] if self._backend_session is None else [self._backend_session]
-        for session in sessions + [extra for extra, _ in self._extra_channels.values()]:
+        for session in sessions + self._extra_channels.sessions():
             if isinstance(session, EndReported):
                 session.call_ending(outcome.value)
             session.close()

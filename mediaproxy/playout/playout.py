@@ -32,24 +32,27 @@ sending). It never pauses the backend: a backend socket that is not read hides i
 Instead the queue is bounded: audio that would take it beyond ``max_buffer_ms`` is dropped, the
 newest first, and with it the rest of that response (so every response played is an exact
 prefix of what the backend sent, and the played position, hence the truncation, stays exact);
-counted in ``frames_dropped_total{direction="out",reason="overflow"}``.
+counted in ``frames_dropped_total{direction="out",reason="overflow"}``
+(:mod:`mediaproxy.playout.overflow`).
 
 :meth:`Playout.when_played_out` tells when the caller has heard everything sent (a farewell
-before hanging up); :meth:`Playout.when_heard` when they have heard what was written so far (a
-bot's mark, :mod:`mediaproxy.playout.heard`).
+before hanging up, :mod:`mediaproxy.playout.played_out`); :meth:`Playout.when_heard` when they
+have heard what was written so far (a bot's mark, :mod:`mediaproxy.playout.heard`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet.defer import CancelledError, Deferred, fail
-from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
 from mediaproxy.audio.format import AudioFormat
 from mediaproxy.platforms.base import PlatformCapabilities
 from mediaproxy.playout.heard import HeardWaiters
+from mediaproxy.playout.overflow import OverflowGuard
+from mediaproxy.playout.played_out import PlayedOutWaiters
 from mediaproxy.playout.position import PlayedPosition
 from mediaproxy.playout.queue import PacketQueue
 from mediaproxy.playout.responses import PlayedAudio
@@ -118,7 +121,6 @@ class Playout:
         self._lead_s = lead_ms / 1000.0
         self._dry_tolerance_ms = frame_ms / 2
         self._prefill_bytes = audio_format.bytes_for_ms(settings.prefill_ms)
-        self._max_bytes = audio_format.bytes_for_ms(settings.max_buffer_ms)
 
         # Several packets per message where the platform allows it: fewer messages, less CPU.
         # The pacing is unchanged (a message is due when its first packet is), so the platform
@@ -140,12 +142,10 @@ class Playout:
 
         self._back_off_until = 0.0
 
-        # The response whose audio overflowed max_buffer_ms: the rest of it is dropped.
-        self._overflowing: str | None = None
-        self._dropped_overflow_bytes = 0
-        self._played_out_waiters: list[Deferred[None]] = []
-        self._played_out_timer: IDelayedCall | None = None
+        self._overflow = OverflowGuard(audio_format, audio_format.bytes_for_ms(settings.max_buffer_ms),
+                                       self._frame_bytes, metrics.frames_dropped_total.labels("out", "overflow"))
         played = self._played
+        self._played_out = PlayedOutWaiters(clock.reactor, self._queue, played, lambda: self._stopped)
         self._heard = HeardWaiters(clock.reactor, played.played_ms, lambda: played.sent_ms,
                                    lambda: bool(self._queue.queued_bytes))
         self._transport_paused = False
@@ -157,7 +157,6 @@ class Playout:
         self._buffer_seconds = metrics.playout_buffer_seconds
         self._frames_out = metrics.frames_total.labels(platform, "out")
         self._dropped_bargein = metrics.frames_dropped_total.labels("out", "bargein")
-        self._dropped_overflow = metrics.frames_dropped_total.labels("out", "overflow")
 
     # --- inputs from the backend side ------------------------------------------------------
 
@@ -178,8 +177,8 @@ class Playout:
         if queue.is_cut(response_id):
             self._dropped_bargein.inc(len(data) / self._frame_bytes)
             return
-        if response_id == self._overflowing or len(data) > self._max_bytes - queue.queued_bytes:
-            data = self._overflow(response_id, data)
+        if not self._overflow.fits(response_id, len(data), queue.queued_bytes):
+            data = self._overflow.keep(response_id, data, queue.queued_bytes)
             if not data:
                 return
         queue.write(response_id, data)
@@ -187,29 +186,13 @@ class Playout:
         now = self._clock.seconds()
         self._service(now, self._clock.grid_time(now))
 
-    def _overflow(self, response_id: str, data: bytes) -> bytes:
-        """The part of ``data`` that fits under ``max_buffer_ms`` (whole samples), none once the
-        response has overflowed; the rest is counted as dropped."""
-        if response_id == self._overflowing:
-            keep = 0
-        else:
-            room = max(0, self._max_bytes - self._queue.queued_bytes)
-            keep = room - room % self._format.frame_bytes
-            self._overflowing = response_id
-        dropped = self._dropped_overflow_bytes + len(data) - keep
-        # Counted in whole frames, the remainder carried, so the counter never sees fractions.
-        frames, self._dropped_overflow_bytes = divmod(dropped, self._frame_bytes)
-        if frames:
-            self._dropped_overflow.inc(frames)
-        return data[:keep]
-
     def finish(self, response_id: str) -> None:
         """``response_id`` has delivered all its audio; its tail may now be padded and sent."""
         if self._stopped or not self._queue.finish(response_id):
             return
         now = self._clock.seconds()
         self._service(now, self._clock.grid_time(now))
-        self._check_played_out()
+        self._played_out.check()
 
     # --- inputs from the platform side -----------------------------------------------------
 
@@ -217,8 +200,8 @@ class Playout:
         """The platform played up to (or flushed) the mark ``name``. Returns False for an echo
         of another generation (flushed by a barge-in) or a name we did not send."""
         accepted = self._played.mark_echoed(name, self._clock.seconds())
-        if accepted and self._played_out_waiters:
-            self._check_played_out()
+        if accepted and self._played_out:
+            self._played_out.check()
         if accepted and self._heard:
             self._heard.check()
         return accepted
@@ -258,9 +241,9 @@ class Playout:
         self._anchor = None
         self._stream_open = False
         self._dry_mid_response = False
-        self._overflowing = None
+        self._overflow.cleared()
         self._clock.discard(self)
-        self._check_played_out()
+        self._played_out.check()
         return heard
 
     def played_position_ms(self, now: float) -> float:
@@ -288,11 +271,8 @@ class Playout:
         self._stopped = True
         self._queue.reset()
         self._clock.discard(self)
-        self._cancel_played_out_timer()
         self._heard.stop()
-        waiters, self._played_out_waiters = self._played_out_waiters, []
-        for d in waiters:
-            d.cancel()
+        self._played_out.stop()
 
     # --- played out --------------------------------------------------------------------------
 
@@ -306,17 +286,7 @@ class Playout:
         stopped before it could fire) it fails with ``CancelledError``; cancelling it is allowed."""
         if self._stopped:
             return fail(CancelledError("playout stopped"))
-
-        def forget(d: Deferred[None]) -> None:
-            if d in self._played_out_waiters:
-                self._played_out_waiters.remove(d)
-            if not self._played_out_waiters:
-                self._cancel_played_out_timer()
-
-        d: Deferred[None] = Deferred(forget)
-        self._played_out_waiters.append(d)
-        self._check_played_out()
-        return d
+        return self._played_out.add()
 
     def when_heard(self) -> Deferred[bool]:
         """A Deferred that fires True once the caller has heard all the audio written so far
@@ -327,39 +297,6 @@ class Playout:
             return fail(CancelledError("playout stopped"))
         queue = self._queue
         return self._heard.add(self._played.sent_ms + queue.queued_ms - queue.open_tail_ms())
-
-    def _check_played_out(self) -> None:
-        """Fire the :meth:`when_played_out` waiters if everything was heard; otherwise, on the
-        clock path, arm one timer for when it will have been."""
-        if not self._played_out_waiters or self._stopped:
-            return
-        queue = self._queue
-        if queue.queued_bytes or queue.has_open_response():
-            return  # write/finish/clear call back here
-        played = self._played
-        now = self._clock.seconds()
-        remaining_ms = played.sent_ms - played.played_ms(now)
-        if played.has_marks and played.in_spurt:
-            if not played.echoed_all():
-                return  # mark_echoed calls back here
-        elif remaining_ms > 0.01:  # float noise of reactor times, far below a sample
-            if self._played_out_timer is None:
-                reactor: Any = self._clock.reactor
-                self._played_out_timer = reactor.callLater(remaining_ms / 1000.0, self._played_out_due)
-            return
-        self._cancel_played_out_timer()
-        waiters, self._played_out_waiters = self._played_out_waiters, []
-        for d in waiters:
-            d.callback(None)
-
-    def _played_out_due(self) -> None:
-        self._played_out_timer = None
-        self._check_played_out()
-
-    def _cancel_played_out_timer(self) -> None:
-        timer, self._played_out_timer = self._played_out_timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
 
     # --- IPushProducer (toward the platform transport) ---------------------------------------
 
@@ -461,12 +398,11 @@ class Playout:
         if sent_any or closed:
             sink.flush()
         if sent_any:
-            # More was sent: a timer armed for the old end is early now.
-            self._cancel_played_out_timer()
+            self._played_out.sent_more()
             if self._heard:
                 self._heard.check()
-        if self._played_out_waiters and not queue.queued_bytes:
-            self._check_played_out()
+        if self._played_out and not queue.queued_bytes:
+            self._played_out.check()
         if queue.queued_bytes:
             self._clock.add(self)
         else:

@@ -92,6 +92,19 @@ class AudioHookRegressionTests(unittest.TestCase):
         (opened,) = frames(session)
         self.assertEqual(opened["parameters"]["media"], [offer])
 
+    def test_an_infinite_number_in_an_echoed_offer_is_not_json(self) -> None:
+        """The fuzzer's offer ``{..., "ulvktemrp": Infinity}``: ``opened`` echoed it, and went out
+        with a bare ``Infinity`` no strict parser reads. Such a message is not JSON (RFC 8259),
+        answered as any other: ``bad_json`` and ``disconnect``. ``1e999`` (Python's inf) too."""
+        for literal in ("Infinity", "-Infinity", "NaN", "1e999"):
+            session = hook_session("monitor")
+            text = hook_open([EXTERNAL]).replace('"rate": 8000', f'"rate": 8000, "x": {literal}', 1)
+            self.assertIn(literal, text)
+            (violation,) = session.receive_text(text)
+            self.assertEqual(violation.kind, "bad_json", literal)
+            (disconnect,) = frames(session)
+            self.assertEqual(disconnect["type"], "disconnect")
+
     def test_lone_surrogate_in_an_error_message_and_close_reason_is_loggable(self) -> None:
         """The loopback fuzzer's ``error {message: "…\\udc00…"}``: the bridge logs the message,
         and the UTF-8 log file could not write it (the close reason is logged the same way)."""

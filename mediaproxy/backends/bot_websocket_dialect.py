@@ -28,11 +28,11 @@ fields are ignored.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mediaproxy import strict_json
 from mediaproxy.audio.format import AudioFormat
 from mediaproxy.backends.json_frames import text_frame
 
@@ -217,7 +217,7 @@ class BotDialect:
         if is_binary:
             return self._audio(payload if isinstance(payload, bytes) else payload.encode())
         try:
-            message = json.loads(payload)
+            message = strict_json.loads(payload)
         except (ValueError, RecursionError):  # deep nesting raises RecursionError, not ValueError
             return [self._malformed("not JSON")]
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):

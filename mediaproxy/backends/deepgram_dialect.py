@@ -35,6 +35,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
+from mediaproxy import strict_json
 from mediaproxy.backends.deepgram_events import (
     ERROR_CODE_LABELS,
     ERROR_CODES,
@@ -183,7 +184,7 @@ class AgentDialect:
         if is_binary:
             return self._audio(payload if isinstance(payload, bytes) else payload.encode())
         try:
-            message = json.loads(payload)
+            message = strict_json.loads(payload)
         except (ValueError, RecursionError):  # deep nesting raises RecursionError, not ValueError
             return [UnknownMessage("(not JSON)")]
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):

@@ -18,7 +18,6 @@ speak.
 
 from __future__ import annotations
 
-import json
 import random as _random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from urllib.parse import quote, urlsplit
 
 from twisted.internet.defer import Deferred
 
+from mediaproxy import strict_json
 from mediaproxy.audio.format import ALAW_8K, L16_16K, MULAW_8K, AudioFormat, FormatPreference
 from mediaproxy.backends.base import BackendListener, BackendType, CallInfo
 from mediaproxy.backends.elevenlabs_events import (
@@ -124,7 +124,7 @@ def _signed_url(response: HttpResponse) -> str:
     if response.status != 200:
         raise ConnectionError(f"signed URL request failed (HTTP {response.status})")
     try:
-        url = json.loads(response.body).get("signed_url")
+        url = strict_json.loads(response.body).get("signed_url")
     except (ValueError, AttributeError, RecursionError):
         url = None
     if not isinstance(url, str) or urlsplit(url).scheme not in ("ws", "wss"):

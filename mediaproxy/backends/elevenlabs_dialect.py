@@ -38,6 +38,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
+from mediaproxy import strict_json
 from mediaproxy.backends.elevenlabs_events import (
     IGNORED_MESSAGES,
     AgentAudio,
@@ -168,7 +169,7 @@ class ConversationDialect:
         if call_id not in self._calls:
             return
         try:
-            parsed = json.loads(output)
+            parsed = strict_json.loads(output)
         except (ValueError, RecursionError):
             parsed = None
         is_error = isinstance(parsed, dict) and "error" in parsed
@@ -189,7 +190,7 @@ class ConversationDialect:
     def receive(self, payload: bytes | str) -> list[ConversationEvent]:
         """One server frame; the events it means, in order."""
         try:
-            message = json.loads(payload)
+            message = strict_json.loads(payload)
         except (ValueError, RecursionError):  # deep nesting raises RecursionError, not ValueError
             return [UnknownMessage("(not JSON)")]
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):

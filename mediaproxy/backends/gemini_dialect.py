@@ -39,6 +39,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from mediaproxy import strict_json
 from mediaproxy.backends.base import ToolSpec
 from mediaproxy.backends.gemini_events import (
     ERROR_CODE_LABELS,
@@ -210,7 +211,7 @@ class GeminiDialect:
         try:
             # NaN and Infinity are not JSON (nor is 1e999, which Python reads as inf): such an
             # answer goes as text; so does one nested too deep to parse.
-            response = json.loads(output, parse_constant=_not_json, parse_float=_finite)
+            response = strict_json.loads(output)
         except (ValueError, RecursionError):
             response = output
         if not isinstance(response, dict):
@@ -231,7 +232,7 @@ class GeminiDialect:
     def receive(self, message: str | bytes) -> list[GeminiEvent]:
         """Parse one server message; never raises (garbage becomes a ``ServerError``)."""
         try:
-            event = json.loads(message)
+            event = strict_json.loads(message)
         except (ValueError, UnicodeDecodeError, RecursionError):
             return [ServerError("malformed_event", "server sent a message that is not JSON")]
         if not isinstance(event, dict):
@@ -393,17 +394,6 @@ class GeminiDialect:
 
     def _send(self, message: dict[str, Any]) -> None:
         self._output.append(json.dumps(message, separators=(",", ":")))
-
-
-def _not_json(constant: str) -> Any:
-    raise ValueError(f"{constant} is not JSON")
-
-
-def _finite(literal: str) -> float:
-    value = float(literal)
-    if not math.isfinite(value):
-        raise ValueError(f"{literal} is out of range")
-    return value
 
 
 def _text(value: Any) -> str:

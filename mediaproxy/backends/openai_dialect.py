@@ -45,6 +45,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from mediaproxy import strict_json
 from mediaproxy.audio.format import AudioFormat
 from mediaproxy.backends.base import ToolSpec
 from mediaproxy.backends.openai_catalogue import (
@@ -252,7 +253,7 @@ class RealtimeDialect:
     def receive(self, message: str | bytes) -> list[RealtimeEvent]:
         """Parse one server message; never raises (garbage becomes a ``ServerError``)."""
         try:
-            event = json.loads(message)
+            event = strict_json.loads(message)
         except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting: RecursionError
             return [ServerError("malformed_event", "server sent a message that is not JSON")]
         if not isinstance(event, dict) or not isinstance(event.get("type"), str):

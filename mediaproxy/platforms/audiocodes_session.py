@@ -12,11 +12,11 @@ connection or calls :meth:`AudioCodesSession.resume_rejected`.
 from __future__ import annotations
 
 import binascii
-import json
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from mediaproxy import strict_json
 from mediaproxy.audio.format import AudioFormat, FormatPreference, choose_format
 from mediaproxy.outcome import Outcome
 from mediaproxy.platforms import audiocodes_messages as msg
@@ -121,7 +121,7 @@ class AudioCodesSession(PlatformSession):
         if self._state == _ENDED:
             return []
         try:
-            message = json.loads(text)
+            message = strict_json.loads(text)
         except (ValueError, RecursionError):
             return self._violation("bad_json", "not valid JSON")
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeGuard
 
+from mediaproxy import strict_json
 from mediaproxy.audio.format import AudioFormat
 
 MAX_TEXT_CHARS = 65535
@@ -112,7 +113,7 @@ def parse_envelope(text: str) -> Envelope | Malformed:
     if len(text) > MAX_TEXT_CHARS:
         return Malformed("too_large", f"Text message too large ({len(text)} > {MAX_TEXT_CHARS} chars)")
     try:
-        message = json.loads(text)
+        message = strict_json.loads(text)
     except (ValueError, RecursionError):
         return Malformed("bad_json", "Text message not valid JSON")
     if not isinstance(message, dict):

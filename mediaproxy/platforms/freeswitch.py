@@ -39,11 +39,11 @@ empty binary frame. Hanging up closes the socket (the module fires
 from __future__ import annotations
 
 import hmac
-import json
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from mediaproxy import strict_json
 from mediaproxy.audio.format import AudioFormat, FormatPreference
 from mediaproxy.options import OptionError, integer, option, text
 from mediaproxy.outcome import Outcome
@@ -207,7 +207,7 @@ class FreeswitchSession(JsonMediaSession):
     def _opening_metadata(text: str) -> dict[str, str]:
         """The metadata of the first text frame: a JSON object's fields, else the text itself."""
         try:
-            message = json.loads(text)
+            message = strict_json.loads(text)
         except (ValueError, RecursionError):
             message = None
         if isinstance(message, dict):

@@ -28,6 +28,7 @@ import binascii
 import json
 from typing import Any
 
+from mediaproxy import strict_json
 from mediaproxy.audio.format import AudioFormat
 from mediaproxy.platforms.base import (
     DtmfReceived,
@@ -110,7 +111,7 @@ class JsonMediaSession(PlatformSession):
         if len(text) > MAX_MESSAGE_CHARS:
             return self._violation("oversize", f"message of {len(text)} characters")
         try:
-            message = json.loads(text)
+            message = strict_json.loads(text)
         except (ValueError, RecursionError):  # deep nesting raises RecursionError, not ValueError
             return self._violation("bad_json", "not JSON")
         if not isinstance(message, dict):

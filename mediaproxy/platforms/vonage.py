@@ -38,12 +38,12 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mediaproxy import strict_json
 from mediaproxy.audio.format import AudioFormat, FormatPreference
 from mediaproxy.options import OptionError, integer, option, text
 from mediaproxy.outcome import Outcome
@@ -95,7 +95,8 @@ def verify_jwt(token: str, secret: str, now: float, max_age_s: int, application_
     signing_input = f"{parts[0]}.{parts[1]}".encode()
     expected = hmac.new(secret.encode(), signing_input, hashlib.sha256).digest()
     try:
-        header, claims, signature = json.loads(_b64url(parts[0])), json.loads(_b64url(parts[1])), _b64url(parts[2])
+        header, claims = strict_json.loads(_b64url(parts[0])), strict_json.loads(_b64url(parts[1]))
+        signature = _b64url(parts[2])
     except (ValueError, binascii.Error, RecursionError):
         return "not a JWT"
     if not isinstance(header, dict) or header.get("alg") != "HS256" or not isinstance(claims, dict):

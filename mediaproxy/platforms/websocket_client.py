@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from mediaproxy import strict_json
 from mediaproxy.audio.format import AudioFormat, FormatPreference
 from mediaproxy.audio.opus import OpusDecoder, OpusEncoder, OpusUnavailableError
 from mediaproxy.options import OptionError, integer, name_list, option, text
@@ -184,7 +185,7 @@ class WebSocketClientSession(PlatformSession):
         if len(text) > MAX_MESSAGE_CHARS:
             return self._violation("oversize", f"message of {len(text)} characters")
         try:
-            message = json.loads(text)
+            message = strict_json.loads(text)
         except (ValueError, RecursionError):  # deep nesting raises RecursionError
             return self._violation("bad_json", "not JSON")
         if not isinstance(message, dict):

@@ -53,18 +53,22 @@ LATE_P99_MS = 5.0
 SATURATED_PCT = 95.0
 
 
-def proxy_config(directory: Path, name: str, proxy_port: int, metrics_port: int, fake_port: int, calls: int) -> Path:
-    """The proxy's config for ``name`` (echo, stream or realtime)."""
+def proxy_config(directory: Path, name: str, proxy_port: int, metrics_port: int, fake_port: int, calls: int,
+                 message_ms: int = 20, input_chunk_ms: int = 20) -> Path:
+    """The proxy's config for ``name`` (echo, stream or realtime); ``message_ms`` is
+    ``[playout] message_ms``, ``input_chunk_ms`` the Realtime backend's (both default 20)."""
     if name == "realtime":
         backend = (f"[backend:bot]\ntype = openai-realtime\nurl = ws://127.0.0.1:{fake_port}/v1/realtime\n"
                    "model = gpt-realtime\napi_key = ${OPENAI_API_KEY}\nvoice = marin\ninstructions = A benchmark.\n"
-                   "transcription_model =\nsilence_duration_ms = 600\ninterrupt_response = true\n")
+                   "transcription_model =\nsilence_duration_ms = 600\ninterrupt_response = true\n"
+                   f"input_chunk_ms = {input_chunk_ms}\n")
     else:
         backend = f"[backend:bot]\ntype = echo\nmode = {'stream' if name == 'stream' else 'parrot'}\nsilence_ms = 600\n"
     path = directory / f"{name}.ini"
     path.write_text(f"[proxy]\nlisten = tcp:{proxy_port}:interface=127.0.0.1\nmax_calls = {max(1000, 2 * calls)}\n"
                     f"drain_seconds = 2\n\n[metrics]\nlisten = tcp:{metrics_port}:interface=127.0.0.1\n\n"
                     "[playout]\nframe_ms = 20\nlead_ms = 60\nprefill_ms = 0\nmax_buffer_ms = 30000\n"
+                    f"message_ms = {message_ms}\n"
                     "mark_interval_ms = 100\n\n[platform:twilio]\npath = /twilio\nbackend = bot\n\n" + backend)
     return path
 
@@ -113,7 +117,8 @@ class Server:
                                      "bench-dummy-key", "--speed", "10", "--max-seconds", "3600"],
                                     cwd=ROOT, env=env, stdout=open(work / "fake.log", "wb"), stderr=subprocess.STDOUT)
             self.helpers.append(fake)
-        config = proxy_config(work, name, port, metrics_port, fake_port, max(args.steps))
+        config = proxy_config(work, name, port, metrics_port, fake_port, max(args.steps),
+                              args.message_ms, args.input_chunk_ms)
         twistd = str(Path(sys.executable).parent / "twistd")
         self.process = subprocess.Popen(pin + [twistd, "-n", "--pidfile=", "mediaproxy", "--config", str(config)],
                                         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -247,6 +252,10 @@ def main() -> int:
     p.add_argument("--all-steps", action="store_true",
                    help="go on past the knee (for the cost figures) until the server saturates its core")
     p.add_argument("--pipecat-venv", default=str(HERE / ".venv-pipecat"), help="pipecat's virtual environment")
+    p.add_argument("--message-ms", type=int, default=20,
+                   help="the proxy's [playout] message_ms: bot audio per Twilio media message (default 20)")
+    p.add_argument("--input-chunk-ms", type=int, default=20,
+                   help="the Realtime backend's input_chunk_ms: caller audio per append (default 20)")
     p.add_argument("--json", default="", help="write every figure here")
     p.add_argument("--keep", default="", help="keep configs, logs and per-step figures in this directory")
     args = p.parse_args()

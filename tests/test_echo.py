@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from twisted.internet.interfaces import IPushProducer
@@ -104,6 +105,25 @@ class ParrotTests(EchoTestCase):
         self.clock.advance(0)
         self.assertNotIn("audio", self.listener.kinds())
         session.interrupt("echo-1", 0)
+        session.resumeProducing()
+        self.assertNotIn("audio", self.listener.kinds())
+
+    def test_interrupting_keeps_no_state_per_response(self) -> None:
+        """Interrupted responses leave nothing behind: a call of a thousand barge-ins holds no
+        more than a call of one (a set of cancelled ids grew for the whole call once)."""
+        def sizes(session: Any) -> dict[str, int]:
+            return {name: len(value) for name, value in vars(session).items()
+                    if isinstance(value, (set, dict, list, deque))}
+
+        session = self.open(silence_ms=200)
+        session.pauseProducing()  # replies stay queued, so each interrupt has something to drop
+        for n in range(1, 1001):
+            for frame in [LOUD] * 5 + [QUIET] * 10:
+                session.send_audio(frame)
+            session.interrupt(f"echo-{n}", 0)
+            if n == 1:
+                after_one = sizes(session)
+        self.assertEqual(sizes(session), after_one)
         session.resumeProducing()
         self.assertNotIn("audio", self.listener.kinds())
 

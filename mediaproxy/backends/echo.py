@@ -88,7 +88,6 @@ class EchoSession:
         self._utterance = bytearray()
         self._responses = 0
         self._outgoing: deque[tuple[str, bytes | None]] = deque()  # (response id, chunk or None=done)
-        self._cancelled: set[str] = set()
         self._paused = False
         self._closed = False
         # Stream mode: the open response (None between them), its number, and the caller quiet
@@ -159,8 +158,6 @@ class EchoSession:
         self._deliver_call = None
         while self._outgoing and not self._paused and not self._closed:
             response_id, chunk = self._outgoing.popleft()
-            if response_id in self._cancelled:
-                continue
             if chunk is None:
                 self._listener.backend_response_done(response_id)
             else:
@@ -200,7 +197,7 @@ class EchoSession:
     def _deliver_stream(self, response_id: str, data: bytes | None) -> None:
         if data is None:
             self._listener.backend_response_done(response_id)
-        elif response_id not in self._cancelled:
+        else:
             self._listener.backend_audio(response_id, data)
 
     def _release(self) -> None:
@@ -215,8 +212,15 @@ class EchoSession:
     # --- control -----------------------------------------------------------------------------------
 
     def interrupt(self, response_id: str, played_ms: int) -> None:
-        """Forget the rest of ``response_id`` (a real backend would truncate its memory here)."""
-        self._cancelled.add(response_id)
+        """Forget the rest of ``response_id`` (a real backend would truncate its memory here).
+
+        What is still queued of it is dropped now, rather than its id remembered to skip it
+        later: a set of cancelled ids grew by one per barge-in for the whole call (a 30-minute
+        soak found it). A parrot response is queued whole, so nothing of it can come later; a
+        stream response ends here (its done marker, if already due, still goes out)."""
+        self._outgoing = deque(entry for entry in self._outgoing if entry[0] != response_id)
+        self._stream_due = deque(entry for entry in self._stream_due
+                                 if entry[1] != response_id or entry[2] is None)
         if response_id == self._stream_id:
             self._stream_id = None  # the next loud audio opens a new stream response
 

@@ -156,7 +156,9 @@ class MediaProxyService(MultiService):
         self.config = config
         self.reactor = reactor
         self.metrics = Metrics()
-        self.clock = PlayoutClock(reactor, config.playout.frame_ms, self.metrics)
+        frame_ms = config.playout.frame_ms
+        # Calls spread over 5 ms sub-ticks: no tick serves every call at once.
+        self.clock = PlayoutClock(reactor, frame_ms, self.metrics, PlayoutClock.phases_for(frame_ms))
         http = TreqHttpClient(reactor)
         self.context = CallContext(
             reactor=reactor,

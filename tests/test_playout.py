@@ -632,3 +632,98 @@ class MessageLengthTests(PlayoutTestCase):
         self.assertFalse(playout.mark_echoed(self.sink.marks[0]))
         playout.write("r2", tone(100))
         self.assertEqual(len(self.sink.packets[-1][1]), 800)
+
+
+class PhasedClockTests(SynchronousTestCase):
+    """A clock of four phases: each playout paced on its own 5 ms sub-tick, exactly, for life."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1000.0)
+        self.metrics = Metrics()
+        self.pacer = PlayoutClock(self.clock, 20, self.metrics, phases=4)
+        self.sinks: list[RecordingSink] = []
+
+    def playout(self) -> Playout:
+        sink = RecordingSink(self.clock)
+        self.sinks.append(sink)
+        settings = PlayoutSettings(frame_ms=20, lead_ms=60, prefill_ms=0, max_buffer_ms=30000, mark_interval_ms=100)
+        return Playout(self.pacer, MULAW_8K, TWILIO, settings, sink, self.metrics, "twilio")
+
+    def test_phases_are_assigned_round_robin(self) -> None:
+        self.assertEqual([self.playout().phase for _ in range(6)], [0, 1, 2, 3, 0, 1])
+
+    def test_each_playout_paced_on_its_own_sub_tick(self) -> None:
+        """Four calls writing at once: the first packets go at once (within the lead), then each
+        call's packets leave exactly 20 ms apart, the calls 5 ms apart from one another, and no
+        tick serves two calls."""
+        playouts = [self.playout() for _ in range(4)]
+        start = self.clock.seconds()
+        for playout in playouts:
+            playout.write("r1", tone(2000))
+        for _ in range(1000):
+            self.clock.advance(0.0025)
+        for phase, sink in enumerate(self.sinks):
+            times = [t - start for t, _ in sink.packets]
+            self.assertEqual(len(times), 2000 // 20)
+            self.assertEqual(times[:4], [0.0] * 4)  # the lead and the current frame at once
+            paced = times[4:]
+            first = phase * 0.005 if phase else 0.020
+            for n, sent_at in enumerate(paced):
+                self.assertAlmostEqual(sent_at, first + n * 0.020, delta=1e-6, msg=f"phase {phase} packet {n}")
+        send_times = sorted(t for sink in self.sinks for t, _ in sink.packets[4:])
+        self.assertEqual(len(send_times), len(set(round(t, 6) for t in send_times)))
+        self.assertEqual(self.metrics.registry.get_sample_value("mediaproxy_playout_underruns_total"), 0)
+        self.assertFalse(self.pacer.running)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_timer_wakes_only_for_phases_with_playouts(self) -> None:
+        """One call on phase 2 arms one timer per frame, not four; the grid is laid so that its
+        phase ticks when it started, as a single-phase clock's would."""
+        for _ in range(2):
+            self.playout()
+        playout = self.playout()
+        self.assertEqual(playout.phase, 2)
+        start = self.clock.seconds()
+        playout.write("r1", tone(1000))
+        wakeups = []
+        while self.clock.getDelayedCalls():
+            call = self.clock.getDelayedCalls()[0]
+            wakeups.append(round(call.getTime() - start, 6))
+            self.clock.advance(call.getTime() - self.clock.seconds())
+        self.assertEqual(wakeups[:3], [0.02, 0.04, 0.06])
+
+    def test_a_late_phase_added_to_a_running_clock_is_served_on_its_sub_tick(self) -> None:
+        """The timer is armed for phase 3 when a phase-1 call starts: it is re-armed, so the new
+        call's second paced packet leaves on its own sub-tick, not at phase 3's."""
+        playouts = [self.playout() for _ in range(4)]
+        start = self.clock.seconds()
+        playouts[3].write("r1", tone(2000))
+        self.clock.advance(0.001)
+        playouts[1].write("r1", tone(2000))
+        while self.clock.seconds() < start + 0.1:  # wake exactly when the timer is due
+            self.clock.advance(self.clock.getDelayedCalls()[0].getTime() - self.clock.seconds())
+        times = [round(t - start, 6) for t, _ in self.sinks[1].packets]
+        self.assertEqual(times[:4], [0.001] * 4)
+        # Phase 3 ticks at start + 20 ms (the grid was laid for it); phase 1 ten ms earlier.
+        self.assertEqual(times[4:7], [0.01, 0.03, 0.05])
+
+    def test_missed_sub_ticks_are_folded_into_the_next(self) -> None:
+        """A reactor that wakes only every 13 ms misses sub-ticks: every phase that came due is
+        served at the next wake-up, so each call still sends exactly what is due, none starves."""
+        playouts = [self.playout() for _ in range(4)]
+        start = self.clock.seconds()
+        for playout in playouts:
+            playout.write("r1", tone(4000))
+        for _ in range(200):
+            self.clock.advance(0.013)
+        elapsed_ms = (self.clock.seconds() - start) * 1000
+        for phase, sink in enumerate(self.sinks):
+            sent_ms = len(sink.packets) * 20
+            # Due: the lead plus the elapsed time, on this phase's grid (up to one frame early).
+            self.assertTrue(elapsed_ms + 60 - 20 < sent_ms <= elapsed_ms + 60 + 20 + 1e-6, (phase, sent_ms))
+        self.assertEqual(self.metrics.registry.get_sample_value("mediaproxy_playout_underruns_total"), 0)
+
+    def test_phases_must_divide_the_frame(self) -> None:
+        with self.assertRaises(ValueError):
+            PlayoutClock(self.clock, 20, None, phases=3)

@@ -107,6 +107,8 @@ class Playout:
         if capabilities.packet_ms % frame_ms:
             raise ValueError(f"packet_ms {capabilities.packet_ms} is not a multiple of frame_ms {frame_ms}")
         self._clock = clock
+        self.phase = clock.assign_phase()
+        """The shared clock's sub-tick this playout is served on, for its whole life."""
         self._sink = sink
         self._format = audio_format
         self._bytes_per_ms = audio_format.bytes_per_ms
@@ -184,14 +186,14 @@ class Playout:
         queue.write(response_id, data)
         self._buffer_seconds.observe(queue.queued_bytes / self._bytes_per_ms / 1000.0)
         now = self._clock.seconds()
-        self._service(now, self._clock.grid_time(now))
+        self._service(now, self._clock.grid_time(now, self.phase))
 
     def finish(self, response_id: str) -> None:
         """``response_id`` has delivered all its audio; its tail may now be padded and sent."""
         if self._stopped or not self._queue.finish(response_id):
             return
         now = self._clock.seconds()
-        self._service(now, self._clock.grid_time(now))
+        self._service(now, self._clock.grid_time(now, self.phase))
         self._played_out.check()
 
     # --- inputs from the platform side -----------------------------------------------------
@@ -226,7 +228,7 @@ class Playout:
             self._clock.discard(self)
         elif not self._stopped:
             now = self._clock.seconds()
-            self._service(now, self._clock.grid_time(now))
+            self._service(now, self._clock.grid_time(now, self.phase))
 
     def clear(self) -> PlayedAudio | None:
         """Barge-in: drop all queued audio and cut every unfinished response. Returns what the
@@ -311,7 +313,7 @@ class Playout:
         self._transport_paused = False
         if not self._stopped:
             now = self._clock.seconds()
-            self._service(now, self._clock.grid_time(now))
+            self._service(now, self._clock.grid_time(now, self.phase))
 
     def stopProducing(self) -> None:
         """The platform transport is gone (Twisted calls this before the protocol hears of

@@ -52,13 +52,8 @@ from twisted.logger import Logger
 from mediaproxy.audio.format import AudioFormat
 from mediaproxy.backends.base import BackendListener, CallInfo
 from mediaproxy.backends.connection import (
-    AlwaysReading,
-    CallLog,
     HeldAudio,
-    ReadyReporter,
     WriteBackpressure,
-    backoff_redialer,
-    hang_up,
     open_until_ready,
     refused_dial_reason,
 )
@@ -90,7 +85,8 @@ from mediaproxy.backends.openai_memory import RealtimeMemory
 from mediaproxy.backends.openai_retries import ResponseRetries
 from mediaproxy.backends.openai_session_config import RealtimeOptions, transcription_language
 from mediaproxy.backends.openai_socket import RealtimeClientProtocol
-from mediaproxy.backends.reconnect import Redialer, connection_lost_reason, dial_websocket
+from mediaproxy.backends.reconnect import connection_lost_reason, dial_websocket
+from mediaproxy.backends.redialing_session import RedialingSession
 from mediaproxy.metrics import Metrics
 from mediaproxy.transcripts import Transcript
 
@@ -99,7 +95,7 @@ log = Logger()
 __all__ = ["OpenAIRealtimeSession", "RealtimeClientProtocol"]
 
 
-class OpenAIRealtimeSession(AlwaysReading):
+class OpenAIRealtimeSession(RedialingSession[RealtimeClientProtocol, RealtimeEvent]):
     """A :class:`~mediaproxy.backends.base.BackendSession` on OpenAI Realtime for one call.
 
     ``reactor`` provides IReactorTime and IReactorTCP/IReactorSSL; ``random`` spreads reconnect
@@ -119,21 +115,13 @@ class OpenAIRealtimeSession(AlwaysReading):
         random: Callable[[], float] = _random.random,
     ) -> None:
         self.audio_format = audio_format
-        self._name = backend_name
         self._options = options
         self._call = call
-        self._listener = listener
-        self._reactor = reactor
-        self._metrics = metrics
         self._early = HeldAudio(audio_format, options.early_audio_ms, metrics)
         # The socket's write buffer is over its bound (see WriteBackpressure): appends are held.
         self._stalled = False
-        self._proto: RealtimeClientProtocol | None = None
         self._dialect: RealtimeDialect | None = None
-        self._connections = 0
-        self._ready = ReadyReporter(reactor, metrics, backend_name, listener)
         self._expiring = False
-        self._closed = False
         self._part_chunk = PartChunkFlush(reactor, options.input_chunk_ms, self._flush_chunk)
         self._memory = RealtimeMemory()
         self._language: str | None = options.transcription_language or None
@@ -143,17 +131,11 @@ class OpenAIRealtimeSession(AlwaysReading):
                                         self._retry_response)
         # The flavor's URL (query included) and credential header (openai_flavors).
         self._url, self._headers = endpoint(options)
-        call_log = CallLog(log, call.call_id, backend_name, (options.api_key, options.entra_token))
-        self._log, self._redact = call_log.log, call_log.redact
-        self._redialer: Redialer[RealtimeClientProtocol] = backoff_redialer(
-            reactor, options, self._dial, on_up=self._connection_up, on_give_up=self._fail,
-            is_fatal=partial(refused_dial_reason, not_found="backend URL or model"),
-            on_redial=metrics.backend_reconnects_total.labels(backend_name).inc, random=random,
+        self._set_up_redialing(
+            backend_name, options, call, listener, reactor, metrics, logger=log,
+            secrets=(options.api_key, options.entra_token),
+            is_fatal=partial(refused_dial_reason, not_found="backend URL or model"), random=random,
         )
-
-    def start(self) -> None:
-        """Dial the first connection (``open_session`` calls this; it returns at once)."""
-        self._redialer.start()
 
     # --- BackendSession ------------------------------------------------------------------------
 
@@ -227,21 +209,11 @@ class OpenAIRealtimeSession(AlwaysReading):
             self._dialect.set_language(iso)
             self._send_output()
 
-    def close(self) -> None:
-        """End the session; no listener calls follow. Idempotent."""
-        self._shut_down(abort=False)
-
-    def _shut_down(self, *, abort: bool) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._redialer.stop()
+    def _let_go(self) -> tuple[RealtimeClientProtocol | None, ...]:
         self._part_chunk.cancel()
         self._retries.cancel()
-        proto, self._proto, self._dialect = self._proto, None, None
-        if proto is not None:
-            hang_up(proto, abort=abort)
-        self._log("info", "backend session closed")
+        self._dialect = None
+        return tuple(super()._let_go())
 
     # --- connections ---------------------------------------------------------------------------
 
@@ -274,12 +246,6 @@ class OpenAIRealtimeSession(AlwaysReading):
 
         return open_until_ready(opened, adopt, self._abandon)
 
-    def _abandon(self, proto: RealtimeClientProtocol) -> None:
-        """The attempt that opened ``proto`` was cancelled (timeout, stop)."""
-        if proto is self._proto:
-            self._proto = None
-            hang_up(proto, abort=True)
-
     def _connection_up(self, proto: RealtimeClientProtocol) -> None:
         if not self._ready.up():
             self._log("info", "backend session resumed on connection {connection}", connection=self._connections)
@@ -306,10 +272,7 @@ class OpenAIRealtimeSession(AlwaysReading):
             return
         events = proto.dialect.receive(payload)
         self._send_output(proto)
-        for event in events:
-            if self._closed or proto is not self._proto:
-                return
-            self._handle(proto, event)
+        self._handle_all(proto, events)
 
     def malformed_message(self, proto: RealtimeClientProtocol) -> None:
         """A frame the protocol does not allow (binary) arrived on ``proto``."""
@@ -325,8 +288,7 @@ class OpenAIRealtimeSession(AlwaysReading):
         self._part_chunk.cancel()
         self._retries.cancel()
         description = self._redact(connection_lost_reason(code, reason))
-        if proto.ready is not None and not proto.ready.called:
-            proto.ready.errback(ConnectionLost(description))
+        if self._attempt_failed(proto, ConnectionLost(description)):
             return
         # Nothing more will arrive for responses in flight: let the bridge finish them.
         if proto.dialect is not None:
@@ -338,7 +300,7 @@ class OpenAIRealtimeSession(AlwaysReading):
         self._log("warn", "backend connection lost ({reason}); reconnecting", reason=description)
         self._redialer.lost(description, expected=expected)
 
-    def _handle(self, proto: RealtimeClientProtocol, event: RealtimeEvent) -> None:
+    def _handle_event(self, proto: RealtimeClientProtocol, event: RealtimeEvent) -> None:
         listener = self._listener
         match event:
             case AudioReceived(item_id=item_id, data=data):
@@ -438,25 +400,9 @@ class OpenAIRealtimeSession(AlwaysReading):
             if self._dialect is not None:
                 self._result_as_note(self._dialect, call_id, output)
         self._send_output(proto)
-        if proto.ready is not None and not proto.ready.called:
-            proto.ready.callback(proto)
-
-    def _fail(self, reason: str) -> None:
-        if self._closed:
-            return
-        reason = self._redact(reason)
-        self._log("error", "backend failed: {reason}", reason=reason)
-        self._shut_down(abort=True)
-        self._listener.backend_failed(reason)
+        self._attempt_ready(proto)
 
     # --- helpers -------------------------------------------------------------------------------
-
-    def _send_output(self, proto: RealtimeClientProtocol | None = None) -> None:
-        proto = proto or self._proto
-        if proto is None or proto.dialect is None:
-            return
-        for message in proto.dialect.take_output():
-            proto.sendMessage(message.encode("utf-8"), isBinary=False)  # type: ignore[no-untyped-call]  # Autobahn
 
     def _hold(self, data: bytes, reason: str) -> None:
         """Keep ``data`` in the bounded early-audio buffer; what it drops is counted in whole
